@@ -1,0 +1,25 @@
+# The two set-up commands (see README): `make demo` and `make test`.
+# Both create or refresh ./.venv (scripts/setup_env.sh is idempotent and fast when up to date).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fallback bench clean
+
+setup:
+	bash scripts/setup_env.sh
+
+demo: setup
+	$(PY) -m geoop demo
+
+test: setup
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+	GEOOP_DISABLE_BACKENDS=torch_cluster,open3d OMP_NUM_THREADS=2 $(PY) -m pytest -q tests/test_neighbors.py $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/neighbors.py
+	$(PY) benchmarks/gino.py
+	$(PY) benchmarks/data.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,64 @@
+"""geoop: neural operators on arbitrary geometry.
+
+Load any mesh or point cloud into a :class:`Geometry`, batch geometries of different sizes
+into a :class:`GeometryBatch`, build radius-ball :class:`Neighborhoods`, and train GINO-style
+operators (GNO encoder -> FNO/SFNO latent -> GNO decoder) that answer at any query point.
+
+Public names are imported lazily so ``import geoop`` stays fast and never imports the heavy
+optional libraries (open3d, pyvista, torch-harmonics) before they are needed.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import (  # noqa: F401  (cheap, always imported)
+    BackendUnavailableError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    FieldError,
+    GeometryReadError,
+    GeometryWriteError,
+    GeoopError,
+    NeighborhoodTooLargeError,
+    ShapeError,
+    UnsupportedFormatError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Geometry": "geoop.geometry.geometry",
+    "NormalizeTransform": "geoop.geometry.geometry",
+    "read": "geoop.geometry.io",
+    "write": "geoop.geometry.io",
+    "from_pyvista": "geoop.geometry.convert",
+    "to_pyvista": "geoop.geometry.convert",
+    "to_trimesh": "geoop.geometry.convert",
+    "to_open3d": "geoop.geometry.convert",
+    "Neighborhoods": "geoop.neighbors.neighborhoods",
+    "radius_search": "geoop.neighbors.search",
+    "GeometryBatch": "geoop.batch",
+    "Sample": "geoop.batch",
+    "collate": "geoop.batch",
+    "GINO": "geoop.models.gino",
+}
+
+__all__ = sorted(list(_LAZY) + [
+    "GeoopError", "GeometryReadError", "GeometryWriteError", "UnsupportedFormatError", "ShapeError",
+    "FieldError", "BackendUnavailableError", "NeighborhoodTooLargeError", "ConfigError",
+    "CheckpointError", "DatasetError",
+])
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'geoop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,68 @@
+"""Exception hierarchy of geoop.
+
+Every error raised at a boundary of the package (files, user arrays, configs, checkpoints)
+is a :class:`GeoopError` subclass whose message names the file or field involved, with the
+expected and the actual value, so a user can act on it without reading a traceback.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "GeoopError",
+    "GeometryReadError",
+    "GeometryWriteError",
+    "UnsupportedFormatError",
+    "ShapeError",
+    "FieldError",
+    "BackendUnavailableError",
+    "NeighborhoodTooLargeError",
+    "ConfigError",
+    "CheckpointError",
+    "DatasetError",
+]
+
+
+class GeoopError(Exception):
+    """Base class of all errors raised by geoop."""
+
+
+class GeometryReadError(GeoopError, OSError):
+    """A file could not be read into a :class:`~geoop.Geometry` (missing, corrupt, empty...)."""
+
+
+class GeometryWriteError(GeoopError, OSError):
+    """A geometry could not be written (permissions, full disk, unsupported content)."""
+
+
+class UnsupportedFormatError(GeoopError, ValueError):
+    """The file extension or format is not one geoop can read or write."""
+
+
+class ShapeError(GeoopError, ValueError):
+    """An array has the wrong shape, dtype or contains non-finite values."""
+
+
+class FieldError(ShapeError, KeyError):
+    """A named field is missing or has the wrong length / width."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(GeoopError, ImportError):
+    """A requested optional backend (torch-cluster, open3d, pyvista, ...) is not installed."""
+
+
+class NeighborhoodTooLargeError(GeoopError, MemoryError):
+    """A radius search would produce more edges than fit in the allowed memory."""
+
+
+class ConfigError(GeoopError, ValueError):
+    """A configuration has unknown, missing or invalid keys."""
+
+
+class CheckpointError(GeoopError, RuntimeError):
+    """A checkpoint is unreadable or belongs to another model configuration."""
+
+
+class DatasetError(GeoopError, RuntimeError):
+    """A dataset folder or one of its cases is invalid."""

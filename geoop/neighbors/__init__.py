@@ -1,0 +1,2 @@
+"""Radius-ball neighbourhoods between point sets (CSR), with several backends."""
+from .neighborhoods import Neighborhoods  # noqa: F401
