@@ -1,0 +1,268 @@
+r"""Graph neural operator layer: an integral transform over radius balls.
+
+For every query point :math:`x` with neighbourhood :math:`B_r(x)` among the source points,
+
+.. math::
+
+    v(x) = \bigoplus_{y \in B_r(x)} k(x, y, f(y)) \, [\odot \, W f(y)]
+
+where :math:`\bigoplus` is one of the reductions
+
+* ``"weighted"``: :math:`\sum_y w(y)\,(\cdot)` with quadrature weights :math:`w` (a Riemann
+  sum of :math:`\int_{B_r(x)} k(x, y)\, f(y)\, dy`; it converges as the mesh is refined),
+* ``"mean"``: :math:`\frac{1}{|B_r(x)|} \sum_y (\cdot)`,
+* ``"sum"``: :math:`\sum_y (\cdot)`,
+
+and the kernel form is one of
+
+* ``"linear"``: :math:`k(x, y) \odot W f(y)`, :math:`k = \mathrm{MLP}([e(x), e(y)])` with
+  ``out_channels`` outputs, multiplied elementwise with the source features; ``W`` is a learned
+  ``in_channels -> out_channels`` linear map when the widths differ, the identity otherwise,
+* ``"nonlinear"``: :math:`k(x, y, f(y)) = \mathrm{MLP}([e(x), e(y), f(y)])`,
+* ``"kernel_only"``: :math:`k(x, y) = \mathrm{MLP}([e(x), e(y)])` (no source features; the
+  transform of the indicator of the geometry, ``in_channels`` must be 0),
+
+with :math:`e` a positional embedding (:mod:`geoop.nn.embeddings`). A query whose ball is
+empty gets exactly 0 (also for ``"mean"``; never NaN); an empty query set gives ``(0, C_out)``.
+
+Implementation (see DESIGN.md, performance notes): the kernel MLP's first layer is split,
+:math:`A e(x) + B e(y) + C f(y) + b`, and evaluated once per query / source point; per edge
+only a gather and an add remain for that layer. Edges are processed in chunks of consecutive
+queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training
+each chunk runs under :func:`torch.utils.checkpoint.checkpoint`, so the peak memory of the
+edge computation is ``O(chunk_edges * hidden)`` instead of ``O(E * hidden)``.
+
+Shapes
+------
+sources   : (S, d) float       source points y
+queries   : (Q, d) float       query points x
+neighbors : Neighborhoods with Q queries, indices into the S sources
+f         : (S, in_channels) float or None (``kernel_only``)
+weights   : (S,) float or None (required for ``"weighted"``)
+output    : (Q, out_channels) float
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from ..errors import ConfigError, ShapeError
+from ..neighbors.neighborhoods import Neighborhoods
+from .embeddings import resolve_pos_embed
+from .mlp import resolve_activation
+
+__all__ = ["GNO", "GNO_KERNELS", "GNO_REDUCTIONS", "resolve_choice"]
+
+GNO_KERNELS = ("linear", "nonlinear", "kernel_only")
+GNO_REDUCTIONS = ("weighted", "mean", "sum")
+
+
+def resolve_choice(value: str, choices: Sequence[str], what: str) -> str:
+    """Lower-case ``value`` if it is one of ``choices``; else :class:`ConfigError` listing them."""
+    key = str(value).lower()
+    if key not in choices:
+        raise ConfigError(f"{what}: unknown value {value!r}; valid choices: {list(choices)}")
+    return key
+
+
+def _edge_chunks(ptr: Tensor, chunk_edges: int) -> list[tuple[int, int]]:
+    """Consecutive query ranges ``[q0, q1)`` with at most ``chunk_edges`` edges each (a single
+    query with more edges forms its own chunk)."""
+    q = ptr.numel() - 1
+    if q == 0:
+        return []
+    pc = ptr.detach().cpu()
+    if int(pc[-1]) - int(pc[0]) <= chunk_edges:
+        return [(0, q)]
+    out, q0 = [], 0
+    while q0 < q:
+        limit = pc[q0] + chunk_edges
+        q1 = int(torch.searchsorted(pc, limit, right=True)) - 1
+        q1 = min(max(q1, q0 + 1), q)
+        out.append((q0, q1))
+        q0 = q1
+    return out
+
+
+class GNO(nn.Module):
+    """Integral transform over radius neighbourhoods (see the module docstring for the maths).
+
+    Parameters
+    ----------
+    in_channels : width of the source features f (0 for ``kernel="kernel_only"``)
+    out_channels : width of the output v
+    coord_dim : dimension d of the points
+    radius : radius of the balls (informational; the neighbourhoods are given to ``forward``)
+    mlp_hidden : hidden widths of the kernel MLP, e.g. ``(64, 64)``
+    kernel : ``"linear"``, ``"nonlinear"`` or ``"kernel_only"``
+    reduction : ``"weighted"``, ``"mean"`` or ``"sum"``
+    pos_embed : ``"nerf"``, ``"sinusoidal"`` or ``"none"``/``None``
+    n_freqs : number of frequencies of the positional embedding
+    activation : activation of the kernel MLP (``"gelu"``, ``"relu"``, ...)
+    chunk_edges : maximum number of edges processed at once
+    checkpoint : ``"auto"`` (checkpoint the chunks when gradients are needed and there is more
+        than one chunk), ``True`` (always when gradients are needed) or ``False``
+
+    Shapes
+    ------
+    forward(sources (S, d), queries (Q, d), neighbors, f (S, in_channels) | None,
+    weights (S,) | None) -> (Q, out_channels)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        coord_dim: int = 3,
+        radius: Optional[float] = None,
+        mlp_hidden: Sequence[int] = (64, 64),
+        kernel: str = "linear",
+        reduction: str = "weighted",
+        pos_embed: Optional[str] = "nerf",
+        n_freqs: int = 8,
+        activation: str = "gelu",
+        chunk_edges: int = 1 << 17,
+        checkpoint: Union[bool, str] = "auto",
+    ):
+        super().__init__()
+        self.kernel = resolve_choice(kernel, GNO_KERNELS, "GNO kernel")
+        self.reduction = resolve_choice(reduction, GNO_REDUCTIONS, "GNO reduction")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.coord_dim = int(coord_dim)
+        self.radius = radius
+        if self.kernel == "kernel_only" and self.in_channels != 0:
+            raise ConfigError(f"GNO: kernel='kernel_only' uses no source features; in_channels must be 0, got {in_channels}")
+        if self.kernel != "kernel_only" and self.in_channels <= 0:
+            raise ConfigError(f"GNO: kernel={self.kernel!r} needs in_channels >= 1, got {in_channels}")
+        if self.out_channels <= 0:
+            raise ConfigError(f"GNO: out_channels must be >= 1, got {out_channels}")
+        if checkpoint not in (True, False, "auto"):
+            raise ConfigError(f"GNO: checkpoint must be True, False or 'auto', got {checkpoint!r}")
+        self.chunk_edges = int(chunk_edges)
+        self.checkpoint = checkpoint
+
+        self.embed = resolve_pos_embed(pos_embed, self.coord_dim, n_freqs)
+        de = self.embed.out_dim
+        hidden = [int(h) for h in mlp_hidden]
+        h0 = hidden[0] if hidden else self.out_channels
+        # first layer of the kernel MLP, split by input block
+        self.lin_query = nn.Linear(de, h0, bias=True)
+        self.lin_source = nn.Linear(de, h0, bias=False)
+        self.lin_feature = nn.Linear(self.in_channels, h0, bias=False) if self.kernel == "nonlinear" else None
+        # remaining layers, applied per edge
+        rest: list[nn.Module] = []
+        dims = hidden + [self.out_channels]
+        for i in range(len(dims) - 1):
+            rest.append(resolve_activation(activation))
+            rest.append(nn.Linear(dims[i], dims[i + 1]))
+        self.rest = nn.Sequential(*rest)
+        self.channel_map = (
+            nn.Linear(self.in_channels, self.out_channels, bias=False)
+            if self.kernel == "linear" and self.in_channels != self.out_channels
+            else None
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel={self.kernel!r}, "
+            f"reduction={self.reduction!r}, radius={self.radius}, chunk_edges={self.chunk_edges}"
+        )
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, sources, queries, neighbors, f, weights):
+        d = self.coord_dim
+        for name, t in (("sources", sources), ("queries", queries)):
+            if t.dim() != 2 or t.shape[1] != d:
+                raise ShapeError(f"GNO: {name} must have shape (N, {d}), got {tuple(t.shape)}")
+        s, q = sources.shape[0], queries.shape[0]
+        if not isinstance(neighbors, Neighborhoods):
+            raise ShapeError(f"GNO: neighbors must be a Neighborhoods, got {type(neighbors).__name__}")
+        if neighbors.num_queries != q:
+            raise ShapeError(
+                f"GNO: neighbors has {neighbors.num_queries} queries, expected one per query point ({q})"
+            )
+        if neighbors.num_sources is not None and neighbors.num_sources != s:
+            raise ShapeError(f"GNO: neighbors refer to {neighbors.num_sources} sources, got {s} source points")
+        if self.kernel == "kernel_only":
+            if f is not None:
+                raise ShapeError(
+                    f"GNO: kernel='kernel_only' takes no source features, got f of shape {tuple(f.shape)}"
+                )
+        else:
+            if f is None:
+                raise ShapeError(f"GNO: kernel={self.kernel!r} needs source features f of shape ({s}, {self.in_channels})")
+            if f.dim() != 2 or tuple(f.shape) != (s, self.in_channels):
+                raise ShapeError(f"GNO: f must have shape ({s}, {self.in_channels}), got {tuple(f.shape)}")
+        if self.reduction == "weighted":
+            if weights is None:
+                raise ShapeError(f"GNO: reduction='weighted' needs quadrature weights of shape ({s},)")
+        if weights is not None and tuple(weights.shape) != (s,):
+            raise ShapeError(f"GNO: weights must have shape ({s},), got {tuple(weights.shape)}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        sources: Tensor,
+        queries: Tensor,
+        neighbors: Neighborhoods,
+        f: Optional[Tensor] = None,
+        weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Evaluate the integral transform at the queries; see the class docstring for shapes."""
+        self._check(sources, queries, neighbors, f, weights)
+        dtype = self.lin_query.weight.dtype
+        n_q = queries.shape[0]
+        if n_q == 0:
+            return queries.new_zeros((0, self.out_channels), dtype=dtype)
+        # per-point parts of the first layer
+        hq = self.lin_query(self.embed(queries.to(dtype)))  # (Q, H0)
+        hs = self.lin_source(self.embed(sources.to(dtype)))  # (S, H0)
+        if self.lin_feature is not None:
+            hs = hs + self.lin_feature(f.to(dtype))
+        # per-source multiplier of the edge values: W f(y) * w(y), or w(y), or nothing
+        src_mult = None
+        if self.kernel == "linear":
+            src_mult = f.to(dtype) if self.channel_map is None else self.channel_map(f.to(dtype))
+        use_w = self.reduction == "weighted"
+        if use_w:
+            w = weights.to(dtype)[:, None]
+            src_mult = w if src_mult is None else src_mult * w
+
+        ptr = neighbors.ptr
+        index = neighbors.index
+        chunks = _edge_chunks(ptr, self.chunk_edges)
+        need_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (hq, hs, src_mult)
+        )
+        ckpt = need_grad and (self.checkpoint is True or (self.checkpoint == "auto" and len(chunks) > 1))
+        outs = []
+        for q0, q1 in chunks:
+            e0, e1 = int(ptr[q0]), int(ptr[q1])
+            local_ptr = ptr[q0 : q1 + 1] - e0
+            src = index[e0:e1]
+            args = (hq[q0:q1], hs, src_mult, src, local_ptr)
+            if ckpt:
+                outs.append(_checkpoint(self._chunk, *args, use_reentrant=False))
+            else:
+                outs.append(self._chunk(*args))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if self.reduction == "mean":
+            cnt = neighbors.counts().clamp(min=1).to(dtype)
+            out = out / cnt[:, None]
+        return out
+
+    def _chunk(self, hq: Tensor, hs: Tensor, src_mult: Optional[Tensor], src: Tensor, local_ptr: Tensor) -> Tensor:
+        """Edge computation for one chunk of queries: (q, H0) per-query, (S, H0) per-source
+        pre-activations -> (q, out_channels) sums over the chunk's edges."""
+        nq = hq.shape[0]
+        counts = local_ptr[1:] - local_ptr[:-1]
+        ne = src.numel()
+        qloc = torch.repeat_interleave(torch.arange(nq, device=hq.device), counts, output_size=ne)
+        h = hq.index_select(0, qloc) + hs.index_select(0, src)
+        h = self.rest(h)
+        if src_mult is not None:
+            h = h * src_mult.index_select(0, src)
+        return h.new_zeros((nq, h.shape[1])).index_add_(0, qloc, h)
