@@ -1,0 +1,142 @@
+"""Pointwise (per grid point) channel layers shared by the FNO and SFNO blocks.
+
+A channel-mixing layer acts on the channel axis of a ``(B, C, *grid)`` tensor and is the
+same at every grid point: ``y[b, :, p] = W x[b, :, p] + c``. It is resolution independent
+by construction, which is why the FNO/SFNO skip paths and channel MLPs use it.
+
+Component strings (activations, norms, skips) are resolved here, in one place each;
+an unknown name raises a :class:`~geoop.errors.ConfigError` listing the valid choices.
+
+Shapes
+------
+x : (B, C_in, *grid) float  ->  (B, C_out, *grid) float
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, ShapeError
+
+__all__ = [
+    "ACTIVATIONS",
+    "NORMS",
+    "SKIPS",
+    "resolve_activation",
+    "resolve_norm",
+    "resolve_skip",
+    "ChannelLinear",
+    "ChannelMLP",
+]
+
+#: activation name -> module factory
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+}
+
+#: norm name -> factory(channels). Both are dimension agnostic (GroupNorm over (C, *grid)).
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "instance": lambda c: nn.GroupNorm(c, c),  # one group per channel == instance norm
+    "group": lambda c: nn.GroupNorm(1, c),  # one group == layer norm over (C, *grid)
+}
+
+#: skip path names
+SKIPS = ("linear", "identity")
+
+
+def resolve_activation(act: Union[str, nn.Module, None]) -> nn.Module:
+    """Activation module from a name (``"gelu"``, ``"relu"``, ``"silu"``, ``"tanh"``,
+    ``"identity"``), ``None`` (identity) or an ``nn.Module`` (returned as is)."""
+    if act is None:
+        return nn.Identity()
+    if isinstance(act, nn.Module):
+        return act
+    key = str(act).lower()
+    if key not in ACTIVATIONS:
+        raise ConfigError(f"act: unknown activation {act!r}; valid choices: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[key]()
+
+
+def resolve_norm(norm: Optional[str], channels: int) -> nn.Module:
+    """Normalisation over ``(C, *grid)`` from a name (``"instance"``, ``"group"``) or
+    ``None``/``"none"`` (identity)."""
+    if norm is None or str(norm).lower() == "none":
+        return nn.Identity()
+    key = str(norm).lower()
+    if key not in NORMS:
+        raise ConfigError(f"norm: unknown normalisation {norm!r}; valid choices: {[None] + sorted(NORMS)}")
+    return NORMS[key](channels)
+
+
+def resolve_skip(skip: str, channels: int) -> nn.Module:
+    """Skip path: ``"linear"`` (a learned :class:`ChannelLinear`, no bias) or
+    ``"identity"``."""
+    key = str(skip).lower()
+    if key == "linear":
+        return ChannelLinear(channels, channels, bias=False)
+    if key == "identity":
+        return nn.Identity()
+    raise ConfigError(f"skip: unknown skip path {skip!r}; valid choices: {list(SKIPS)}")
+
+
+class ChannelLinear(nn.Module):
+    r"""Pointwise linear map on the channel axis, ``y[:, o, p] = \sum_i W_{oi} x[:, i, p] + c_o``
+    (a 1x1 convolution in any number of grid dimensions).
+
+    Implemented with ``F.linear`` on a channel-last view (no copy of the weights per
+    dimension, works for 1-D, 2-D and 3-D grids alike).
+
+    Shapes
+    ------
+    x : (B, C_in, *grid)  ->  (B, C_out, *grid)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.linear = nn.Linear(self.in_channels, self.out_channels, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"ChannelLinear input: expected (B, {self.in_channels}, *grid), got {tuple(x.shape)}"
+            )
+        return F.linear(x.movedim(1, -1), self.linear.weight, self.linear.bias).movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}"
+
+
+class ChannelMLP(nn.Module):
+    r"""Two-layer pointwise MLP on the channel axis:
+    ``y = W_2\,\sigma(W_1 x + b_1) + b_2`` at every grid point.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    hidden_channels : int
+    act : activation name (see :func:`resolve_activation`)
+
+    Shapes
+    ------
+    x : (B, C_in, *grid)  ->  (B, C_out, *grid)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, act="gelu"):
+        super().__init__()
+        if hidden_channels < 1:
+            raise ConfigError(f"ChannelMLP hidden_channels: expected >= 1, got {hidden_channels}")
+        self.fc1 = ChannelLinear(in_channels, hidden_channels)
+        self.act = resolve_activation(act)
+        self.fc2 = ChannelLinear(hidden_channels, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))

@@ -1,0 +1,191 @@
+r"""Complex spectral weight tensors, dense or tensor-factorised (Tucker, CP).
+
+A spectral convolution multiplies each retained Fourier (or spherical-harmonic) mode of the
+input by a complex matrix,  ``W : (C_in, C_out, M_1, ..., M_d)``.  For a 3-D FNO with
+64 channels and 16x16x9 retained modes per corner set that is 64*64*32*32*16 complex
+numbers (134 M reals): most of an FNO's parameters.  Factorising ``W`` cuts that:
+
+* **Tucker**:  ``W = G x_1 U^{(1)} x_2 ... x_n U^{(n)}``, i.e.
+  ``W[i_1..i_n] = \sum_{r_1..r_n} G[r_1..r_n] \prod_k U^{(k)}[i_k, r_k]`` with a core
+  ``G : (R_1, ..., R_n)`` and one factor ``U^{(k)} : (I_k, R_k)`` per mode
+  (parameters ``\prod_k R_k + \sum_k I_k R_k``).
+* **CP** (CANDECOMP/PARAFAC):  ``W[i_1..i_n] = \sum_r \lambda_r \prod_k A^{(k)}[i_k, r]``
+  with ``\lambda : (R,)`` and ``A^{(k)} : (I_k, R)`` (parameters ``R (1 + \sum_k I_k)``).
+
+The factors are ``nn.Parameter`` s, contracted with one ``einsum`` into the dense tensor when
+the layer runs (the dense tensor is an activation, not a parameter).  The conventions are
+those of tensorly's ``tucker_to_tensor`` / ``cp_to_tensor`` (the tests compare against them).
+
+Complex parameters are stored as real tensors with a trailing dimension of 2 (real,
+imaginary) and viewed as complex on use, so every optimizer, ``.double()`` and DDP work.
+
+``rank`` is a float in (0, 1] (target fraction of the dense parameter count) or an int
+(CP rank, or the same Tucker rank for every mode, capped at each mode's size).
+
+Shapes
+------
+weight() : (C_in, C_out, *modes) complex
+"""
+from __future__ import annotations
+
+import math
+import string
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+__all__ = ["FACTORIZATIONS", "SpectralWeight", "tucker_ranks", "cp_rank", "resolve_factorization"]
+
+#: valid values of ``factorization``
+FACTORIZATIONS = (None, "dense", "tucker", "cp")
+
+
+def resolve_factorization(factorization: Optional[str]) -> str:
+    """``None``/"dense" -> "dense"; "tucker"/"cp" (any case) -> itself; else ConfigError."""
+    if factorization is None:
+        return "dense"
+    key = str(factorization).lower()
+    if key in ("dense", "none"):
+        return "dense"
+    if key in ("tucker", "cp"):
+        return key
+    raise ConfigError(
+        f"factorization: unknown value {factorization!r}; valid choices: {list(FACTORIZATIONS)}"
+    )
+
+
+def _check_rank(rank) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
+        raise ConfigError(f"rank: expected a float in (0, 1] or a positive int, got {rank!r}")
+    if isinstance(rank, float) and not (0.0 < rank <= 1.0):
+        raise ConfigError(f"rank: expected a float in (0, 1] or a positive int, got {rank}")
+    if isinstance(rank, int) and rank < 1:
+        raise ConfigError(f"rank: expected a positive int, got {rank}")
+
+
+def cp_rank(shape: Sequence[int], rank: Union[int, float]) -> int:
+    """CP rank R so that ``R (1 + sum(shape))`` is about ``rank * prod(shape)`` (float rank)."""
+    _check_rank(rank)
+    if isinstance(rank, int):
+        return rank
+    return max(1, int(round(rank * math.prod(shape) / (1 + sum(shape)))))
+
+
+def tucker_ranks(shape: Sequence[int], rank: Union[int, float]) -> tuple[int, ...]:
+    """Tucker ranks ``R_k = max(1, round(s I_k))`` with ``s`` chosen by bisection so that
+    ``prod R_k + sum I_k R_k`` is about ``rank * prod(shape)`` (float rank)."""
+    _check_rank(rank)
+    if isinstance(rank, int):
+        return tuple(min(rank, int(n)) for n in shape)
+    target = rank * math.prod(shape)
+
+    def ranks(s: float) -> tuple[int, ...]:
+        return tuple(max(1, min(int(n), int(round(s * n)))) for n in shape)
+
+    def count(r) -> int:
+        return math.prod(r) + sum(n * k for n, k in zip(shape, r))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if count(ranks(mid)) > target:
+            hi = mid
+        else:
+            lo = mid
+    return ranks(lo)
+
+
+def _complex_param(shape: Sequence[int], std: float) -> nn.Parameter:
+    """Real (…, 2) storage of a complex normal tensor with E|z|^2 = std^2."""
+    return nn.Parameter(torch.randn(*shape, 2) * (std / math.sqrt(2.0)))
+
+
+class SpectralWeight(nn.Module):
+    r"""A complex tensor ``(C_in, C_out, *modes)``, dense or Tucker/CP factorised.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    modes : sequence of int, sizes of the mode axes (e.g. ``(2 m_1, 2 m_2, m_3)`` for an FNO,
+        ``(L,)`` for an SFNO)
+    factorization : None | "dense" | "tucker" | "cp"
+    rank : float in (0, 1] or int (see module docstring)
+    std : float, target standard deviation of the entries of the dense tensor at
+        initialisation (default ``sqrt(2 / (C_in + C_out))``)
+
+    Shapes
+    ------
+    forward() : (C_in, C_out, *modes) complex
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        modes: Sequence[int],
+        factorization: Optional[str] = None,
+        rank: Union[int, float] = 0.5,
+        std: Optional[float] = None,
+    ):
+        super().__init__()
+        self.shape = (int(in_channels), int(out_channels), *[int(m) for m in modes])
+        if any(s < 1 for s in self.shape):
+            raise ConfigError(f"SpectralWeight shape: expected positive sizes, got {self.shape}")
+        self.factorization = resolve_factorization(factorization)
+        std = math.sqrt(2.0 / (in_channels + out_channels)) if std is None else float(std)
+        n = len(self.shape)
+        letters = string.ascii_letters
+        if self.factorization == "dense":
+            self.dense = _complex_param(self.shape, std)
+            self.rank = None
+        elif self.factorization == "tucker":
+            ranks = tucker_ranks(self.shape, rank)
+            self.rank = ranks
+            # Var(W) = prod(R_k) * var(G) * prod(var(U_k)); var(U_k) = 1/R_k -> var(G) = std^2
+            self.core = _complex_param(ranks, std)
+            self.factors = nn.ParameterList(
+                [_complex_param((i, r), 1.0 / math.sqrt(r)) for i, r in zip(self.shape, ranks)]
+            )
+            core_idx = letters[n : 2 * n]
+            out_idx = letters[:n]
+            terms = [core_idx] + [out_idx[k] + core_idx[k] for k in range(n)]
+            self._eq = ",".join(terms) + "->" + out_idx
+        else:  # cp
+            r = cp_rank(self.shape, rank)
+            self.rank = r
+            self.cp_weights = nn.Parameter(torch.ones(r))
+            # Var(W) = R * prod(var(A_k)) -> var(A_k) = (std^2 / R)^(1/n)
+            a_std = (std * std / r) ** (0.5 / n)
+            self.factors = nn.ParameterList([_complex_param((i, r), a_std) for i in self.shape])
+            out_idx = letters[:n]
+            rk = letters[n]
+            self._eq = rk + "," + ",".join(out_idx[k] + rk for k in range(n)) + "->" + out_idx
+
+    @property
+    def n_params(self) -> int:
+        """Number of real parameters (a complex number counts as 2)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def dense_n_params(self) -> int:
+        """Number of real parameters the dense tensor would have."""
+        return 2 * math.prod(self.shape)
+
+    def forward(self) -> Tensor:
+        """The dense complex tensor ``(C_in, C_out, *modes)``."""
+        if self.factorization == "dense":
+            return torch.view_as_complex(self.dense)
+        factors = [torch.view_as_complex(f) for f in self.factors]
+        if self.factorization == "tucker":
+            return torch.einsum(self._eq, torch.view_as_complex(self.core), *factors)
+        lam = self.cp_weights.to(factors[0].dtype)
+        return torch.einsum(self._eq, lam, *factors)
+
+    def extra_repr(self) -> str:
+        return (
+            f"shape={self.shape}, factorization={self.factorization}, rank={self.rank}, "
+            f"params={self.n_params} (dense {self.dense_n_params})"
+        )
