@@ -1,0 +1,893 @@
+"""Datasets from folders of a user's CFD output files (OpenFOAM, Fluent, Star-CCM+ exports).
+
+A *case* is one simulation: an input geometry carrying the input fields (e.g. the wall
+surface ``case_XXX_surface.vtp``) and a query geometry carrying the target fields (e.g. the
+volume ``case_XXX_volume.vtu``; it may be the same file). Files are grouped into cases by
+patterns with a ``{case}`` placeholder (or a callable); see :func:`discover_cases`.
+
+Each item is a :class:`geoop.batch.Sample` whose
+
+* points (input and query) are mapped into the unit box by ONE transform fitted on the
+  training split (``geometry_normalization="dataset"``), or by one transform per case
+  (``"case"``), ``x' = (x - shift) / scale``; the transform is stored in ``meta["transform"]``
+  so predictions and query points map back with ``x = x' * scale + shift``;
+* fields are normalised per channel, ``(f - mean) / std``, with statistics from the
+  TRAINING split only (:class:`~geoop.data.normalize.FieldNormalizer`);
+* optional neighbourhoods come from ``neighbors(sample) -> sample`` (e.g. ``GINO.precompute``)
+  on the full normalised case, cached on disk (:mod:`geoop.data.cache`) and in memory;
+* optional random subsample of input points and queries is drawn per epoch from a
+  generator seeded with ``(seed, epoch, index)``; cached neighbourhoods are restricted to
+  the kept points (never recomputed) and quadrature weights are scaled by ``N / K`` so
+  integrals stay unbiased.
+
+All cases the dataset needs (the selected split, and the training split for the
+statistics) are read and checked when the dataset is built, so bad files surface before
+training: a missing field, NaN/Inf values, an unreadable file, a case of another dimension
+(2-D among 3-D) or another field width raises a :class:`~geoop.errors.DatasetError` naming
+the file, or with ``on_error="skip"`` is left out with a ``warnings.warn`` naming the file
+and the reason (listed in :attr:`MeshFolderDataset.skipped`).
+
+Shapes (one item)
+------
+sample.geometry.points : (N, d) float in the unit box; fields ``inputs`` each (N, C_i)
+sample.queries.points  : (Q, d) float; fields ``targets`` each (Q, C_t)
+meta["transform"]      : {"shift": (d,), "scale": (d,)}
+meta["point_index"]    : (K,) long rows of the full case kept by subsampling, or None
+meta["query_index"]    : (K_q,) long, or None
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..batch import Sample
+from ..errors import DatasetError, GeoopError
+from ..geometry.geometry import Geometry, NormalizeTransform
+from ..neighbors.neighborhoods import Neighborhoods
+from .cache import NeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
+
+__all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "resolve_split", "MESH_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+#: extensions considered by the default one-file-per-case discovery
+MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh", ".xdmf", ".xmf", ".npz")
+
+_ON_ERROR = ("raise", "skip")
+_SPLITS = ("train", "test", "all")
+_GEOM_NORM = ("dataset", "case", "none")
+
+Pattern = Union[str, Callable[[str], Optional[str]], None]
+
+
+# ---------------------------------------------------------------------------- choices
+def _choice(value, valid: Sequence[str], what: str) -> str:
+    """Resolve a string option; an unknown one lists the valid choices."""
+    if value not in valid:
+        raise DatasetError(f"MeshFolderDataset: unknown {what} {value!r}; valid: {list(valid)}")
+    return value
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# ---------------------------------------------------------------------------- discovery
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case. ``query`` equals ``input`` when targets live on the input file."""
+
+    name: str
+    input: Path
+    query: Path
+
+    @property
+    def same_file(self) -> bool:
+        return self.input == self.query
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """Glob pattern with one ``{case}`` placeholder -> regex over the relative posix path."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("{case}", i):
+            out.append(r"(?P<case>[^/]+)")
+            i += 6
+        elif pattern.startswith("**/", i):
+            out.append(r"(?:.*/)?")
+            i += 3
+        elif pattern[i] == "*":
+            out.append(r"[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append(r"[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
+    """Files of one role grouped by case name."""
+    found: dict[str, list[Path]] = {}
+    if callable(pattern):
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                case = pattern(p.relative_to(root).as_posix())
+                if case:
+                    found.setdefault(str(case), []).append(p)
+        return found
+    pat = str(pattern)
+    if "{case}" not in pat:
+        if "*" not in pat:
+            raise DatasetError(
+                f"MeshFolderDataset: {role}_file pattern {pat!r} has neither a '{{case}}' placeholder nor a '*' "
+                "to take the case name from (e.g. '{case}_surface.vtp' or '*_surface.vtp')"
+            )
+        pat = pat.replace("*", "{case}", 1)  # the first '*' names the case
+    if pat.count("{case}") != 1:
+        raise DatasetError(f"MeshFolderDataset: {role}_file pattern {pattern!r} must contain '{{case}}' once")
+    rx = _pattern_regex(pat)
+    for p in sorted(root.glob(pat.replace("{case}", "*"))):
+        if not p.is_file():
+            continue
+        m = rx.match(p.relative_to(root).as_posix())
+        if m:
+            found.setdefault(m.group("case"), []).append(p)
+    return found
+
+
+def discover_cases(root: Union[str, Path], input_file: Pattern = None, query_file: Pattern = None) -> tuple[dict[str, CaseFiles], list[tuple[str, str, str]]]:
+    """Group the files under ``root`` into cases.
+
+    input_file / query_file : how to find a case's input / query file:
+
+        * a glob pattern relative to ``root`` with a ``{case}`` placeholder, e.g.
+          ``"{case}_surface.vtp"``, ``"{case}/VTK/*/boundary/wall.vtp"`` (OpenFOAM
+          ``foamToVTK``), ``"exports/{case}.cgns"``; without ``{case}`` the first ``*``
+          names the case (``"*_surface.vtp"``);
+        * a callable ``f(relative_posix_path) -> case name or None``, applied to every file;
+        * None: the same file as the other role; both None: every file with a mesh
+          extension directly in ``root`` is one case named by its stem.
+
+    When a pattern matches several files of one case (e.g. several time steps
+    ``case/VTK/case_100``, ``case_200``), the last one in natural sort order (the latest
+    time) is used.
+
+    Returns ``(cases, problems)``: cases by name (natural order) and a list of
+    ``(case, file, reason)`` for cases lacking the file of one role.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"MeshFolderDataset: dataset folder {str(root)!r} does not exist or is not a folder")
+    if input_file is None and query_file is None:
+        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS)
+        ins = {p.name.split(".")[0]: [p] for p in files}
+        qs = ins
+        searched = f"files with extensions {list(MESH_EXTENSIONS)} directly in {root}"
+    else:
+        ins = _match(root, input_file, "input") if input_file is not None else None
+        qs = _match(root, query_file, "query") if query_file is not None else None
+        ins = qs if ins is None else ins
+        qs = ins if qs is None else qs
+        searched = " and ".join(
+            f"{role}_file={pat if isinstance(pat, str) else getattr(pat, '__name__', 'callable')!r}"
+            for role, pat in (("input", input_file), ("query", query_file)) if pat is not None
+        ) + f" under {root}"
+    if not ins and not qs:
+        raise DatasetError(f"MeshFolderDataset: no case found; searched {searched}")
+
+    def pick(paths: list[Path], case: str, role: str) -> Path:
+        paths = sorted(paths, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+        if len(paths) > 1:
+            log.info("case %r: %d %s files match, using the last (%s)", case, len(paths), role, paths[-1])
+        return paths[-1]
+
+    cases, problems = {}, []
+    for name in sorted(set(ins) | set(qs), key=_natural_key):
+        if name not in ins:
+            problems.append((name, str(pick(qs[name], name, "query")), f"no input file matching {input_file!r}"))
+            continue
+        if name not in qs:
+            problems.append((name, str(pick(ins[name], name, "input")), f"no query file matching {query_file!r}"))
+            continue
+        cases[name] = CaseFiles(name, pick(ins[name], name, "input"), pick(qs[name], name, "query"))
+    return cases, problems
+
+
+# ---------------------------------------------------------------------------- split
+def _load_manifest(root: Path, manifest) -> Optional[dict]:
+    if manifest is False:
+        return None
+    if isinstance(manifest, Mapping):
+        return dict(manifest)
+    if manifest is not None:
+        paths = [Path(manifest) if Path(manifest).is_absolute() else root / manifest]
+        if not paths[0].exists():
+            raise DatasetError(f"MeshFolderDataset: manifest {str(paths[0])!r} does not exist")
+    else:
+        paths = [root / "split.json", root / "manifest.json"]
+    for p in paths:
+        if p.exists():
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{p}: cannot read the manifest as JSON: {e}") from None
+            split = _split_from_manifest(data, p)
+            if split is not None:
+                return split
+            if manifest is not None or p.name == "split.json":
+                raise DatasetError(
+                    f"{p}: no split found; expected {{'train': [...], 'test': [...]}}, a 'split' key holding "
+                    "that or {case: 'train'|'test'}, or case records with a 'split' key"
+                )
+    return None
+
+
+def _split_from_manifest(data: Any, where) -> Optional[dict]:
+    """Normalise the accepted manifest layouts to ``{case: "train"|"test"|other}``."""
+    if isinstance(data, Mapping) and "split" in data:
+        data = data["split"]
+    out: dict = {}
+    if isinstance(data, Mapping) and any(k in data for k in ("train", "test")):
+        for part, names in data.items():
+            if isinstance(names, (list, tuple)):
+                for n in names:
+                    out[str(n)] = str(part)
+        return out
+    if isinstance(data, Mapping) and data and all(isinstance(v, str) for v in data.values()):
+        return {str(k): v for k, v in data.items()}
+    records = data.get("cases") if isinstance(data, Mapping) else data
+    if isinstance(records, list) and records and all(isinstance(r, Mapping) for r in records):
+        if all("split" in r for r in records):
+            for r in records:
+                name = next((r[k] for k in ("case", "name", "id") if k in r), None)
+                if name is None:
+                    raise DatasetError(f"{where}: manifest record {dict(r)} has a 'split' but no 'case'/'name'/'id'")
+                out[str(name)] = str(r["split"])
+            return out
+    return None
+
+
+def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.2,
+                  manifest: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """``{case: "train"|"test"}``. From ``manifest`` when given (cases it does not list are
+    left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
+    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2)."""
+    if manifest is not None:
+        return {c: manifest[c] for c in cases if c in manifest}
+    if not 0.0 <= test_fraction < 1.0:
+        raise DatasetError(f"MeshFolderDataset: test_fraction must be in [0, 1), got {test_fraction}")
+    names = sorted(cases, key=_natural_key)
+    n = len(names)
+    n_test = int(round(test_fraction * n))
+    if test_fraction > 0 and n >= 2:
+        n_test = min(max(n_test, 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    test = {names[i] for i in perm[:n_test]}
+    return {c: ("test" if c in test else "train") for c in names}
+
+
+# ---------------------------------------------------------------------------- reading
+def _read_file(path: Path) -> Geometry:
+    """Read with :func:`geoop.read`; raise a GeoopError naming the file on any failure."""
+    try:
+        from ..geometry.io import read
+    except ModuleNotFoundError as e:  # I/O module of this version not there: read with meshio/pyvista
+        if e.name != "geoop.geometry.io":
+            raise
+        read = _fallback_read
+    try:
+        return read(path)
+    except GeoopError:
+        raise
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except BaseException as e:  # noqa: BLE001  readers raise anything, SystemExit included
+        raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
+
+
+_VTK_CELLS = {1: "vertex", 3: "line", 5: "triangle", 9: "quad", 10: "tetra", 12: "hexahedron", 13: "wedge", 14: "pyramid"}
+
+
+def _fallback_read(path: Path) -> Geometry:
+    """Minimal reader used only when ``geoop.geometry.io`` is absent: VTK files through
+    pyvista, others through meshio; cells grouped by type, cell data reordered to match."""
+    path = Path(path)
+    if path.suffix.lower() in (".vtu", ".vtp", ".vtk"):
+        import pyvista as pv
+
+        mesh = pv.read(str(path))
+        if mesh.n_points == 0:
+            raise DatasetError(f"{path}: the file holds no points (empty or malformed)")
+        ug = mesh.cast_to_unstructured_grid()
+        types = np.asarray(ug.celltypes)
+        cd = ug.cells_dict
+        cells, order = {}, []
+        for t in sorted(cd):
+            if t in _VTK_CELLS:
+                cells[_VTK_CELLS[t]] = np.asarray(cd[t])
+                order.append(np.nonzero(types == t)[0])
+        order = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+        fields = {k: np.asarray(ug.point_data[k]) for k in ug.point_data.keys()}
+        cell_fields = {k: np.asarray(ug.cell_data[k])[order] for k in ug.cell_data.keys() if k != "vtkOriginalCellIds"}
+        return Geometry(np.asarray(ug.points), cells=cells, fields=fields, cell_fields=cell_fields, source=str(path))
+    import meshio
+
+    m = meshio.read(str(path))
+    cells, cell_fields = {}, {}
+    keep = [i for i, b in enumerate(m.cells) if b.type in _VTK_CELLS.values()]
+    for i in keep:
+        b = m.cells[i]
+        cells[b.type] = np.concatenate([cells[b.type], b.data]) if b.type in cells else b.data
+    for k, blocks in m.cell_data.items():
+        cell_fields[k] = np.concatenate([np.asarray(blocks[i]).reshape(len(blocks[i]), -1) for i in keep])
+    return Geometry(m.points, cells=cells, fields=dict(m.point_data), cell_fields=cell_fields, source=str(path))
+
+
+def _pick_fields(g: Geometry, names: Sequence[str], path: Path, role: str) -> dict[str, Tensor]:
+    """The named fields as point fields; cell fields are averaged onto the points."""
+    out = {}
+    to_convert = []
+    for n in names:
+        if n in g.fields:
+            out[n] = g.fields[n]
+        elif n in g.cell_fields:
+            to_convert.append(n)
+        else:
+            raise DatasetError(
+                f"{path}: {role} field {n!r} is missing; point fields: {sorted(g.fields)}, "
+                f"cell fields: {sorted(g.cell_fields)}"
+            )
+    if to_convert:
+        if not g.cells:
+            raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
+        conv = g.cell_data_to_point_data(to_convert)
+        out.update({n: conv.fields[n] for n in to_convert})
+    for n, v in out.items():
+        bad = ~torch.isfinite(v)
+        if bad.any():
+            rows = int(bad.any(dim=1).sum())
+            raise DatasetError(f"{path}: {role} field {n!r} has NaN/Inf values at {rows} of {v.shape[0]} points")
+    return out
+
+
+# ---------------------------------------------------------------------------- memory cache
+def _nbytes(obj) -> int:
+    if isinstance(obj, Tensor):
+        return obj.element_size() * obj.numel()
+    if isinstance(obj, Geometry):
+        n = _nbytes(obj.points) + _nbytes(obj.normals) + _nbytes(obj._weights)
+        return n + sum(_nbytes(v) for v in list(obj.fields.values()) + list(obj.cells.values()))
+    if isinstance(obj, Neighborhoods):
+        return _nbytes(obj.index) + _nbytes(obj.ptr)
+    if isinstance(obj, Sample):
+        return sum(_nbytes(getattr(obj, a)) for a in ("geometry", "queries", "latent_features", "neighbors_in", "neighbors_out"))
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    return 0
+
+
+class _LRU:
+    """Least-recently-used store bounded by bytes (0 disables it)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.data: OrderedDict = OrderedDict()
+        self.sizes: dict = {}
+        self.total = 0
+
+    def get(self, key):
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        return None
+
+    def put(self, key, value):
+        size = _nbytes(value)
+        self.pop(key)
+        if size > self.max_bytes:
+            return
+        self.data[key] = value
+        self.sizes[key] = size
+        self.total += size
+        while self.total > self.max_bytes:
+            k, _ = self.data.popitem(last=False)
+            self.total -= self.sizes.pop(k)
+
+    def pop(self, key):
+        if key in self.data:
+            self.data.pop(key)
+            self.total -= self.sizes.pop(key)
+
+
+# ---------------------------------------------------------------------------- CSR helpers
+def _keep_sources(nb: Neighborhoods, keep: Tensor, n_sources: int) -> Neighborhoods:
+    """Restrict to the sources ``keep`` (K,) (sorted, unique) and renumber them 0..K-1."""
+    new_id = torch.full((n_sources,), -1, dtype=torch.long)
+    new_id[keep] = torch.arange(keep.numel())
+    e = new_id[nb.index]
+    ok = e >= 0
+    kept_per_query = torch.zeros(nb.num_queries, dtype=torch.long).index_add_(0, nb.query_index(), ok.long())
+    ptr = torch.zeros_like(nb.ptr)
+    torch.cumsum(kept_per_query, 0, out=ptr[1:])
+    return Neighborhoods(e[ok], ptr, int(keep.numel()), nb.radius)
+
+
+def _take_queries(nb: Neighborhoods, rows: Tensor) -> Neighborhoods:
+    """The neighbourhoods of the queries ``rows`` (K,), in that order."""
+    counts = nb.counts()[rows]
+    ptr = torch.zeros(rows.numel() + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    total = int(ptr[-1])
+    edge = torch.arange(total) - torch.repeat_interleave(ptr[:-1] - nb.ptr[rows], counts, output_size=total)
+    return Neighborhoods(nb.index[edge], ptr, nb.num_sources, nb.radius)
+
+
+# ---------------------------------------------------------------------------- dataset
+def _neighbors_config(fn: Callable, key) -> dict:
+    """What identifies a neighbourhood computation in the cache key: ``neighbors_key`` when
+    given, else the callable's ``cache_key``/``config`` when it has one, else its qualified
+    name plus the numeric/str configuration attributes of its owner (radii, latent shape...)."""
+    if key is not None:
+        return {"key": key}
+    owner = getattr(fn, "__self__", None)
+    if owner is None and not inspect.isfunction(fn) and not hasattr(fn, "func") and hasattr(fn, "__dict__"):
+        owner = fn  # a callable object: its attributes are its configuration
+    for src in (fn, owner):
+        ck = getattr(src, "cache_key", None) if src is not None else None
+        if ck is not None:
+            return {"key": ck() if callable(ck) else ck}
+    cfg: dict = {"fn": f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"}
+    func = getattr(fn, "func", None)  # functools.partial
+    if func is not None:
+        cfg["fn"] = f"{func.__module__}.{func.__qualname__}"
+        cfg["args"] = [a for a in fn.args if isinstance(a, (int, float, str, tuple))]
+        cfg["kwargs"] = {k: v for k, v in fn.keywords.items() if isinstance(v, (int, float, str, tuple, list))}
+    if owner is not None:
+        attrs = {}
+        for k, v in vars(owner).items():
+            if k.startswith("_") or k == "training":
+                continue
+            if isinstance(v, (int, float, str, tuple, bool)):
+                attrs[k] = v
+        cfg["owner"] = attrs
+    return cfg
+
+
+class MeshFolderDataset(torch.utils.data.Dataset):
+    """A folder of CFD cases as a dataset of :class:`~geoop.batch.Sample`.
+
+    Parameters
+    ----------
+    root : folder holding the cases.
+    inputs : names of the input fields (on the input geometry), may be empty.
+    targets : names of the target fields (on the query geometry).
+    split : ``"train"``, ``"test"`` or ``"all"``.
+    input_file, query_file : case grouping, see :func:`discover_cases`.
+    test_fraction, seed : the seeded split when no manifest gives one.
+    manifest : None (use ``root/split.json``, else a ``split`` in ``root/manifest.json``,
+        else the seed), a path, a dict, or False (ignore manifest files).
+    normalize : True (fit field statistics on the training split), False, or a
+        :class:`DatasetNormalizers` / its ``state_dict()`` (e.g. from the training dataset
+        or a checkpoint) to reuse.
+    geometry_normalization : ``"dataset"`` (one transform from the training split),
+        ``"case"`` (one per case, stored in ``meta``) or ``"none"``.
+    isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`).
+    drop_flat_z : when every case is 2-D (z = 0 everywhere), return 2-D points.
+    subsample : None, an int (points kept) or a fraction in (0, 1], for both input points
+        and queries, or a dict ``{"points": ..., "queries": ...}``.
+    neighbors : callable ``f(sample) -> sample`` filling ``neighbors_in``/``neighbors_out``
+        /``latent_features`` (e.g. ``GINO.precompute``), run once per case on the full
+        normalised case.
+    neighbors_key : what identifies ``neighbors`` in the cache key (default: derived from
+        the callable, see :func:`_neighbors_config`).
+    cache_dir : folder of the on-disk neighbourhood cache (None: memory only).
+    memory_cache_mb : bound of the in-memory cache of parsed, prepared cases (0 disables).
+    on_error : ``"raise"`` or ``"skip"`` (bad cases warned about and left out).
+    transform : callable ``f(sample) -> sample`` applied last to every item.
+    """
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        inputs: Sequence[str] = (),
+        targets: Sequence[str] = (),
+        split: str = "train",
+        input_file: Pattern = None,
+        query_file: Pattern = None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        manifest=None,
+        normalize: Union[bool, DatasetNormalizers, Mapping] = True,
+        subsample: Union[None, int, float, Mapping] = None,
+        neighbors: Optional[Callable[[Sample], Sample]] = None,
+        cache_dir: Union[str, Path, None] = None,
+        on_error: str = "raise",
+        transform: Optional[Callable[[Sample], Sample]] = None,
+        *,
+        geometry_normalization: str = "dataset",
+        isotropic: bool = True,
+        margin: float = 0.0,
+        drop_flat_z: bool = False,
+        neighbors_key=None,
+        memory_cache_mb: float = 1024,
+    ):
+        self.root = Path(root)
+        self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        if not self.targets and not self.inputs:
+            raise DatasetError("MeshFolderDataset: give at least one of inputs=[...] or targets=[...] field names")
+        self.split = _choice(split, _SPLITS, "split")
+        self.on_error = _choice(on_error, _ON_ERROR, "on_error")
+        self.geometry_normalization = _choice(geometry_normalization, _GEOM_NORM, "geometry_normalization")
+        self.seed = int(seed)
+        self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
+        self.subsample = self._parse_subsample(subsample)
+        self.neighbors = neighbors
+        self.neighbors_config = _neighbors_config(neighbors, neighbors_key) if neighbors is not None else None
+        self.cache = NeighborhoodCache(cache_dir) if cache_dir is not None else None
+        self.transform = transform
+        self.epoch = 0
+        self.skipped: list[tuple[str, str, str]] = []
+        self._memory = _LRU(int(memory_cache_mb * 2**20))
+        self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
+
+        # 1. cases and split
+        found, problems = discover_cases(self.root, input_file, query_file)
+        for case, f, reason in problems:
+            self._bad(case, f, reason)
+        man = _load_manifest(self.root, manifest)
+        if man is not None:
+            unknown = sorted(set(c for c, part in man.items() if part in ("train", "test")) - set(found), key=_natural_key)
+            if unknown:
+                self._bad(unknown[0], str(self.root), f"manifest lists {len(unknown)} case(s) with no files: "
+                          f"{unknown[:5]}; cases found: {list(found)[:5]}...")
+            unlisted = sorted(set(found) - set(man), key=_natural_key)
+            if unlisted:
+                warnings.warn(f"MeshFolderDataset: {len(unlisted)} case(s) in {self.root} are not in the manifest and "
+                              f"are left out: {unlisted[:5]}", stacklevel=2)
+        self.split_of = resolve_split(list(found), self.seed, test_fraction, man)
+        self._files = {c: found[c] for c in found if c in self.split_of}
+        train = [c for c in self._files if self.split_of[c] == "train"]
+        wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
+
+        # 2. read and check every case needed (the split, plus the training split for statistics)
+        fit_fields = normalize is True
+        fit_geom = self.geometry_normalization == "dataset" and not self._given_transform(normalize)
+        need = wanted + [c for c in train if c not in wanted] if (fit_fields or fit_geom) else wanted
+        self._dims: dict[str, int] = {}
+        self._widths: dict[str, int] = {}
+        ok = self._scan(need)
+        self.cases = [c for c in wanted if c in ok]
+        self.train_cases = [c for c in train if c in ok]
+        if not self.cases:
+            raise DatasetError(
+                f"MeshFolderDataset: no usable {self.split!r} case in {self.root} "
+                f"({len(found)} found, {len(self.skipped)} skipped: {self.skipped[:3]})"
+            )
+
+        # 3. normalisation (training split only)
+        self.normalizers = self._fit(normalize, fit_fields, fit_geom)
+
+    # ------------------------------------------------------------------ options
+    @staticmethod
+    def _parse_subsample(s):
+        if s is None:
+            return {"points": None, "queries": None}
+        spec = dict(s) if isinstance(s, Mapping) else {"points": s, "queries": s}
+        unknown = set(spec) - {"points", "queries"}
+        if unknown:
+            raise DatasetError(f"MeshFolderDataset: subsample keys must be 'points'/'queries', got {sorted(unknown)}")
+        for k, v in spec.items():
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (isinstance(v, float) and v > 1):
+                raise DatasetError(f"MeshFolderDataset: subsample[{k!r}] must be an int > 0 or a fraction in (0, 1], got {v!r}")
+        return {"points": spec.get("points"), "queries": spec.get("queries")}
+
+    @staticmethod
+    def _given_transform(normalize) -> bool:
+        if isinstance(normalize, DatasetNormalizers):
+            return normalize.transform is not None
+        if isinstance(normalize, Mapping):
+            return bool(normalize.get("transform"))
+        return False
+
+    def _bad(self, case: str, file: str, reason: str):
+        if self.on_error == "raise":
+            raise DatasetError(f"{file}: case {case!r}: {reason}")
+        warnings.warn(f"MeshFolderDataset: skipping case {case!r} ({file}): {reason}", RuntimeWarning, stacklevel=3)
+        self.skipped.append((case, file, reason))
+
+    # ------------------------------------------------------------------ reading
+    def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
+        """(input geometry with the input fields, query geometry with the target fields),
+        in file coordinates."""
+        cf = self._files[case]
+        g = _read_file(cf.input)
+        fin = _pick_fields(g, self.inputs, cf.input, "input")
+        gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=case, source=str(cf.input), validate=False)
+        if cf.same_file:
+            q = g
+        else:
+            q = _read_file(cf.query)
+        fq = _pick_fields(q, self.targets, cf.query, "target")
+        gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=case, source=str(cf.query), validate=False)
+        for gg in (gin, gq):
+            gg.validate()
+        return gin, gq
+
+    def _scan(self, cases: Sequence[str]) -> set:
+        ok = {}
+        for case in cases:
+            cf = self._files[case]
+            try:
+                gin, gq = self._load_raw(case)
+            except GeoopError as e:
+                msg = str(e)
+                f = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
+                self._bad(case, f, msg.replace(f + ": ", "", 1))
+                continue
+            dim_in = 2 if gin.is_2d else 3
+            dim_q = 2 if gq.is_2d else 3
+            if dim_in != dim_q:
+                self._bad(case, str(cf.query), f"query geometry is {dim_q}-D but the input geometry {cf.input} is {dim_in}-D")
+                continue
+            self._dims[case] = dim_in
+            widths = {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()}
+            ok[case] = (gin.dim, widths)
+            self._memory.put(("raw", case), (gin, gq))
+        # every case must have the dimension (and field widths) of the majority
+        if ok:
+            dims = [self._dims[c] for c in ok]
+            major = max(set(dims), key=lambda d: (dims.count(d), -dims.index(d)))
+            ref = next(c for c in ok if self._dims[c] == major)
+            for case in list(ok):
+                if self._dims[case] != major:
+                    self._bad(case, str(self._files[case].input),
+                              f"is a {self._dims[case]}-D case but the dataset is {major}-D "
+                              f"(e.g. {self._files[ref].input}); 2-D and 3-D cases cannot be mixed")
+                    ok.pop(case)
+                    self._memory.pop(("raw", case))
+        if ok:
+            ref_case = next(iter(ok))
+            self._widths = dict(ok[ref_case][1])
+            for case in list(ok):
+                for n, w in ok[case][1].items():
+                    if w != self._widths[n]:
+                        self._bad(case, str(self._files[case].query if n in self.targets else self._files[case].input),
+                                  f"field {n!r} has {w} components but {self._widths[n]} in case {ref_case!r}")
+                        ok.pop(case)
+                        self._memory.pop(("raw", case))
+                        break
+        self.dim = (2 if self.drop_flat_z and ok and all(self._dims[c] == 2 for c in ok) else
+                    (next(iter(ok.values()))[0] if ok else 3))
+        return set(ok)
+
+    def _raw(self, case: str) -> tuple[Geometry, Geometry]:
+        hit = self._memory.get(("raw", case))
+        if hit is not None:
+            return hit
+        try:
+            return self._load_raw(case)
+        except GeoopError as e:  # the file changed since the dataset was built
+            raise DatasetError(f"case {case!r}: {e}") from None
+
+    # ------------------------------------------------------------------ normalisation
+    def _fit(self, normalize, fit_fields: bool, fit_geom: bool) -> DatasetNormalizers:
+        if isinstance(normalize, DatasetNormalizers):
+            norms = normalize
+        elif isinstance(normalize, Mapping):
+            norms = DatasetNormalizers.from_state_dict(normalize)
+        elif normalize in (True, False):
+            norms = DatasetNormalizers()
+        else:
+            raise DatasetError(f"MeshFolderDataset: normalize must be True, False or DatasetNormalizers, got {normalize!r}")
+        if isinstance(normalize, (DatasetNormalizers, Mapping)):
+            missing = [n for n in self.inputs + self.targets if n not in norms.fields]
+            if missing:
+                raise DatasetError(f"MeshFolderDataset: the given normalizers lack fields {missing}; have {sorted(norms.fields)}")
+        if not (fit_fields or fit_geom):
+            if self.geometry_normalization != "dataset":
+                norms.transform = None
+            return norms
+        if not self.train_cases:
+            raise DatasetError(
+                f"MeshFolderDataset: no usable training case in {self.root} to fit the normalisation on "
+                f"(pass normalize=<the training dataset's normalizers> instead)"
+            )
+        if fit_fields:
+            norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
+        bounds = []
+        for case in self.train_cases:
+            gin, gq = self._raw(case)
+            if fit_geom:
+                bounds += [gin.bounds, gq.bounds]
+            if fit_fields:
+                for n in self.inputs:
+                    norms.fields[n].update(gin.fields[n])
+                for n in self.targets:
+                    norms.fields[n].update(gq.fields[n])
+        if fit_geom:
+            norms.transform = fit_box_transform(bounds, isotropic=self.isotropic, margin=self.margin)
+        elif self.geometry_normalization != "dataset":
+            norms.transform = None
+        return norms
+
+    def _case_transform(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
+        if self.geometry_normalization == "dataset":
+            return self.normalizers.transform
+        if self.geometry_normalization == "case":
+            return fit_box_transform([gin.bounds, gq.bounds], isotropic=self.isotropic, margin=self.margin)
+        d = gin.dim
+        return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random subsample items are drawn from (reproducible from
+        ``(seed, epoch, index)``). Call before each epoch (with DataLoader workers, use
+        ``persistent_workers=False`` so workers see the new epoch)."""
+        self.epoch = int(epoch)
+
+    def _prepared(self, case: str) -> tuple[Sample, NormalizeTransform]:
+        hit = self._memory.get(("prepared", case))
+        if hit is not None:
+            return hit
+        gin, gq = self._raw(case)
+        self._memory.pop(("raw", case))
+        T = self._case_transform(gin, gq)
+        gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
+        if self.dim == 2 and gin.dim == 3:
+            gin, gq = self._drop_z(gin), self._drop_z(gq)
+            T = NormalizeTransform(T.shift[:2], T.scale[:2])
+        if self.normalizers.fields:
+            gin = gin.replace(fields={n: self.normalizers.encode(n, v) for n, v in gin.fields.items()})
+            gq = gq.replace(fields={n: self.normalizers.encode(n, v) for n, v in gq.fields.items()})
+        gin.weights, gq.weights  # noqa: B018  computed once here, not every epoch
+        sample = Sample(gin, gq, meta={"case": case})
+        if self.neighbors is not None:
+            sample = self._with_neighbors(case, sample, T)
+        out = (sample, T)
+        self._memory.put(("prepared", case), out)
+        return out
+
+    @staticmethod
+    def _drop_z(g: Geometry) -> Geometry:
+        return Geometry(
+            g.points[:, :2],
+            cells=g.cells,
+            normals=None if g.normals is None else g.normals[:, :2],
+            fields=g.fields,
+            name=g.name,
+            source=g.source,
+            validate=False,
+        )
+
+    def _with_neighbors(self, case: str, sample: Sample, T: NormalizeTransform) -> Sample:
+        def compute() -> dict:
+            self.neighbor_computations += 1
+            out = self.neighbors(sample)
+            if not isinstance(out, Sample):
+                raise DatasetError(f"MeshFolderDataset: neighbors(sample) must return a Sample, got {type(out).__name__}")
+            return {
+                "neighbors_in": pack_neighbors(out.neighbors_in),
+                "neighbors_out": pack_neighbors(out.neighbors_out),
+                "latent_features": {} if out.latent_features is None else {"t": out.latent_features.detach().cpu()},
+            }
+
+        n, q = sample.geometry.n_points, sample.queries.n_points
+
+        def check(entry: dict):
+            nin, nout = unpack_neighbors(entry["neighbors_in"]), unpack_neighbors(entry["neighbors_out"])
+            if nin is not None and nin.num_sources not in (None, n):
+                raise ValueError(f"neighbors_in refers to {nin.num_sources} points, the case has {n}")
+            if nout is not None and nout.num_queries != q:
+                raise ValueError(f"neighbors_out has {nout.num_queries} queries, the case has {q}")
+
+        if self.cache is not None:
+            cf = self._files[case]
+            hashes = [file_sha256(cf.input)] + ([] if cf.same_file else [file_sha256(cf.query)])
+            config = {
+                "neighbors": self.neighbors_config,
+                "transform": {"shift": T.shift, "scale": T.scale},
+                "dim": sample.geometry.dim,
+                "roles": [cf.same_file],
+            }
+            entry = self.cache.get_or_compute(cache_key(hashes, config), compute, check)
+        else:
+            entry = compute()
+        lat = entry["latent_features"]
+        return Sample(
+            sample.geometry,
+            sample.queries,
+            latent_features=lat["t"] if lat else None,
+            neighbors_in=unpack_neighbors(entry["neighbors_in"]),
+            neighbors_out=unpack_neighbors(entry["neighbors_out"]),
+            meta=sample.meta,
+        )
+
+    def _generator(self, index: int, stream: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, self.epoch, index, stream]).generate_state(2, dtype=np.uint32)
+        g = torch.Generator()
+        g.manual_seed(int(state[0]) << 32 | int(state[1]))
+        return g
+
+    @staticmethod
+    def _count(spec, n: int) -> int:
+        k = int(round(spec * n)) if isinstance(spec, float) else int(spec)
+        return max(1, min(k, n))
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"MeshFolderDataset: index {index} out of range for {len(self)} cases")
+        index = index % len(self)
+        case = self.cases[index]
+        full, T = self._prepared(case)
+        g, q = full.geometry, full.queries
+        nin, nout = full.neighbors_in, full.neighbors_out
+        pidx = qidx = None
+        if self.subsample["points"] is not None and self._count(self.subsample["points"], g.n_points) < g.n_points:
+            k = self._count(self.subsample["points"], g.n_points)
+            pidx = torch.randperm(g.n_points, generator=self._generator(index, 0))[:k].sort().values
+            w = g.weights[pidx] * (g.n_points / k)  # keep the quadrature sum unbiased
+            g = g.select(pidx).replace(weights=w)
+            if nin is not None:
+                nin = _keep_sources(nin, pidx, full.geometry.n_points)
+        if self.subsample["queries"] is not None and self._count(self.subsample["queries"], q.n_points) < q.n_points:
+            k = self._count(self.subsample["queries"], q.n_points)
+            qidx = torch.randperm(q.n_points, generator=self._generator(index, 1))[:k].sort().values
+            w = q.weights[qidx] * (q.n_points / k)
+            q = q.select(qidx).replace(weights=w)
+            if nout is not None:
+                nout = _take_queries(nout, qidx)
+        cf = self._files[case]
+        meta = {
+            "case": case,
+            "index": index,
+            "split": self.split_of[case],
+            "epoch": self.epoch,
+            "input_file": str(cf.input),
+            "query_file": str(cf.query),
+            "transform": T.state_dict(),
+            "point_index": pidx,
+            "query_index": qidx,
+        }
+        s = Sample(g, q, latent_features=full.latent_features, neighbors_in=nin, neighbors_out=nout, meta=meta)
+        return self.transform(s) if self.transform is not None else s
+
+    # ------------------------------------------------------------------ mapping back
+    def decode(self, values: Tensor, names: Optional[Sequence[str]] = None) -> Tensor:
+        """Normalised values of the fields ``names`` (default: the targets) side by side,
+        (Q, ΣC) -> physical values (Q, ΣC)."""
+        names = self.targets if names is None else list(names)
+        if not self.normalizers.fields:
+            return values
+        return self.normalizers.decode_concat(names, values)
+
+    @staticmethod
+    def to_physical_points(points: Tensor, meta: Mapping) -> Tensor:
+        """Map normalised points (…, d) of an item back to file coordinates with
+        ``meta["transform"]``."""
+        t = NormalizeTransform.from_state_dict(meta["transform"])
+        return t.inverse(points)
+
+    def __repr__(self) -> str:
+        return (f"MeshFolderDataset({str(self.root)!r}, split={self.split!r}, cases={len(self)}, "
+                f"inputs={self.inputs}, targets={self.targets}, skipped={len(self.skipped)})")
