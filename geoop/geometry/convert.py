@@ -1,0 +1,255 @@
+"""Conversions between :class:`~geoop.Geometry` and PyVista, trimesh and Open3D objects.
+
+PyVista is the hub for the VTK file family: :func:`from_pyvista` turns any VTK dataset
+(PolyData, UnstructuredGrid, structured grids) into a Geometry, :func:`to_pyvista` goes back.
+
+Cell types follow meshio's names; VTK ids map as
+``VERTEX->vertex, LINE->line, TRIANGLE->triangle, QUAD/PIXEL->quad, TETRA->tetra,
+HEXAHEDRON/VOXEL->hexahedron, WEDGE->wedge, PYRAMID->pyramid`` (pixels and voxels are
+re-ordered to quad/hexahedron node order). Polygons, triangle strips and poly-lines are
+split into triangles and segments by VTK's triangle filter first; other cell types (e.g.
+quadratic ones) are dropped with a warning.
+
+Shapes
+------
+points : (N, 3) float in every VTK object (2-D geometries are padded with z = 0)
+point fields : (N,) for one component, (N, C) otherwise
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from .._optional import require
+from ..errors import FieldError, ShapeError
+from .geometry import Geometry
+
+__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "VTK_TO_CELL", "CELL_TO_VTK"]
+
+#: VTK cell type id -> (geoop cell type, node permutation or None)
+VTK_TO_CELL = {
+    1: ("vertex", None),
+    3: ("line", None),
+    5: ("triangle", None),
+    8: ("quad", [0, 1, 3, 2]),  # VTK_PIXEL
+    9: ("quad", None),
+    10: ("tetra", None),
+    11: ("hexahedron", [0, 1, 3, 2, 4, 5, 7, 6]),  # VTK_VOXEL
+    12: ("hexahedron", None),
+    13: ("wedge", None),
+    14: ("pyramid", None),
+}
+#: geoop cell type -> VTK cell type id
+CELL_TO_VTK = {"vertex": 1, "line": 3, "triangle": 5, "quad": 9, "tetra": 10, "hexahedron": 12, "wedge": 13, "pyramid": 14}
+_NEEDS_TRIANGULATION = {2, 4, 6, 7}  # poly-vertex, poly-line, triangle strip, polygon
+_NODES = {1: 1, 3: 2, 5: 3, 8: 4, 9: 4, 10: 4, 11: 8, 12: 8, 13: 6, 14: 5}
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _pad3(points: np.ndarray) -> np.ndarray:
+    if points.shape[1] == 3:
+        return points
+    return np.concatenate([points, np.zeros((points.shape[0], 3 - points.shape[1]), points.dtype)], axis=1)
+
+
+def _column(v: np.ndarray) -> np.ndarray:
+    return v[:, 0] if v.ndim == 2 and v.shape[1] == 1 else v
+
+
+# ----------------------------------------------------------------------------- to PyVista
+def to_pyvista(geometry: Geometry):
+    """A :class:`pyvista.PolyData` (point clouds, lines, triangle/quad surfaces) or a
+    :class:`pyvista.UnstructuredGrid` (any volume cell), with point fields as ``point_data``,
+    normals as ``point_data["Normals"]`` and cell fields as ``cell_data``.
+
+    2-D geometries (d = 2) are padded with z = 0.
+    """
+    pv = require("pyvista", "VTK conversion")
+    g = geometry
+    pts = _pad3(_np(g.points))
+    cells = {k: _np(v).astype(np.int64) for k, v in g.cells.items() if v.shape[0] > 0}
+    order = list(g.cells)  # the order of rows in cell_fields
+    starts, s = {}, 0
+    for k, v in g.cells.items():
+        starts[k] = (s, s + v.shape[0])
+        s += v.shape[0]
+
+    if g.topological_dim <= 2 and "polygon" not in cells:
+        pv_order = []
+        if not cells:
+            mesh = pv.PolyData(pts)  # point cloud: one vertex cell per point (renders as points)
+        else:
+            mesh = pv.PolyData()
+            mesh.points = pts
+
+            def flat(types):
+                parts = [np.hstack([np.full((cells[t].shape[0], 1), cells[t].shape[1]), cells[t]]).ravel()
+                         for t in types if t in cells]
+                return np.concatenate(parts)
+
+            if "vertex" in cells:
+                mesh.verts = flat(["vertex"])
+            if "line" in cells:
+                mesh.lines = flat(["line"])
+            surf = [t for t in order if t in ("triangle", "quad") and t in cells]
+            if surf:
+                mesh.faces = flat(surf)
+            pv_order = [t for t in ("vertex", "line") if t in cells] + surf
+    else:
+        unsupported = [k for k in cells if k not in CELL_TO_VTK]
+        if unsupported:
+            raise ShapeError(f"{g._where()}cannot convert cell types {unsupported} to VTK; valid: {sorted(CELL_TO_VTK)}")
+        mesh = pv.UnstructuredGrid({CELL_TO_VTK[k]: cells[k] for k in order if k in cells}, pts)
+        pv_order = [k for k in order if k in cells]
+    if g.cell_fields and pv_order:
+        perm = np.concatenate([np.arange(*starts[t]) for t in pv_order])
+        for k, v in g.cell_fields.items():
+            mesh.cell_data[k] = _column(_np(v)[perm])
+    for k, v in g.fields.items():
+        mesh.point_data[k] = _column(_np(v))
+    if g.normals is not None:
+        mesh.point_data["Normals"] = _pad3(_np(g.normals))
+    return mesh
+
+
+# ----------------------------------------------------------------------------- from PyVista
+def _array_ok(name: str, arr: np.ndarray, n: int) -> bool:
+    return (
+        arr.shape[0] == n
+        and arr.dtype.kind in "biuf"
+        and not name.startswith("vtkOriginal")
+        and not name.startswith("vtkGhost")
+    )
+
+
+def _flat2(arr: np.ndarray) -> np.ndarray:
+    return arr.reshape(arr.shape[0], -1) if arr.ndim != 1 else arr
+
+
+def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None) -> Geometry:
+    """A :class:`Geometry` from any PyVista / VTK dataset.
+
+    Point data become ``fields`` (a 3-component ``"Normals"`` array becomes ``normals``),
+    cell data become ``cell_fields`` (reordered to match the grouped ``cells``). Numeric
+    arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
+    ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
+    available ones when one is missing). A mesh with only vertex cells and no cell data
+    becomes a bare point cloud.
+    """
+    pv = require("pyvista", "VTK conversion")
+    where = f"{source}: " if source else ""
+    if isinstance(mesh, pv.MultiBlock):
+        mesh = mesh.combine()
+    if not isinstance(mesh, pv.DataSet):
+        raise ShapeError(f"{where}expected a pyvista DataSet, got {type(mesh).__name__}")
+    if mesh.n_points == 0:
+        raise ShapeError(f"{where}mesh has no points")
+    if isinstance(mesh, pv.PolyData):
+        ug = mesh.cast_to_unstructured_grid()
+        if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
+            ug = mesh.triangulate().cast_to_unstructured_grid()  # polygons, strips, poly-lines
+    elif isinstance(mesh, pv.UnstructuredGrid):
+        ug = mesh
+        if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
+            warnings.warn(f"{where}polygons/strips/poly-lines in an unstructured grid are triangulated", stacklevel=2)
+            ug = mesh.triangulate()
+    else:
+        ug = mesh.cast_to_unstructured_grid()
+
+    n = ug.n_points
+    pts = np.array(ug.points)
+    ctypes = np.asarray(ug.celltypes)
+    conn = np.asarray(ug.cell_connectivity)
+    offs = np.asarray(ug.cell_offsets)
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    dropped = []
+    for t in dict.fromkeys(ctypes.tolist()):
+        idx = np.nonzero(ctypes == t)[0]
+        if t not in VTK_TO_CELL:
+            dropped.append(t)
+            continue
+        k = _NODES[t]
+        if not np.all(offs[idx + 1] - offs[idx] == k):
+            dropped.append(t)
+            continue
+        c = conn[offs[idx][:, None] + np.arange(k)]
+        gname, perm = VTK_TO_CELL[t]
+        if perm is not None:
+            c = c[:, perm]
+        groups.setdefault(gname, []).append((idx, c))
+    if dropped:
+        warnings.warn(f"{where}dropped cells of unsupported VTK types {dropped}", stacklevel=2)
+    cells = {k: np.concatenate([c for _, c in v]) for k, v in groups.items()}
+    rows = np.concatenate([i for v in groups.values() for i, _ in v]) if groups else np.zeros(0, np.int64)
+
+    point_fields, cell_fields, normals = {}, {}, None
+    for k in ug.point_data.keys():
+        arr = np.array(ug.point_data[k])
+        if not _array_ok(k, arr, n):
+            continue
+        if k == "Normals" and arr.ndim == 2 and arr.shape[1] == 3:
+            normals = arr
+            continue
+        point_fields[k] = _flat2(arr)
+    for k in ug.cell_data.keys():
+        arr = np.asarray(ug.cell_data[k])
+        if not _array_ok(k, arr, ug.n_cells):
+            continue
+        cell_fields[k] = _flat2(arr)[rows]
+    if set(cells) == {"vertex"} and not cell_fields:
+        cells = {}
+    if fields is not None:
+        fields = list(fields)
+        avail = sorted(set(point_fields) | set(cell_fields))
+        missing = [f for f in fields if f not in avail]
+        if missing:
+            raise FieldError(f"{where}no field(s) {missing}; available: {avail}")
+        point_fields = {k: v for k, v in point_fields.items() if k in fields}
+        cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
+    return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
+                    source=source, name=name)
+
+
+# ----------------------------------------------------------------------------- trimesh / open3d
+def to_trimesh(geometry: Geometry):
+    """A :class:`trimesh.Trimesh` (triangles; quads are split) with vertex normals and the
+    point fields as ``vertex_attributes``, or a :class:`trimesh.PointCloud` when the geometry
+    has no surface faces. 2-D geometries are padded with z = 0."""
+    import trimesh
+
+    pts = _pad3(_np(geometry.points)).astype(np.float64)
+    faces = geometry.faces
+    if faces is None:
+        return trimesh.PointCloud(pts)
+    kw = {}
+    if geometry.normals is not None:
+        kw["vertex_normals"] = _pad3(_np(geometry.normals)).astype(np.float64)
+    mesh = trimesh.Trimesh(pts, _np(faces), process=False, **kw)
+    for k, v in geometry.fields.items():
+        mesh.vertex_attributes[k] = _column(_np(v))
+    return mesh
+
+
+def to_open3d(geometry: Geometry):
+    """An ``open3d.geometry.TriangleMesh`` (when the geometry has surface faces) or
+    ``open3d.geometry.PointCloud``, with normals when present. Fields are not carried
+    (Open3D has no named per-point arrays in its legacy geometry)."""
+    o3d = require("open3d", "Open3D conversion")
+    pts = _pad3(_np(geometry.points)).astype(np.float64)
+    faces = geometry.faces
+    if faces is None:
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+        if geometry.normals is not None:
+            pc.normals = o3d.utility.Vector3dVector(_pad3(_np(geometry.normals)).astype(np.float64))
+        return pc
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(pts),
+                                  o3d.utility.Vector3iVector(_np(faces).astype(np.int32)))
+    if geometry.normals is not None:
+        m.vertex_normals = o3d.utility.Vector3dVector(_pad3(_np(geometry.normals)).astype(np.float64))
+    return m

@@ -1,0 +1,511 @@
+"""Reading and writing geometries: ``geoop.read(path)`` and ``geoop.write(geometry, path)``.
+
+One reader per format, the best existing library for it; no hand-written parsers:
+
+=========================  ===================  ==========================================
+extension                  reader / writer      what is kept
+=========================  ===================  ==========================================
+.vtu .vtp .vtk             pyvista (VTK)        all cells, point/cell data, "Normals"
+.ply                       meshio               faces, every vertex property (fields)
+.obj                       meshio               faces, ``vn`` normals
+.stl                       trimesh              triangles (duplicate vertices merged)
+.off                       trimesh              faces
+.msh (gmsh)                meshio               all cells, point/cell data
+.xyz .pts                  numpy.loadtxt        points (+ normals in columns 4-6)
+.pcd                       open3d               points, normals, colors
+.npz                       numpy (no pickle)    everything (points, cells, fields, ...)
+=========================  ===================  ==========================================
+
+Readers are not trusted with malformed files (see ``shared/DESIGN.md``): the sizes a
+header declares are checked against the file size first (:mod:`._validate_files`), every
+failure of a reader (``SystemExit`` included) becomes a :class:`GeometryReadError` naming
+the file, and what a reader returns is validated (non-empty, finite coordinates, cell
+indices in range, field lengths) before it becomes a :class:`Geometry`.
+
+Cell data are kept as ``cell_fields`` and also averaged onto the points
+(:meth:`Geometry.cell_data_to_point_data`), so a CFD export with only cell data still has
+point fields (gmsh tags ``gmsh:*`` are kept as cell fields only).
+
+Writing is atomic: a temporary file in the target folder, then :func:`os.replace`; nothing
+is left behind on failure. 2-D geometries are padded with z = 0 for 3-D formats.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
+
+import numpy as np
+
+from .._optional import require
+from ..errors import FieldError, GeometryReadError, GeometryWriteError, GeoopError, UnsupportedFormatError
+from ._validate_files import check_header
+from .geometry import Geometry
+
+__all__ = ["read", "write", "SUPPORTED_FORMATS", "resolve_format"]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: extension -> description (reading and writing support the same set)
+SUPPORTED_FORMATS = {
+    ".vtu": "VTK XML unstructured grid (pyvista)",
+    ".vtp": "VTK XML poly data (pyvista)",
+    ".vtk": "legacy VTK (pyvista)",
+    ".stl": "STL triangle surface (trimesh)",
+    ".obj": "Wavefront OBJ (meshio)",
+    ".ply": "PLY mesh or point cloud (meshio)",
+    ".off": "OFF mesh (trimesh)",
+    ".msh": "gmsh mesh (meshio)",
+    ".xyz": "XYZ point cloud, columns x y z [nx ny nz] (numpy)",
+    ".pts": "PTS point cloud, optional count line (numpy)",
+    ".pcd": "PCL point cloud (open3d)",
+    ".npz": "numpy archive of a Geometry (numpy, no pickle)",
+}
+
+
+def resolve_format(path: PathLike) -> str:
+    """The lower-case extension of ``path`` if geoop supports it, else
+    :class:`UnsupportedFormatError` listing the supported extensions."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(
+            f"{os.fspath(path)}: unsupported file extension {ext or '(none)'!r}; supported: "
+            + ", ".join(sorted(SUPPORTED_FORMATS))
+        )
+    return ext
+
+
+# ============================================================================ helpers
+@contextlib.contextmanager
+def _quiet_vtk():
+    """Capture VTK errors (raised as RuntimeError at exit) and silence VTK's own logging."""
+    import pyvista as pv
+    from pyvista.core.utilities.observers import VtkErrorCatcher
+
+    with pv.vtk_verbosity("off"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with VtkErrorCatcher(raise_errors=False) as catcher:
+            yield catcher
+    errors = [e for e in catcher.events if e.kind == "ERROR"]
+    if errors:
+        raise RuntimeError("VTK reported: " + "; ".join(e.alert for e in errors[:3]))
+
+
+def _group_columns(data: dict) -> dict:
+    """Merge scalar arrays ``name_0 .. name_{C-1}`` (how PLY stores vectors) into (N, C)."""
+    out, used = {}, set()
+    for k in data:
+        m = re.fullmatch(r"(.+)_0", k)
+        if m:
+            base = m.group(1)
+            cols = []
+            while f"{base}_{len(cols)}" in data and np.ndim(data[f"{base}_{len(cols)}"]) == 1:
+                cols.append(f"{base}_{len(cols)}")
+            if len(cols) > 1 and base not in data:
+                out[base] = np.stack([data[c] for c in cols], axis=1)
+                used.update(cols)
+    for k, v in data.items():
+        if k not in used:
+            out[k] = v
+    return out
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim >= 1
+
+
+def _flat2(v: np.ndarray) -> np.ndarray:
+    return v.reshape(v.shape[0], -1) if v.ndim > 2 else v
+
+
+def _from_meshio(mesh, path: str) -> Geometry:
+    """Geometry from a meshio Mesh: blocks of one type are grouped (cell data reordered the
+    same way); ``Normals``/``normals``/``obj:vn`` or ``nx, ny, nz`` become normals."""
+    from .geometry import CELL_DIM
+
+    pts = np.array(mesh.points, dtype=np.float64)
+    n = pts.shape[0]
+    groups: dict[str, list[int]] = {}
+    dropped = set()
+    for i, block in enumerate(mesh.cells):
+        if block.type in CELL_DIM and block.type != "polygon":
+            groups.setdefault(block.type, []).append(i)
+        elif len(block.data):
+            dropped.add(block.type)
+    if dropped:
+        warnings.warn(f"{path}: dropped cells of unsupported types {sorted(dropped)}", stacklevel=3)
+    cells = {t: np.concatenate([np.array(mesh.cells[i].data, dtype=np.int64) for i in ids]) for t, ids in groups.items()}
+    order = [i for ids in groups.values() for i in ids]
+    cell_fields = {}
+    for k, blocks in mesh.cell_data.items():
+        try:
+            arr = np.concatenate([np.asarray(blocks[i]) for i in order]) if order else None
+        except (IndexError, ValueError):
+            continue
+        if arr is not None and _numeric(arr) and not k.startswith("obj:"):
+            cell_fields[k] = _flat2(arr)
+    pdata = {k: np.array(v) for k, v in mesh.point_data.items() if _numeric(np.asarray(v))}
+    normals = None
+    for key in ("Normals", "normals", "obj:vn"):
+        if key in pdata and pdata[key].shape == (n, 3):
+            normals = pdata.pop(key)
+            break
+    if normals is None and all(c in pdata for c in ("nx", "ny", "nz")):
+        normals = np.stack([pdata.pop("nx"), pdata.pop("ny"), pdata.pop("nz")], axis=1)
+    pdata = {k: _flat2(v) for k, v in _group_columns(pdata).items() if not k.startswith("obj:")}
+    return Geometry(pts, cells=cells, normals=normals, fields=pdata, cell_fields=cell_fields, source=path)
+
+
+# ============================================================================ readers
+def _read_pyvista(path: str) -> Geometry:
+    pv = require("pyvista", "reading VTK files")
+    from .convert import from_pyvista
+
+    with _quiet_vtk():
+        mesh = pv.read(path)
+    return from_pyvista(mesh, source=path)
+
+
+def _read_meshio(path: str, file_format: Optional[str] = None) -> Geometry:
+    import meshio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mesh = meshio.read(path, file_format=file_format)
+    return _from_meshio(mesh, path)
+
+
+def _read_trimesh(path: str, file_type: str) -> Geometry:
+    import trimesh
+
+    with open(path, "rb") as f:
+        mesh = trimesh.load(f, file_type=file_type, force="mesh", process=file_type == "stl")
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
+        raise GeometryReadError(f"{path}: the {file_type.upper()} reader found no triangles (empty or broken file)")
+    return Geometry(np.array(mesh.vertices), np.array(mesh.faces), source=path)
+
+
+def _read_xyz(path: str) -> Geometry:
+    skip = 0
+    with open(path, "rb") as f:
+        first = f.readline().split()
+    if len(first) == 1 and first[0].isdigit():  # PTS count line
+        skip = 1
+    data = np.loadtxt(path, ndmin=2, skiprows=skip, comments="#")
+    if data.size == 0:
+        raise GeometryReadError(f"{path}: point cloud file holds no points")
+    c = data.shape[1]
+    if c < 2:
+        raise GeometryReadError(f"{path}: expected at least 2 columns (x y [z]), got {c}")
+    if c == 2:
+        return Geometry(data, source=path)
+    normals = data[:, 3:6] if c >= 6 else None
+    rest = data[:, 6:] if c >= 6 else data[:, 3:]
+    fields = {"values": rest} if rest.shape[1] else {}
+    return Geometry(data[:, :3], normals=normals, fields=fields, source=path)
+
+
+def _read_pcd(path: str) -> Geometry:
+    o3d = require("open3d", "reading PCD files")
+    pc = o3d.io.read_point_cloud(path, format="pcd", remove_nan_points=False, remove_infinite_points=False)
+    pts = np.asarray(pc.points)
+    if pts.shape[0] == 0:
+        raise GeometryReadError(f"{path}: the PCD reader returned no points (broken file)")
+    normals = np.asarray(pc.normals) if pc.has_normals() else None
+    fields = {"colors": np.asarray(pc.colors)} if pc.has_colors() else {}
+    return Geometry(pts, normals=normals, fields=fields, source=path)
+
+
+def _read_npz(path: str) -> Geometry:
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    if "points" not in data:
+        raise GeometryReadError(f"{path}: npz archive has no 'points' array; keys: {sorted(data)}")
+    pts = data.pop("points")
+    n = pts.shape[0] if pts.ndim >= 1 else 0
+    faces = data.pop("faces", None)
+    normals = data.pop("normals", None)
+    weights = data.pop("weights", None)
+    cells, fields, cell_fields = {}, {}, {}
+    for k, v in data.items():
+        if k.startswith("cells/"):
+            cells[k[6:]] = v
+        elif k.startswith("cell_fields/"):
+            cell_fields[k[12:]] = _flat2(v)
+        elif k.startswith("fields/"):
+            fields[k[7:]] = _flat2(v)
+        elif _numeric(v) and v.shape[0] == n:
+            fields[k] = _flat2(v)
+    return Geometry(pts, faces, cells=cells, normals=normals, weights=weights, fields=fields,
+                    cell_fields=cell_fields, source=path)
+
+
+_READERS: dict[str, Callable[[str], Geometry]] = {
+    ".vtu": _read_pyvista,
+    ".vtp": _read_pyvista,
+    ".vtk": _read_pyvista,
+    ".ply": lambda p: _read_meshio(p, "ply"),
+    ".obj": lambda p: _read_meshio(p, "obj"),
+    ".msh": lambda p: _read_meshio(p, "gmsh"),
+    ".stl": lambda p: _read_trimesh(p, "stl"),
+    ".off": lambda p: _read_trimesh(p, "off"),
+    ".xyz": _read_xyz,
+    ".pts": _read_xyz,
+    ".pcd": _read_pcd,
+    ".npz": _read_npz,
+}
+
+
+def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
+    """Read a mesh or point cloud file into a :class:`Geometry`.
+
+    Parameters
+    ----------
+    path : file with one of the extensions in :data:`SUPPORTED_FORMATS`
+    fields : names of the point (or cell) fields to keep; ``None`` keeps all. A name that
+        is not in the file raises :class:`FieldError` listing the available ones.
+
+    Returns
+    -------
+    Geometry with ``source`` set to the path. Point coordinates keep the file's dtype
+    converted to ``torch.get_default_dtype()``. Cell fields are also converted to point
+    fields (point fields of the same name win).
+
+    Raises
+    ------
+    GeometryReadError : missing, empty, truncated or corrupt file (never an empty geometry)
+    UnsupportedFormatError : unknown extension
+    FieldError : a requested field is missing
+
+    Shapes
+    ------
+    points : (N, d) ; cells[type] : (M, k) ; fields[name] : (N, C)
+    """
+    p = os.fspath(path)
+    ext = resolve_format(p)
+    if not os.path.isfile(p):
+        raise GeometryReadError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a regular file")
+    if os.path.getsize(p) == 0:
+        raise GeometryReadError(f"{p}: file is empty (0 bytes)")
+    try:
+        check_header(p, ext)
+        g = _READERS[ext](p)
+        g = g.replace(source=p, validate=True)
+    except GeometryReadError:
+        raise
+    except UnsupportedFormatError:
+        raise
+    except (Exception, SystemExit) as e:  # SystemExit: meshio exits on some corrupt files
+        what = "geometry is invalid" if isinstance(e, GeoopError) else f"{SUPPORTED_FORMATS[ext]} reader failed"
+        msg = str(e).replace(f"{p}: ", "")
+        raise GeometryReadError(f"{p}: {what}: {type(e).__name__}: {msg}") from e
+    convertible = [k for k in g.cell_fields if not k.startswith("gmsh:")]
+    if convertible and g.cells:
+        g = g.cell_data_to_point_data(convertible)
+    if fields is not None:
+        fields = list(fields)
+        avail = sorted(set(g.fields))
+        missing = [f for f in fields if f not in g.fields]
+        if missing:
+            raise FieldError(f"{p}: no field(s) {missing} in the file; available: {avail or 'none'}")
+        g = g.replace(
+            fields={k: g.fields[k] for k in fields},
+            cell_fields={k: v for k, v in g.cell_fields.items() if k in fields},
+        )
+    return g
+
+
+# ============================================================================ writers
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _pad3(a: np.ndarray) -> np.ndarray:
+    return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((a.shape[0], 3 - a.shape[1]), a.dtype)], 1)
+
+
+def _write_vtk(g: Geometry, path: str, ext: str) -> None:
+    pv = require("pyvista", "writing VTK files")
+    from .convert import to_pyvista
+
+    mesh = to_pyvista(g)
+    if ext == ".vtu" and isinstance(mesh, pv.PolyData):
+        mesh = mesh.cast_to_unstructured_grid()
+    if ext == ".vtp" and not isinstance(mesh, pv.PolyData):
+        raise GeometryWriteError(f"{path}: VTP holds points, lines and surfaces only; this geometry has volume "
+                                 f"cells {sorted(g.cells)}: write .vtu or .vtk instead")
+    with _quiet_vtk():
+        mesh.save(path, binary=True)
+
+
+def _split_columns(fields: dict) -> dict:
+    out = {}
+    for k, v in fields.items():
+        v = _np(v)
+        if v.shape[1] == 1:
+            out[k] = v[:, 0]
+        else:
+            for j in range(v.shape[1]):
+                out[f"{k}_{j}"] = v[:, j]
+    return out
+
+
+def _to_meshio(g: Geometry, vector_point_data: bool, gmsh_tags: bool = False):
+    import meshio
+
+    cells = [(k, _np(v).astype(np.int32)) for k, v in g.cells.items()]
+    if vector_point_data:
+        pdata = {k: _np(v) for k, v in g.fields.items()}
+        if g.normals is not None:
+            pdata["Normals"] = _pad3(_np(g.normals))
+    else:
+        pdata = _split_columns(g.fields)
+        if g.normals is not None:
+            nrm = _pad3(_np(g.normals))
+            pdata.update(nx=nrm[:, 0], ny=nrm[:, 1], nz=nrm[:, 2])
+    cdata = {}
+    start = 0
+    for k, v in g.cell_fields.items():
+        arr, blocks, start = _np(v), [], 0
+        for _, c in cells:
+            blocks.append(arr[start : start + len(c)])
+            start += len(c)
+        cdata[k] = blocks
+    if gmsh_tags:  # gmsh needs physical/geometrical tags; one entity per cell type
+        for tag in ("gmsh:physical", "gmsh:geometrical"):
+            cdata.setdefault(tag, [np.full(len(c), i + 1, np.int32) for i, (_, c) in enumerate(cells)])
+    return meshio.Mesh(_pad3(_np(g.points)), cells, point_data=pdata, cell_data=cdata)
+
+
+def _write_meshio(g: Geometry, path: str, fmt: str) -> None:
+    import meshio
+
+    if fmt == "obj":
+        if g.faces is None:
+            raise GeometryWriteError(f"{path}: OBJ needs faces; this geometry has cells {sorted(g.cells) or 'none'}")
+        m = meshio.Mesh(_pad3(_np(g.points)), [("triangle", _np(g.faces))],
+                        point_data={} if g.normals is None else {"obj:vn": _pad3(_np(g.normals))})
+        meshio.write(path, m, file_format="obj")
+        return
+    if fmt == "ply":
+        bad = sorted(set(g.cells) - {"triangle", "quad", "line", "vertex"})
+        if bad:
+            raise GeometryWriteError(f"{path}: PLY holds surfaces and point clouds; cannot write cells {bad}")
+        m = _to_meshio(g.replace(cells={k: v for k, v in g.cells.items() if k != "vertex"},
+                                 cell_fields={}), vector_point_data=False)
+        meshio.write(path, m, file_format="ply", binary=True)
+        return
+    m = _to_meshio(g, vector_point_data=True, gmsh_tags=True)
+    meshio.write(path, m, file_format="gmsh22", binary=True)  # ascii data is garbled by meshio 5.3 + numpy 2
+
+
+def _write_trimesh(g: Geometry, path: str, fmt: str) -> None:
+    from .convert import to_trimesh
+
+    if g.faces is None:
+        raise GeometryWriteError(f"{path}: {fmt.upper()} needs triangle/quad faces; this geometry has cells "
+                                 f"{sorted(g.cells) or 'none'}")
+    mesh = to_trimesh(g.replace(fields={}))
+    mesh.export(path, file_type=fmt)
+
+
+def _write_xyz(g: Geometry, path: str, ext: str) -> None:
+    cols = [_np(g.points)]
+    if g.normals is not None:
+        cols.append(_np(g.normals))
+    data = np.concatenate(cols, axis=1)
+    header = str(len(data)) if ext == ".pts" else ""
+    np.savetxt(path, data, fmt="%.9g", header=header, comments="")
+
+
+def _write_pcd(g: Geometry, path: str) -> None:
+    o3d = require("open3d", "writing PCD files")
+    from .convert import to_open3d
+
+    pc = to_open3d(g.replace(cells={}))
+    col = g.fields.get("colors")
+    if col is not None and col.shape[1] == 3:
+        pc.colors = o3d.utility.Vector3dVector(_np(col).astype(np.float64))
+    if not o3d.io.write_point_cloud(path, pc, write_ascii=False):
+        raise GeometryWriteError(f"{path}: open3d failed to write the point cloud")
+
+
+def _write_npz(g: Geometry, path: str) -> None:
+    data = {"points": _np(g.points)}
+    for k, v in g.cells.items():
+        data[f"cells/{k}"] = _np(v)
+    if g.normals is not None:
+        data["normals"] = _np(g.normals)
+    if g._weights is not None:
+        data["weights"] = _np(g._weights)
+    for k, v in g.fields.items():
+        data[f"fields/{k}"] = _np(v)
+    for k, v in g.cell_fields.items():
+        data[f"cell_fields/{k}"] = _np(v)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **data)
+
+
+_WRITERS: dict[str, Callable[[Geometry, str], None]] = {
+    ".vtu": lambda g, p: _write_vtk(g, p, ".vtu"),
+    ".vtp": lambda g, p: _write_vtk(g, p, ".vtp"),
+    ".vtk": lambda g, p: _write_vtk(g, p, ".vtk"),
+    ".ply": lambda g, p: _write_meshio(g, p, "ply"),
+    ".obj": lambda g, p: _write_meshio(g, p, "obj"),
+    ".msh": lambda g, p: _write_meshio(g, p, "gmsh"),
+    ".stl": lambda g, p: _write_trimesh(g, p, "stl"),
+    ".off": lambda g, p: _write_trimesh(g, p, "off"),
+    ".xyz": lambda g, p: _write_xyz(g, p, ".xyz"),
+    ".pts": lambda g, p: _write_xyz(g, p, ".pts"),
+    ".pcd": _write_pcd,
+    ".npz": _write_npz,
+}
+
+
+def write(geometry: Geometry, path: PathLike) -> Path:
+    """Write ``geometry`` to ``path``; the format follows the extension.
+
+    What each format keeps is listed in the module docstring (e.g. STL keeps only
+    triangles, XYZ only points and normals). Writing is atomic: the data go to a temporary
+    file in the same folder, renamed over ``path`` only when complete.
+
+    Raises
+    ------
+    UnsupportedFormatError : unknown extension
+    GeometryWriteError : the format cannot hold this geometry, or the write failed
+
+    Returns the path written.
+    """
+    p = os.fspath(path)
+    ext = resolve_format(p)
+    if not isinstance(geometry, Geometry):
+        raise GeometryWriteError(f"{p}: expected a geoop.Geometry, got {type(geometry).__name__}")
+    folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise GeometryWriteError(f"{p}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(p)}.", suffix=f".tmp{ext}")
+    os.close(fd)
+    try:
+        _WRITERS[ext](geometry, tmp)
+        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
+            raise GeometryWriteError(f"{p}: the {ext} writer produced no data")
+        os.replace(tmp, p)
+    except GeometryWriteError:
+        _remove(tmp)
+        raise
+    except (Exception, SystemExit) as e:
+        _remove(tmp)
+        raise GeometryWriteError(f"{p}: writing {SUPPORTED_FORMATS[ext]} failed: {type(e).__name__}: {e}") from e
+    return Path(p)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
