@@ -1,0 +1,177 @@
+r"""Radius search from scattered points to a regular latent grid, without a tree.
+
+The latent grid of a GINO has nodes :math:`x_i = lo + i\,h` per axis
+(:math:`h = (hi - lo) / (n - 1)`). The nodes within :math:`r` of a point :math:`p` have, on
+every axis, indices in :math:`[\lceil (p - r - lo)/h \rceil, \lfloor (p + r - lo)/h \rfloor]`,
+a small index box. We enumerate those boxes (widened by one node on each side against
+rounding), then apply the same exact float64 test as :func:`geoop.radius_search`
+(:func:`geoop.neighbors.search.exact_filter`) against the coordinates returned by
+:func:`grid_points`, so the result equals ``radius_search(points, grid_points(...))``
+exactly, edge for edge.
+
+Shapes
+------
+points      : (N, d) float, d in {1, 2, 3}
+point_batch : (N,) long, sorted sample of each point, or None (one sample)
+grid        : G = prod(grid_shape) nodes, flattened in C order (last axis fastest), i.e. the
+              order of ``latent.flatten(2)`` for a ``(B, C, *grid_shape)`` tensor
+returns     : Neighborhoods over B*G queries (sample-major: query ``b*G + g``), indices into
+              ``points``
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ShapeError
+from .neighborhoods import Neighborhoods
+from .search import DEFAULT_MAX_EDGES, _as_batch, _as_points, _check_radius, _too_large, exact_filter
+
+__all__ = ["grid_points", "radius_search_grid"]
+
+
+def _check_grid(grid_shape, bounds, d: Optional[int] = None, dtype=torch.float32):
+    shape = tuple(int(n) for n in grid_shape)
+    if not 1 <= len(shape) <= 3 or any(n < 1 for n in shape):
+        raise ShapeError(f"grid: grid_shape must have 1 to 3 positive sizes, got {tuple(grid_shape)}")
+    if d is not None and len(shape) != d:
+        raise ShapeError(f"grid: grid_shape has {len(shape)} axes but the points have d={d}")
+    b = torch.as_tensor(bounds, dtype=torch.float64).cpu()
+    if b.shape == (2 * len(shape),):
+        b = b.reshape(2, len(shape))
+    if b.shape != (2, len(shape)):
+        raise ShapeError(
+            f"grid: bounds must be (lower, upper) corners of shape (2, {len(shape)}), got {tuple(b.shape)}"
+        )
+    if not bool(torch.isfinite(b).all()) or bool((b[1] < b[0]).any()):
+        raise ShapeError(f"grid: bounds must be finite with lower <= upper, got {b.tolist()}")
+    return shape, b
+
+
+def grid_points(grid_shape: Sequence[int], bounds, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """Nodes of a regular grid, ``linspace(lo_k, hi_k, n_k)`` on each axis (end points
+    included), flattened in C order (``meshgrid(indexing="ij")``, last axis fastest).
+
+    Parameters
+    ----------
+    grid_shape : (n_0, ..., n_{d-1}), d in {1, 2, 3}
+    bounds : (lower (d,), upper (d,)) corners, e.g. ``Geometry.bounds`` or ``[[0]*3, [1]*3]``
+
+    Returns
+    -------
+    (G, d) tensor, G = prod(grid_shape), row ``g`` is the node of multi-index
+    ``np.unravel_index(g, grid_shape)``.
+    """
+    shape, b = _check_grid(grid_shape, bounds)
+    axes = [torch.linspace(float(b[0, k]), float(b[1, k]), n, dtype=torch.float64) for k, n in enumerate(shape)]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(mesh, -1).reshape(-1, len(shape)).to(dtype=dtype, device=device)
+
+
+def radius_search_grid(
+    points,
+    grid_shape: Sequence[int],
+    bounds,
+    radius: float,
+    point_batch=None,
+    num_batches: Optional[int] = None,
+    max_neighbors: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    max_edges: int = DEFAULT_MAX_EDGES,
+    chunk_points: int = 1 << 16,
+) -> Neighborhoods:
+    """For every node of the latent grid of every sample, the points within ``radius``.
+
+    Equal to ``radius_search(points, grid, radius, point_batch, grid_batch)`` where ``grid`` is
+    ``grid_points(grid_shape, bounds, points.dtype)`` repeated for each of the B samples and
+    ``grid_batch = [0]*G + [1]*G + ...``, but without a tree: cost O(N * box) where ``box`` is
+    the number of nodes in the index box of a ball.
+
+    Parameters
+    ----------
+    points : (N, d) float, the sources
+    grid_shape, bounds : the latent grid (see :func:`grid_points`), same for every sample
+    radius : finite, >= 0
+    point_batch : (N,) sorted sample ids, or None (one sample)
+    num_batches : B; default ``point_batch.max() + 1`` (give it when trailing samples have
+        no points)
+    max_neighbors, generator : optional random cap per node, as in :func:`geoop.radius_search`
+    chunk_points : points processed per block (bounds the candidate memory)
+
+    Returns
+    -------
+    Neighborhoods over B*G queries (query ``b*G + g``), indices into ``points``, sorted
+    within each query, on the points' device.
+    """
+    pts = _as_points(points, "points")
+    device = pts.device
+    N, d = pts.shape
+    shape, b = _check_grid(grid_shape, bounds, d)
+    r = _check_radius(radius)
+    if point_batch is not None:
+        pb = _as_batch(point_batch, N, "point_batch", device)
+        B = int(pb.max()) + 1 if N else 1
+    else:
+        pb, B = None, 1
+    if num_batches is not None:
+        if int(num_batches) < B:
+            raise ShapeError(f"radius_search_grid: num_batches={num_batches} but point_batch has samples up to {B - 1}")
+        B = int(num_batches)
+    G = math.prod(shape)
+    grid = grid_points(shape, b, dtype=pts.dtype, device=device)
+    lo = b[0].numpy()
+    # node spacing; an axis with one node, or zero extent, puts all its nodes at lo: its
+    # index range is then simply all of them
+    span = (b[1] - b[0]).numpy()
+    flat = np.array([n == 1 or span[k] == 0 for k, n in enumerate(shape)])
+    h = np.where(flat, 1.0, span / np.maximum(np.array(shape) - 1, 1))
+    strides = np.array([math.prod(shape[k + 1 :]) for k in range(d)], dtype=np.int64)
+    n_arr = np.array(shape, dtype=np.int64)
+
+    p_np = pts.detach().to(torch.float64).cpu().numpy()
+    pb_np = pb.cpu().numpy() if pb is not None else np.zeros(N, dtype=np.int64)
+    index_parts, query_parts, total = [], [], 0
+    for a in range(0, N, chunk_points):
+        p = p_np[a : a + chunk_points]
+        # index box of the ball, widened by one node per side against rounding
+        i_lo = np.where(flat, 0, np.ceil((p - r - lo) / h) - 1)
+        i_hi = np.where(flat, n_arr - 1, np.floor((p + r - lo) / h) + 1)
+        i_lo = np.clip(i_lo, 0, n_arr).astype(np.int64)
+        i_hi = np.clip(i_hi, -1, n_arr - 1).astype(np.int64)
+        ext = np.maximum(i_hi - i_lo + 1, 0)
+        size = ext.prod(1)
+        total_c = int(size.sum())
+        if total_c == 0:
+            continue
+        owner = np.repeat(np.arange(p.shape[0], dtype=np.int64), size)
+        start = np.repeat(np.cumsum(size) - size, size)
+        j = np.arange(total_c, dtype=np.int64) - start  # position inside the point's box
+        e = ext[owner]
+        g = np.zeros(total_c, dtype=np.int64)
+        for k in range(d - 1, -1, -1):
+            g += (i_lo[owner, k] + j % e[:, k]) * strides[k]
+            j //= e[:, k]
+        # exact rule, identical to radius_search (query b*G+g has the coordinates of node g)
+        gq, sq = torch.from_numpy(g).to(device), torch.from_numpy(owner).to(device)
+        keep_q, keep_s = exact_filter(gq, sq, grid, pts[a : a + chunk_points], r, p.shape[0])
+        # exact_filter sorted by (node, point); restore the sample of each kept pair
+        qsel = keep_q + torch.from_numpy(pb_np[a:][keep_s.cpu().numpy()]).to(device) * G
+        index_parts.append(keep_s + a)
+        query_parts.append(qsel)
+        total += keep_s.numel()
+        if total > max_edges and max_neighbors is None:
+            raise _too_large("found at least", total, max_edges, f" (after {a + p.shape[0]} of {N} points)")
+    if index_parts:
+        qi, si = torch.cat(query_parts), torch.cat(index_parts)
+    else:
+        qi = si = torch.zeros(0, dtype=torch.long, device=device)
+    nb = Neighborhoods.from_coo(qi, si, B * G, num_sources=N, radius=r)
+    if max_neighbors is not None:
+        nb = nb.subsample(int(max_neighbors), generator)
+        if nb.num_edges > max_edges:
+            raise _too_large("found", nb.num_edges, max_edges)
+    return nb
