@@ -103,6 +103,10 @@ def _complex_param(shape: Sequence[int], std: float) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape, 2) * (std / math.sqrt(2.0)))
 
 
+def _real_param(shape: Sequence[int], std: float) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape) * std)
+
+
 class SpectralWeight(nn.Module):
     r"""A complex tensor ``(C_in, C_out, *modes)``, dense or Tucker/CP factorised.
 
@@ -115,6 +119,7 @@ class SpectralWeight(nn.Module):
     rank : float in (0, 1] or int (see module docstring)
     std : float, target standard deviation of the entries of the dense tensor at
         initialisation (default ``sqrt(2 / (C_in + C_out))``)
+    complex_weights : bool, complex (default) or real tensor
 
     Shapes
     ------
@@ -129,8 +134,11 @@ class SpectralWeight(nn.Module):
         factorization: Optional[str] = None,
         rank: Union[int, float] = 0.5,
         std: Optional[float] = None,
+        complex_weights: bool = True,
     ):
         super().__init__()
+        self.complex_weights = bool(complex_weights)
+        new = _complex_param if self.complex_weights else _real_param
         self.shape = (int(in_channels), int(out_channels), *[int(m) for m in modes])
         if any(s < 1 for s in self.shape):
             raise ConfigError(f"SpectralWeight shape: expected positive sizes, got {self.shape}")
@@ -139,15 +147,15 @@ class SpectralWeight(nn.Module):
         n = len(self.shape)
         letters = string.ascii_letters
         if self.factorization == "dense":
-            self.dense = _complex_param(self.shape, std)
+            self.dense = new(self.shape, std)
             self.rank = None
         elif self.factorization == "tucker":
             ranks = tucker_ranks(self.shape, rank)
             self.rank = ranks
             # Var(W) = prod(R_k) * var(G) * prod(var(U_k)); var(U_k) = 1/R_k -> var(G) = std^2
-            self.core = _complex_param(ranks, std)
+            self.core = new(ranks, std)
             self.factors = nn.ParameterList(
-                [_complex_param((i, r), 1.0 / math.sqrt(r)) for i, r in zip(self.shape, ranks)]
+                [new((i, r), 1.0 / math.sqrt(r)) for i, r in zip(self.shape, ranks)]
             )
             core_idx = letters[n : 2 * n]
             out_idx = letters[:n]
@@ -159,7 +167,7 @@ class SpectralWeight(nn.Module):
             self.cp_weights = nn.Parameter(torch.ones(r))
             # Var(W) = R * prod(var(A_k)) -> var(A_k) = (std^2 / R)^(1/n)
             a_std = (std * std / r) ** (0.5 / n)
-            self.factors = nn.ParameterList([_complex_param((i, r), a_std) for i in self.shape])
+            self.factors = nn.ParameterList([new((i, r), a_std) for i in self.shape])
             out_idx = letters[:n]
             rk = letters[n]
             self._eq = rk + "," + ",".join(out_idx[k] + rk for k in range(n)) + "->" + out_idx
@@ -172,15 +180,18 @@ class SpectralWeight(nn.Module):
     @property
     def dense_n_params(self) -> int:
         """Number of real parameters the dense tensor would have."""
-        return 2 * math.prod(self.shape)
+        return (2 if self.complex_weights else 1) * math.prod(self.shape)
+
+    def _view(self, p: Tensor) -> Tensor:
+        return torch.view_as_complex(p) if self.complex_weights else p
 
     def forward(self) -> Tensor:
-        """The dense complex tensor ``(C_in, C_out, *modes)``."""
+        """The dense tensor ``(C_in, C_out, *modes)`` (complex unless ``complex_weights=False``)."""
         if self.factorization == "dense":
-            return torch.view_as_complex(self.dense)
-        factors = [torch.view_as_complex(f) for f in self.factors]
+            return self._view(self.dense)
+        factors = [self._view(f) for f in self.factors]
         if self.factorization == "tucker":
-            return torch.einsum(self._eq, torch.view_as_complex(self.core), *factors)
+            return torch.einsum(self._eq, self._view(self.core), *factors)
         lam = self.cp_weights.to(factors[0].dtype)
         return torch.einsum(self._eq, lam, *factors)
 

@@ -1,0 +1,334 @@
+r"""Spherical Fourier neural operator layers on a latitude-longitude grid (torch-harmonics).
+
+Spherical convolution
+---------------------
+A real field ``f`` on the unit sphere, sampled on an ``(nlat, nlon)`` grid (colatitude
+``theta_i`` from the north pole, longitude ``phi_j = 2 pi j / nlon``), has the spherical
+harmonic coefficients (``torch_harmonics.RealSHT``, orthonormal, ``m >= 0``)
+
+.. math::  \hat f_{lm} = \int_{S^2} f\, \overline{Y_l^m}\, d\Omega
+           \approx \sum_{i,j} w_i\, \Delta\phi\, f(\theta_i, \phi_j)\, \overline{Y_l^m(\theta_i,\phi_j)},
+
+with the latitude quadrature ``w_i`` of the grid (Clenshaw-Curtis for ``"equiangular"``,
+Gauss-Legendre for ``"legendre-gauss"``).  The layer multiplies every coefficient of degree
+``l`` by the same channel matrix, whatever the order ``m``:
+
+.. math::  \hat g_{lm,o} = \sum_i W_{i,o,l}\, \hat f_{lm,i},\qquad
+           g = \mathrm{ISHT}(\hat g) + b_o .
+
+``W`` is real by default: a degree-only real multiplier is a convolution with a zonal
+kernel (Funk-Hecke / Driscoll-Healy), which commutes with every rotation of the sphere;
+on the grid, rotations about the polar axis by a multiple of the longitude step commute
+*exactly* (tested).  ``complex_weights=True`` adds a per-degree phase (more expressive,
+equivariant about the polar axis only).  ``W : (C_in, C_out, lmax)`` may be Tucker/CP
+factorised (:class:`~geoop.nn.spectral.SpectralWeight`).
+
+SFNO block
+----------
+Same layout as the FNO block (:mod:`geoop.nn.fno`):
+``x <- act(norm(K x + S x)); x <- x + MLP(x)`` with a pointwise skip ``S`` and channel MLP.
+
+Grid helpers
+------------
+:func:`sphere_grid_points` returns the unit vectors of the grid in the C-order of an
+``(nlat, nlon)`` tensor (``index = i * nlon + j``), :func:`sphere_quadrature_weights` the
+matching area weights (summing to ``4 pi``).
+
+Shapes
+------
+x : (B, C, nlat, nlon) float  ->  (B, C, nlat, nlon) float
+sphere_grid_points : (nlat * nlon, 3) float
+sphere_quadrature_weights : (nlat * nlon,) float
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .._optional import require
+from ..errors import ConfigError, ShapeError
+from .channel_mlp import ChannelMLP, resolve_activation, resolve_norm, resolve_skip
+from .spectral import SpectralWeight
+
+__all__ = [
+    "SPHERE_GRIDS",
+    "resolve_sphere_grid",
+    "default_lmax",
+    "sphere_colatitudes",
+    "sphere_grid_points",
+    "sphere_quadrature_weights",
+    "SphericalConv",
+    "SFNOBlock",
+    "SFNOBlocks",
+]
+
+#: latitude grids supported by the SHT
+SPHERE_GRIDS = ("equiangular", "legendre-gauss")
+
+
+def resolve_sphere_grid(grid: str) -> str:
+    """Validate a latitude grid name; unknown names raise :class:`ConfigError` listing the choices."""
+    key = str(grid).lower()
+    if key not in SPHERE_GRIDS:
+        raise ConfigError(f"grid: unknown sphere grid {grid!r}; valid choices: {list(SPHERE_GRIDS)}")
+    return key
+
+
+def default_lmax(nlat: int, grid: str = "equiangular") -> int:
+    """Largest number of degrees for which the grid's SHT is exact on band-limited fields.
+
+    Gauss-Legendre with ``nlat`` nodes integrates polynomials in ``cos theta`` of degree
+    ``2 nlat - 1`` exactly, so products of two degree ``< nlat`` harmonics: ``lmax = nlat``.
+    Clenshaw-Curtis (``"equiangular"``) is exact to degree ``nlat - 1`` only: ``lmax =
+    (nlat + 1) // 2``.  (torch-harmonics defaults to ``lmax = nlat`` on both; on the
+    equiangular grid that aliases: a band-limited field picks up spurious high-degree
+    coefficients of relative size ~1e-3, so its SHT round trip is not exact.)
+    """
+    grid = resolve_sphere_grid(grid)
+    return int(nlat) if grid == "legendre-gauss" else (int(nlat) + 1) // 2
+
+
+def _check_grid_size(nlat: int, nlon: int) -> None:
+    if int(nlat) < 2 or int(nlon) < 2:
+        raise ConfigError(f"sphere grid: expected nlat >= 2 and nlon >= 2, got ({nlat}, {nlon})")
+
+
+def sphere_colatitudes(nlat: int, grid: str = "equiangular") -> tuple[Tensor, Tensor]:
+    """Colatitudes ``theta`` (ascending from the north pole) and latitude quadrature weights
+    (in ``cos theta``, summing to 2) of the torch-harmonics grid, float64.
+
+    Shapes: ``theta : (nlat,)``, ``w : (nlat,)``.
+    """
+    grid = resolve_sphere_grid(grid)
+    _check_grid_size(nlat, 2)
+    quad = require("torch_harmonics", "SFNO / sphere grids").quadrature
+    if grid == "equiangular":
+        cost, w = quad.clenshaw_curtiss_weights(int(nlat), -1, 1)
+    else:
+        cost, w = quad.legendre_gauss_weights(int(nlat), -1, 1)
+    # same convention as RealSHT: flip(arccos(cos theta)) -> theta ascending from 0 (north)
+    theta = torch.flip(torch.arccos(torch.as_tensor(cost, dtype=torch.float64)), dims=(0,))
+    w = torch.flip(torch.as_tensor(w, dtype=torch.float64), dims=(0,))
+    return theta, w
+
+
+def sphere_grid_points(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> Tensor:
+    """Unit vectors ``(sin t cos p, sin t sin p, cos t)`` of the ``(nlat, nlon)`` grid in the
+    C-order of a ``(..., nlat, nlon)`` tensor: row ``i * nlon + j`` is colatitude ``theta_i``
+    (``i = 0`` nearest the north pole) and longitude ``phi_j = 2 pi j / nlon``.
+
+    Shapes: returns ``(nlat * nlon, 3)`` (default dtype unless ``dtype`` is given).
+    """
+    _check_grid_size(nlat, nlon)
+    theta, _ = sphere_colatitudes(nlat, grid)
+    phi = torch.arange(int(nlon), dtype=torch.float64) * (2.0 * math.pi / int(nlon))
+    t, p = torch.meshgrid(theta, phi, indexing="ij")
+    pts = torch.stack((torch.sin(t) * torch.cos(p), torch.sin(t) * torch.sin(p), torch.cos(t)), dim=-1)
+    return pts.reshape(-1, 3).to(dtype or torch.get_default_dtype())
+
+
+def sphere_quadrature_weights(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> Tensor:
+    """Area weights ``w_i * 2 pi / nlon`` of the grid points (same order as
+    :func:`sphere_grid_points`), summing to ``4 pi``.
+
+    Shapes: returns ``(nlat * nlon,)``.
+    """
+    _check_grid_size(nlat, nlon)
+    _, w = sphere_colatitudes(nlat, grid)
+    w = (w * (2.0 * math.pi / int(nlon))).repeat_interleave(int(nlon))
+    return w.to(dtype or torch.get_default_dtype())
+
+
+class SphericalConv(nn.Module):
+    r"""Spectral convolution on the sphere, one channel matrix per degree ``l``
+    (see module docstring).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    nlat, nlon : int, grid size
+    lmax, mmax : int, optional; number of degrees / orders kept (defaults: ``lmax =``
+        :func:`default_lmax` (``nlat`` on Gauss grids, ``(nlat + 1) // 2`` on equiangular
+        ones, where the SHT is exact), ``mmax = min(lmax, nlon // 2 + 1)``)
+    grid : "equiangular" | "legendre-gauss"
+    factorization : None | "tucker" | "cp"; rank : float in (0, 1] or int
+    complex_weights : bool (default False: rotation-equivariant real zonal multiplier)
+    bias : bool
+
+    Shapes
+    ------
+    x : (B, C_in, nlat, nlon)  ->  (B, C_out, nlat, nlon)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        nlat: int,
+        nlon: int,
+        lmax: Optional[int] = None,
+        mmax: Optional[int] = None,
+        grid: str = "equiangular",
+        factorization: Optional[str] = None,
+        rank: Union[int, float] = 0.5,
+        complex_weights: bool = False,
+        bias: bool = True,
+    ):
+        super().__init__()
+        th = require("torch_harmonics", "SFNO")
+        _check_grid_size(nlat, nlon)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.nlat, self.nlon = int(nlat), int(nlon)
+        self.grid = resolve_sphere_grid(grid)
+        lmax = default_lmax(self.nlat, self.grid) if lmax is None else int(lmax)
+        if not 1 <= lmax <= self.nlat:
+            raise ConfigError(f"lmax: expected 1 <= lmax <= nlat={self.nlat}, got {lmax}")
+        mmax = min(lmax, self.nlon // 2 + 1) if mmax is None else int(mmax)
+        if not 1 <= mmax <= min(lmax, self.nlon // 2 + 1):
+            raise ConfigError(
+                f"mmax: expected 1 <= mmax <= min(lmax, nlon // 2 + 1)={min(lmax, self.nlon // 2 + 1)}, got {mmax}"
+            )
+        self.lmax, self.mmax = lmax, mmax
+        self.sht = th.RealSHT(self.nlat, self.nlon, lmax=lmax, mmax=mmax, grid=self.grid, norm="ortho")
+        self.isht = th.InverseRealSHT(self.nlat, self.nlon, lmax=lmax, mmax=mmax, grid=self.grid, norm="ortho")
+        self.weight = SpectralWeight(
+            self.in_channels, self.out_channels, (lmax,), factorization, rank, complex_weights=complex_weights
+        )
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise :class:`ShapeError` unless ``x`` is ``(B, C_in, nlat, nlon)``."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, self.nlat, self.nlon):
+            raise ShapeError(
+                f"{type(self).__name__} input: expected (B, {self.in_channels}, {self.nlat}, {self.nlon}) "
+                f"(B, C, nlat, nlon), got {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        xh = self.sht(x)  # (B, C_in, lmax, mmax) complex
+        w = self.weight().to(xh.dtype)  # (C_in, C_out, lmax), same for every order m
+        yh = torch.einsum("bilm,iol->bolm", xh, w)
+        y = self.isht(yh)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels} -> {self.out_channels}, grid=({self.nlat}, {self.nlon}, {self.grid}), "
+            f"lmax={self.lmax}, mmax={self.mmax}"
+        )
+
+
+class SFNOBlock(nn.Module):
+    r"""One SFNO block: ``x <- act(norm(K x + S x)); x <- x + MLP(x)``.
+
+    Shapes
+    ------
+    x : (B, C, nlat, nlon)  ->  (B, C, nlat, nlon)
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        nlat: int,
+        nlon: int,
+        lmax: Optional[int] = None,
+        mmax: Optional[int] = None,
+        grid: str = "equiangular",
+        factorization: Optional[str] = None,
+        rank: Union[int, float] = 0.5,
+        complex_weights: bool = False,
+        mlp_expansion: Optional[float] = 0.5,
+        act="gelu",
+        skip: str = "linear",
+        norm: Optional[str] = None,
+    ):
+        super().__init__()
+        self.spectral = SphericalConv(
+            channels, channels, nlat, nlon, lmax, mmax, grid, factorization, rank, complex_weights
+        )
+        self.skip = resolve_skip(skip, channels)
+        self.norm = resolve_norm(norm, channels)
+        self.act = resolve_activation(act)
+        hidden = int(round(channels * mlp_expansion)) if mlp_expansion else 0
+        self.mlp = ChannelMLP(channels, channels, hidden, act) if hidden > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.norm(self.spectral(x) + self.skip(x)))
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x
+
+
+class SFNOBlocks(nn.Module):
+    r"""A stack of ``n_layers`` :class:`SFNOBlock` s on an ``(nlat, nlon)`` sphere grid.
+
+    Parameters
+    ----------
+    channels : int
+    nlat, nlon : int
+    n_layers : int
+    lmax, mmax : int, optional, spectral truncation (see :class:`SphericalConv`)
+    grid : "equiangular" | "legendre-gauss"
+    factorization : None | "tucker" | "cp"; rank : float in (0, 1] or int
+    complex_weights : bool
+    mlp_expansion : float or None; act : activation name; skip : "linear" | "identity";
+    norm : None | "instance" | "group"
+
+    Shapes
+    ------
+    x : (B, C, nlat, nlon)  ->  (B, C, nlat, nlon)
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        nlat: int,
+        nlon: int,
+        n_layers: int = 4,
+        lmax: Optional[int] = None,
+        mmax: Optional[int] = None,
+        grid: str = "equiangular",
+        factorization: Optional[str] = None,
+        rank: Union[int, float] = 0.5,
+        complex_weights: bool = False,
+        mlp_expansion: Optional[float] = 0.5,
+        act="gelu",
+        skip: str = "linear",
+        norm: Optional[str] = None,
+    ):
+        super().__init__()
+        if int(n_layers) < 1:
+            raise ConfigError(f"n_layers: expected >= 1, got {n_layers}")
+        self.channels, self.nlat, self.nlon = int(channels), int(nlat), int(nlon)
+        self.grid = resolve_sphere_grid(grid)
+        self.blocks = nn.ModuleList(
+            SFNOBlock(
+                channels, nlat, nlon, lmax, mmax, self.grid, factorization, rank, complex_weights,
+                mlp_expansion, act, skip, norm,
+            )
+            for _ in range(int(n_layers))
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def grid_points(self, dtype=None) -> Tensor:
+        """``sphere_grid_points(nlat, nlon, grid)``: (nlat * nlon, 3)."""
+        return sphere_grid_points(self.nlat, self.nlon, self.grid, dtype)
+
+    def quadrature_weights(self, dtype=None) -> Tensor:
+        """``sphere_quadrature_weights(nlat, nlon, grid)``: (nlat * nlon,)."""
+        return sphere_quadrature_weights(self.nlat, self.nlon, self.grid, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.blocks[0].spectral.check_input(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
