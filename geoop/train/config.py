@@ -1,0 +1,212 @@
+"""Run configuration for ``geoop train``: TOML or YAML, validated, resolved to a plain dict.
+
+File layout (TOML shown; YAML with the same nesting works too)::
+
+    seed = 0                 # optional, default 0
+    device = "auto"          # optional: "auto" | "cpu" | "cuda" | "cuda:1" ...
+
+    [data]
+    folder = "data/airfoil"  # required: a folder for geoop.data.MeshFolderDataset
+    inputs = []              # input point fields (may be empty)
+    targets = ["p"]          # required: target fields
+    train_split = "train"
+    val_split = "test"       # "" or null: no validation
+    # further keys are passed to MeshFolderDataset (must be among its parameters)
+
+    [model]                  # keyword arguments of geoop.models.GINO
+    latent_shape = [32, 32]
+
+    [optim]
+    lr = 1e-3
+    weight_decay = 1e-4
+    epochs = 20
+    batch_size = 4           # per process (global batch = world size x batch_size)
+    warmup = 1.0             # epochs of linear warm-up (float)
+    min_lr_ratio = 0.0       # cosine decays to lr * min_lr_ratio
+    clip = 1.0               # gradient-norm clipping, 0 disables
+    amp = "none"             # "none" | "bf16" | "fp16" (fp16 on CUDA only)
+    weighted_loss = false    # relative L2 with quadrature weights
+
+    [output]
+    dir = "runs/airfoil"     # required
+    save_best = true
+
+Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
+required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
+in) that is stored in checkpoints and written as ``config.json``.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+from ..errors import ConfigError
+
+__all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "load_config_file", "resolve_config", "load_config", "resolve_amp", "check_keys"]
+
+#: defaults of every known key, per section (None at top level = scalar key)
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",
+    "data": {
+        "folder": None,
+        "inputs": [],
+        "targets": None,
+        "train_split": "train",
+        "val_split": "test",
+    },
+    "model": {},
+    "optim": {
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "epochs": 10,
+        "batch_size": 1,
+        "warmup": 0.0,
+        "min_lr_ratio": 0.0,
+        "clip": 1.0,
+        "amp": "none",
+        "weighted_loss": False,
+        "num_workers": 0,
+    },
+    "output": {"dir": None, "save_best": True},
+}
+
+REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def resolve_amp(mode: Optional[str], device_type: str) -> Optional["torch.dtype"]:  # noqa: F821
+    """The one place that maps the ``amp`` string to an autocast dtype (None = off)."""
+    import torch
+
+    mode = "none" if mode in (None, False, "") else str(mode).lower()
+    if mode not in AMP_MODES:
+        raise ConfigError(f"optim.amp: {mode!r} is unknown; valid: {list(AMP_MODES)}")
+    if mode == "none":
+        return None
+    if mode == "fp16" and device_type != "cuda":
+        raise ConfigError("optim.amp: 'fp16' needs a CUDA device (use 'bf16' on CPU)")
+    return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+def check_keys(where: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Unknown keys -> :class:`ConfigError` naming them and listing the valid ones."""
+    valid = sorted(valid)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; valid keys: {valid}")
+
+
+def load_config_file(path: Union[str, os.PathLike]) -> dict:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        elif suffix == ".json":
+            with open(path) as f:
+                data = json.load(f)
+        else:
+            raise ConfigError(f"config file {path}: unknown extension {suffix!r}; valid: ['.json', '.toml', '.yaml', '.yml']")
+    except ConfigError:
+        raise
+    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError, JSONDecodeError
+        raise ConfigError(f"config file {path} cannot be parsed: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _params(fn: Optional[Callable], skip: Iterable[str] = ()) -> Optional[set]:
+    """Keyword parameter names of ``fn`` (None when it takes ``**kwargs`` or is None)."""
+    if fn is None:
+        return None
+    sig = inspect.signature(fn)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n, p in sig.parameters.items() if n not in ("self", *skip) and p.kind != p.VAR_POSITIONAL}
+
+
+def resolve_config(
+    raw: Mapping[str, Any],
+    source: str = "config",
+    dataset_cls: Optional[Callable] = None,
+    model_cls: Optional[Callable] = None,
+) -> dict:
+    """Validate ``raw`` and fill in defaults. ``dataset_cls``/``model_cls`` (when given) widen
+    the valid ``data`` keys to the dataset's parameters and restrict ``model`` keys to the
+    model's parameters."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping, got {type(raw).__name__}")
+    check_keys(source, raw, DEFAULTS)
+    out = copy.deepcopy(DEFAULTS)
+    for key, value in raw.items():
+        if isinstance(DEFAULTS[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [{key}] must be a table/mapping, got {type(value).__name__}")
+            valid = set(DEFAULTS[key])
+            if key == "data":
+                extra = _params(dataset_cls, skip=("root", "inputs", "targets", "split"))
+                valid |= extra or set()
+                if extra is None and dataset_cls is not None:
+                    valid |= set(value)
+            if key == "model":
+                valid = _params(model_cls) if model_cls is not None else set(value)
+                valid = set(value) if valid is None else valid
+            check_keys(f"{source} [{key}]", value, valid)
+            out[key].update(copy.deepcopy(dict(value)))
+        else:
+            out[key] = value
+    for section, keys in REQUIRED.items():
+        missing = [k for k in keys if out[section].get(k) in (None, "")]
+        if missing:
+            raise ConfigError(f"{source}: missing required key{'s' if len(missing) > 1 else ''} " + ", ".join(f"{section}.{k}" for k in missing))
+    d, o = out["data"], out["optim"]
+    if isinstance(d["targets"], str):
+        d["targets"] = [d["targets"]]
+    if isinstance(d["inputs"], str):
+        d["inputs"] = [d["inputs"]]
+    for k in ("inputs", "targets"):
+        if not isinstance(d[k], list) or not all(isinstance(x, str) for x in d[k]):
+            raise ConfigError(f"{source}: data.{k} must be a list of field names, got {d[k]!r}")
+    if not d["targets"]:
+        raise ConfigError(f"{source}: data.targets must name at least one field")
+    for k, typ, lo in (("lr", float, 0.0), ("weight_decay", float, 0.0), ("warmup", float, 0.0), ("clip", float, 0.0), ("min_lr_ratio", float, 0.0)):
+        try:
+            o[k] = typ(o[k] if o[k] is not None else 0.0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: optim.{k} must be a number, got {o[k]!r}") from None
+        if o[k] < lo:
+            raise ConfigError(f"{source}: optim.{k} must be >= {lo}, got {o[k]}")
+    for k in ("epochs", "batch_size", "num_workers"):
+        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < (0 if k == "num_workers" else 1):
+            raise ConfigError(f"{source}: optim.{k} must be a positive integer, got {o[k]!r}")
+    o["amp"] = "none" if o["amp"] in (None, False, "") else str(o["amp"]).lower()
+    if o["amp"] not in AMP_MODES:
+        raise ConfigError(f"{source}: optim.amp {o['amp']!r} is unknown; valid: {list(AMP_MODES)}")
+    if not isinstance(out["seed"], int):
+        raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
+    out["output"]["dir"] = str(out["output"]["dir"])
+    return out
+
+
+def load_config(path: Union[str, os.PathLike], **kw) -> dict:
+    """:func:`load_config_file` then :func:`resolve_config` (relative ``data.folder`` and
+    ``output.dir`` are taken relative to the current directory, as on the command line)."""
+    return resolve_config(load_config_file(path), source=str(path), **kw)

@@ -1,0 +1,509 @@
+"""The training loop: relative L2 per field, AdamW, warm-up + cosine, clipping, AMP, DDP,
+atomic per-epoch checkpoints with exact resume, JSON-lines metrics and a loss-curve PNG.
+
+Per step, for a batch of B samples (``GeometryBatch``)::
+
+    x    = concat_f encode_f(batch.fields[f])        f in inputs   (ΣN, C_in) or None
+    y    = concat_f encode_f(batch.query_fields[f])  f in targets  (ΣQ, C_out)
+    ŷ    = model(batch, x)                                          (ΣQ, C_out)
+    loss = mean_{b, f} relative_l2(ŷ, y)_{b, f}      (see geoop.train.losses)
+
+Metrics are the same relative L2 errors computed on *decoded* (physical) values, per field,
+averaged over samples and all-reduced over ranks.
+
+Determinism: the sample order of epoch ``e`` is a permutation drawn from ``(seed, e)``
+(:class:`torch.utils.data.DistributedSampler` with ``set_epoch``), the RNG states are stored
+in every checkpoint and the scheduler is stepped per optimizer step, so a run stopped after
+epoch k and resumed ends with the same weights as an uninterrupted run.
+
+Shapes
+------
+batch.points : (ΣN, d)   batch.queries : (ΣQ, d)   prediction : (ΣQ, ΣC_targets)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..batch import GeometryBatch, collate
+from ..errors import CheckpointError, ConfigError, FieldError
+from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
+from .config import resolve_amp
+from .distributed import DistInfo, all_reduce_sums, barrier
+from .losses import relative_l2
+from .schedule import WarmupCosine
+
+__all__ = ["Trainer", "TrainingInterrupted", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message names the last complete checkpoint."""
+
+
+def resolve_device(device: Union[str, torch.device, None], dist_info: Optional[DistInfo] = None) -> torch.device:
+    """``"auto"``/None -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_info.local_rank if dist_info else 0)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not valid ({e}); valid: 'auto', 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+class _Precomputed(Dataset):
+    """Applies ``fn`` (e.g. ``model.precompute``: neighbourhoods outside forward) to each
+    sample once and caches the result in memory."""
+
+    def __init__(self, base, fn: Callable):
+        self.base, self.fn, self.cache = base, fn, {}
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i not in self.cache:
+            self.cache[i] = self.fn(self.base[i])
+        return self.cache[i]
+
+
+class _Shard(Dataset):
+    """Rank ``r`` of ``w`` gets samples ``r, r + w, ...`` (evaluation: no padding)."""
+
+    def __init__(self, base, rank: int, world: int):
+        self.base, self.idx = base, list(range(rank, len(base), world))
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        return self.base[self.idx[i]]
+
+
+def _plain(x: Any) -> Any:
+    """Convert metrics / config to JSON-able plain types."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+class Trainer:
+    """Train a model ``model(batch: GeometryBatch, x) -> (ΣQ, C_out)`` on a dataset of samples.
+
+    Parameters
+    ----------
+    model : nn.Module; if it has ``precompute(sample) -> sample`` it is applied once per sample.
+    train_data : map-style dataset of :class:`~geoop.batch.Sample` (or Geometry).
+    targets : target field names (query fields); ``inputs`` : input point field names.
+    val_data : optional validation dataset, evaluated after every epoch.
+    normalizers : :class:`geoop.data.normalize.DatasetNormalizers` (or a dict of
+        ``FieldNormalizer``), fitted on the training data; None = no field normalisation.
+    lr, weight_decay : AdamW; ``warmup`` epochs of linear warm-up then cosine decay to
+        ``min_lr_ratio * lr`` at ``epochs``; ``clip`` : max gradient norm (0 = off).
+    batch_size : samples per process and step. ``amp`` : "none" | "bf16" | "fp16".
+    weighted_loss : weight the relative L2 by the query quadrature weights.
+    seed : seeds the data order of every epoch (with the epoch number).
+    out_dir : where rank 0 writes ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``loss.png``,
+        ``config.json``; None = write nothing.
+    config : the resolved run configuration (plain dict) stored in checkpoints.
+    dist_info : from :func:`geoop.train.distributed.init_distributed`; None = one process.
+    progress : tqdm bar; None = only on rank 0 and when stderr is a TTY.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data,
+        *,
+        targets: Sequence[str],
+        inputs: Sequence[str] = (),
+        val_data=None,
+        normalizers=None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        epochs: int = 10,
+        batch_size: int = 1,
+        warmup: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        clip: float = 1.0,
+        amp: Optional[str] = "none",
+        weighted_loss: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        out_dir: Union[str, os.PathLike, None] = None,
+        save_best: bool = True,
+        device: Union[str, torch.device, None] = "cpu",
+        config: Optional[Mapping] = None,
+        dist_info: Optional[DistInfo] = None,
+        progress: Optional[bool] = None,
+        precompute: bool = True,
+        collate_fn: Callable = collate,
+        extra_state: Optional[Mapping] = None,
+    ):
+        self.dist = dist_info or DistInfo()
+        self.device = resolve_device(device, self.dist)
+        self.model = model.to(self.device)
+        self.targets, self.inputs = list(targets), list(inputs)
+        if not self.targets:
+            raise ConfigError("Trainer: targets must name at least one field")
+        if normalizers is not None and not hasattr(normalizers, "decode_concat"):
+            from ..data.normalize import DatasetNormalizers
+
+            normalizers = DatasetNormalizers(dict(normalizers))
+        self.normalizers = normalizers
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.clip, self.weighted_loss, self.seed = float(clip or 0.0), bool(weighted_loss), int(seed)
+        self.amp_dtype = resolve_amp(amp, self.device.type)
+        self.amp = "none" if self.amp_dtype is None else str(amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.save_best = bool(save_best)
+        self.config = _plain(dict(config or {}))
+        self.extra_state = dict(extra_state or {})
+        self.progress = progress
+        self.collate_fn = collate_fn
+
+        pre = getattr(model, "precompute", None) if precompute else None
+        self.train_data = _Precomputed(train_data, pre) if callable(pre) else train_data
+        self.val_data = None
+        if val_data is not None and len(val_data):
+            self.val_data = _Precomputed(val_data, pre) if callable(pre) else val_data
+        if len(self.train_data) == 0:
+            raise ConfigError("Trainer: the training dataset is empty")
+
+        self.sampler = DistributedSampler(
+            self.train_data, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed, drop_last=False
+        )
+        self.loader = DataLoader(
+            self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            total_steps=self.epochs * self.steps_per_epoch,
+            warmup_steps=round(float(warmup) * self.steps_per_epoch),
+            min_lr_ratio=min_lr_ratio,
+        )
+        if self.dist.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.net = self.model
+        self.epoch = 0  # completed epochs
+        self.history: list[dict] = []
+        self.best: Optional[float] = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, model: nn.Module, train_data, config: Mapping, **kw) -> "Trainer":
+        """Build from a resolved config dict (see :mod:`geoop.train.config`)."""
+        o, d = config["optim"], config["data"]
+        args = dict(
+            targets=d["targets"], inputs=d["inputs"], lr=o["lr"], weight_decay=o["weight_decay"], epochs=o["epochs"],
+            batch_size=o["batch_size"], warmup=o["warmup"], min_lr_ratio=o["min_lr_ratio"], clip=o["clip"], amp=o["amp"],
+            weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
+            out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
+        )
+        args.update(kw)
+        return cls(model, train_data, **args)
+
+    # ------------------------------------------------------------------ data <-> tensors
+    def _fields(self, fields: Mapping[str, Tensor], names: Sequence[str], kind: str, encode: bool = True) -> Optional[Tensor]:
+        if not names:
+            return None
+        parts = []
+        for n in names:
+            if n not in fields:
+                raise FieldError(f"Trainer: {kind} field {n!r} is missing from the batch; available: {sorted(fields)}")
+            v = fields[n]
+            v = v[:, None] if v.dim() == 1 else v
+            if encode and self.normalizers is not None and n in self.normalizers:
+                v = self.normalizers.encode(n, v)
+            parts.append(v.float())
+        return torch.cat(parts, dim=1)
+
+    def widths(self, batch: GeometryBatch) -> list[int]:
+        return [batch.query_fields[n].shape[1] if batch.query_fields[n].dim() == 2 else 1 for n in self.targets]
+
+    def decode(self, pred: Tensor, widths: Sequence[int]) -> Tensor:
+        """Normalised prediction (ΣQ, ΣC) -> physical units, field by field."""
+        if self.normalizers is None:
+            return pred
+        out, c0 = [], 0
+        for n, c in zip(self.targets, widths):
+            p = pred[:, c0 : c0 + c]
+            out.append(self.normalizers.decode(n, p) if n in self.normalizers else p)
+            c0 += c
+        return torch.cat(out, dim=1)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def forward(self, batch: GeometryBatch, net: Optional[nn.Module] = None) -> Tensor:
+        """Normalised prediction for a batch already on the device, (ΣQ, ΣC)."""
+        x = self._fields(batch.fields, self.inputs, "input")
+        with self._autocast():
+            pred = (net or self.net)(batch, x)
+        pred = pred.float()
+        nq = batch.queries.shape[0]
+        if pred.dim() != 2 or pred.shape[0] != nq:
+            raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
+        return pred
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over this rank's shard of the training data; returns all-reduced metrics."""
+        self.net.train()
+        self.sampler.set_epoch(epoch)
+        show = self.progress if self.progress is not None else (self.dist.is_main and sys.stderr.isatty())
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not show, leave=False)
+        loss_sum, n_samples, t0 = 0.0, 0, time.perf_counter()
+        try:
+            for batch in self.loader:
+                batch = batch.to(self.device)
+                y = self._fields(batch.query_fields, self.targets, "target")
+                pred = self.forward(batch)
+                w = batch.query_weights if self.weighted_loss else None
+                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w)
+                loss = err.mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(self.optimizer)
+                else:
+                    loss.backward()
+                if self.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.scheduler.step()
+                b = batch.num_samples
+                loss_sum += float(err.detach().mean(1).sum())
+                n_samples += b
+                dt = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / max(n_samples, 1):.4f}", sps=f"{n_samples * self.dist.world_size / max(dt, 1e-9):.1f}")
+        finally:
+            bar.close()
+        dt = time.perf_counter() - t0
+        s = all_reduce_sums({"loss": loss_sum, "n": n_samples}, self.dist, self._reduce_device)
+        return {"train_loss": s["loss"] / max(s["n"], 1), "samples_per_s": s["n"] / max(dt, 1e-9), "lr": self.scheduler.get_last_lr()[0]}
+
+    @property
+    def _reduce_device(self):
+        return self.device if self.dist.backend == "nccl" else None
+
+    @torch.no_grad()
+    def evaluate(self, data=None) -> dict:
+        """Relative L2 error per target field in physical units, averaged over the samples of
+        ``data`` (default: the validation set), all-reduced over ranks.
+
+        Returns ``{"rel_l2/<field>": float, ..., "rel_l2": mean over fields}``.
+        """
+        data = self.val_data if data is None else data
+        if data is None:
+            return {}
+        was = self.net.training
+        self.model.eval()
+        shard = _Shard(data, self.dist.rank, self.dist.world_size)
+        loader = DataLoader(shard, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
+        sums = {f"rel_l2/{n}": 0.0 for n in self.targets}
+        count = 0
+        for batch in loader:
+            batch = batch.to(self.device)
+            y = self._fields(batch.query_fields, self.targets, "target", encode=False)
+            widths = self.widths(batch)
+            pred = self.decode(self.forward(batch, net=self.model), widths)
+            w = batch.query_weights if self.weighted_loss else None
+            err = relative_l2(pred, y, batch.query_batch, batch.num_samples, widths, w)
+            for j, n in enumerate(self.targets):
+                sums[f"rel_l2/{n}"] += float(err[:, j].sum())
+            count += batch.num_samples
+        sums["n"] = count
+        s = all_reduce_sums(sums, self.dist, self._reduce_device)
+        n = max(s.pop("n"), 1)
+        out = {k: v / n for k, v in s.items()}
+        out["rel_l2"] = sum(out.values()) / len(self.targets)
+        self.model.train(was)
+        return out
+
+    @torch.no_grad()
+    def predict(self, batch: GeometryBatch) -> Tensor:
+        """Prediction in physical units for a batch, (ΣQ, ΣC_targets)."""
+        self.model.eval()
+        batch = batch.to(self.device)
+        widths = [self.normalizers[n].channels if self.normalizers is not None and n in self.normalizers else 1 for n in self.targets]
+        return self.decode(self.forward(batch, net=self.model), widths)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
+        mc = getattr(self.model, "config", None)
+        return {
+            "epoch": int(self.epoch),
+            "model": strip_ddp_prefix(self.model.state_dict()),
+            "model_config": _plain(mc) if isinstance(mc, Mapping) else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "normalizers": self.normalizers.state_dict() if self.normalizers is not None else {},
+            "config": self.config,
+            "targets": list(self.targets),
+            "inputs": list(self.inputs),
+            "rng": rng_state(),
+            "metrics": _plain(self.history[-1]) if self.history else {},
+            "history": _plain(self.history),
+            "best": self.best,
+            "extra": _plain(self.extra_state),
+        }
+
+    def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
+        """Restore model, optimizer, scheduler, normalisers, RNG and epoch from ``state``."""
+        load_model_state(self.model, state["model"], source)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{source}: optimizer/scheduler state does not match this run: {e}") from e
+        if state.get("normalizers") and self.normalizers is not None:
+            self.normalizers.load_state_dict(state["normalizers"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(h) for h in state.get("history", [])]
+        self.best = state.get("best")
+        if "rng" in state:
+            set_rng_state(state["rng"])
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write a checkpoint atomically (call on every rank; only rank 0 writes)."""
+        if not self.dist.is_main:
+            return Path(path)
+        return save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path: Union[str, os.PathLike]) -> None:
+        """Load a checkpoint written by :meth:`save` (every rank reads it)."""
+        self.load_state_dict(load_checkpoint(path, map_location=self.device), source=str(path))
+
+    # ------------------------------------------------------------------ files
+    def _write_files(self, metrics: dict, improved: bool) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.save(self.out_dir / "last.pt")
+        if improved and self.save_best:
+            self.save(self.out_dir / "best.pt")
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(_plain(metrics)) + "\n")
+        try:
+            self.plot_losses(self.out_dir / "loss.png")
+        except Exception as e:  # a plot failure must not stop training
+            log.warning("could not draw the loss curve: %s", e)
+
+    def write_config(self) -> None:
+        """Write the resolved config as ``config.json`` in ``out_dir`` (rank 0, atomically)."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "config.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def plot_losses(self, path: Union[str, os.PathLike]) -> Path:
+        """Training loss and validation errors per epoch (log scale), Agg, no pyplot state."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        ep = [h["epoch"] for h in self.history]
+        ax.plot(ep, [h["train_loss"] for h in self.history], "o-", label="train loss (normalised rel. L2)")
+        for k in sorted({k for h in self.history for k in h if k.startswith("val/rel_l2/")}):
+            ax.plot(ep, [h.get(k, math.nan) for h in self.history], "s--", label=k.replace("val/", "val "))
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("relative L2")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: Union[str, os.PathLike, None] = None, until_epoch: Optional[int] = None) -> list[dict]:
+        """Train from the current epoch (or from checkpoint ``resume``) up to ``until_epoch``
+        (default: ``epochs``); checkpoint after every epoch. Returns the metrics history.
+
+        Raises
+        ------
+        TrainingInterrupted
+            on Ctrl-C; the message names the last complete checkpoint.
+        """
+        if resume is not None:
+            self.resume(resume)
+        stop = self.epochs if until_epoch is None else min(int(until_epoch), self.epochs)
+        self.write_config()
+        try:
+            while self.epoch < stop:
+                e = self.epoch
+                t0 = time.perf_counter()
+                m = self.train_epoch(e)
+                val = self.evaluate() if self.val_data is not None else {}
+                metrics = {"epoch": e + 1, **m, **{f"val/{k}": v for k, v in val.items()}, "time_s": time.perf_counter() - t0}
+                key = val.get("rel_l2", m["train_loss"])
+                improved = self.best is None or key < self.best
+                if improved:
+                    self.best = float(key)
+                self.history.append(metrics)
+                self.epoch = e + 1
+                self._write_files(metrics, improved)
+                barrier(self.dist)
+                log.info("epoch %d: %s", e + 1, {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
+        except KeyboardInterrupt:
+            where = self.out_dir / "last.pt" if self.out_dir is not None else None
+            if where is not None and where.exists():
+                msg = f"training interrupted during epoch {self.epoch + 1}; the last complete checkpoint is {where} (epoch {self.epoch}); continue with --resume {where}"
+            else:
+                msg = f"training interrupted during epoch {self.epoch + 1}; no checkpoint was written yet"
+            raise TrainingInterrupted(msg) from None
+        return self.history
