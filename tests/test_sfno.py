@@ -108,8 +108,8 @@ def test_sfno_gradcheck_float64():
 @pytest.mark.parametrize("grid", GRIDS)
 def test_grid_points_and_weights_match_the_sht_convention(grid):
     nlat, nlon = 10, 20
-    pts = sphere_grid_points(nlat, nlon, grid, dtype=torch.float64)
-    w = sphere_quadrature_weights(nlat, nlon, grid, dtype=torch.float64)
+    pts, w = sphere_grid_points(nlat, nlon, grid, dtype=torch.float64)
+    torch.testing.assert_close(w, sphere_quadrature_weights(nlat, nlon, grid, dtype=torch.float64))
     assert pts.shape == (nlat * nlon, 3) and w.shape == (nlat * nlon,)
     torch.testing.assert_close(pts.norm(dim=1), torch.ones(nlat * nlon, dtype=torch.float64))
     assert torch.all(pts[:nlon, 2] > pts[-nlon:, 2])  # row 0 is the northernmost latitude

@@ -31,13 +31,13 @@ Same layout as the FNO block (:mod:`geoop.nn.fno`):
 Grid helpers
 ------------
 :func:`sphere_grid_points` returns the unit vectors of the grid in the C-order of an
-``(nlat, nlon)`` tensor (``index = i * nlon + j``), :func:`sphere_quadrature_weights` the
-matching area weights (summing to ``4 pi``).
+``(nlat, nlon)`` tensor (``index = i * nlon + j``) and the matching area weights (summing
+to ``4 pi``); :func:`sphere_quadrature_weights` the weights alone.
 
 Shapes
 ------
 x : (B, C, nlat, nlon) float  ->  (B, C, nlat, nlon) float
-sphere_grid_points : (nlat * nlon, 3) float
+sphere_grid_points : (nlat * nlon, 3) float, (nlat * nlon,) float
 sphere_quadrature_weights : (nlat * nlon,) float
 """
 from __future__ import annotations
@@ -115,31 +115,31 @@ def sphere_colatitudes(nlat: int, grid: str = "equiangular") -> tuple[Tensor, Te
     return theta, w
 
 
-def sphere_grid_points(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> Tensor:
-    """Unit vectors ``(sin t cos p, sin t sin p, cos t)`` of the ``(nlat, nlon)`` grid in the
-    C-order of a ``(..., nlat, nlon)`` tensor: row ``i * nlon + j`` is colatitude ``theta_i``
-    (``i = 0`` nearest the north pole) and longitude ``phi_j = 2 pi j / nlon``.
+def sphere_grid_points(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> tuple[Tensor, Tensor]:
+    """Nodes and quadrature weights of the ``(nlat, nlon)`` grid on the unit sphere, in the
+    C-order of a ``(..., nlat, nlon)`` tensor: row ``i * nlon + j`` is colatitude
+    ``theta_i`` (``i = 0`` nearest the north pole, the order of torch-harmonics' ``RealSHT``)
+    and longitude ``phi_j = 2 pi j / nlon``.
 
-    Shapes: returns ``(nlat * nlon, 3)`` (default dtype unless ``dtype`` is given).
+    Returns
+    -------
+    points : (nlat * nlon, 3), ``(sin t cos p, sin t sin p, cos t)``
+    weights : (nlat * nlon,), area weights ``w_i 2 pi / nlon`` summing to ``4 pi``
+    (default dtype unless ``dtype`` is given)
     """
     _check_grid_size(nlat, nlon)
-    theta, _ = sphere_colatitudes(nlat, grid)
+    theta, w = sphere_colatitudes(nlat, grid)
     phi = torch.arange(int(nlon), dtype=torch.float64) * (2.0 * math.pi / int(nlon))
     t, p = torch.meshgrid(theta, phi, indexing="ij")
     pts = torch.stack((torch.sin(t) * torch.cos(p), torch.sin(t) * torch.sin(p), torch.cos(t)), dim=-1)
-    return pts.reshape(-1, 3).to(dtype or torch.get_default_dtype())
+    wts = (w * (2.0 * math.pi / int(nlon))).repeat_interleave(int(nlon))
+    dtype = dtype or torch.get_default_dtype()
+    return pts.reshape(-1, 3).to(dtype), wts.to(dtype)
 
 
 def sphere_quadrature_weights(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> Tensor:
-    """Area weights ``w_i * 2 pi / nlon`` of the grid points (same order as
-    :func:`sphere_grid_points`), summing to ``4 pi``.
-
-    Shapes: returns ``(nlat * nlon,)``.
-    """
-    _check_grid_size(nlat, nlon)
-    _, w = sphere_colatitudes(nlat, grid)
-    w = (w * (2.0 * math.pi / int(nlon))).repeat_interleave(int(nlon))
-    return w.to(dtype or torch.get_default_dtype())
+    """The weights of :func:`sphere_grid_points` alone: ``(nlat * nlon,)``, summing to ``4 pi``."""
+    return sphere_grid_points(nlat, nlon, grid, dtype)[1]
 
 
 class SphericalConv(nn.Module):
@@ -320,8 +320,8 @@ class SFNOBlocks(nn.Module):
         return len(self.blocks)
 
     def grid_points(self, dtype=None) -> Tensor:
-        """``sphere_grid_points(nlat, nlon, grid)``: (nlat * nlon, 3)."""
-        return sphere_grid_points(self.nlat, self.nlon, self.grid, dtype)
+        """The grid nodes ``sphere_grid_points(nlat, nlon, grid)[0]``: (nlat * nlon, 3)."""
+        return sphere_grid_points(self.nlat, self.nlon, self.grid, dtype)[0]
 
     def quadrature_weights(self, dtype=None) -> Tensor:
         """``sphere_quadrature_weights(nlat, nlon, grid)``: (nlat * nlon,)."""
