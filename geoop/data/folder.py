@@ -284,12 +284,8 @@ def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.
 # ---------------------------------------------------------------------------- reading
 def _read_file(path: Path) -> Geometry:
     """Read with :func:`geoop.read`; raise a GeoopError naming the file on any failure."""
-    try:
-        from ..geometry.io import read
-    except ModuleNotFoundError as e:  # I/O module of this version not there: read with meshio/pyvista
-        if e.name != "geoop.geometry.io":
-            raise
-        read = _fallback_read
+    from ..geometry.io import read
+
     try:
         return read(path)
     except GeoopError:
@@ -298,44 +294,6 @@ def _read_file(path: Path) -> Geometry:
         raise
     except BaseException as e:  # noqa: BLE001  readers raise anything, SystemExit included
         raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
-
-
-_VTK_CELLS = {1: "vertex", 3: "line", 5: "triangle", 9: "quad", 10: "tetra", 12: "hexahedron", 13: "wedge", 14: "pyramid"}
-
-
-def _fallback_read(path: Path) -> Geometry:
-    """Minimal reader used only when ``geoop.geometry.io`` is absent: VTK files through
-    pyvista, others through meshio; cells grouped by type, cell data reordered to match."""
-    path = Path(path)
-    if path.suffix.lower() in (".vtu", ".vtp", ".vtk"):
-        import pyvista as pv
-
-        mesh = pv.read(str(path))
-        if mesh.n_points == 0:
-            raise DatasetError(f"{path}: the file holds no points (empty or malformed)")
-        ug = mesh.cast_to_unstructured_grid()
-        types = np.asarray(ug.celltypes)
-        cd = ug.cells_dict
-        cells, order = {}, []
-        for t in sorted(cd):
-            if t in _VTK_CELLS:
-                cells[_VTK_CELLS[t]] = np.asarray(cd[t])
-                order.append(np.nonzero(types == t)[0])
-        order = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
-        fields = {k: np.asarray(ug.point_data[k]) for k in ug.point_data.keys()}
-        cell_fields = {k: np.asarray(ug.cell_data[k])[order] for k in ug.cell_data.keys() if k != "vtkOriginalCellIds"}
-        return Geometry(np.asarray(ug.points), cells=cells, fields=fields, cell_fields=cell_fields, source=str(path))
-    import meshio
-
-    m = meshio.read(str(path))
-    cells, cell_fields = {}, {}
-    keep = [i for i, b in enumerate(m.cells) if b.type in _VTK_CELLS.values()]
-    for i in keep:
-        b = m.cells[i]
-        cells[b.type] = np.concatenate([cells[b.type], b.data]) if b.type in cells else b.data
-    for k, blocks in m.cell_data.items():
-        cell_fields[k] = np.concatenate([np.asarray(blocks[i]).reshape(len(blocks[i]), -1) for i in keep])
-    return Geometry(m.points, cells=cells, fields=dict(m.point_data), cell_fields=cell_fields, source=str(path))
 
 
 def _pick_fields(g: Geometry, names: Sequence[str], path: Path, role: str) -> dict[str, Tensor]:
@@ -674,6 +632,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                         ok.pop(case)
                         self._memory.pop(("raw", case))
                         break
+        #: every case is 2-D (d = 2, or z = 0 everywhere)
+        self.is_2d = bool(ok) and all(self._dims[c] == 2 for c in ok)
         self.dim = (2 if self.drop_flat_z and ok and all(self._dims[c] == 2 for c in ok) else
                     (next(iter(ok.values()))[0] if ok else 3))
         return set(ok)

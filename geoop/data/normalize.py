@@ -128,18 +128,20 @@ class FieldNormalizer:
                 f"got shape {tuple(x.shape)}"
             )
         dt = x2.dtype if torch.is_floating_point(x2) else torch.get_default_dtype()
-        return x2.to(dt), self.mean.to(x2.device, dt), self.std.to(x2.device, dt), squeeze
+        # computed in float64 (large offsets such as pressures ~1e5 lose digits in float32),
+        # returned in the input's dtype
+        return x2.double(), self.mean.to(x2.device), self.std.to(x2.device), squeeze, dt
 
     def encode(self, x: Tensor) -> Tensor:
         """(…, C) physical values -> (…, C) normalised values (a new tensor)."""
-        x2, m, s, squeeze = self._prep(x)
-        z = (x2 - m) / s
+        x2, m, s, squeeze, dt = self._prep(x)
+        z = ((x2 - m) / s).to(dt)
         return z[:, 0] if squeeze else z
 
     def decode(self, z: Tensor) -> Tensor:
         """(…, C) normalised values (e.g. a prediction) -> (…, C) physical values."""
-        z2, m, s, squeeze = self._prep(z)
-        x = z2 * s + m
+        z2, m, s, squeeze, dt = self._prep(z)
+        x = (z2 * s + m).to(dt)
         return x[:, 0] if squeeze else x
 
     # ----------------------------------------------------------------- state

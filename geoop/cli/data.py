@@ -1,0 +1,145 @@
+"""``geoop data``: generate built-in datasets, or check a folder of CFD files.
+
+    geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
+    geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
+    geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
+    geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
+
+The generators (``geoop.data.<kind>.generate(out_dir, n, seed, **params)``) write
+``case_XXXX_*.vtp/.vtu`` files and ``manifest.json`` (the parameters of each case); the same
+seed and parameters give byte-identical files. ``--param`` values are parsed as YAML
+(``alpha_deg=5``, ``m=[0, 0.04]``); ``a,b`` is shorthand for the range ``[a, b]``.
+``check`` builds a :class:`~geoop.data.MeshFolderDataset` over every case and reports the
+cases that would be skipped, with the file and the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+import warnings
+
+from ..errors import ConfigError
+
+__all__ = ["GENERATORS", "add_parser", "run", "resolve_generator", "parse_params"]
+
+#: generator name -> module providing ``generate(out_dir, n, seed=0, **params)``
+GENERATORS = {
+    "airfoil": "geoop.data.airfoil",
+    "body3d": "geoop.data.body3d",
+    "sphere": "geoop.data.sphere",
+}
+
+
+def resolve_generator(kind: str):
+    """The ``generate`` function of a built-in generator; an unknown or missing one is a
+    :class:`ConfigError` listing the valid choices."""
+    if kind not in GENERATORS:
+        raise ConfigError(f"geoop data: unknown generator {kind!r}; valid: {sorted(GENERATORS)}")
+    try:
+        mod = importlib.import_module(GENERATORS[kind])
+    except ModuleNotFoundError as e:
+        if e.name != GENERATORS[kind]:
+            raise
+        raise ConfigError(f"geoop data: generator {kind!r} ({GENERATORS[kind]}) is not available in this version") from None
+    return mod.generate
+
+
+def parse_params(items) -> dict:
+    """``["k=v", ...]`` -> ``{k: value}`` with YAML values; ``a,b`` -> ``[a, b]``."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"geoop data: --param expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise ConfigError(f"geoop data: --param {item!r} has an empty key")
+        text = f"[{v}]" if "," in v and not v.strip().startswith("[") else v
+        try:
+            out[k] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"geoop data: --param {k}: cannot parse value {v!r}: {e}") from None
+        if isinstance(out[k], list):
+            out[k] = tuple(out[k])
+    return out
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("data", help="generate a built-in dataset or check a folder of CFD files",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="data_kind", metavar="KIND")
+    for kind in GENERATORS:
+        g = sub.add_parser(kind, help=f"generate {kind} cases (geoop.data.{kind})")
+        g.add_argument("--n", type=int, required=True, help="number of cases")
+        g.add_argument("--out", required=True, help="output folder")
+        g.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same files)")
+        g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                       help="generator option, repeatable (e.g. alpha_deg=0,8)")
+    c = sub.add_parser("check", help="check a folder of CFD files as a dataset")
+    c.add_argument("root", help="dataset folder")
+    c.add_argument("--inputs", nargs="*", default=[], help="input field names")
+    c.add_argument("--targets", nargs="+", required=True, help="target field names")
+    c.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
+    c.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
+    p.set_defaults(_data_parser=p)
+    return p
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _generate(args) -> int:
+    if args.n < 1:
+        raise ConfigError(f"geoop data {args.data_kind}: --n must be >= 1, got {args.n}")
+    gen = resolve_generator(args.data_kind)
+    params = parse_params(args.param)
+    try:
+        entries = gen(args.out, args.n, seed=args.seed, **params)
+    except TypeError as e:  # an option the generator's signature does not take
+        raise ConfigError(f"geoop data {args.data_kind}: invalid options {sorted(params)}: {e}") from None
+    manifest = os.path.join(args.out, "manifest.json")
+    if not os.path.exists(manifest):  # the generators write it; never leave a folder without one
+        _write_json_atomic(manifest, {"generator": GENERATORS[args.data_kind], "seed": args.seed,
+                                      "params": params, "cases": list(entries or [])})
+    print(f"geoop data {args.data_kind}: wrote {len(entries or [])} cases to {args.out} (manifest: {manifest})")
+    return 0
+
+
+def _check(args) -> int:
+    from ..data.folder import MeshFolderDataset
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ds = MeshFolderDataset(args.root, inputs=args.inputs, targets=args.targets, split="all",
+                               input_file=args.input_file, query_file=args.query_file, on_error="skip",
+                               normalize=False, geometry_normalization="none")
+    print(f"{args.root}: {len(ds)} usable case(s), {len(ds.skipped)} skipped; points are {ds.dim}-D"
+          f"{' (2-D cases, z = 0)' if ds.is_2d and ds.dim == 3 else ''}")
+    for case, f, reason in ds.skipped:
+        print(f"  skipped {case}: {f}: {reason}")
+    return 1 if ds.skipped else 0
+
+
+def run(args) -> int:
+    kind = getattr(args, "data_kind", None)
+    if kind is None:
+        args._data_parser.print_help()
+        return 2
+    if kind == "check":
+        return _check(args)
+    return _generate(args)
