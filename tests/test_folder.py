@@ -412,3 +412,26 @@ def test_field_normalizer_streaming_roundtrip_and_weights_only_state(tmp_path):
     torch.testing.assert_close(back.encode("U", parts[0]), fn.encode(parts[0]))
     with pytest.raises(Exception, match="NaN"):
         FieldNormalizer().update(torch.tensor([[float("nan")]]))
+
+
+def test_gino_precompute_as_cached_neighbourhoods(tmp_path, foam):
+    gino_mod = pytest.importorskip("geoop.models.gino", reason="GINO not in this checkout yet")
+    mk = lambda r: gino_mod.GINO(1, 3, coord_dim=3, latent_shape=(6, 6, 6), radius_in=r, radius_out=r,  # noqa: E731
+                                 fno_width=8, fno_modes=3, fno_layers=1, gno_mlp=(8,),
+                                 search_backend="scipy")
+    model = mk(0.3)
+    kw = dict(inputs=["p"], targets=["U"], split="train", cache_dir=tmp_path / "c", subsample={"queries": 30}, **FOAM)
+    ds = MeshFolderDataset(foam, neighbors=model.precompute, **kw)
+    items = [ds[i] for i in range(len(ds))]
+    assert ds.neighbor_computations == len(ds)
+    b = collate(items[:2])
+    out = model(b, x=b.x(["p"]))
+    assert out.shape == (b.queries.shape[0], 3) and torch.isfinite(out).all()
+    ref = model.precompute(Sample(ds[1].geometry, ds[1].queries))  # searched on the subsample directly
+    assert ds[1].neighbors_out.to_sets() == ref.neighbors_out.to_sets()
+    again = MeshFolderDataset(foam, neighbors=mk(0.3).precompute, **kw)  # same config: loaded
+    [again[i] for i in range(len(again))]
+    assert again.neighbor_computations == 0
+    other = MeshFolderDataset(foam, neighbors=mk(0.25).precompute, **kw)  # another radius: recomputed
+    [other[i] for i in range(len(other))]
+    assert other.neighbor_computations == len(other)

@@ -396,6 +396,11 @@ def _take_queries(nb: Neighborhoods, rows: Tensor) -> Neighborhoods:
 
 
 # ---------------------------------------------------------------------------- dataset
+#: attributes of a model that determine its neighbourhoods (GINO: radii, latent grid, domain)
+_NEIGHBOR_ATTRS = ("radius", "radius_in", "radius_out", "latent", "latent_shape", "domain", "coord_dim",
+                   "num_latent", "max_neighbors", "sphere_grid")
+
+
 def _neighbors_config(fn: Callable, key) -> dict:
     """What identifies a neighbourhood computation in the cache key: ``neighbors_key`` when
     given, else the callable's ``cache_key``/``config`` when it has one, else its qualified
@@ -416,13 +421,10 @@ def _neighbors_config(fn: Callable, key) -> dict:
         cfg["args"] = [a for a in fn.args if isinstance(a, (int, float, str, tuple))]
         cfg["kwargs"] = {k: v for k, v in fn.keywords.items() if isinstance(v, (int, float, str, tuple, list))}
     if owner is not None:
-        attrs = {}
-        for k, v in vars(owner).items():
-            if k.startswith("_") or k == "training":
-                continue
-            if isinstance(v, (int, float, str, tuple, bool)):
-                attrs[k] = v
-        cfg["owner"] = attrs
+        simple = {k: v for k, v in vars(owner).items()
+                  if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, tuple, list, bool))}
+        relevant = {k: v for k, v in simple.items() if k in _NEIGHBOR_ATTRS}
+        cfg["owner"] = relevant or simple  # a GINO: only what changes its neighbourhoods
     return cfg
 
 
