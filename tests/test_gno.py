@@ -136,7 +136,8 @@ def test_checkpointed_backward_equals_plain_backward():
 
 
 def test_checkpoint_is_used_for_several_chunks(monkeypatch):
-    """With more than one chunk under autograd, 'auto' runs each chunk through checkpoint."""
+    """Above checkpoint_edges under autograd, 'auto' runs each chunk through checkpoint;
+    below it, or without autograd, it does not."""
     import geoop.nn.gno as mod
 
     calls = []
@@ -148,10 +149,14 @@ def test_checkpoint_is_used_for_several_chunks(monkeypatch):
 
     monkeypatch.setattr(mod, "_checkpoint", spy)
     src, qry, nb, f, w = make_case(cin=3)
-    gno = make_gno("linear", "weighted", chunk_edges=100)
+    gno = make_gno("linear", "weighted", chunk_edges=100, checkpoint_edges=nb.num_edges - 1)
     gno(src, qry, nb, f, w).sum().backward()
     assert len(calls) == len(mod._edge_chunks(nb.ptr, 100)) > 1
     calls.clear()
+    gno.checkpoint_edges = nb.num_edges
+    gno(src, qry, nb, f, w).sum().backward()
+    assert not calls
+    gno.checkpoint_edges = 0
     with torch.no_grad():
         gno(src, qry, nb, f, w)
     assert not calls

@@ -28,9 +28,10 @@ empty gets exactly 0 (also for ``"mean"``; never NaN); an empty query set gives 
 Implementation (see DESIGN.md, performance notes): the kernel MLP's first layer is split,
 :math:`A e(x) + B e(y) + C f(y) + b`, and evaluated once per query / source point; per edge
 only a gather and an add remain for that layer. Edges are processed in chunks of consecutive
-queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training
-each chunk runs under :func:`torch.utils.checkpoint.checkpoint`, so the peak memory of the
-edge computation is ``O(chunk_edges * hidden)`` instead of ``O(E * hidden)``.
+queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training on
+more than ``checkpoint_edges`` edges each chunk runs under
+:func:`torch.utils.checkpoint.checkpoint`, so the peak memory of the edge computation is
+``O(chunk_edges * hidden)`` instead of ``O(E * hidden)``.
 
 Shapes
 ------
@@ -102,9 +103,13 @@ class GNO(nn.Module):
     pos_embed : ``"nerf"``, ``"sinusoidal"`` or ``"none"``/``None``
     n_freqs : number of frequencies of the positional embedding
     activation : activation of the kernel MLP (``"gelu"``, ``"relu"``, ...)
-    chunk_edges : maximum number of edges processed at once
-    checkpoint : ``"auto"`` (checkpoint the chunks when gradients are needed and there is more
-        than one chunk), ``True`` (always when gradients are needed) or ``False``
+    chunk_edges : maximum number of edges processed at once (small chunks keep the per-edge
+        tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one big chunk)
+    checkpoint : ``"auto"`` (checkpoint each chunk when gradients are needed and the call
+        has more than ``checkpoint_edges`` edges), ``True`` (whenever gradients are needed)
+        or ``False``
+    checkpoint_edges : edge count above which ``"auto"`` checkpoints; below it the edge
+        activations (about ``6 * 4 * hidden`` bytes per edge in float32) are kept
 
     Shapes
     ------
@@ -124,8 +129,9 @@ class GNO(nn.Module):
         pos_embed: Optional[str] = "nerf",
         n_freqs: int = 8,
         activation: str = "gelu",
-        chunk_edges: int = 1 << 17,
+        chunk_edges: int = 1 << 14,
         checkpoint: Union[bool, str] = "auto",
+        checkpoint_edges: int = 1 << 19,
     ):
         super().__init__()
         self.kernel = resolve_choice(kernel, GNO_KERNELS, "GNO kernel")
@@ -143,6 +149,7 @@ class GNO(nn.Module):
             raise ConfigError(f"GNO: checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.chunk_edges = int(chunk_edges)
         self.checkpoint = checkpoint
+        self.checkpoint_edges = int(checkpoint_edges)
 
         self.embed = resolve_pos_embed(pos_embed, self.coord_dim, n_freqs)
         de = self.embed.out_dim
@@ -237,7 +244,9 @@ class GNO(nn.Module):
         need_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (hq, hs, src_mult)
         )
-        ckpt = need_grad and (self.checkpoint is True or (self.checkpoint == "auto" and len(chunks) > 1))
+        ckpt = need_grad and (
+            self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
+        )
         outs = []
         for q0, q1 in chunks:
             e0, e1 = int(ptr[q0]), int(ptr[q1])
