@@ -32,6 +32,7 @@ is left behind on failure. 2-D geometries are padded with z = 0 for 3-D formats.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -150,7 +151,7 @@ def _from_meshio(mesh, path: str) -> Geometry:
         except (IndexError, ValueError):
             continue
         if arr is not None and _numeric(arr) and not k.startswith("obj:"):
-            cell_fields[k] = _flat2(arr)
+            cell_fields[k] = arr
     pdata = {k: np.array(v) for k, v in mesh.point_data.items() if _numeric(np.asarray(v))}
     normals = None
     for key in ("Normals", "normals", "obj:vn"):
@@ -160,6 +161,7 @@ def _from_meshio(mesh, path: str) -> Geometry:
     if normals is None and all(c in pdata for c in ("nx", "ny", "nz")):
         normals = np.stack([pdata.pop("nx"), pdata.pop("ny"), pdata.pop("nz")], axis=1)
     pdata = {k: _flat2(v) for k, v in _group_columns(pdata).items() if not k.startswith("obj:")}
+    cell_fields = {k: _flat2(v) for k, v in _group_columns(cell_fields).items()}
     return Geometry(pts, cells=cells, normals=normals, fields=pdata, cell_fields=cell_fields, source=path)
 
 
@@ -173,12 +175,25 @@ def _read_pyvista(path: str) -> Geometry:
     return from_pyvista(mesh, source=path)
 
 
+@contextlib.contextmanager
+def _captured_output():
+    """meshio prints its errors and warnings (and then calls ``sys.exit(1)`` on a
+    ``ReadError``); capture that text so it can go into our exception instead."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield buf
+
+
 def _read_meshio(path: str, file_format: Optional[str] = None) -> Geometry:
     import meshio
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mesh = meshio.read(path, file_format=file_format)
+    with _captured_output() as buf:
+        try:
+            mesh = meshio.read(path, file_format=file_format)
+        except SystemExit:
+            said = " ".join(buf.getvalue().split())
+            raise GeometryReadError(f"{path}: meshio could not read it as {file_format}: {said or 'no reason given'}") from None
     return _from_meshio(mesh, path)
 
 
@@ -345,12 +360,14 @@ def _write_vtk(g: Geometry, path: str, ext: str) -> None:
         mesh.save(path, binary=True)
 
 
-def _split_columns(fields: dict) -> dict:
+def _split_columns(fields: dict, keep_widths: tuple = (1,)) -> dict:
+    """(N, C) fields -> numpy arrays; widths not in ``keep_widths`` are split into scalar
+    columns ``name_0 .. name_{C-1}`` (read back together by :func:`_group_columns`)."""
     out = {}
     for k, v in fields.items():
         v = _np(v)
-        if v.shape[1] == 1:
-            out[k] = v[:, 0]
+        if v.shape[1] in keep_widths:
+            out[k] = v[:, 0] if v.shape[1] == 1 else v
         else:
             for j in range(v.shape[1]):
                 out[f"{k}_{j}"] = v[:, j]
@@ -361,8 +378,8 @@ def _to_meshio(g: Geometry, vector_point_data: bool, gmsh_tags: bool = False):
     import meshio
 
     cells = [(k, _np(v).astype(np.int32)) for k, v in g.cells.items()]
-    if vector_point_data:
-        pdata = {k: _np(v) for k, v in g.fields.items()}
+    if vector_point_data:  # gmsh: 1, 3 or 9 components per field
+        pdata = _split_columns(g.fields, (1, 3, 9))
         if g.normals is not None:
             pdata["Normals"] = _pad3(_np(g.normals))
     else:
@@ -371,9 +388,8 @@ def _to_meshio(g: Geometry, vector_point_data: bool, gmsh_tags: bool = False):
             nrm = _pad3(_np(g.normals))
             pdata.update(nx=nrm[:, 0], ny=nrm[:, 1], nz=nrm[:, 2])
     cdata = {}
-    start = 0
-    for k, v in g.cell_fields.items():
-        arr, blocks, start = _np(v), [], 0
+    for k, arr in _split_columns(g.cell_fields, (1, 3, 9)).items():
+        blocks, start = [], 0
         for _, c in cells:
             blocks.append(arr[start : start + len(c)])
             start += len(c)
@@ -385,6 +401,13 @@ def _to_meshio(g: Geometry, vector_point_data: bool, gmsh_tags: bool = False):
 
 
 def _write_meshio(g: Geometry, path: str, fmt: str) -> None:
+    with _captured_output() as buf:
+        _write_meshio_quiet(g, path, fmt)
+    if buf.getvalue().strip():
+        log.debug("meshio said while writing %s: %s", path, buf.getvalue().strip())
+
+
+def _write_meshio_quiet(g: Geometry, path: str, fmt: str) -> None:
     import meshio
 
     if fmt == "obj":
