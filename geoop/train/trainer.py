@@ -131,6 +131,9 @@ class Trainer:
     config : the resolved run configuration (plain dict) stored in checkpoints.
     dist_info : from :func:`geoop.train.distributed.init_distributed`; None = one process.
     progress : tqdm bar; None = only on rank 0 and when stderr is a TTY.
+    data_normalized : the dataset already returns normalised fields (e.g.
+        :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
+        prediction and target with ``normalizers``.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class Trainer:
         dist_info: Optional[DistInfo] = None,
         progress: Optional[bool] = None,
         precompute: bool = True,
+        data_normalized: bool = False,
         collate_fn: Callable = collate,
         extra_state: Optional[Mapping] = None,
     ):
@@ -174,6 +178,7 @@ class Trainer:
 
             normalizers = DatasetNormalizers(dict(normalizers))
         self.normalizers = normalizers
+        self.data_normalized = bool(data_normalized)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.clip, self.weighted_loss, self.seed = float(clip or 0.0), bool(weighted_loss), int(seed)
         self.amp_dtype = resolve_amp(amp, self.device.type)
@@ -243,7 +248,7 @@ class Trainer:
                 raise FieldError(f"Trainer: {kind} field {n!r} is missing from the batch; available: {sorted(fields)}")
             v = fields[n]
             v = v[:, None] if v.dim() == 1 else v
-            if encode and self.normalizers is not None and n in self.normalizers:
+            if encode and not self.data_normalized and self.normalizers is not None and n in self.normalizers:
                 v = self.normalizers.encode(n, v)
             parts.append(v.float())
         return torch.cat(parts, dim=1)
@@ -283,6 +288,8 @@ class Trainer:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
         self.net.train()
         self.sampler.set_epoch(epoch)
+        if hasattr(self.train_data, "set_epoch"):  # per-epoch subsampling of datasets
+            self.train_data.set_epoch(epoch)
         show = self.progress if self.progress is not None else (self.dist.is_main and sys.stderr.isatty())
         from tqdm.auto import tqdm
 
@@ -348,6 +355,8 @@ class Trainer:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
             widths = self.widths(batch)
+            if self.data_normalized:
+                y = self.decode(y, widths)
             pred = self.decode(self.forward(batch, net=self.model), widths)
             w = batch.query_weights if self.weighted_loss else None
             err = relative_l2(pred, y, batch.query_batch, batch.num_samples, widths, w)

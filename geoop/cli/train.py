@@ -1,0 +1,68 @@
+"""``geoop train CONFIG``: train a GINO on a folder of cases (TOML or YAML config).
+
+Also under torchrun: ``torchrun --nproc_per_node N -m geoop train CONFIG`` trains with DDP
+(gloo on CPU, nccl on CUDA); only rank 0 writes ``last.pt``/``best.pt``, ``metrics.jsonl``,
+``loss.png`` and ``config.json`` into ``output.dir``. See :mod:`geoop.train.config` for the
+file layout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train a model from a config file (TOML/YAML); torchrun-aware",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("config", help="run configuration (.toml, .yaml, .yml or .json)")
+    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                   help="continue from a checkpoint (default: OUTPUT_DIR/last.pt)")
+    p.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
+    p.add_argument("--output", default=None, help="override output.dir")
+    p.add_argument("--device", default=None, help="override device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="force the progress bar on/off")
+    return p
+
+
+def run(args) -> int:
+    from ..data.folder import MeshFolderDataset
+    from ..models.gino import GINO
+    from ..train.config import load_config_file, resolve_config
+    from ..train.distributed import cleanup_distributed, init_distributed
+    from ..train.run import build_run
+    from ..train.trainer import TrainingInterrupted, resolve_device
+
+    raw = load_config_file(args.config)
+    for key, section, value in (("epochs", "optim", args.epochs), ("dir", "output", args.output)):
+        if value is not None:
+            raw.setdefault(section, {})[key] = value
+    if args.device is not None:
+        raw["device"] = args.device
+    cfg = resolve_config(raw, source=str(args.config), dataset_cls=MeshFolderDataset, model_cls=GINO)
+    device = resolve_device(cfg["device"])
+    info = init_distributed(device)
+    try:
+        r = build_run(cfg, dist_info=info, progress=args.progress)
+        resume = None
+        if args.resume is not None:
+            resume = Path(cfg["output"]["dir"]) / "last.pt" if args.resume == "last" else Path(args.resume)
+        try:
+            hist = r.trainer.fit(resume=resume)
+        except TrainingInterrupted as e:
+            if info.is_main:
+                print(f"geoop train: {e}", file=sys.stderr)
+            return 130
+        if info.is_main:
+            last = hist[-1] if hist else {}
+            summary = {k: round(v, 6) if isinstance(v, float) else v for k, v in last.items()}
+            print(json.dumps({"checkpoint": str(Path(cfg["output"]["dir"]) / "last.pt"), **summary}))
+        return 0
+    finally:
+        cleanup_distributed(info)
