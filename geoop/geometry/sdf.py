@@ -155,7 +155,11 @@ def _boundary_triangles(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
 
     vol = geometry.replace(cells={k: v for k, v in geometry.cells.items() if CELL_DIM[k] == 3},
                            fields={}, cell_fields={}, normals=None)
-    surf = to_pyvista(vol).extract_surface().triangulate()
+    grid = to_pyvista(vol)
+    import inspect
+
+    kw = {"algorithm": "dataset_surface"} if "algorithm" in inspect.signature(grid.extract_surface).parameters else {}
+    surf = grid.extract_surface(**kw).triangulate()
     return np.asarray(surf.points, dtype=np.float64), np.asarray(surf.regular_faces)
 
 
