@@ -161,7 +161,8 @@ def body_volume_points(
     """Points around the body: about ``near_fraction`` of them on offset layers of the
     surface (vertices pushed along their normals by distances growing geometrically from
     half a panel size), the rest uniform in the bounding box grown by ``margin`` body
-    lengths; points inside the body (generalised winding number ``sum Omega / 4 pi > 0.5``)
+    lengths; points inside the body (generalised winding number ``-sum Omega / 4 pi > 0.5``,
+    the solid angles being positive on the outer side of each panel)
     or closer than a third of the mean panel size to a centroid are dropped.
 
     Shapes: returns (M, 3), M <= n_points.
@@ -193,7 +194,7 @@ def body_volume_points(
     inside = np.zeros(pts.shape[0], dtype=bool)
     for s in range(0, cand.shape[0], chunk_size):
         idx = cand[s : s + chunk_size]
-        inside[idx] = solid_angle(panels.tri, pts[idx]).sum(axis=1) / (4 * np.pi) > 0.5
+        inside[idx] = -solid_angle(panels.tri, pts[idx]).sum(axis=1) / (4 * np.pi) > 0.5
     return pts[~inside]
 
 

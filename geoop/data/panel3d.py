@@ -114,7 +114,8 @@ def solid_angle(tri: np.ndarray, points: np.ndarray) -> np.ndarray:
         tan(Omega / 2) = -R_a . (R_b x R_c) / (r_a r_b r_c + (R_a . R_b) r_c + (R_a . R_c) r_b + (R_b . R_c) r_a),
 
     ``R_k`` = vertex ``k`` minus the point. Summed over a closed outward mesh,
-    ``Omega / (4 pi)`` is the winding number (1 inside, 0 outside).
+    ``-Omega / (4 pi)`` is the winding number (1 inside, 0 outside: from inside every
+    panel is seen from its inner side).
 
     Shapes: ``tri`` (F, 3, 3), ``points`` (Q, 3) -> (Q, F) in [-2 pi, 2 pi].
     """
