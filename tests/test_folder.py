@@ -334,6 +334,12 @@ def test_second_epoch_parses_no_file(foam, monkeypatch):
     for _ in range(2):
         [ds[i] for i in range(len(ds))]
     assert len(calls) == n_build
+    import pickle
+
+    blob = pickle.dumps(ds)  # what a "spawn" DataLoader worker receives: no cached data
+    assert len(blob) < 20_000
+    clone = pickle.loads(blob)
+    torch.testing.assert_close(clone[3].queries.fields["U"], ds[3].queries.fields["U"])
     tiny = MeshFolderDataset(foam, inputs=["p"], targets=["U"], split="all", memory_cache_mb=0, **FOAM)
     before = len(calls)
     [tiny[i] for i in range(len(tiny))]

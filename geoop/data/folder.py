@@ -459,6 +459,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     memory_cache_mb : bound of the in-memory cache of parsed, prepared cases (0 disables).
     on_error : ``"raise"`` or ``"skip"`` (bad cases warned about and left out).
     transform : callable ``f(sample) -> sample`` applied last to every item.
+
+    A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
+    its input and its target values. Attributes after construction: ``cases`` (this
+    split), ``train_cases``, ``split_of`` (case -> split), ``skipped`` (``(case, file,
+    reason)``), ``normalizers`` (:class:`DatasetNormalizers`, save its ``state_dict()`` with
+    the model), ``dim``, ``is_2d``, ``cache`` (:class:`NeighborhoodCache` or None) and
+    ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
 
     def __init__(
@@ -542,6 +549,14 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
         # 3. normalisation (training split only)
         self.normalizers = self._fit(normalize, fit_fields, fit_geom)
+        for c in set(need) - set(self.cases):  # training cases read only for the statistics
+            self._memory.pop(("raw", c))
+
+    def __getstate__(self):
+        # DataLoader workers started with "spawn" get the dataset pickled: send no cached data
+        state = dict(self.__dict__)
+        state["_memory"] = _LRU(self._memory.max_bytes)
+        return state
 
     # ------------------------------------------------------------------ options
     @staticmethod
