@@ -1,0 +1,149 @@
+"""geoop train / predict / render / demo on the command line (in-process ``main``)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import geoop
+from geoop.cli.main import main
+from geoop.geometry.geometry import Geometry
+
+
+def _annulus(amp: float, angle: float, centre=(10.0, 5.0), scale=3.0, n_r=6, n_t=20):
+    """A 2-D triangulated annulus (z = 0) in 'file' coordinates, with a constant input
+    field ``a`` and a target ``p`` depending on ``a`` and the position."""
+    r, t = np.meshgrid(np.linspace(0.4, 1.0, n_r), np.linspace(0, 2 * np.pi, n_t, endpoint=False), indexing="ij")
+    x, y = r.ravel() * np.cos(t.ravel()), r.ravel() * np.sin(t.ravel())
+    idx = np.arange(n_r * n_t).reshape(n_r, n_t)
+    a, b, c, d = idx[:-1], np.roll(idx[:-1], -1, 1), idx[1:], np.roll(idx[1:], -1, 1)
+    tri = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    p = amp * np.cos(2 * (t.ravel() - angle)) * r.ravel() + 0.3 * x
+    pts = np.stack([centre[0] + scale * x, centre[1] + scale * y, 0 * x], 1)
+    return Geometry(pts, cells={"triangle": tri}, fields={"a": np.full(x.shape, amp), "p": p})
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        g = _annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i)
+        geoop.write(g, root / f"case_{i:02d}.vtu")
+    (root / "split.json").write_text(json.dumps({"train": [f"case_{i:02d}" for i in range(5)], "test": ["case_05"]}))
+    return root
+
+
+def _config(tmp, folder, **optim):
+    o = {"epochs": 2, "batch_size": 2, "lr": 3e-3, **optim}
+    text = f"""
+seed = 1
+device = "cpu"
+[data]
+folder = "{folder}"
+inputs = ["a"]
+targets = ["p"]
+drop_flat_z = true
+geometry_normalization = "case"
+[model]
+latent_shape = [8, 8]
+radius_in = 0.2
+radius_out = 0.2
+fno_width = 8
+fno_modes = 3
+fno_layers = 1
+gno_mlp = [8]
+[optim]
+""" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in o.items()) + f"""
+[output]
+dir = "{tmp / 'run'}"
+"""
+    path = tmp / "cfg.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_train_resume_predict_render(tmp_path, folder, capsys):
+    cfg = _config(tmp_path, folder)
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    assert {"last.pt", "best.pt", "metrics.jsonl", "loss.png", "config.json"} <= {p.name for p in run.iterdir()}
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["latent_shape"] == [8, 8] and saved["optim"]["warmup"] == 0.0
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["epoch"] == 2 and ck["config"] == saved and ck["model_config"]["coord_dim"] == 2
+    # resume continues from epoch 2 to 3
+    assert main(["train", str(cfg), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 3
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+
+    # predict on the unseen case, and on a moved + scaled copy of it
+    case = folder / "case_05.vtu"
+    out = tmp_path / "pred.vtu"
+    assert main(["predict", "--checkpoint", str(run / "last.pt"), "--geometry", str(case), "--out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["fields"] == ["p"] and math.isfinite(info["rel_l2"]["p"])
+    src, pred = geoop.read(case), geoop.read(out)
+    assert torch.allclose(pred.points, src.points)  # original coordinates
+    assert pred.cells["triangle"].shape == src.cells["triangle"].shape
+    assert {"p", "p_true", "p_error"} <= set(pred.fields)
+    assert torch.allclose(pred.fields["p_true"], src.fields["p"])
+    moved = src.replace(points=src.points * 2.0 + torch.tensor([-7.0, 4.0, 0.0]))
+    geoop.write(moved, tmp_path / "moved.vtu")
+    out2 = tmp_path / "pred_moved.vtp"
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), "--geometry", str(tmp_path / "moved.vtu"), "--on", str(tmp_path / "moved.vtu"), "--out", str(out2)]) == 0
+    pred2 = geoop.read(out2)
+    assert torch.allclose(pred2.points, moved.points, atol=1e-5)
+    # per-case normalisation: the prediction does not depend on where the file puts the shape
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), "--geometry", str(case), "--out", str(tmp_path / "pb.vtu")]) == 0
+    assert torch.allclose(geoop.read(tmp_path / "pb.vtu").fields["p"], pred2.fields["p"], atol=1e-4)
+    # query points from a point file: written where they are
+    pts = src.points[::3] + torch.tensor([0.01, 0.0, 0.0])
+    geoop.write(Geometry(pts), tmp_path / "q.xyz")
+    assert main(["predict", "--checkpoint", str(run / "last.pt"), "--geometry", str(case), "--query", str(tmp_path / "q.xyz"), "--out", str(tmp_path / "q.vtp")]) == 0
+    q = geoop.read(tmp_path / "q.vtp")
+    assert q.n_points == pts.shape[0] and torch.allclose(q.points, pts, atol=1e-5) and "p" in q.fields
+
+    png = tmp_path / "p.png"
+    assert main(["render", str(out), "--field", "p", "--truth", str(case), "--out", str(png), "--size", "600", "240"]) == 0
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(png))[..., :3]
+    assert img.shape[:2] == (240, 600) and img.std() > 0.05
+
+
+def test_cli_errors_exit_nonzero_with_clear_messages(tmp_path, folder, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n[output]\ndir = "{tmp_path}"\n[optim]\nlearning_rate = 1\n')
+    assert main(["train", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "geoop train: error:" in err and "unknown key ['learning_rate']" in err and "'lr'" in err and "bad.toml" in err
+    cfg.write_text(f'[data]\nfolder = "{folder}"\n[output]\ndir = "{tmp_path}"\n')
+    assert main(["train", str(cfg)]) == 1
+    assert "missing required key data.targets" in capsys.readouterr().err
+    cfg.write_text(f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n[model]\nlatent_shap = [4, 4]\n[output]\ndir = "{tmp_path}"\n')
+    assert main(["train", str(cfg)]) == 1
+    assert "[model]: unknown key ['latent_shap']" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--geometry", str(folder / "case_00.vtu"), "--out", str(tmp_path / "x.vtu")]) == 1
+    assert "none.pt does not exist" in capsys.readouterr().err
+    assert main(["render", str(folder / "case_00.vtu"), "--field", "T", "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "no point field 'T'" in err and "['a', 'p']" in err
+
+
+@pytest.mark.slow
+def test_predict_without_input_field_names_field_and_file(tmp_path, folder, capsys):
+    cfg = _config(tmp_path, folder, epochs=1)
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    g = geoop.read(folder / "case_05.vtu")
+    geoop.write(g.replace(fields={"p": g.fields["p"]}), tmp_path / "no_a.vtu")
+    capsys.readouterr()
+    rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--geometry", str(tmp_path / "no_a.vtu"), "--out", str(tmp_path / "o.vtu")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no_a.vtu" in err and "input field 'a'" in err
+    assert not (tmp_path / "o.vtu").exists()
