@@ -122,5 +122,7 @@ def test_bad_parameters():
         sphere.make_sample(0, grid="healpix")
     with pytest.raises(ConfigError, match="stations"):
         sphere.make_sample(0, stations=(50, 10))
+    with pytest.raises(ConfigError, match="invalid"):
+        sphere.make_sample(0, hours="soon")
     with pytest.raises(ConfigError):
         sphere.generate("/tmp/never_used_geoop", -1)

@@ -82,10 +82,17 @@ TARGET_FIELDS = ("height", "vorticity", "height_t0", "vorticity_t0")
 
 
 def _params(overrides: dict) -> dict:
+    """Validated case parameters (defaults + overrides); bad values raise ConfigError."""
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"sphere data: unknown parameters {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **overrides}
+    try:
+        return _convert({**DEFAULTS, **overrides})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"sphere data: invalid parameter value ({e}); got {overrides!r}") from None
+
+
+def _convert(p: dict) -> dict:
     if str(p["grid"]).lower() not in GRIDS:
         raise ConfigError(f"sphere data grid: unknown grid {p['grid']!r}; valid choices: {list(GRIDS)}")
     p["grid"] = str(p["grid"]).lower()
@@ -96,6 +103,8 @@ def _params(overrides: dict) -> dict:
     if not 2 <= p["lmax"] <= min(p["nlat"], p["nlon"] // 2):
         raise ConfigError(f"sphere data lmax: expected 2 <= lmax <= min(nlat, nlon // 2), got {p['lmax']}")
     st = p["stations"]
+    if isinstance(st, str):
+        raise ConfigError(f"sphere data stations: expected an int or (min, max), got {st!r}")
     st = (int(st), int(st)) if np.isscalar(st) else tuple(int(s) for s in st)
     if len(st) != 2 or not 1 <= st[0] <= st[1]:
         raise ConfigError(f"sphere data stations: expected (min, max) with 1 <= min <= max, got {p['stations']!r}")
@@ -134,6 +143,11 @@ def simulate(seed: int, **params) -> dict:
         n1 = max(1, _steps(p["hours"], p["dt"]))
         spec0 = solver.timestep(spec, n0) if n0 > 0 else spec
         spec1 = solver.timestep(spec0, n1)
+    if not (torch.isfinite(torch.view_as_real(spec0)).all() and torch.isfinite(torch.view_as_real(spec1)).all()):
+        raise ConfigError(
+            f"sphere data: the shallow-water solver diverged (non-finite state) for seed {seed} with "
+            f"dt={p['dt']} s on a ({p['nlat']}, {p['nlon']}) grid, lmax={p['lmax']}; use a smaller dt"
+        )
     return {"solver": solver, "spec_t0": spec0, "spec_t1": spec1, "params": p, "steps": (n0, n1)}
 
 
@@ -206,6 +220,13 @@ def make_sample(seed: int = 0, n_stations: Optional[int] = None, name: Optional[
     lon = rng.uniform(0.0, 2.0 * math.pi, s)
     theta = np.arccos(cos_t)
     vals = evaluate_spectral(solver, sim["spec_t0"][:2], torch.as_tensor(theta), torch.as_tensor(lon))
+    h0, z0 = _grid_fields(solver, sim["spec_t0"])
+    h1, z1 = _grid_fields(solver, sim["spec_t1"])
+    if not all(bool(torch.isfinite(t.float()).all()) for t in (vals, h0, z0, h1, z1)):  # float32 files
+        raise ConfigError(
+            f"sphere data: the shallow-water state is not finite for seed {seed} with dt={p['dt']} s, "
+            f"hours={p['hours']}; use a smaller dt or a shorter horizon"
+        )
     sin_t = np.sin(theta)
     st_pts = np.stack([sin_t * np.cos(lon), sin_t * np.sin(lon), cos_t], -1)
     f32 = torch.float32
@@ -223,8 +244,6 @@ def make_sample(seed: int = 0, n_stations: Optional[int] = None, name: Optional[
     t, ph = torch.meshgrid(colat, solver.lons.to(torch.float64), indexing="ij")
     grid_pts = torch.stack([torch.sin(t) * torch.cos(ph), torch.sin(t) * torch.sin(ph), torch.cos(t)], -1).reshape(-1, 3)
     w = (solver.quad_weights.reshape(-1, 1) * (2 * math.pi / p["nlon"])).expand(p["nlat"], p["nlon"]).reshape(-1)
-    h0, z0 = _grid_fields(solver, sim["spec_t0"])
-    h1, z1 = _grid_fields(solver, sim["spec_t1"])
     target = Geometry(
         grid_pts.to(f32),
         cells={"quad": torch.as_tensor(_grid_quads(p["nlat"], p["nlon"]))},
