@@ -440,3 +440,17 @@ def test_gino_precompute_as_cached_neighbourhoods(tmp_path, foam):
     other = MeshFolderDataset(foam, neighbors=mk(0.25).precompute, **kw)  # another radius: recomputed
     [other[i] for i in range(len(other))]
     assert other.neighbor_computations == len(other)
+
+
+def test_planar_slice_queries_of_3d_cases_are_not_2d_cases(tmp_path):
+    """A 3-D case queried on a cut plane (z = const, as exported by ParaView/Fluent) is a 3-D
+    case, not a 2-D one mixed into the dataset."""
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        write_wall_vtp(tmp_path / f"c{i}_wall.vtp", (0.5, 0.5, 0.5), 0.3, rng)
+        pts, tris = tri_square(n=3)
+        pts[:, 2] = 0.5
+        meshio.write(tmp_path / f"c{i}_slice.vtu", meshio.Mesh(pts, [("triangle", tris)], point_data={"p": rng.normal(size=len(pts))}))
+    ds = MeshFolderDataset(tmp_path, inputs=["p"], targets=["p"], split="all", input_file="{case}_wall.vtp",
+                           query_file="{case}_slice.vtu", drop_flat_z=True)
+    assert not ds.is_2d and ds.dim == 3 and ds[0].queries.points.shape[1] == 3

@@ -323,6 +323,21 @@ def _pick_fields(g: Geometry, names: Sequence[str], path: Path, role: str) -> di
     return out
 
 
+def _pad_z(g: Geometry) -> Geometry:
+    """(N, 2) points -> (N, 3) with z = 0 (normals too); 3-D geometries unchanged."""
+    if g.dim == 3:
+        return g
+    z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
+    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
+                    source=g.source, validate=False)
+
+
+def _drop_z(g: Geometry) -> Geometry:
+    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
+    return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
+                    fields=g.fields, name=g.name, source=g.source, validate=False)
+
+
 # ---------------------------------------------------------------------------- memory cache
 def _nbytes(obj) -> int:
     if isinstance(obj, Tensor):
@@ -538,6 +553,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         need = wanted + [c for c in train if c not in wanted] if (fit_fields or fit_geom) else wanted
         self._dims: dict[str, int] = {}
         self._widths: dict[str, int] = {}
+        self._cols: dict[str, int] = {}  # columns of the points in the files (2 or 3)
         ok = self._scan(need)
         self.cases = [c for c in wanted if c in ok]
         self.train_cases = [c for c in train if c in ok]
@@ -604,7 +620,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=case, source=str(cf.query), validate=False)
         for gg in (gin, gq):
             gg.validate()
-        return gin, gq
+        # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
+        self._cols[case] = max(gin.dim, gq.dim)
+        return _pad_z(gin), _pad_z(gq)
 
     def _scan(self, cases: Sequence[str]) -> set:
         ok = {}
@@ -617,14 +635,10 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 f = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
                 self._bad(case, f, msg.replace(f + ": ", "", 1))
                 continue
-            dim_in = 2 if gin.is_2d else 3
-            dim_q = 2 if gq.is_2d else 3
-            if dim_in != dim_q:
-                self._bad(case, str(cf.query), f"query geometry is {dim_q}-D but the input geometry {cf.input} is {dim_in}-D")
-                continue
-            self._dims[case] = dim_in
+            # a case is 2-D when both geometries are (a planar slice of a 3-D case is 3-D)
+            self._dims[case] = 2 if (gin.is_2d and gq.is_2d) else 3
             widths = {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()}
-            ok[case] = (gin.dim, widths)
+            ok[case] = (self._cols[case], widths)
             self._memory.put(("raw", case), (gin, gq))
         # every case must have the dimension (and field widths) of the majority
         if ok:
@@ -651,8 +665,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                         break
         #: every case is 2-D (d = 2, or z = 0 everywhere)
         self.is_2d = bool(ok) and all(self._dims[c] == 2 for c in ok)
-        self.dim = (2 if self.drop_flat_z and ok and all(self._dims[c] == 2 for c in ok) else
-                    (next(iter(ok.values()))[0] if ok else 3))
+        #: point dimension of the items: 2 for 2-D cases stored as (N, 2) or with drop_flat_z
+        self.dim = 2 if self.is_2d and (self.drop_flat_z or all(ok[c][0] == 2 for c in ok)) else 3
         return set(ok)
 
     def _raw(self, case: str) -> tuple[Geometry, Geometry]:
@@ -731,8 +745,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self._memory.pop(("raw", case))
         T = self._case_transform(gin, gq)
         gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
-        if self.dim == 2 and gin.dim == 3:
-            gin, gq = self._drop_z(gin), self._drop_z(gq)
+        if self.dim == 2:  # 2-D cases: drop the flat z (raw geometries are always 3-D)
+            gin, gq = _drop_z(gin), _drop_z(gq)
             T = NormalizeTransform(T.shift[:2], T.scale[:2])
         if self.normalizers.fields:
             gin = gin.replace(fields={n: self.normalizers.encode(n, v) for n, v in gin.fields.items()})
@@ -744,18 +758,6 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         out = (sample, T)
         self._memory.put(("prepared", case), out)
         return out
-
-    @staticmethod
-    def _drop_z(g: Geometry) -> Geometry:
-        return Geometry(
-            g.points[:, :2],
-            cells=g.cells,
-            normals=None if g.normals is None else g.normals[:, :2],
-            fields=g.fields,
-            name=g.name,
-            source=g.source,
-            validate=False,
-        )
 
     def _with_neighbors(self, case: str, sample: Sample, T: NormalizeTransform) -> Sample:
         def compute() -> dict:
