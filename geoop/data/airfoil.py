@@ -29,7 +29,6 @@ centroids and edge midpoints with :class:`matplotlib.path.Path`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
