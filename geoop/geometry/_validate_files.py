@@ -281,6 +281,22 @@ def check_off(path: str) -> None:
         raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces but the file holds {have} lines")
 
 
+# ----------------------------------------------------------------------------- gmsh
+def check_msh(path: str) -> None:
+    """gmsh: starts with ``$MeshFormat`` and ends with a closing ``$End...`` section tag
+    (meshio silently returns a partial mesh for a file cut inside a section)."""
+    head = _head(path, 64)
+    if not head.lstrip().startswith(b"$MeshFormat"):
+        raise _fail(path, f"not a gmsh file: expected '$MeshFormat' first, got {head[:16]!r}")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 256))
+        tail = f.read()
+    last = tail.rstrip().rsplit(b"\n", 1)[-1].strip()
+    if not last.startswith(b"$End"):
+        raise _fail(path, f"gmsh file is truncated: it ends with {last[-24:]!r} instead of a '$End...' section tag")
+
+
 #: extension -> header check
 HEADER_CHECKS: dict[str, Callable[[str], None]] = {
     ".ply": check_ply,
@@ -291,6 +307,7 @@ HEADER_CHECKS: dict[str, Callable[[str], None]] = {
     ".pcd": check_pcd,
     ".pts": check_pts,
     ".off": check_off,
+    ".msh": check_msh,
 }
 
 

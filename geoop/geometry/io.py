@@ -194,6 +194,9 @@ def _read_meshio(path: str, file_format: Optional[str] = None) -> Geometry:
         except SystemExit:
             said = " ".join(buf.getvalue().split())
             raise GeometryReadError(f"{path}: meshio could not read it as {file_format}: {said or 'no reason given'}") from None
+    said = " ".join(buf.getvalue().split())
+    if "not closed" in said:  # meshio read a section cut short and returned the rest
+        raise GeometryReadError(f"{path}: truncated {file_format} file (meshio: {said})")
     return _from_meshio(mesh, path)
 
 
@@ -213,7 +216,9 @@ def _read_xyz(path: str) -> Geometry:
         first = f.readline().split()
     if len(first) == 1 and first[0].isdigit():  # PTS count line
         skip = 1
-    data = np.loadtxt(path, ndmin=2, skiprows=skip, comments="#")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input contained no data": handled below
+        data = np.loadtxt(path, ndmin=2, skiprows=skip, comments="#")
     if data.size == 0:
         raise GeometryReadError(f"{path}: point cloud file holds no points")
     c = data.shape[1]
