@@ -79,7 +79,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         g.add_argument("--out", required=True, help="output folder")
         g.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same files)")
         g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
-                       help="generator option, repeatable (e.g. alpha_deg=0,8)")
+                       help=f"generator option, repeatable (e.g. alpha_deg=0,8); the keys are those of "
+                            f"{GENERATORS[kind]}.generate, an unknown key lists the valid ones")
     c = sub.add_parser("check", help="check a folder of CFD files as a dataset")
     c.add_argument("root", help="dataset folder")
     c.add_argument("--inputs", nargs="*", default=[], help="input field names")
