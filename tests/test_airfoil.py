@@ -204,5 +204,9 @@ def test_bad_inputs_raise_specific_errors(tmp_path):
         airfoil.generate(tmp_path, 1, reynolds=(1, 2))
     with pytest.raises(ConfigError, match="even"):
         naca4_coordinates("0012", 31)
+    with pytest.raises(ConfigError, match="missing"):
+        make_case({"m": 0.02, "alpha_deg": 2.0})
+    with pytest.raises(ConfigError, match="valid"):
+        make_case({"naca": "0012", "mach": 0.3})
     with pytest.raises(ShapeError, match="closed"):
         solve_vortex_panels(np.array([[1.0, 0], [0, -0.1], [0, 0.1], [0.9, 0.01]]), 0.0)

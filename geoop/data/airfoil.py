@@ -48,6 +48,7 @@ __all__ = [
     "airfoil_volume_mesh",
     "make_case",
     "generate",
+    "sample_params",
     "DEFAULT_RANGES",
 ]
 
@@ -403,6 +404,9 @@ def make_case(params: Mapping, seed: int = 0, return_solution: bool = False):
     if "naca" in params:
         prm = NacaParams.coerce(params["naca"])
     else:
+        missing = [k for k in ("m", "p", "t") if k not in params]
+        if missing:
+            raise ConfigError(f"airfoil params: missing {missing}; give 'm', 'p', 't' or 'naca' (e.g. '2412')")
         prm = NacaParams.coerce({k: params[k] for k in ("m", "p", "t")})
     n_panels = params.get("n_panels")
     if n_panels is None:
