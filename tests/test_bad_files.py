@@ -310,3 +310,10 @@ def test_npz_cases(tmp_path):
     length = tmp_path / "length.npz"
     np.savez(length, points=np.zeros((3, 3)), **{"fields/p": np.zeros(4)})
     _expect_error(length, "'p'")
+
+
+def test_legacy_structured_points_absurd_dimensions(tmp_path):
+    p = tmp_path / "grid.vtk"
+    p.write_bytes(b"# vtk DataFile Version 3.0\ngrid\nASCII\nDATASET STRUCTURED_POINTS\n"
+                  b"DIMENSIONS 100000 100000 100000\nORIGIN 0 0 0\nSPACING 1 1 1\n")
+    _expect_error(p, "DIMENSIONS")

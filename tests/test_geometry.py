@@ -113,11 +113,12 @@ def test_flat_2d_mesh_normalizes_without_division_by_zero():
     pts = torch.tensor([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [4.0, 2.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
     g = Geometry(pts, torch.tensor([[0, 1, 2], [0, 2, 3]]))
     assert g.is_2d
-    for iso in (True, False):
+    g.weights  # computed before the transform: normalized() must rescale them
+    for iso, area in ((True, 0.5), (False, 1.0)):  # 4 x 2 -> 1 x 0.5, or -> 1 x 1
         n, t = g.normalized(isotropic=iso)
         assert torch.isfinite(n.points).all() and torch.all(n.points[:, 2] == 0)
-        assert torch.isfinite(n.weights).all()
         torch.testing.assert_close(t.inverse(n.points), pts)
+        assert math.isclose(float(n.weights.sum()), area, rel_tol=1e-12)
 
 
 def test_cell_to_point_known_case():

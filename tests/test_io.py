@@ -223,6 +223,9 @@ def test_bundled_meshes():
     # outward normals of a counter-clockwise closed curve: point away from the centroid
     c = foil.points.mean(0)
     assert (((foil.points - c) * foil.normals).sum(1) > -1e-6).float().mean() > 0.95
+    # signed distance to the closed curve read back with z = 0: negative inside the airfoil
+    d = foil.sdf(torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.5, 0.0], [-1.0, 0.0, 0.0]]))
+    assert d[0] < 0 < d[1] and abs(float(d[2]) - 1.0) < 1e-6
     dom = geoop.read(MESHES / "naca0012_domain.vtu")
     assert dom.is_2d and dom.topological_dim == 2 and "wall_distance" in dom.fields
     car = geoop.read(MESHES / "car_body.stl")

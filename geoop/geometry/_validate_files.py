@@ -43,13 +43,19 @@ def _head(path: str, n: int = _MAX_HEADER) -> bytes:
 
 
 def _count_lines(path: str, start: int) -> int:
-    """Number of non-blank lines from byte offset ``start`` to the end of the file."""
-    size = os.path.getsize(path)
-    if size <= start:
-        return 0
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        body = mm[start:]
-    return sum(1 for line in body.splitlines() if line.strip())
+    """An upper bound of the number of data lines from byte offset ``start`` to the end
+    (newlines, plus one for an unterminated last line; blank lines are counted too, which
+    only makes the checks more lenient). Streams the file in 1 MiB blocks."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        f.seek(start)
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
 
 
 # ----------------------------------------------------------------------------- PLY
@@ -121,7 +127,7 @@ def check_vtk_xml(path: str) -> None:
         if b"<VTKFile" not in head:
             raise _fail(path, f"not a VTK XML file: no '<VTKFile' element in its first bytes ({head[:40]!r})")
         factor = 1100 if re.search(rb'compressor="[^"]+"', head) else 1
-        pieces = re.findall(rb"<Piece\b[^>]*>", mm[:])
+        pieces = [m.group(0) for m in re.finditer(rb"<Piece\b[^>]*>", mm)]
     if not pieces:
         raise _fail(path, "VTK XML file has no <Piece> element (truncated or not a mesh file)")
     npts = ncells = 0
@@ -146,6 +152,8 @@ def check_vtk_xml(path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- legacy VTK
+#: largest implicit (structured) grid read from a legacy VTK file, in points
+_MAX_IMPLICIT_POINTS = 200_000_000
 _VTK_SIZES = {"bit": 1, "unsigned_char": 1, "char": 1, "unsigned_short": 2, "short": 2, "unsigned_int": 4,
               "int": 4, "unsigned_long": 8, "long": 8, "vtktypeint64": 8, "float": 4, "double": 8}
 
@@ -162,17 +170,26 @@ def check_vtk_legacy(path: str) -> None:
         if len(lines) < 4:
             raise _fail(path, "legacy VTK header is truncated (fewer than 4 lines)")
         binary = lines[2].strip().upper() == b"BINARY"
-        text = mm[:]
-    for mt in re.finditer(rb"\n\s*POINTS\s+(\d+)\s+(\w+)", text):
-        n, typ = int(mt.group(1)), mt.group(2).decode().lower()
+        points = [(int(m.group(1)), m.group(2).decode().lower()) for m in re.finditer(rb"\n\s*POINTS\s+(\d+)\s+(\w+)", mm)]
+        cells = [(m.group(1).decode(), int(m.group(2)), int(m.group(3))) for m in
+                 re.finditer(rb"\n\s*(CELLS|POLYGONS|LINES|VERTICES|TRIANGLE_STRIPS)\s+(\d+)\s+(\d+)", mm)]
+        dims = [tuple(int(x) for x in m.groups()) for m in re.finditer(rb"\n\s*DIMENSIONS\s+(\d+)\s+(\d+)\s+(\d+)", mm)]
+        pdata = [int(m.group(1)) for m in re.finditer(rb"\n\s*(?:POINT_DATA|CELL_DATA)\s+(\d+)", mm)]
+    for n, typ in points:
         per = _VTK_SIZES.get(typ, 4) if binary else 2
         if 3 * n * per > size:
             raise _fail(path, f"declares POINTS {n} {typ} (at least {3 * n * per} bytes) but the file has {size} bytes")
-    for mt in re.finditer(rb"\n\s*(CELLS|POLYGONS|LINES|VERTICES|TRIANGLE_STRIPS)\s+(\d+)\s+(\d+)", text):
-        n, total = int(mt.group(2)), int(mt.group(3))
+    for kind, n, total in cells:
         per = 4 if binary else 2
         if min(n, total) * per > size:
-            raise _fail(path, f"declares {mt.group(1).decode()} {n} {total} but the file has only {size} bytes")
+            raise _fail(path, f"declares {kind} {n} {total} but the file has only {size} bytes")
+    for d in dims:  # implicit grids: points are not stored, but will be materialised
+        if d[0] * d[1] * d[2] > _MAX_IMPLICIT_POINTS:
+            raise _fail(path, f"declares DIMENSIONS {d[0]} {d[1]} {d[2]} ({d[0] * d[1] * d[2]} points); "
+                              f"geoop reads grids of at most {_MAX_IMPLICIT_POINTS} points")
+    for n in pdata:
+        if n > _MAX_IMPLICIT_POINTS and n > size:
+            raise _fail(path, f"declares POINT_DATA/CELL_DATA {n} but the file has {size} bytes")
 
 
 # ----------------------------------------------------------------------------- STL

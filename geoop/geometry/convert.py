@@ -135,7 +135,8 @@ def _flat2(arr: np.ndarray) -> np.ndarray:
 def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None) -> Geometry:
     """A :class:`Geometry` from any PyVista / VTK dataset.
 
-    Point data become ``fields`` (a 3-component ``"Normals"`` array becomes ``normals``),
+    Point data become ``fields`` (the active normals array, else a 3-component ``"Normals"``
+    array, becomes ``normals``),
     cell data become ``cell_fields`` (reordered to match the grouped ``cells``). Numeric
     arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
     ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
@@ -189,11 +190,12 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     rows = np.concatenate([i for v in groups.values() for i, _ in v]) if groups else np.zeros(0, np.int64)
 
     point_fields, cell_fields, normals = {}, {}, None
+    normals_name = getattr(mesh.point_data, "active_normals_name", None) or "Normals"
     for k in ug.point_data.keys():
         arr = np.array(ug.point_data[k])
         if not _array_ok(k, arr, n):
             continue
-        if k == "Normals" and arr.ndim == 2 and arr.shape[1] == 3:
+        if k == normals_name and arr.ndim == 2 and arr.shape[1] == 3 and normals is None:
             normals = arr
             continue
         point_fields[k] = _flat2(arr)

@@ -388,9 +388,9 @@ class Geometry:
 
     # ------------------------------------------------------------------ fields
     def cell_data_to_point_data(self, names: Optional[Iterable[str]] = None) -> "Geometry":
-        """Average cell fields onto vertices (weighted by cell measure, as ParaView's
-        CellDatatoPointData does without weighting). Returns a new geometry whose point fields
-        include the converted ones (point fields of the same name win)."""
+        """Average cell fields onto vertices: the plain mean over the cells touching each
+        vertex, as VTK's / ParaView's CellDataToPointData. Returns a new geometry whose point
+        fields include the converted ones (point fields of the same name win)."""
         from .measures import cell_to_point
 
         names = list(self.cell_fields) if names is None else list(names)
@@ -416,6 +416,8 @@ class Geometry:
             td = self.topological_dim
             if td == self.dim:
                 jac = float(torch.prod(scale[: self.dim]))
+            elif td == 2 and self.dim == 3 and self.is_2d:  # planar mesh stored with z = 0
+                jac = float(scale[0] * scale[1])
             elif td > 0:
                 jac = float(scale.mean()) ** td  # exact for isotropic scales
             else:
