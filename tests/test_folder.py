@@ -367,6 +367,8 @@ def test_nan_unreadable_and_mixed_dimension_cases(tmp_path):
                                                      cell_data={"pressure": [np.ones(len(hexes))]}))
     with pytest.raises(DatasetError, match=r"design_100\.vtu.*2-D and 3-D"):
         MeshFolderDataset(root, targets=["pressure"], split="all")
+    with pytest.warns(RuntimeWarning, match=r"design_100\.vtu.*2-D and 3-D"):  # the minority is left out
+        assert "design_100" not in MeshFolderDataset(root, targets=["pressure"], split="all", on_error="skip").cases
     (root / "design_100.vtu").unlink()
     ptri, tris = tri_square()
     p = np.ones(len(tris))
