@@ -200,13 +200,25 @@ def test_auto_equals_torch():
     assert be_mod.resolve_backend("auto").name in be_mod.available_backends()
 
 
-def test_torch_backend_block_chunking(monkeypatch):
+def test_torch_backend_blocks(monkeypatch):
+    # many Morton blocks, a dense cluster (blocks shrink there and grow back), tiny budget
     g = torch.Generator().manual_seed(2)
-    src, qry = torch.rand(300, 3, generator=g), torch.rand(120, 3, generator=g)
-    full = radius_search(src, qry, 0.2, backend="torch")
-    monkeypatch.setattr(be_mod, "TORCH_BLOCK_BYTES", 300 * 4 * 7)  # 7 queries per block
-    chunked = radius_search(src, qry, 0.2, backend="torch")
+    src = torch.cat([torch.rand(1500, 3, generator=g), 0.5 + 0.01 * torch.rand(1500, 3, generator=g)])
+    qry = torch.cat([torch.rand(1000, 3, generator=g), 0.5 + 0.02 * torch.rand(300, 3, generator=g)])
+    full = radius_search(src, qry, 0.1, backend="torch")
+    assert full.to_sets() == reference(src, qry, 0.1)
+    monkeypatch.setattr(be_mod, "TORCH_BLOCK_BYTES", 3000 * 4 * 7)
+    chunked = radius_search(src, qry, 0.1, backend="torch")
     assert torch.equal(full.index, chunked.index) and torch.equal(full.ptr, chunked.ptr)
+
+
+def test_morton_order_is_a_local_permutation():
+    pts = grid_points((8, 8, 8), [[0.0] * 3, [1.0] * 3])
+    perm = be_mod.morton_order(pts)
+    assert torch.equal(torch.sort(perm).values, torch.arange(512))
+    # the first 8 points of a Z-order curve on a 2^3 lattice form one 2x2x2 cell
+    first = pts[perm[:8]]
+    assert float((first.amax(0) - first.amin(0)).max()) == pytest.approx(1 / 7)
 
 
 def test_query_chunking_equals_single_pass(monkeypatch):

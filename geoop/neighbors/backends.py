@@ -37,6 +37,7 @@ __all__ = [
     "available_backends",
     "candidate_radius",
     "TORCH_BLOCK_BYTES",
+    "morton_order",
 ]
 
 #: memory bound of one (queries chunk x sources) distance block of the brute-force backend
@@ -79,44 +80,88 @@ class Backend:
 
 
 # --------------------------------------------------------------------------- torch
+def morton_order(points: Tensor, bits: int = 10) -> Tensor:
+    """Permutation sorting points along a Z-order (Morton) curve of their bounding box, so
+    that consecutive points are spatially close. ``points (N, d)`` -> ``(N,) long``."""
+    n, d = points.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    lo, hi = points.amin(0), points.amax(0)
+    cells = ((points - lo) / (hi - lo).clamp_min(1e-300) * (2**bits - 1)).round().long()
+    code = torch.zeros(n, dtype=torch.long, device=points.device)
+    for bit in range(bits):
+        for k in range(d):
+            code |= ((cells[:, k] >> bit) & 1) << (bit * d + k)
+    return torch.argsort(code)
+
+
 class TorchBackend(Backend):
     """Chunked brute force in pure torch (any device); also the reference of the tests.
 
-    ``|q - s|^2 = |q|^2 + |s|^2 - 2 q.s`` is evaluated one block of queries at a time so a
-    block (``chunk x S`` floats) stays under :data:`TORCH_BLOCK_BYTES`. Coordinates are
+    Queries are visited in Morton order, in blocks; for each block only the sources inside
+    the block's bounding box widened by ``r`` are compared (sources are sorted along axis 0,
+    so the box test only scans the block's slab), and
+    ``|q - s|^2 = |q|^2 + |s|^2 - 2 q.s`` is evaluated for that block, whose size
+    (``queries x boxed sources``) stays under :data:`TORCH_BLOCK_BYTES`. Coordinates are
     centred first, which keeps the cancellation error of this formula at
     ``O(u * extent^2)``; the threshold is widened by that bound (candidates only).
     """
 
     name = "torch"
     cuda = True
+    #: queries per block before the memory bound shrinks it
+    block_queries = 256
 
     def prepare(self, sources, radius):
         dt = _search_dtype(sources.dtype)
         src = sources.to(dt)
         S = src.shape[0]
         center = (src.amax(0) + src.amin(0)) / 2 if S else torch.zeros(src.shape[1], dtype=dt, device=src.device)
-        s = src - center
+        # sources sorted along axis 0: a block's box is a contiguous slice of them along x
+        perm = torch.argsort(src[:, 0]) if S else torch.zeros(0, dtype=torch.long, device=src.device)
+        s = src[perm] - center
         s2 = (s * s).sum(1)
+        sx = s[:, 0].contiguous()
         u = torch.finfo(dt).eps
+        itemsize = torch.finfo(dt).bits // 8
 
         def search(queries):
             q = queries.to(dt) - center
-            if S == 0 or q.shape[0] == 0:
+            Q = q.shape[0]
+            if S == 0 or Q == 0:
                 e = torch.zeros(0, dtype=torch.long, device=queries.device)
                 return e, e
             q2 = (q * q).sum(1)
             scale2 = float(s2.max()) + float(q2.max())
             thr = radius * radius + 16.0 * u * (scale2 + radius * radius)
-            chunk = max(1, TORCH_BLOCK_BYTES // (S * torch.finfo(dt).bits // 8))
+            pad = math.sqrt(thr)
+            order = morton_order(q)
             qs, ss = [], []
-            for a in range(0, q.shape[0], chunk):
-                qb = q[a : a + chunk]
-                d2 = torch.addmm(s2.unsqueeze(0), qb, s.T, beta=1.0, alpha=-2.0)
-                d2 += q2[a : a + chunk, None]
-                i, j = torch.nonzero(d2 <= thr, as_tuple=True)
-                qs.append(i + a)
-                ss.append(j)
+            a, n = 0, self.block_queries
+            while a < Q:
+                while True:
+                    blk = order[a : a + n]
+                    qb = q[blk]
+                    lo, hi = qb.amin(0) - pad, qb.amax(0) + pad
+                    i0 = int(torch.searchsorted(sx, lo[:1]))
+                    i1 = int(torch.searchsorted(sx, hi[:1], right=True))
+                    box = s[i0:i1]
+                    sel = torch.nonzero(((box >= lo) & (box <= hi)).all(1)).squeeze(1) + i0
+                    if n == 1 or blk.numel() * sel.numel() * itemsize <= TORCH_BLOCK_BYTES:
+                        break
+                    n = max(1, n // 2)
+                if sel.numel():
+                    d2 = torch.addmm(s2[sel].unsqueeze(0), qb, s[sel].T, beta=1.0, alpha=-2.0)
+                    d2 += q2[blk, None]
+                    i, j = torch.nonzero(d2 <= thr, as_tuple=True)
+                    qs.append(blk[i])
+                    ss.append(perm[sel[j]])
+                a += blk.numel()
+                if blk.numel() * sel.numel() * itemsize * 4 <= TORCH_BLOCK_BYTES:
+                    n = min(2 * n, self.block_queries)  # grow back after a dense region
+            if not qs:
+                e = torch.zeros(0, dtype=torch.long, device=queries.device)
+                return e, e
             return torch.cat(qs), torch.cat(ss)
 
         return search

@@ -3,11 +3,11 @@ r"""Radius search from scattered points to a regular latent grid, without a tree
 The latent grid of a GINO has nodes :math:`x_i = lo + i\,h` per axis
 (:math:`h = (hi - lo) / (n - 1)`). The nodes within :math:`r` of a point :math:`p` have, on
 every axis, indices in :math:`[\lceil (p - r - lo)/h \rceil, \lfloor (p + r - lo)/h \rfloor]`,
-a small index box. We enumerate those boxes (widened by one node on each side against
-rounding), then apply the same exact float64 test as :func:`geoop.radius_search`
-(:func:`geoop.neighbors.search.exact_filter`) against the coordinates returned by
-:func:`grid_points`, so the result equals ``radius_search(points, grid_points(...))``
-exactly, edge for edge.
+a small index box. We enumerate those boxes (widened by a few ulps against rounding), then
+apply the same float64 test as :func:`geoop.radius_search`
+(:func:`geoop.neighbors.search.exact_filter`: ``sum_k (node_k - p_k)^2 <= r^2``, axes
+summed in order) to the node coordinates of :func:`grid_points`, so the result equals
+``radius_search(points, grid_points(...))`` exactly, edge for edge.
 
 Shapes
 ------
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from .neighborhoods import Neighborhoods
-from .search import DEFAULT_MAX_EDGES, _as_batch, _as_points, _check_radius, _too_large, exact_filter
+from .search import DEFAULT_MAX_EDGES, _as_batch, _as_points, _check_radius, _too_large
 
 __all__ = ["grid_points", "radius_search_grid"]
 
@@ -122,7 +122,12 @@ def radius_search_grid(
             raise ShapeError(f"radius_search_grid: num_batches={num_batches} but point_batch has samples up to {B - 1}")
         B = int(num_batches)
     G = math.prod(shape)
-    grid = grid_points(shape, b, dtype=pts.dtype, device=device)
+    # per-axis node coordinates, rounded to the points' dtype exactly as grid_points() rounds
+    # them, then compared in float64 with the rule of exact_filter: (node - point)^2 summed
+    axes = [
+        torch.linspace(float(b[0, k]), float(b[1, k]), n, dtype=torch.float64).to(pts.dtype).double().numpy()
+        for k, n in enumerate(shape)
+    ]
     lo = b[0].numpy()
     # node spacing; an axis with one node, or zero extent, puts all its nodes at lo: its
     # index range is then simply all of them
@@ -134,12 +139,16 @@ def radius_search_grid(
 
     p_np = pts.detach().to(torch.float64).cpu().numpy()
     pb_np = pb.cpu().numpy() if pb is not None else np.zeros(N, dtype=np.int64)
-    index_parts, query_parts, total = [], [], 0
+    # slack of the index box: rounding of the nodes to the points' dtype and of the division
+    eps = torch.finfo(pts.dtype).eps
+    extent = float(np.abs(b.numpy()).max()) + (float(np.abs(p_np).max()) if N else 0.0) + r
+    delta = 64.0 * eps * extent
+    r2 = r * r
+    keys, total = [], 0
     for a in range(0, N, chunk_points):
         p = p_np[a : a + chunk_points]
-        # index box of the ball, widened by one node per side against rounding
-        i_lo = np.where(flat, 0, np.ceil((p - r - lo) / h) - 1)
-        i_hi = np.where(flat, n_arr - 1, np.floor((p + r - lo) / h) + 1)
+        i_lo = np.where(flat, 0, np.ceil((p - (r + delta) - lo) / h))
+        i_hi = np.where(flat, n_arr - 1, np.floor((p + (r + delta) - lo) / h))
         i_lo = np.clip(i_lo, 0, n_arr).astype(np.int64)
         i_hi = np.clip(i_hi, -1, n_arr - 1).astype(np.int64)
         ext = np.maximum(i_hi - i_lo + 1, 0)
@@ -148,28 +157,32 @@ def radius_search_grid(
         if total_c == 0:
             continue
         owner = np.repeat(np.arange(p.shape[0], dtype=np.int64), size)
-        start = np.repeat(np.cumsum(size) - size, size)
-        j = np.arange(total_c, dtype=np.int64) - start  # position inside the point's box
-        e = ext[owner]
+        j = np.arange(total_c, dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)  # slot in the box
         g = np.zeros(total_c, dtype=np.int64)
-        for k in range(d - 1, -1, -1):
-            g += (i_lo[owner, k] + j % e[:, k]) * strides[k]
-            j //= e[:, k]
-        # exact rule, identical to radius_search (query b*G+g has the coordinates of node g)
-        gq, sq = torch.from_numpy(g).to(device), torch.from_numpy(owner).to(device)
-        keep_q, keep_s = exact_filter(gq, sq, grid, pts[a : a + chunk_points], r, p.shape[0])
-        # exact_filter sorted by (node, point); restore the sample of each kept pair
-        qsel = keep_q + torch.from_numpy(pb_np[a:][keep_s.cpu().numpy()]).to(device) * G
-        index_parts.append(keep_s + a)
-        query_parts.append(qsel)
-        total += keep_s.numel()
+        sq = [None] * d
+        for k in range(d - 1, -1, -1):  # unravel the slot, last axis fastest
+            e_k = ext[owner, k]
+            i_k = i_lo[owner, k] + j % e_k
+            j //= e_k
+            g += i_k * strides[k]
+            diff = axes[k][i_k] - p[owner, k]
+            sq[k] = diff * diff
+        d2 = np.zeros(total_c, dtype=np.float64)
+        for k in range(d):  # same summation order as exact_filter
+            d2 += sq[k]
+        keep = d2 <= r2
+        ow = owner[keep]
+        keys.append(((pb_np[a + ow] * G + g[keep]) * N) + (ow + a))
+        total += keys[-1].size
         if total > max_edges and max_neighbors is None:
             raise _too_large("found at least", total, max_edges, f" (after {a + p.shape[0]} of {N} points)")
-    if index_parts:
-        qi, si = torch.cat(query_parts), torch.cat(index_parts)
-    else:
-        qi = si = torch.zeros(0, dtype=torch.long, device=device)
-    nb = Neighborhoods.from_coo(qi, si, B * G, num_sources=N, radius=r)
+    key = np.sort(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+    q = key // max(N, 1)
+    index = torch.from_numpy(key - q * N).to(device)
+    counts = torch.from_numpy(np.bincount(q, minlength=B * G)).to(device)
+    ptr = torch.zeros(B * G + 1, dtype=torch.long, device=device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    nb = Neighborhoods(index, ptr, num_sources=N, radius=r)
     if max_neighbors is not None:
         nb = nb.subsample(int(max_neighbors), generator)
         if nb.num_edges > max_edges:

@@ -46,7 +46,7 @@ DEFAULT_MAX_EDGES = 200_000_000
 #: queries are searched in chunks of about this many (estimated) candidate edges
 CHUNK_EDGES = 1 << 23
 #: number of queries sampled to estimate the edge count of a large search
-ESTIMATE_SAMPLES = 256
+ESTIMATE_SAMPLES = 128
 
 ArrayLike = Union[Tensor, np.ndarray]
 
@@ -169,31 +169,25 @@ def _exact_filter_torch(qi, si, queries, sources, radius, num_sources):
 
 
 # --------------------------------------------------------------------------- estimate
-def _count_within(q: Tensor, s: Tensor, radius: float) -> Tensor:
-    """(m,) number of sources within ``radius`` of each of a few queries (brute force,
-    blocks of at most ~4M distances)."""
-    counts = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    if s.shape[0] == 0 or q.shape[0] == 0:
-        return counts
-    q = q.to(torch.float64)
-    block = max(1, (1 << 22) // q.shape[0])
-    for a in range(0, s.shape[0], block):
-        d2 = torch.cdist(q, s[a : a + block].to(torch.float64)) ** 2
-        counts += (d2 <= radius * radius * (1 + 1e-9)).sum(1)
-    return counts
-
-
-def _estimate(qry, src, qptr, sptr, radius, max_neighbors):
-    """Mean number of (kept) neighbours per query, from ESTIMATE_SAMPLES evenly spread queries."""
+def _estimate(qry, src, qptr, sptr, radius, max_neighbors, searcher_of):
+    """Mean number of (kept) neighbours per query, from ESTIMATE_SAMPLES evenly spread
+    queries, searched with the chosen backend (``searcher_of(b)``) and the exact rule."""
     Q = qry.shape[0]
     m = min(Q, ESTIMATE_SAMPLES)
     picks = np.unique(np.linspace(0, Q - 1, m).round().astype(np.int64))
     qb = np.searchsorted(np.asarray(qptr[1:]), picks, side="right")
     counts = []
     for b in np.unique(qb):
-        sel = torch.from_numpy(picks[qb == b]).to(qry.device)
-        c = _count_within(qry[sel], src[sptr[b] : sptr[b + 1]], radius)
-        counts.append(c)
+        n_b = int((qb == b).sum())
+        if sptr[b + 1] == sptr[b]:
+            counts.append(torch.zeros(n_b, dtype=torch.long))
+            continue
+        q = qry[torch.from_numpy(picks[qb == b]).to(qry.device)]
+        searcher, on_device = searcher_of(int(b))
+        qi, si = searcher(q if on_device else q.cpu())
+        src_b = src[sptr[b] : sptr[b + 1]]
+        qi, _ = exact_filter(qi, si, q.to(qi.device), src_b.to(qi.device), radius, src_b.shape[0])
+        counts.append(torch.bincount(qi, minlength=n_b).cpu())
     c = torch.cat(counts).double()
     kept = c.clamp(max=max_neighbors) if max_neighbors is not None else c
     return float(c.mean()), float(kept.mean()), len(picks)
@@ -278,11 +272,25 @@ def radius_search(
         B, sptr, qptr = 1, [0, S], [0, Q]
     be = resolve_backend(backend, device)
 
+    scale = 0.0
+    if S and Q:
+        scale = max(float(src.abs().max()), float(qry.abs().max()))
+    search_dtype = torch.float64 if (src.dtype == torch.float64 or be.name == "scipy") else torch.float32
+    rc = candidate_radius(r, scale, search_dtype)
+    searchers: dict = {}
+
+    def searcher_of(b: int):
+        """Index over the sources of sample b, built once (kept until the sample is done)."""
+        if b not in searchers:
+            src_b = src[sptr[b] : sptr[b + 1]]
+            searchers[b] = be.prepare(src_b if be.cuda else src_b.cpu(), rc)
+        return searchers[b], be.cuda
+
     # ---- size guard and chunking, from a sample of queries when the search is large
     pairs = sum((qptr[b + 1] - qptr[b]) * (sptr[b + 1] - sptr[b]) for b in range(B))
     chunk_q = Q
     if pairs > min(max_edges, CHUNK_EDGES):
-        mean, mean_kept, m = _estimate(qry, src, qptr, sptr, r, max_neighbors)
+        mean, mean_kept, m = _estimate(qry, src, qptr, sptr, r, max_neighbors, searcher_of)
         est = mean_kept * Q
         if est > max_edges:
             raise _too_large(
@@ -291,9 +299,6 @@ def radius_search(
             )
         chunk_q = max(1, int(CHUNK_EDGES / max(mean, 1.0)))
 
-    scale = 0.0
-    if S and Q:
-        scale = max(float(src.abs().max()), float(qry.abs().max()))
     index_parts, count_parts, total = [], [], 0
     for b in range(B):
         q0, q1, s0, s1 = qptr[b], qptr[b + 1], sptr[b], sptr[b + 1]
@@ -303,11 +308,7 @@ def radius_search(
             count_parts.append(torch.zeros(q1 - q0, dtype=torch.long, device=device))
             continue
         src_b = src[s0:s1]
-        search_dtype = torch.float64 if src.dtype == torch.float64 else torch.float32
-        if be.name == "scipy":
-            search_dtype = torch.float64
-        rc = candidate_radius(r, scale, search_dtype)
-        searcher = be.prepare(src_b if be.cuda else src_b.cpu(), rc)
+        searcher, _ = searcher_of(b)
         for a in range(q0, q1, chunk_q):
             qry_c = qry[a : min(a + chunk_q, q1)]
             qi, si = searcher(qry_c if be.cuda else qry_c.cpu())
@@ -324,6 +325,7 @@ def radius_search(
                 raise _too_large("found at least", total, max_edges, f" (after {a + qry_c.shape[0]} of {Q} queries)")
             index_parts.append(si + s0)
             count_parts.append(counts)
+        searchers.pop(b, None)
     index = torch.cat(index_parts) if index_parts else torch.zeros(0, dtype=torch.long, device=device)
     counts = torch.cat(count_parts) if count_parts else torch.zeros(0, dtype=torch.long, device=device)
     ptr = torch.zeros(Q + 1, dtype=torch.long, device=device)
