@@ -20,7 +20,9 @@ returned as ``(vertices (V, 3) float64, faces (F, 3) int64)``.
   nose and the tail: with ``s = (x + a) / (2 a)`` in [0, 1] (nose at ``x = -a``, facing
   the stream),
 
-      h_top = H_top (1 - nose_slant * max(0, 1 - s / 0.4)^2 - rear_slant * max(0, (s - 0.65) / 0.35)^2),
+      h_top = H_top (1 - nose_slant * max(0, 1 - s / 0.4) - rear_slant * max(0, (s - 0.65) / 0.35)),
+
+  (straight bonnet/windscreen and rear slopes),
 
   never below ``0.15 H_top``. ``h_top`` does not increase away from the origin, so every
   ray from the origin crosses the surface once and the radial map (root of ``F(r d) = 1``
@@ -97,7 +99,7 @@ CAR_DEFAULTS = {
 
 def _car_F(x, y, z, a, b, h_top, h_bot, p, q, nose, rear):
     s = np.clip((x + a) / (2 * a), 0.0, 1.0)
-    prof = 1.0 - nose * np.maximum(0.0, 1.0 - s / 0.4) ** 2 - rear * np.maximum(0.0, (s - 0.65) / 0.35) ** 2
+    prof = 1.0 - nose * np.clip(1.0 - s / 0.4, 0.0, 1.0) - rear * np.clip((s - 0.65) / 0.35, 0.0, 1.0)
     ht = h_top * np.maximum(prof, 0.15)
     h = np.where(z > 0, ht, h_bot)
     return np.abs(x / a) ** q + np.abs(y / b) ** p + np.abs(z / h) ** p
