@@ -59,7 +59,7 @@ def _count_lines(path: str, start: int) -> int:
 
 
 # ----------------------------------------------------------------------------- PLY
-def check_ply(path: str) -> None:
+def check_ply(path: str) -> Optional[int]:
     """PLY: the header must end (``end_header``) within 64 KiB, and the element counts must
     fit in the rest of the file (binary: fixed-size rows; ascii: one line per row)."""
     head = _head(path)
@@ -111,13 +111,14 @@ def check_ply(path: str) -> None:
             decl = ", ".join(f"{e[1]} {e[0]}" for e in elements)
             raise _fail(path, f"PLY header declares {decl}, at least {need} bytes of data, but only "
                               f"{body} bytes follow the header (truncated file or absurd counts)")
+    return elements[0][1] if elements[0][0] == "vertex" else None
 
 
 # ----------------------------------------------------------------------------- VTK XML
 _PIECE_COUNTS = ("NumberOfPoints", "NumberOfCells", "NumberOfVerts", "NumberOfLines", "NumberOfStrips", "NumberOfPolys")
 
 
-def check_vtk_xml(path: str) -> None:
+def check_vtk_xml(path: str) -> Optional[int]:
     """VTU/VTP: the counts declared in each ``<Piece>`` must fit in the file. Each point has
     3 coordinates of at least 2 bytes (ascii ``"0 "``) or 4 bytes (binary float32); zlib
     compresses at best ~1000:1, so compressed files get that allowance."""
@@ -149,6 +150,7 @@ def check_vtk_xml(path: str) -> None:
     if need > size * factor:
         raise _fail(path, f"declares {npts} points and {ncells} cells (at least {need // factor} bytes) "
                           f"but the file has {size} bytes (truncated file or absurd counts)")
+    return npts
 
 
 # ----------------------------------------------------------------------------- legacy VTK
@@ -158,7 +160,7 @@ _VTK_SIZES = {"bit": 1, "unsigned_char": 1, "char": 1, "unsigned_short": 2, "sho
               "int": 4, "unsigned_long": 8, "long": 8, "vtktypeint64": 8, "float": 4, "double": 8}
 
 
-def check_vtk_legacy(path: str) -> None:
+def check_vtk_legacy(path: str) -> Optional[int]:
     """Legacy VTK: ``POINTS n type`` and ``CELLS n size`` must fit in the file
     (binary: n*3*sizeof(type); ascii: at least 2 bytes per number)."""
     size = os.path.getsize(path)
@@ -193,7 +195,7 @@ def check_vtk_legacy(path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- STL
-def check_stl(path: str) -> None:
+def check_stl(path: str) -> Optional[int]:
     """Binary STL: exactly ``84 + 50 * n_triangles`` bytes; ascii STL: starts with ``solid``
     and contains a ``facet``."""
     size = os.path.getsize(path)
@@ -219,7 +221,7 @@ def check_stl(path: str) -> None:
 _PCD_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 
 
-def check_pcd(path: str) -> None:
+def check_pcd(path: str) -> Optional[int]:
     """PCD: ``POINTS == WIDTH * HEIGHT`` and the data must hold POINTS rows (binary: row
     size from SIZE*COUNT; ascii: one line per point; binary_compressed: the declared
     compressed size must fit and the uncompressed size must match)."""
@@ -270,10 +272,11 @@ def check_pcd(path: str) -> None:
                               f"expected <= {body - 8} and {points * row}")
     else:
         raise _fail(path, f"PCD DATA must be ascii, binary or binary_compressed, got {data!r}")
+    return points
 
 
 # ----------------------------------------------------------------------------- PTS / OFF
-def check_pts(path: str) -> None:
+def check_pts(path: str) -> Optional[int]:
     """PTS: an optional first line holding only the point count must not exceed the lines."""
     first = _head(path, 256).split(b"\n", 1)[0].split()
     if len(first) == 1 and first[0].isdigit():
@@ -281,9 +284,11 @@ def check_pts(path: str) -> None:
         have = _count_lines(path, 0) - 1
         if n != have:
             raise _fail(path, f"PTS header declares {n} points but the file holds {have} point lines")
+        return n
+    return None
 
 
-def check_off(path: str) -> None:
+def check_off(path: str) -> Optional[int]:
     """OFF: the counts line ``nv nf ne`` must not exceed the number of lines."""
     lines = [ln for ln in _head(path).splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")]
     if not lines or not lines[0].strip().upper().endswith(b"OFF"):
@@ -296,10 +301,11 @@ def check_off(path: str) -> None:
     have = _count_lines(path, 0)
     if nv <= 0 or nv + nf + 1 > have:
         raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces but the file holds {have} lines")
+    return nv
 
 
 # ----------------------------------------------------------------------------- gmsh
-def check_msh(path: str) -> None:
+def check_msh(path: str) -> Optional[int]:
     """gmsh: starts with ``$MeshFormat`` and ends with a closing ``$End...`` section tag
     (meshio silently returns a partial mesh for a file cut inside a section)."""
     head = _head(path, 64)
@@ -328,9 +334,9 @@ HEADER_CHECKS: dict[str, Callable[[str], None]] = {
 }
 
 
-def check_header(path: str, ext: Optional[str] = None) -> None:
-    """Run the header check for the file's extension (no-op for formats without one)."""
+def check_header(path: str, ext: Optional[str] = None) -> Optional[int]:
+    """Run the header check for the file's extension. Returns the number of points the
+    header declares when the format states it (PLY, VTU/VTP, PCD, PTS, OFF), else None."""
     ext = (ext or os.path.splitext(path)[1]).lower()
     fn = HEADER_CHECKS.get(ext)
-    if fn is not None:
-        fn(path)
+    return fn(path) if fn is not None else None

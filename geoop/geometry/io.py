@@ -315,9 +315,12 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
     if os.path.getsize(p) == 0:
         raise GeometryReadError(f"{p}: file is empty (0 bytes)")
     try:
-        check_header(p, ext)
+        declared = check_header(p, ext)
         g = _READERS[ext](p)
         g = g.replace(source=p, validate=True)
+        if declared is not None and g.n_points != declared:
+            raise GeometryReadError(f"{p}: the header declares {declared} points but the reader returned "
+                                    f"{g.n_points} (corrupt file)")
     except GeometryReadError:
         raise
     except UnsupportedFormatError:
