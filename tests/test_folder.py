@@ -13,7 +13,7 @@ import torch
 
 import geoop.data.folder as folder_mod
 from geoop.batch import collate
-from geoop.data import DatasetNormalizers, FieldNormalizer, MeshFolderDataset, NeighborhoodCache
+from geoop.data import DatasetNormalizers, FieldNormalizer, MeshFolderDataset, DiskNeighborhoodCache
 from geoop.data.folder import _keep_sources, _take_queries, discover_cases, resolve_split
 from geoop.errors import DatasetError
 from geoop.batch import Sample
@@ -277,7 +277,7 @@ def test_neighbourhoods_cached_on_disk_by_content_and_config(tmp_path):
     kw = dict(inputs=["p"], targets=["U"], split="all", neighbors=GridNeighbors(), cache_dir=cache, **FOAM)
     d1 = MeshFolderDataset(root, **kw)
     s1 = [d1[i] for i in range(len(d1))]
-    assert d1.neighbor_computations == 3 and len(NeighborhoodCache(cache)) == 3
+    assert d1.neighbor_computations == 3 and len(DiskNeighborhoodCache(cache)) == 3
     d2 = MeshFolderDataset(root, **kw)
     s2 = [d2[i] for i in range(len(d2))]
     assert d2.neighbor_computations == 0 and d2.cache.hits == 3  # loaded, not recomputed

@@ -16,7 +16,7 @@ _LAZY = {
     "FieldNormalizer": "geoop.data.normalize",
     "DatasetNormalizers": "geoop.data.normalize",
     "fit_box_transform": "geoop.data.normalize",
-    "NeighborhoodCache": "geoop.data.cache",
+    "DiskNeighborhoodCache": "geoop.data.cache",
     "file_sha256": "geoop.data.cache",
     "cache_key": "geoop.data.cache",
 }

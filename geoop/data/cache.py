@@ -35,7 +35,7 @@ import torch
 from ..errors import DatasetError
 from ..neighbors.neighborhoods import Neighborhoods
 
-__all__ = ["file_sha256", "cache_key", "NeighborhoodCache", "pack_neighbors", "unpack_neighbors"]
+__all__ = ["file_sha256", "cache_key", "DiskNeighborhoodCache", "pack_neighbors", "unpack_neighbors"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def unpack_neighbors(d: Mapping) -> Optional[Neighborhoods]:
     return nb.validate()
 
 
-class NeighborhoodCache:
+class DiskNeighborhoodCache:
     """A folder of cached entries (``<key>.pt``), each a dict of plain tensors.
 
     Parameters
@@ -198,4 +198,4 @@ class NeighborhoodCache:
         return len(list(self.root.glob("*.pt"))) if self.root.exists() else 0
 
     def __repr__(self) -> str:
-        return f"NeighborhoodCache({str(self.root)!r}, hits={self.hits}, misses={self.misses}, corrupt={self.corrupt})"
+        return f"DiskNeighborhoodCache({str(self.root)!r}, hits={self.hits}, misses={self.misses}, corrupt={self.corrupt})"

@@ -55,7 +55,7 @@ from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
 from ..neighbors.neighborhoods import Neighborhoods
-from .cache import NeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
 from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
 
 __all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "resolve_split", "MESH_EXTENSIONS"]
@@ -479,7 +479,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     its input and its target values. Attributes after construction: ``cases`` (this
     split), ``train_cases``, ``split_of`` (case -> split), ``skipped`` (``(case, file,
     reason)``), ``normalizers`` (:class:`DatasetNormalizers`, save its ``state_dict()`` with
-    the model), ``dim``, ``is_2d``, ``cache`` (:class:`NeighborhoodCache` or None) and
+    the model), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
     ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
 
@@ -521,7 +521,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
         self.neighbors_config = _neighbors_config(neighbors, neighbors_key) if neighbors is not None else None
-        self.cache = NeighborhoodCache(cache_dir) if cache_dir is not None else None
+        self.cache = DiskNeighborhoodCache(cache_dir) if cache_dir is not None else None
         self.transform = transform
         self.epoch = 0
         self.skipped: list[tuple[str, str, str]] = []
