@@ -2,7 +2,9 @@
 
 Data: the three real cars of ``mini_car.pt`` (Shape-Net Car CFD, Umetani & Bickel 2018)
 loaded with :func:`geoop.data.cars.load_mini_car_samples`: 3,586 vertices each with unit
-normals, the CFD pressure and the 16^3 distance grid as latent features.
+normals, the CFD pressure and, as latent features, the signed distance from the 16^3 latent
+grid nodes to the car surface (recomputed from the mesh: the stored `distance` field is not
+in the frame of the vertices, see geoop.data.cars).
 
 Task: for each car, a random 80 % of the vertices (``train``) is the only thing the model
 sees: they are the GINO's input points (features: the vertex normals) and its training
@@ -30,7 +32,7 @@ Shapes
 ------
 train / test points : (N_train, 3), (N_test, 3) float per car, N_train + N_test = 3,586
 pressure            : (N, 1) float
-latent features     : (1, 16, 16, 16) distance grid per car
+latent features     : (1, 16, 16, 16) signed distance grid per car
 """
 from __future__ import annotations
 
@@ -60,10 +62,10 @@ MODEL_DEFAULTS = dict(
     out_channels=1,  # pressure
     coord_dim=3,
     latent="box",
-    latent_shape=(16, 16, 16),  # the grid of the stored distance field
+    latent_shape=(16, 16, 16),  # the stored query_points grid over [0, 1]^3
     radius_in=0.1,
     radius_out=0.1,
-    latent_channels=1,  # distance to the surface on the latent grid
+    latent_channels=1,  # signed distance to the surface on the latent grid
     fno_width=24,
     fno_modes=6,
     fno_layers=3,
