@@ -44,7 +44,14 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 
 from .._optional import require
-from ..errors import FieldError, GeometryReadError, GeometryWriteError, GeoopError, UnsupportedFormatError
+from ..errors import (
+    BackendUnavailableError,
+    FieldError,
+    GeometryReadError,
+    GeometryWriteError,
+    GeoopError,
+    UnsupportedFormatError,
+)
 from ._validate_files import check_header
 from .geometry import Geometry
 
@@ -321,9 +328,7 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
         if declared is not None and g.n_points != declared:
             raise GeometryReadError(f"{p}: the header declares {declared} points but the reader returned "
                                     f"{g.n_points} (corrupt file)")
-    except GeometryReadError:
-        raise
-    except UnsupportedFormatError:
+    except (GeometryReadError, UnsupportedFormatError, BackendUnavailableError):
         raise
     except (Exception, SystemExit) as e:  # SystemExit: meshio exits on some corrupt files
         what = "geometry is invalid" if isinstance(e, GeoopError) else f"{SUPPORTED_FORMATS[ext]} reader failed"
@@ -528,7 +533,7 @@ def write(geometry: Geometry, path: PathLike) -> Path:
         if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
             raise GeometryWriteError(f"{p}: the {ext} writer produced no data")
         os.replace(tmp, p)
-    except GeometryWriteError:
+    except (GeometryWriteError, BackendUnavailableError):
         _remove(tmp)
         raise
     except (Exception, SystemExit) as e:

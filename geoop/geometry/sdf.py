@@ -32,7 +32,7 @@ returns : (Q,) float
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
