@@ -86,7 +86,8 @@ def car_body(subdivisions: int = 4):
     a rounded box (superellipsoid, exponent 4)
     ``r(u) = ((|ux|/a)^4 + (|uy|/b)^4 + (|uz|/c)^4)^(-1/4)``, where the half-height
     ``c = c0 + h(x) s(uz)`` grows over the cabin: ``h(x) = 0.45 exp(-((x - 0.3)/1.0)^4)`` of
-    the position ``x = ux r`` along the length (a fixed point, 8 iterations) and
+    the position ``x = ux r0`` along the length of the lower body (radius ``r0`` with
+    ``c = c0``) and
     ``s(uz) = 1 / (1 + exp(-10 uz))`` keeps the floor flat. The radius is a function of the
     direction only, so the surface is embedded and watertight by construction."""
     import trimesh
@@ -95,11 +96,13 @@ def car_body(subdivisions: int = 4):
     u = s.vertices / np.linalg.norm(s.vertices, axis=1, keepdims=True)
     a, b, c0 = 2.2, 0.9, 0.42  # half length, half width, half height of the lower body
     side = 1.0 / (1.0 + np.exp(-10 * u[:, 2]))
-    c = np.full(len(u), c0)
-    for _ in range(8):
-        r = ((np.abs(u[:, 0]) / a) ** 4 + (np.abs(u[:, 1]) / b) ** 4 + (np.abs(u[:, 2]) / c) ** 4) ** (-0.25)
-        x = u[:, 0] * r
-        c = c0 + 0.45 * np.exp(-(((x - 0.3) / 1.0) ** 4)) * side
+
+    def radius(c):
+        return ((np.abs(u[:, 0]) / a) ** 4 + (np.abs(u[:, 1]) / b) ** 4 + (np.abs(u[:, 2]) / c) ** 4) ** (-0.25)
+
+    x = u[:, 0] * radius(c0)  # position along the length on the lower body
+    c = c0 + 0.45 * np.exp(-(((x - 0.3) / 1.0) ** 4)) * side
+    r = radius(c)
     v = u * r[:, None]
     v[:, 2] += c0 + 0.18  # ground clearance: the floor is at z = 0.18
     return trimesh.Trimesh(v, s.faces, process=False)
