@@ -141,17 +141,17 @@ def test_checkpoint_is_used_for_several_chunks(monkeypatch):
     import geoop.nn.gno as mod
 
     calls = []
-    real = mod._checkpoint
+    real = mod._CheckpointedEdges.apply
 
-    def spy(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
+    def spy(*a):
+        calls.append(len(a[1]))  # number of chunks
+        return real(*a)
 
-    monkeypatch.setattr(mod, "_checkpoint", spy)
+    monkeypatch.setattr(mod._CheckpointedEdges, "apply", spy)
     src, qry, nb, f, w = make_case(cin=3)
     gno = make_gno("linear", "weighted", chunk_edges=100, checkpoint_edges=nb.num_edges - 1)
     gno(src, qry, nb, f, w).sum().backward()
-    assert len(calls) == len(mod._edge_chunks(nb.ptr, 100)) > 1
+    assert calls == [len(mod._edge_chunks(nb.ptr, 100))] and calls[0] > 1
     calls.clear()
     gno.checkpoint_edges = nb.num_edges
     gno(src, qry, nb, f, w).sum().backward()
@@ -163,7 +163,8 @@ def test_checkpoint_is_used_for_several_chunks(monkeypatch):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_gradcheck_float64(kernel):
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_gradcheck_float64(kernel, checkpoint):
     g = torch.Generator().manual_seed(3)
     src = torch.rand(9, 3, generator=g, dtype=torch.float64)
     qry = torch.rand(5, 3, generator=g, dtype=torch.float64)
@@ -171,7 +172,8 @@ def test_gradcheck_float64(kernel):
     assert nb.num_edges > 5
     cin = 0 if kernel == "kernel_only" else 2
     torch.manual_seed(0)
-    gno = GNO(cin, 2, 3, mlp_hidden=(6,), kernel=kernel, reduction="weighted", n_freqs=2, chunk_edges=4).double()
+    gno = GNO(cin, 2, 3, mlp_hidden=(6,), kernel=kernel, reduction="weighted", n_freqs=2, chunk_edges=4,
+              checkpoint=checkpoint).double()
     f = torch.randn(9, 2, dtype=torch.float64, requires_grad=True) if cin else None
     w = (torch.rand(9, dtype=torch.float64) + 0.5).requires_grad_()
     s = src.clone().requires_grad_()

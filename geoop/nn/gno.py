@@ -29,9 +29,11 @@ Implementation (see DESIGN.md, performance notes): the kernel MLP's first layer 
 :math:`A e(x) + B e(y) + C f(y) + b`, and evaluated once per query / source point; per edge
 only a gather and an add remain for that layer. Edges are processed in chunks of consecutive
 queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training on
-more than ``checkpoint_edges`` edges each chunk runs under
-:func:`torch.utils.checkpoint.checkpoint`, so the peak memory of the edge computation is
-``O(chunk_edges * hidden)`` instead of ``O(E * hidden)``.
+more than ``checkpoint_edges`` edges the chunks are checkpointed (a custom autograd function
+runs them without a graph and recomputes one chunk at a time in backward, accumulating the
+per-point gradients with ``index_add_``), so the peak memory of the edge computation is
+``O(chunk_edges * hidden)`` instead of ``O(E * hidden)``. The checkpointed path supports
+first-order gradients only (no double backward).
 
 Shapes
 ------
@@ -48,7 +50,6 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..errors import ConfigError, ShapeError
 from ..neighbors.neighborhoods import Neighborhoods
@@ -247,17 +248,15 @@ class GNO(nn.Module):
         ckpt = need_grad and (
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
-        outs = []
-        for q0, q1 in chunks:
-            e0, e1 = int(ptr[q0]), int(ptr[q1])
-            local_ptr = ptr[q0 : q1 + 1] - e0
-            src = index[e0:e1]
-            args = (hq[q0:q1], hs, src_mult, src, local_ptr)
-            if ckpt:
-                outs.append(_checkpoint(self._chunk, *args, use_reentrant=False))
-            else:
-                outs.append(self._chunk(*args))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if ckpt:
+            params = [p for p in self.rest.parameters()]
+            out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
+        else:
+            outs = []
+            for q0, q1 in chunks:
+                e0, e1 = int(ptr[q0]), int(ptr[q1])
+                outs.append(self._chunk(hq[q0:q1], hs, src_mult, index[e0:e1], ptr[q0 : q1 + 1] - e0))
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
@@ -275,3 +274,88 @@ class GNO(nn.Module):
         if src_mult is not None:
             h = h * src_mult.index_select(0, src)
         return h.new_zeros((nq, h.shape[1])).index_add_(0, qloc, h)
+
+    def _chunk_gathered(self, hq: Tensor, hs_e: Tensor, mult_e: Optional[Tensor], qloc: Tensor) -> Tensor:
+        """As :meth:`_chunk`, from per-edge gathered source rows ``hs_e`` (e, H0) and
+        ``mult_e`` (e, C) (used by the checkpointed backward)."""
+        h = self.rest(hq.index_select(0, qloc) + hs_e)
+        if mult_e is not None:
+            h = h * mult_e
+        return h.new_zeros((hq.shape[0], h.shape[1])).index_add_(0, qloc, h)
+
+
+def _local_rows(ptr: Tensor, q0: int, q1: int) -> tuple[int, int, Tensor]:
+    e0, e1 = int(ptr[q0]), int(ptr[q1])
+    counts = ptr[q0 + 1 : q1 + 1] - ptr[q0:q1]
+    qloc = torch.repeat_interleave(torch.arange(q1 - q0, device=ptr.device), counts, output_size=e1 - e0)
+    return e0, e1, qloc
+
+
+class _CheckpointedEdges(torch.autograd.Function):
+    """The chunked edge computation with activation recomputation.
+
+    Forward runs every chunk without recording a graph; backward recomputes one chunk at a
+    time from the per-point inputs and accumulates the gradients of the per-point tensors with
+    ``index_add_`` into preallocated buffers. Peak memory is ``O(chunk_edges * hidden)``
+    plus the per-point tensors, and no per-chunk dense ``(S, H)`` gradient is materialised
+    (which plain ``torch.utils.checkpoint`` around each chunk does, through the gather's
+    backward). First-order gradients only (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, layer, chunks, index, ptr, hq, hs, src_mult, *params):
+        ctx.layer, ctx.chunks = layer, chunks
+        ctx.has_mult = src_mult is not None
+        ctx.save_for_backward(index, ptr, hq, hs, src_mult if src_mult is not None else hq.new_zeros(0))
+        out = hq.new_zeros((hq.shape[0], layer.out_channels))
+        for q0, q1 in chunks:
+            e0, e1 = int(ptr[q0]), int(ptr[q1])
+            out[q0:q1] = layer._chunk(hq[q0:q1], hs, src_mult, index[e0:e1], ptr[q0 : q1 + 1] - e0)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        index, ptr, hq, hs, src_mult = ctx.saved_tensors
+        layer = ctx.layer
+        params = list(layer.rest.parameters())
+        need_hq, need_hs, need_mult = ctx.needs_input_grad[4], ctx.needs_input_grad[5], ctx.needs_input_grad[6]
+        need_p = [ctx.needs_input_grad[7 + i] for i in range(len(params))]
+        g_hq = torch.zeros_like(hq) if need_hq else None
+        g_hs = torch.zeros_like(hs) if need_hs else None
+        g_mult = torch.zeros_like(src_mult) if (ctx.has_mult and need_mult) else None
+        g_p = [torch.zeros_like(p) if n else None for p, n in zip(params, need_p)]
+        for q0, q1 in ctx.chunks:
+            e0, e1, qloc = _local_rows(ptr, q0, q1)
+            if e1 == e0:
+                continue
+            src = index[e0:e1]
+            with torch.enable_grad():
+                hq_c = hq[q0:q1].detach().requires_grad_(need_hq)
+                hs_e = hs.index_select(0, src).requires_grad_(need_hs)
+                m_e = src_mult.index_select(0, src).requires_grad_(need_mult) if ctx.has_mult else None
+                out_c = layer._chunk_gathered(hq_c, hs_e, m_e, qloc)
+                inputs, slots = [], []
+                for name, t, n in (("hq", hq_c, need_hq), ("hs", hs_e, need_hs), ("m", m_e, need_mult and ctx.has_mult)):
+                    if n:
+                        inputs.append(t)
+                        slots.append(name)
+                for i, (p, n) in enumerate(zip(params, need_p)):
+                    if n:
+                        inputs.append(p)
+                        slots.append(i)
+                if not inputs:
+                    continue
+                grads = torch.autograd.grad(out_c, inputs, gout[q0:q1], allow_unused=True)
+            for slot, g in zip(slots, grads):
+                if g is None:
+                    continue
+                if slot == "hq":
+                    g_hq[q0:q1] += g
+                elif slot == "hs":
+                    g_hs.index_add_(0, src, g)
+                elif slot == "m":
+                    g_mult.index_add_(0, src, g)
+                else:
+                    g_p[slot] += g
+        return (None, None, None, None, g_hq, g_hs, g_mult, *g_p)
