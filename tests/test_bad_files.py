@@ -317,3 +317,21 @@ def test_legacy_structured_points_absurd_dimensions(tmp_path):
     p.write_bytes(b"# vtk DataFile Version 3.0\ngrid\nASCII\nDATASET STRUCTURED_POINTS\n"
                   b"DIMENSIONS 100000 100000 100000\nORIGIN 0 0 0\nSPACING 1 1 1\n")
     _expect_error(p, "DIMENSIONS")
+
+
+@pytest.mark.parametrize("ext", [".vtp", ".vtu"])
+def test_vtk_xml_connectivity_out_of_range(tmp_path, ext):
+    import pyvista as pv
+
+    mesh = pv.Plane(i_resolution=2, j_resolution=2)  # quads: polygons go through VTK filters
+    src = tmp_path / f"src{ext}"
+    (mesh if ext == ".vtp" else mesh.cast_to_unstructured_grid()).save(src, binary=False)
+    text = src.read_text()
+    i = text.index('Name="connectivity"', text.index("<Polys>") if ext == ".vtp" else 0)
+    j = text.index(">", i) + 1
+    k = text.index("<", j)
+    vals = text[j:k].split()
+    vals[4] = "2000000000"
+    bad = tmp_path / f"bad{ext}"
+    bad.write_text(text[:j] + " ".join(vals) + text[k:])
+    _expect_error(bad, "2000000000")

@@ -153,10 +153,12 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         raise ShapeError(f"{where}mesh has no points")
     if isinstance(mesh, pv.PolyData):
         ug = mesh.cast_to_unstructured_grid()
+        _check_connectivity(ug, where)  # before any VTK filter touches bad indices
         if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
             ug = mesh.triangulate().cast_to_unstructured_grid()  # polygons, strips, poly-lines
     elif isinstance(mesh, pv.UnstructuredGrid):
         ug = mesh
+        _check_connectivity(ug, where)
         if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
             warnings.warn(f"{where}polygons/strips/poly-lines in an unstructured grid are triangulated", stacklevel=2)
             ug = mesh.triangulate()
@@ -216,6 +218,13 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
                     source=source, name=name)
+
+
+def _check_connectivity(ug, where: str) -> None:
+    conn = np.asarray(ug.cell_connectivity)
+    if conn.size and (int(conn.min()) < 0 or int(conn.max()) >= ug.n_points):
+        raise ShapeError(f"{where}cell connectivity must index [0, {ug.n_points - 1}], got range "
+                         f"[{int(conn.min())}, {int(conn.max())}]")
 
 
 # ----------------------------------------------------------------------------- trimesh / open3d
