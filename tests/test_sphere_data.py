@@ -126,3 +126,29 @@ def test_bad_parameters():
         sphere.make_sample(0, hours="soon")
     with pytest.raises(ConfigError):
         sphere.generate("/tmp/never_used_geoop", -1)
+
+
+@pytest.mark.slow
+def test_sphere_stations_example_runs(tmp_path, capsys):
+    """End-to-end smoke run of examples/sphere_stations.py (tiny sizes): GINO with a sphere
+    latent trains, evaluates on the full grid and writes its predictions."""
+    pytest.importorskip("geoop.models.gino")
+    pytest.importorskip("pyvista")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "sphere_stations.py"
+    spec = importlib.util.spec_from_file_location("sphere_stations_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "run"
+    args = ["--n-train", "3", "--n-test", "2", "--epochs", "2", "--nlat", "16", "--nlon", "32",
+            "--latent", "8", "16", "--width", "8", "--layers", "1", "--stations", "40", "80",
+            "--radius", "0.5", "--hours", "3", "--out", str(out)]
+    assert mod.main(args) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[0])
+    for kind in ("gino", "persistence"):
+        for f in ("height", "vorticity"):
+            v = result["rel_l2"][kind][f]
+            assert math.isfinite(v) and v > 0
+    assert sorted(os.listdir(out)) == ["metrics.json", "test_000_prediction.vtp", "test_001_prediction.vtp"]
