@@ -184,11 +184,17 @@ def test_duplicates_empty_and_degenerate(backend):
     assert nb.counts().tolist() == [4, 4, 4]
 
 
-def test_numpy_and_integer_inputs():
+def test_numpy_and_integer_inputs_and_export():
+    assert geoop.radius_search is radius_search
     a = np.array([[0, 0], [1, 0], [3, 0]])
     nb = radius_search(a, a.astype(np.float64), 1)
     assert nb.to_sets() == [{0, 1}, {0, 1}, {2}]
-    assert isinstance(nb.index, torch.Tensor)
+    assert isinstance(nb.index, torch.Tensor) and nb.radius == 1.0
+    # float32 sources against float64 queries: promoted, same answer as all-float64
+    s32 = torch.rand(50, 3, dtype=torch.float32)
+    q64 = torch.rand(20, 3, dtype=torch.float64)
+    mixed = radius_search(s32, q64, 0.3)
+    assert mixed.to_sets() == reference(s32.double(), q64, 0.3)
 
 
 def test_auto_equals_torch():
