@@ -414,3 +414,19 @@ def test_cache_hits_by_content_and_evicts():
     small = NeighborhoodCache(max_edges=10)
     small.radius_search(src, qry, 0.5)
     assert len(small) == 0  # too large to store, still returned
+
+
+# --------------------------------------------------------------------------- torch_cluster cap
+@pytest.mark.skipif(not _optional.available("torch_cluster"), reason="torch_cluster not installed or disabled")
+def test_torch_cluster_capped_retries(monkeypatch):
+    # the CUDA strategy (cap, then re-run full balls with a 4x larger cap), run on CPU
+    tc = be_mod.BACKENDS["torch_cluster"]
+    monkeypatch.setattr(tc, "cap_on_cpu", True)
+    monkeypatch.setattr(tc, "initial_cap", 3)
+    g = torch.Generator().manual_seed(9)
+    src = torch.cat([torch.rand(400, 3, generator=g), 0.5 + 0.01 * torch.rand(200, 3, generator=g)])
+    qry = torch.cat([torch.rand(150, 3, generator=g), torch.full((2, 3), 0.5)])
+    nb = radius_search(src, qry, 0.2, backend="torch_cluster")
+    assert int(nb.counts().max()) > 3 * 4 * 4  # needed at least two retries
+    ref = radius_search(src, qry, 0.2, backend="torch")
+    assert torch.equal(nb.index, ref.index) and torch.equal(nb.ptr, ref.ptr)

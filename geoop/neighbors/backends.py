@@ -237,6 +237,10 @@ class TorchClusterBackend(Backend):
     name = "torch_cluster"
     package = "torch_cluster"
     cuda = True
+    #: first cap of the CUDA strategy; each retry multiplies it by 4
+    initial_cap = 64
+    #: use the capped strategy on CPU too (tests exercise it there)
+    cap_on_cpu = False
 
     def prepare(self, sources, radius):
         tc = require("torch_cluster", "the 'torch_cluster' radius-search backend")
@@ -254,10 +258,10 @@ class TorchClusterBackend(Backend):
             if S == 0 or q.shape[0] == 0:
                 e = torch.zeros(0, dtype=torch.long, device=queries.device)
                 return e, e
-            if q.device.type == "cpu":
+            if q.device.type == "cpu" and not self.cap_on_cpu:
                 return run(q, S)
             ids = torch.arange(q.shape[0], device=q.device)
-            k, qs, ss = 64, [], []
+            k, qs, ss = self.initial_cap, [], []
             while ids.numel():
                 k = min(k, S)
                 qi, si = run(q[ids], k)
