@@ -83,6 +83,11 @@ def case_a_auto():
     radius_search(s, q, r, backend="auto")
 
 
+def case_a_grid():
+    s, _, r = case_a_inputs()
+    radius_search_grid(s, (32, 32, 32), BOX, r)
+
+
 def case_a_inputs_only():
     case_a_inputs()
 
@@ -192,6 +197,7 @@ def main(argv=None):
             # warmup: one call first, so lazy imports (open3d's libraries) are in the baseline
             "torch": measure_memory(f"{here}:case_a_torch", warmup=True),
             "auto": measure_memory(f"{here}:case_a_auto", warmup=True),
+            "grid": measure_memory(f"{here}:case_a_grid", warmup=True),
         }
         report["memory_case_A_mb"] = {k: round(v["peak_mb"], 1) for k, v in mem.items()}
         report["memory_method"] = mem["torch"]["method"]

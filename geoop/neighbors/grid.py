@@ -33,6 +33,9 @@ from .search import DEFAULT_MAX_EDGES, _as_batch, _as_points, _check_radius, _to
 
 __all__ = ["grid_points", "radius_search_grid"]
 
+#: candidate (node, point) pairs enumerated per block of points (bounds the temporary memory)
+CANDIDATES_PER_BLOCK = 1 << 21
+
 
 def _check_grid(grid_shape, bounds, d: Optional[int] = None, dtype=torch.float32):
     shape = tuple(int(n) for n in grid_shape)
@@ -100,7 +103,8 @@ def radius_search_grid(
     num_batches : B; default ``point_batch.max() + 1`` (give it when trailing samples have
         no points)
     max_neighbors, generator : optional random cap per node, as in :func:`geoop.radius_search`
-    chunk_points : points processed per block (bounds the candidate memory)
+    chunk_points : at most this many points per block; blocks are also sized to hold about
+        :data:`CANDIDATES_PER_BLOCK` candidate pairs, which bounds the temporary memory
 
     Returns
     -------
@@ -144,9 +148,12 @@ def radius_search_grid(
     extent = float(np.abs(b.numpy()).max()) + (float(np.abs(p_np).max()) if N else 0.0) + r
     delta = 64.0 * eps * extent
     r2 = r * r
+    # points per block: at most chunk_points, and about 2M candidate (node, point) pairs
+    box = float(np.prod(np.where(flat, n_arr, np.minimum(n_arr, 2 * (r + delta) / h + 2))))
+    step = max(1, min(int(chunk_points), int(CANDIDATES_PER_BLOCK / max(box, 1.0))))
     keys, total = [], 0
-    for a in range(0, N, chunk_points):
-        p = p_np[a : a + chunk_points]
+    for a in range(0, N, step):
+        p = p_np[a : a + step]
         i_lo = np.where(flat, 0, np.ceil((p - (r + delta) - lo) / h))
         i_hi = np.where(flat, n_arr - 1, np.floor((p + (r + delta) - lo) / h))
         i_lo = np.clip(i_lo, 0, n_arr).astype(np.int64)
