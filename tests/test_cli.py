@@ -147,3 +147,36 @@ def test_predict_without_input_field_names_field_and_file(tmp_path, folder, caps
     err = capsys.readouterr().err
     assert rc == 1 and "no_a.vtu" in err and "input field 'a'" in err
     assert not (tmp_path / "o.vtu").exists()
+
+
+def test_demo_wind_frame_and_crop(tmp_path):
+    """The demo's case preparation: after rotating by -alpha the free stream is +x, the
+    volume lies in the window, and the surface Cp equals the volume pressure at the
+    surface nodes (what the demo uses to predict Cp)."""
+    from geoop.cli.demo import WINDOW, prepare_cases
+    from geoop.data import airfoil
+
+    entries = airfoil.generate(str(tmp_path / "raw"), 1, seed=3, alpha_deg=8.0, n_volume=800, n_panels=80)
+    prepare_cases(tmp_path / "raw", tmp_path / "cases", entries)
+    s = geoop.read(tmp_path / "cases" / entries[0]["surface"])
+    v = geoop.read(tmp_path / "cases" / entries[0]["volume"])
+    x, y = v.points[:, 0], v.points[:, 1]
+    assert float(x.min()) >= WINDOW[0] and float(x.max()) <= WINDOW[1] and float(y.min()) >= WINDOW[2] and float(y.max()) <= WINDOW[3]
+    # far from the airfoil (raw mesh, 4-5 chords away) the rotated flow is the +x free stream
+    from geoop.cli.demo import _rotate
+
+    raw = geoop.read(tmp_path / "raw" / entries[0]["volume"])
+    far = raw.points[:, :2].double().norm(dim=1) > 4.0
+    vel = np.concatenate([raw.fields["u"].double().numpy(), raw.fields["v"].double().numpy()], 1)[far.numpy()]
+    rot = _rotate(vel, -math.radians(8.0)).mean(0)
+    assert abs(rot[0] - 1.0) < 0.01 and abs(rot[1]) < 0.01
+    # speed (hence p = 1 - |V|^2) is unchanged by the rotation
+    assert torch.allclose(v.fields["p"][:, 0], 1 - v.fields["u"][:, 0] ** 2 - v.fields["v"][:, 0] ** 2, atol=1e-4)
+    # the trailing edge stays at the origin-centred rotation of (1, 0): y_te = -sin(alpha)
+    te = s.points[s.points[:, 0].argmax()]
+    assert float(te[1]) == pytest.approx(-math.sin(math.radians(8.0)), abs=0.01)
+    # surface nodes are volume nodes with p = Cp
+    d = torch.cdist(s.points[:, :2].double(), v.points[:, :2].double())
+    j = d.argmin(1)
+    assert float(d.min(1).values.max()) < 1e-6
+    assert torch.allclose(v.fields["p"][j], s.fields["Cp"], atol=1e-4)

@@ -74,15 +74,21 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536):
                 raise ShapeError(f"{g.source or g.name or 'geometry'}: the model takes {dim}-D points, the file has {g.dim}-D points")
         return pts
 
-    gin = geometry.replace(points=prep(geometry), cells={}, normals=None, fields={},
+    # cells are kept: quadrature weights and the latent SDF come from them, as in training
+    gin = geometry.replace(points=prep(geometry), normals=None, fields={}, cell_fields={},
                            weights=T.apply_geometry(geometry).weights.float())
     x = None
     if trained.inputs:
         parts = [trained.normalizers.encode(n, geometry.fields[n]) if trained.normalizers and n in trained.normalizers
                  else geometry.fields[n] for n in trained.inputs]
         x = torch.cat(parts, 1).float()
+    lf = None
+    if data.get("latent_sdf"):
+        from ..train.run import LatentSDF
+
+        lf = LatentSDF(trained.model).features(gin)
     with torch.no_grad():
-        pred = trained.model.query(gin, prep(q), x=x, chunk_size=chunk_size)
+        pred = trained.model.query(gin, prep(q), x=x, chunk_size=chunk_size, latent_features=lf)
     out, errors, c0 = {}, {}, 0
     for n in trained.targets:
         c = trained.normalizers[n].channels if trained.normalizers and n in trained.normalizers else 1

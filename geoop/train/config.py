@@ -11,6 +11,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     targets = ["p"]          # required: target fields
     train_split = "train"
     val_split = "test"       # "" or null: no validation
+    latent_sdf = false       # signed distance to the input geometry on the latent grid
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model]                  # keyword arguments of geoop.models.GINO
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "targets": None,
         "train_split": "train",
         "val_split": "test",
+        "latent_sdf": False,
     },
     "model": {},
     "optim": {

@@ -21,11 +21,35 @@ from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
 from .trainer import Trainer
 
-__all__ = ["TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "load_trained", "TrainedModel"]
+__all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "load_trained", "TrainedModel"]
 
 log = logging.getLogger(__name__)
 
-_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split")
+_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf")
+
+
+class LatentSDF:
+    """``neighbors`` callable for datasets: ``model.precompute(sample)`` plus the signed
+    distance from the latent grid nodes to the input geometry as ``latent_features``
+    (1, *latent_shape) (the GINO paper's geometry encoding on the latent grid)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def cache_key(self) -> dict:
+        return {"gino": self.model.cache_key(), "latent_features": "sdf"}
+
+    def features(self, geometry) -> torch.Tensor:
+        from ..geometry.sdf import sdf
+
+        nodes = self.model.latent_points().to(geometry.points.dtype)
+        return sdf(geometry, nodes).reshape(1, *self.model.latent_shape).to(torch.float32)
+
+    def __call__(self, sample):
+        import dataclasses
+
+        out = self.model.precompute(sample)
+        return dataclasses.replace(out, latent_features=self.features(sample.geometry))
 
 
 def data_kwargs(config: Mapping) -> dict:
@@ -77,22 +101,27 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     from ..models.gino import GINO
 
     config = dict(config)
-    mcfg = {**infer_model_shape(config), **config["model"]}
+    d = config["data"]
+    shape = infer_model_shape(config)
+    if d.get("latent_sdf"):
+        shape["latent_channels"] = 1
+    mcfg = {**shape, **config["model"]}
     torch.manual_seed(int(config["seed"]))
     model = GINO.from_config(mcfg)
-    d = config["data"]
+    neighbors = LatentSDF(model) if d.get("latent_sdf") else model.precompute
     kw = data_kwargs(config)
     kw.setdefault("seed", int(config["seed"]))
-    train = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["train_split"], neighbors=model.precompute, **kw)
+    train = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
     val = None
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
-        val = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["val_split"], neighbors=model.precompute, **kv)
+        val = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
     trainer = Trainer.from_config(
         model, train, config, val_data=val, normalizers=train.normalizers, data_normalized=True, dist_info=dist_info,
         precompute=False, progress=progress,
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
-                              "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0)}},
+                              "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
+                              "latent_sdf": bool(d.get("latent_sdf"))}},
     )
     return TrainingRun(model, train, val, trainer, config)
 
