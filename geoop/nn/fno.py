@@ -22,7 +22,8 @@ the same operator at every resolution with ``N_j >= 2 m_j``: for an input band-l
 the retained modes, the outputs at 32 and at 64 points agree at the shared points (tested).
 
 ``W : (C_in, C_out, 2m_1, ..., 2m_{d-1}, m_d)`` is dense or Tucker/CP factorised
-(:class:`~geoop.nn.spectral.SpectralWeight`); it is applied with one complex ``einsum``.
+(:class:`~geoop.nn.spectral.SpectralWeight`); it is applied with one complex ``einsum``
+(CP weights are contracted factor by factor instead, never forming the dense tensor).
 
 FNO block
 ---------
@@ -134,8 +135,7 @@ class SpectralConv(nn.Module):
             n = grid[j]
             idx = torch.cat([torch.arange(m), torch.arange(n - m, n)]).to(x.device)
             xc = xc.index_select(2 + j, idx)
-        w = self.weight().to(xc.dtype)
-        yc = torch.einsum(self._eq, xc, w)  # one complex contraction
+        yc = self._contract(xc)
         # scatter the compact block back into a zero half spectrum
         out = torch.zeros(
             (x.shape[0], self.out_channels, *grid[:-1], grid[-1] // 2 + 1), dtype=yc.dtype, device=x.device
@@ -154,6 +154,25 @@ class SpectralConv(nn.Module):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * d))
         return y
+
+    def _contract(self, xc: Tensor) -> Tensor:
+        """``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` over the compact modes ``k``.
+
+        Dense and Tucker: one complex ``einsum`` with the dense weight. CP: contracted
+        factor by factor, ``y = sum_r lambda_r B[o,r] prod_j A_j[k_j,r] sum_i A[i,r] x[b,i,k]``,
+        so the dense weight is never formed (memory ``B R prod(modes)``).
+        """
+        if self.weight.factorization != "cp":
+            return torch.einsum(self._eq, xc, self.weight().to(xc.dtype))
+        lam, fs = self.weight.cp_factors()
+        fs = [f.to(xc.dtype) for f in fs]
+        r = lam.shape[0]
+        t = torch.einsum("bi...,ir->br...", xc, fs[0])  # (B, R, *modes)
+        for j, f in enumerate(fs[2:]):
+            shape = [1, r] + [1] * self.dim
+            shape[2 + j] = f.shape[0]
+            t = t * f.transpose(0, 1).reshape(shape)
+        return torch.einsum("br...,or->bo...", t, fs[1] * lam.to(xc.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels}, n_modes={self.n_modes}"

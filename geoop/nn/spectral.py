@@ -12,8 +12,9 @@ numbers (134 M reals): most of an FNO's parameters.  Factorising ``W`` cuts that
 * **CP** (CANDECOMP/PARAFAC):  ``W[i_1..i_n] = \sum_r \lambda_r \prod_k A^{(k)}[i_k, r]``
   with ``\lambda : (R,)`` and ``A^{(k)} : (I_k, R)`` (parameters ``R (1 + \sum_k I_k)``).
 
-The factors are ``nn.Parameter`` s, contracted with one ``einsum`` into the dense tensor when
-the layer runs (the dense tensor is an activation, not a parameter).  The conventions are
+The factors are ``nn.Parameter`` s, contracted into the dense tensor when the layer runs
+(the dense tensor is an activation, not a parameter), without intermediates larger than it;
+:class:`~geoop.nn.fno.SpectralConv` contracts CP factors with its input directly.  The conventions are
 those of tensorly's ``tucker_to_tensor`` / ``cp_to_tensor`` (the tests compare against them).
 
 Complex parameters are stored as real tensors with a trailing dimension of 2 (real,
@@ -29,7 +30,6 @@ weight() : (C_in, C_out, *modes) complex
 from __future__ import annotations
 
 import math
-import string
 from typing import Optional, Sequence, Union
 
 import torch
@@ -98,6 +98,15 @@ def tucker_ranks(shape: Sequence[int], rank: Union[int, float]) -> tuple[int, ..
     return ranks(lo)
 
 
+def _khatri_rao(mats: Sequence[Tensor]) -> Tensor:
+    """Column-wise Kronecker product of ``(I_k, R)`` matrices -> ``(prod I_k, R)``
+    (row index in C order over the ``I_k``)."""
+    out = mats[0]
+    for m in mats[1:]:
+        out = (out[:, None, :] * m[None, :, :]).reshape(-1, m.shape[1])
+    return out
+
+
 def _complex_param(shape: Sequence[int], std: float) -> nn.Parameter:
     """Real (…, 2) storage of a complex normal tensor with E|z|^2 = std^2."""
     return nn.Parameter(torch.randn(*shape, 2) * (std / math.sqrt(2.0)))
@@ -145,7 +154,6 @@ class SpectralWeight(nn.Module):
         self.factorization = resolve_factorization(factorization)
         std = math.sqrt(2.0 / (in_channels + out_channels)) if std is None else float(std)
         n = len(self.shape)
-        letters = string.ascii_letters
         if self.factorization == "dense":
             self.dense = new(self.shape, std)
             self.rank = None
@@ -157,10 +165,6 @@ class SpectralWeight(nn.Module):
             self.factors = nn.ParameterList(
                 [new((i, r), 1.0 / math.sqrt(r)) for i, r in zip(self.shape, ranks)]
             )
-            core_idx = letters[n : 2 * n]
-            out_idx = letters[:n]
-            terms = [core_idx] + [out_idx[k] + core_idx[k] for k in range(n)]
-            self._eq = ",".join(terms) + "->" + out_idx
         else:  # cp
             r = cp_rank(self.shape, rank)
             self.rank = r
@@ -168,9 +172,6 @@ class SpectralWeight(nn.Module):
             # Var(W) = R * prod(var(A_k)) -> var(A_k) = (std^2 / R)^(1/n)
             a_std = (std * std / r) ** (0.5 / n)
             self.factors = nn.ParameterList([new((i, r), a_std) for i in self.shape])
-            out_idx = letters[:n]
-            rk = letters[n]
-            self._eq = rk + "," + ",".join(out_idx[k] + rk for k in range(n)) + "->" + out_idx
 
     @property
     def n_params(self) -> int:
@@ -186,14 +187,35 @@ class SpectralWeight(nn.Module):
         return torch.view_as_complex(p) if self.complex_weights else p
 
     def forward(self) -> Tensor:
-        """The dense tensor ``(C_in, C_out, *modes)`` (complex unless ``complex_weights=False``)."""
+        """The dense tensor ``(C_in, C_out, *modes)`` (complex unless ``complex_weights=False``).
+
+        Tucker: one mode product per factor (``tensordot``), so no intermediate is larger
+        than the dense tensor. CP: ``(KR(A_1, A_2) diag(lambda)) KR(A_3, ..)^T`` with
+        Khatri-Rao products, never an intermediate with the rank *and* all modes (a plain
+        left-to-right ``einsum`` would build one of ``prod(shape) * R`` entries).
+        """
         if self.factorization == "dense":
             return self._view(self.dense)
         factors = [self._view(f) for f in self.factors]
         if self.factorization == "tucker":
-            return torch.einsum(self._eq, self._view(self.core), *factors)
+            w = self._view(self.core)
+            for u in factors:  # contract the leading rank axis, append the mode axis
+                w = torch.tensordot(w, u, dims=([0], [1]))
+            return w
         lam = self.cp_weights.to(factors[0].dtype)
-        return torch.einsum(self._eq, lam, *factors)
+        left = _khatri_rao(factors[:2]) * lam  # (C_in * C_out, R)
+        right = _khatri_rao(factors[2:]) if len(factors) > 2 else None  # (prod(modes), R)
+        if right is None:
+            return left.sum(-1).reshape(self.shape)
+        return (left @ right.transpose(0, 1)).reshape(self.shape)
+
+    def cp_factors(self) -> tuple[Tensor, list[Tensor]]:
+        """CP weights ``lambda (R,)`` and factors ``[(I_k, R)]`` (views, complex when the
+        weight is complex), for contracting with an input without the dense tensor."""
+        if self.factorization != "cp":
+            raise ConfigError(f"cp_factors: this weight is {self.factorization}, not cp")
+        factors = [self._view(f) for f in self.factors]
+        return self.cp_weights.to(factors[0].dtype), factors
 
     def extra_repr(self) -> str:
         return (
