@@ -112,7 +112,9 @@ class GINO(nn.Module):
     radius_in, radius_out : radii of the encoder and decoder balls
     latent_channels : width of extra latent features (e.g. SDF), given as ``(B, C, *grid)``
     fno_width, fno_modes, fno_layers : latent width, retained modes (int or per-axis tuple,
-        ``FNOBlocks`` convention) and number of blocks
+        ``FNOBlocks`` convention: ``m`` modes per corner, i.e. ``2m`` frequencies on every
+        axis but the last; neuraloperator's ``n_modes=2m`` keeps about the same set) and number
+        of blocks (box latent; a sphere latent passes ``fno_kwargs`` such as ``lmax``)
     gno_mlp : hidden widths of both GNO kernel MLPs
     gno_kernel_in : encoder kernel, default ``"linear"`` (``"kernel_only"`` when
         ``in_channels == 0``); gno_kernel_out: decoder kernel, ``"linear"`` or ``"nonlinear"``
