@@ -4,7 +4,7 @@ A channel-mixing layer acts on the channel axis of a ``(B, C, *grid)`` tensor an
 same at every grid point: ``y[b, :, p] = W x[b, :, p] + c``. It is resolution independent
 by construction, which is why the FNO/SFNO skip paths and channel MLPs use it.
 
-Component strings (activations, norms, skips) are resolved here, in one place each;
+Norm and skip names are resolved here (activations in :mod:`geoop.nn.mlp`, re-exported);
 an unknown name raises a :class:`~geoop.errors.ConfigError` listing the valid choices.
 
 Shapes
@@ -13,13 +13,13 @@ x : (B, C_in, *grid) float  ->  (B, C_out, *grid) float
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
+from .mlp import ACTIVATIONS, resolve_activation  # the one place activation names are resolved
 
 __all__ = [
     "ACTIVATIONS",
@@ -32,15 +32,6 @@ __all__ = [
     "ChannelMLP",
 ]
 
-#: activation name -> module factory
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "gelu": nn.GELU,
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-    "identity": nn.Identity,
-}
-
 #: norm name -> factory(channels). Both are dimension agnostic (GroupNorm over (C, *grid)).
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "instance": lambda c: nn.GroupNorm(c, c),  # one group per channel == instance norm
@@ -49,19 +40,6 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 
 #: skip path names
 SKIPS = ("linear", "identity")
-
-
-def resolve_activation(act: Union[str, nn.Module, None]) -> nn.Module:
-    """Activation module from a name (``"gelu"``, ``"relu"``, ``"silu"``, ``"tanh"``,
-    ``"identity"``), ``None`` (identity) or an ``nn.Module`` (returned as is)."""
-    if act is None:
-        return nn.Identity()
-    if isinstance(act, nn.Module):
-        return act
-    key = str(act).lower()
-    if key not in ACTIVATIONS:
-        raise ConfigError(f"act: unknown activation {act!r}; valid choices: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[key]()
 
 
 def resolve_norm(norm: Optional[str], channels: int) -> nn.Module:
