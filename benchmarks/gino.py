@@ -216,7 +216,8 @@ def worker_neuralop_batch8(args) -> dict:
         for i, (p, f, _) in enumerate(geoms):
             padded[i, : p.shape[0]] = p
             feats[i, : p.shape[0]] = f
-        model(input_geom=padded, latent_queries=latent[None], output_queries=padded, x=feats)
+        out = model(input_geom=padded, latent_queries=latent[None], output_queries=padded, x=feats)
+        error = f"no exception, but output of shape {tuple(out.shape)} from a padded (8, {n}, 3) input"
     except Exception as exc:  # what neuralop does with a batch of different geometries
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     base = _baseline_mb()

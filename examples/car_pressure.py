@@ -17,11 +17,23 @@ training vertices:
 * ``mean``: the mean training pressure of that car (error ~ 1 since p is normalised);
 * ``nearest``: the pressure of the nearest training vertex (scipy ``cKDTree``).
 
-On 3 cars and a couple of minutes of CPU training the nearest-neighbour interpolation is a
-strong baseline on this dense surface (held-out vertices lie between training vertices
-where the pressure is smooth) and usually wins; the GINO's job here is to show the
-pipeline end to end (ragged batch, precomputed neighbourhoods, SDF latent features,
-queries at unseen points), not to beat interpolation with three training shapes.
+Nearest-neighbour interpolation is a strong baseline on this dense surface (the held-out
+vertices lie between training vertices, where the pressure is mostly smooth). Measured on
+2 heavily shared CPU cores (1 torch thread, 150 s budget: 60 Adam steps, 3.0 M parameters),
+relative L2 at the held-out vertices::
+
+    car      n_test     GINO     mean  nearest
+    car_0       717   0.2018   1.0002   0.2817
+    car_1       717   0.2937   0.9980   0.3451
+    car_2       717   0.2230   1.0006   0.3088
+    overall           0.2424   0.9996   0.3122
+
+so the GINO beats both baselines here, but only by ~20 % over nearest neighbour, with 3
+training shapes the model has effectively learned to interpolate these three cars (it has
+seen 80 % of each), not to generalise to a new car. The SDF latent feature is computed
+from the full car mesh (the shape is known at test time; the pressure is not). With the
+default time budget the number of steps depends on the machine; pass ``--time-budget 0``
+and ``--steps N`` for a reproducible run.
 
 Run::
 
@@ -198,17 +210,22 @@ def _table(res: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="GINO on real car pressure, queried at held-out vertices")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--time-budget", type=float, default=150.0, help="wall seconds of training (default 150)")
+    p.add_argument("--time-budget", type=float, default=150.0,
+                   help="wall seconds of training (default 150; <= 0: no limit, run all --steps)")
     p.add_argument("--train-fraction", type=float, default=0.8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads; 0 keeps torch's default (OMP_NUM_THREADS). On an oversubscribed "
+                        "machine 1 thread can be many times faster than 2")
     p.add_argument("--data", default=None, help="mini_car.pt (default: the repository copy)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    res = run(args.steps, args.time_budget, args.train_fraction, args.seed, args.lr, args.data)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    budget = args.time_budget if args.time_budget > 0 else None
+    res = run(args.steps, budget, args.train_fraction, args.seed, args.lr, args.data)
     print(_table(res))
     print(f"{res['steps']} steps in {res['train_seconds']:.0f} s, loss {res['loss_first']:.3f} -> {res['loss_last']:.3f}, "
           f"{res['params']} parameters")
