@@ -34,6 +34,8 @@ MODEL = dict(latent="box", latent_shape=[32, 32], radius_in=0.06, radius_out=0.0
 
 
 def _config(data, out, batch_size, epochs):
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.models.gino import GINO
     from geoop.train.config import resolve_config
 
     return resolve_config({
@@ -43,7 +45,7 @@ def _config(data, out, batch_size, epochs):
         "model": dict(MODEL),
         "optim": {"epochs": epochs + 1, "batch_size": batch_size, "lr": 1e-3},
         "output": {"dir": str(out)},
-    })
+    }, dataset_cls=MeshFolderDataset, model_cls=GINO)
 
 
 def _throughput(data, out, batch_size, epochs, dist_info=None):

@@ -229,3 +229,15 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert all(math.isfinite(h["train_loss"]) for h in hist)
     with pytest.raises(ConfigError, match="fp16' needs a CUDA device"):
         _trainer(None, samples, amp="fp16")
+
+
+@pytest.mark.parametrize("name", ["airfoil.toml", "car_surface.yaml"])
+def test_example_configs_are_valid(name):
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.models.gino import GINO
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = load_config(path, dataset_cls=MeshFolderDataset, model_cls=GINO)
+    assert cfg["data"]["targets"] and cfg["optim"]["epochs"] >= 1
+    GINO.from_config({"in_channels": 0, "out_channels": 3, "coord_dim": 2, **cfg["model"]} if name.endswith("toml")
+                     else {"in_channels": 0, "out_channels": 1, **cfg["model"]})

@@ -223,6 +223,8 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.best: Optional[float] = None
+        self.plot_every_s = 10.0
+        self._last_plot = -math.inf
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -430,7 +432,7 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device), source=str(path))
 
     # ------------------------------------------------------------------ files
-    def _write_files(self, metrics: dict, improved: bool) -> None:
+    def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -439,10 +441,24 @@ class Trainer:
             self.save(self.out_dir / "best.pt")
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_plain(metrics)) + "\n")
-        try:
-            self.plot_losses(self.out_dir / "loss.png")
-        except Exception as e:  # a plot failure must not stop training
-            log.warning("could not draw the loss curve: %s", e)
+        # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch
+        now = time.perf_counter()
+        if final or now - self._last_plot >= self.plot_every_s:
+            self._last_plot = now
+            try:
+                self.plot_losses(self.out_dir / "loss.png")
+            except Exception as e:  # a plot failure must not stop training
+                log.warning("could not draw the loss curve: %s", e)
+
+    def _rewrite_metrics(self) -> None:
+        """After a resume: ``metrics.jsonl`` = the restored history (no duplicate epochs)."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "metrics.jsonl"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(_plain(h)) + "\n" for h in self.history))
+        os.replace(tmp, path)
 
     def write_config(self) -> None:
         """Write the resolved config as ``config.json`` in ``out_dir`` (rank 0, atomically)."""
@@ -490,6 +506,7 @@ class Trainer:
         """
         if resume is not None:
             self.resume(resume)
+            self._rewrite_metrics()
         stop = self.epochs if until_epoch is None else min(int(until_epoch), self.epochs)
         self.write_config()
         try:
@@ -505,7 +522,7 @@ class Trainer:
                     self.best = float(key)
                 self.history.append(metrics)
                 self.epoch = e + 1
-                self._write_files(metrics, improved)
+                self._write_files(metrics, improved, final=self.epoch == stop)
                 barrier(self.dist)
                 log.info("epoch %d: %s", e + 1, {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
         except KeyboardInterrupt:
