@@ -12,7 +12,7 @@ Reported: the relative L2 error on the full grid of the test cases,
 1.0), for the GINO and for persistence (the exact full-grid state *now*, which the GINO
 never sees: an optimistic baseline).
 
-    .venv/bin/python examples/sphere_stations.py                 # ~2-3 min on 2 CPU cores
+    .venv/bin/python examples/sphere_stations.py                 # ~100 s of CPU time, 1 thread
     .venv/bin/python examples/sphere_stations.py --n-train 256 --epochs 100 --width 48
     .venv/bin/python examples/sphere_stations.py --out runs/sphere  # also writes .vtp files
 

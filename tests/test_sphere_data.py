@@ -109,6 +109,8 @@ def test_generate_writes_cases_and_manifest(tmp_path):
     # same seed -> same files (content), different folder
     again = sphere.generate(str(tmp_path / "b"), 3, seed=4, **params)
     assert [e["params"] for e in again] == [e["params"] for e in entries]
+    for name in ("manifest.json", "case_0002_stations.vtp", "case_0002_target.vtp"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     a = geoop.read(str(tmp_path / "a" / "case_0002_stations.vtp"))
     b = geoop.read(str(tmp_path / "b" / "case_0002_stations.vtp"))
     torch.testing.assert_close(a.points, b.points, rtol=0, atol=0)
