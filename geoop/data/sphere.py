@@ -88,6 +88,8 @@ def _params(overrides: dict) -> dict:
         raise ConfigError(f"sphere data: unknown parameters {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
     try:
         return _convert({**DEFAULTS, **overrides})
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"sphere data: invalid parameter value ({e}); got {overrides!r}") from None
 
