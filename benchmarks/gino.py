@@ -97,6 +97,12 @@ def _baseline_mb() -> float:
     return _rss_kib() / 1024.0
 
 
+def _n_params(model) -> int:
+    """Trainable real scalars (a complex parameter counts twice: neuralop stores its spectral
+    weights as complex tensors, whose ``numel`` counts one per complex number)."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+
+
 def _timed(fn, warmup: int, steps: int) -> dict:
     """Median wall and CPU (process, all threads) seconds of ``steps`` calls after ``warmup``."""
     for _ in range(warmup):
@@ -196,7 +202,7 @@ def worker_neuralop_step(args) -> dict:
     return {
         **_timed(step, args.warmup, args.steps),
         "peak_mb": _maxrss_mb() - base,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": _n_params(model),
     }
 
 
@@ -305,7 +311,7 @@ def worker_geoop_step(args, search: bool = False) -> dict:
     return {
         **_timed(step, args.warmup, args.steps),
         "peak_mb": _maxrss_mb() - base,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": _n_params(model),
     }
 
 
@@ -319,7 +325,7 @@ def worker_geoop_batch8(args) -> dict:
     batch = _geoop_batch(model, samples, precompute=True)
     base = _baseline_mb()
     return {**_timed(_geoop_step_fn(model, batch), 1, max(1, args.steps // 2)), "peak_mb": _maxrss_mb() - base,
-            "points": [int(c) for c in batch.counts]}
+            "points": [int(c) for c in batch.counts()]}
 
 
 def worker_geoop_single8(args) -> dict:
