@@ -13,6 +13,15 @@ from geoop.cli.main import main
 from geoop.geometry.geometry import Geometry
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _annulus(amp: float, angle: float, centre=(10.0, 5.0), scale=3.0, n_r=6, n_t=20):
     """A 2-D triangulated annulus (z = 0) in 'file' coordinates, with a constant input
     field ``a`` and a target ``p`` depending on ``a`` and the position."""

@@ -20,6 +20,15 @@ from geoop.train.config import load_config
 from _train_models import PointNetField, make_samples
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _normalizers(samples):
     a = FieldNormalizer(name="a").fit(s.geometry.fields["a"] for s in samples)
     p = FieldNormalizer(name="p").fit(s.queries.fields["p"] for s in samples)

@@ -14,6 +14,15 @@ from geoop.viz.render import colour_limits
 pytest.importorskip("pyvista")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _disc(n=24):
     """A triangulated 2-D annulus with a smooth field (z = 0, like CFD exports)."""
     r, t = np.meshgrid(np.linspace(0.3, 1.0, 8), np.linspace(0, 2 * np.pi, n, endpoint=False), indexing="ij")
