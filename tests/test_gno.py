@@ -295,3 +295,35 @@ def test_segment_reductions():
     ptr = torch.tensor([0, 2, 2, 5])
     torch.testing.assert_close(segment_sum_csr(v, ptr), torch.tensor([[2.0, 4.0], [0.0, 0.0], [18.0, 21.0]]))
     torch.testing.assert_close(segment_mean_csr(v, ptr), torch.tensor([[1.0, 2.0], [0.0, 0.0], [6.0, 7.0]]))
+
+
+@pytest.mark.parametrize("order", ["increasing", "decreasing"])
+def test_chunked_batch_like_windows_equal_unchunked(order):
+    """Two samples (disjoint source ranges with a gap of unused sources), queries in either
+    sample order: chunked evaluation, where each chunk gathers from the source pieces of its
+    own window, equals one chunk, forward and backward."""
+    g = torch.Generator().manual_seed(8)
+    src = torch.rand(70, 3, generator=g, dtype=torch.float64)
+    qa, qb = torch.rand(15, 3, generator=g, dtype=torch.float64), torch.rand(12, 3, generator=g, dtype=torch.float64)
+    na = brute_neighbors(src[:30], qa, 0.5)
+    nb_ = brute_neighbors(src[40:], qb, 0.5)
+    if order == "increasing":
+        qry, nb = torch.cat([qa, qb]), Neighborhoods.cat([na, nb_], [0, 40])
+    else:
+        qry, nb = torch.cat([qb, qa]), Neighborhoods.cat([nb_, na], [40, 0])
+    nb.num_sources = 70
+    f = torch.randn(70, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(70, generator=g, dtype=torch.float64)
+    gno = make_gno("linear", "weighted").double()
+    res = []
+    for chunk in (1 << 20, 40):
+        gno.chunk_edges = chunk
+        gno.zero_grad()
+        ff, ww = f.clone().requires_grad_(), w.clone().requires_grad_()
+        out = gno(src, qry, nb, ff, ww)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        res.append([out.detach(), ff.grad, ww.grad] + [p.grad.clone() for p in gno.parameters()])
+    assert len(__import__("geoop.nn.gno", fromlist=["_edge_chunks"])._edge_chunks(nb.ptr, 40)) > 4
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.all(res[0][1][30:40] == 0)  # unused sources get no gradient

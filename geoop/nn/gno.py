@@ -252,15 +252,54 @@ class GNO(nn.Module):
             params = [p for p in self.rest.parameters()]
             out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
         else:
-            outs = []
-            for q0, q1 in chunks:
-                e0, e1 = int(ptr[q0]), int(ptr[q1])
-                outs.append(self._chunk(hq[q0:q1], hs, src_mult, index[e0:e1], ptr[q0 : q1 + 1] - e0))
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
         return out
+
+    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult) -> Tensor:
+        """All chunks under ordinary autograd (double backward works).
+
+        Per-point tensors are cut with :func:`torch.split` (whose backward is one ``cat``)
+        rather than sliced or gathered whole per chunk: a chunk's gather then only produces a
+        gradient over the source window it touches, not a dense ``(S, H)`` one per chunk,
+        which made a batch of B samples slower than B single calls."""
+        if len(chunks) == 1:
+            q0, q1 = chunks[0]
+            return self._chunk(hq, hs, src_mult, index, ptr - ptr[0])
+        hq_parts = torch.split(hq, [q1 - q0 for q0, q1 in chunks])
+        bounds = [(int(ptr[q0]), int(ptr[q1])) for q0, q1 in chunks]
+        # source window [lo, hi) of every chunk; the sorted window ends cut the sources into
+        # pieces, and a chunk gathers from the (concatenated) pieces of its own window
+        wins = []
+        for e0, e1 in bounds:
+            if e1 > e0:
+                src = index[e0:e1]
+                wins.append((int(src.min()), int(src.max()) + 1))
+            else:
+                wins.append(None)
+        n_src = hs.shape[0]
+        cuts = sorted({0, n_src}.union(*[set(w) for w in wins if w is not None]))
+        pos = {c: i for i, c in enumerate(cuts)}
+        sizes = [b - a for a, b in zip(cuts, cuts[1:])]
+        hs_pieces = torch.split(hs, sizes)
+        mult_pieces = torch.split(src_mult, sizes) if src_mult is not None else None
+
+        def window(pieces, k0, k1):
+            return pieces[k0] if k1 == k0 + 1 else torch.cat(pieces[k0:k1])
+
+        outs = []
+        for c, ((q0, q1), (e0, e1)) in enumerate(zip(chunks, bounds)):
+            if wins[c] is None:
+                outs.append(hq_parts[c].new_zeros((q1 - q0, self.out_channels)))
+                continue
+            lo, hi = wins[c]
+            k0, k1 = pos[lo], pos[hi]
+            hs_c = window(hs_pieces, k0, k1)
+            mult_c = window(mult_pieces, k0, k1) if mult_pieces is not None else None
+            outs.append(self._chunk(hq_parts[c], hs_c, mult_c, index[e0:e1] - lo, ptr[q0 : q1 + 1] - e0))
+        return torch.cat(outs)
 
     def _chunk(self, hq: Tensor, hs: Tensor, src_mult: Optional[Tensor], src: Tensor, local_ptr: Tensor) -> Tensor:
         """Edge computation for one chunk of queries: (q, H0) per-query, (S, H0) per-source
