@@ -282,7 +282,11 @@ class TorchClusterBackend(Backend):
 BACKENDS: dict[str, Backend] = {
     b.name: b for b in (TorchClusterBackend(), Open3DBackend(), ScipyBackend(), TorchBackend())
 }
-#: preference of ``backend="auto"`` on CPU, measured by benchmarks/neighbors.py on this machine
+#: preference of ``backend="auto"`` on CPU, from benchmarks/neighbors.py on the 2-core dev
+#: machine: open3d and scipy within ~15% of each other (open3d ahead on 100k points -> 32^3
+#: grid, scipy slightly ahead on small clouds and batches), the pruned torch brute force
+#: 4-8x slower; torch_cluster had not finished building when this was measured, so it
+#: ranks after them until measured
 AUTO_ORDER_CPU = ("open3d", "scipy", "torch_cluster", "torch")
 #: preference of ``backend="auto"`` on CUDA (open3d / scipy would round-trip through the CPU)
 AUTO_ORDER_CUDA = ("torch_cluster", "torch")
