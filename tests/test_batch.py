@@ -100,7 +100,7 @@ def test_neighborhoods_subsample_is_uniform_subset():
     # one query with 10 neighbours, keep 3: each kept with probability 3/10
     nb = Neighborhoods(torch.cat([torch.arange(10), torch.tensor([4, 7])]), torch.tensor([0, 10, 12]), 10)
     hits = torch.zeros(10)
-    trials = 2000
+    trials = 500  # binomial std of a frequency ~ 0.02
     g = torch.Generator().manual_seed(0)
     for _ in range(trials):
         s = nb.subsample(3, generator=g)
@@ -109,7 +109,7 @@ def test_neighborhoods_subsample_is_uniform_subset():
         assert sets[0] <= set(range(10)) and len(sets[0]) == 3 and sets[1] == {4, 7}
         hits[list(sets[0])] += 1
     freq = hits / trials
-    assert torch.allclose(freq, torch.full((10,), 0.3), atol=0.05)
+    assert torch.allclose(freq, torch.full((10,), 0.3), atol=0.08)
 
 
 def test_neighborhoods_validate_rejects_broken_csr():
