@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--train-cases", type=int, default=None, help="number of training airfoils")
     p.add_argument("--test-cases", type=int, default=None, help="number of unseen test airfoils")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as many as fit in --minutes)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole demo (default 4.5; --fast 1.5)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole demo (default 4.25; --fast 1.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the idle cores, at least 1; on a busy machine 2 spinning "
@@ -156,9 +156,9 @@ def run(args) -> int:
         threads = max(1, min(cores, round(cores - os.getloadavg()[0])))
     torch.set_num_threads(int(threads))
     fast = bool(args.fast)
-    n_train = args.train_cases or (16 if fast else 40)
+    n_train = args.train_cases or (16 if fast else 64)
     n_test = args.test_cases or (4 if fast else 8)
-    budget_s = 60.0 * (args.minutes if args.minutes else (1.5 if fast else 4.5))
+    budget_s = 60.0 * (args.minutes if args.minutes else (1.5 if fast else 4.25))
     epochs = args.epochs or 1000  # cut to the time budget after the first epoch
     out = Path(args.out)
     raw, data, run_dir, res = out / "raw", out / "cases", out / "run", out / "results"
