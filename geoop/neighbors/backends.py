@@ -283,10 +283,9 @@ BACKENDS: dict[str, Backend] = {
     b.name: b for b in (TorchClusterBackend(), Open3DBackend(), ScipyBackend(), TorchBackend())
 }
 #: preference of ``backend="auto"`` on CPU, from benchmarks/neighbors.py on the 2-core dev
-#: machine: open3d and scipy within ~15% of each other (open3d ahead on 100k points -> 32^3
-#: grid, scipy slightly ahead on small clouds and batches), the pruned torch brute force
-#: 4-8x slower; torch_cluster had not finished building when this was measured, so it
-#: ranks after them until measured
+#: machine (shared, noisy): open3d fastest on 100k points -> 32^3 grid (scipy 1.2x,
+#: torch_cluster 1.4x, pruned torch brute force 4.4x); on a 3.6k-point car -> 32^3 grid
+#: open3d and scipy tie (medians of 10 runs 0.21 s each), torch_cluster 1.5-2x slower
 AUTO_ORDER_CPU = ("open3d", "scipy", "torch_cluster", "torch")
 #: preference of ``backend="auto"`` on CUDA (open3d / scipy would round-trip through the CPU)
 AUTO_ORDER_CUDA = ("torch_cluster", "torch")
