@@ -21,7 +21,7 @@ neighbors_out : Neighborhoods over ΣQ_b queries, indices into the B*G latent po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
-import tempfile
 import warnings
 
+from .._atomic import atomic_write_json
 from ..errors import ConfigError
 
 __all__ = ["GENERATORS", "add_parser", "run", "resolve_generator", "parse_params"]
@@ -92,16 +91,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj, sort_keys=True, default=str)
 
 
 def _generate(args) -> int:

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 import torch
 

@@ -6,10 +6,9 @@ the target folder first and then moved into place with :func:`os.replace`.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 
+from .._atomic import atomic_write_json
 from ..errors import GeometryWriteError
 
 __all__ = ["write_geometry", "write_manifest"]
@@ -26,13 +25,8 @@ def write_geometry(geometry, path: str) -> None:
 def write_manifest(out_dir: str, manifest: dict) -> str:
     """Write ``manifest`` as ``out_dir/manifest.json`` atomically; returns the path."""
     path = os.path.join(out_dir, "manifest.json")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_manifest_", suffix=".json", dir=out_dir)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=False)
-        os.replace(tmp, path)
+        atomic_write_json(path, manifest, indent=1, sort_keys=False)
     except Exception as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise GeometryWriteError(f"{path}: could not write manifest ({type(exc).__name__}: {exc})") from exc
     return path

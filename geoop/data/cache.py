@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .._atomic import atomic_open
 from ..errors import DatasetError
 from ..neighbors.neighborhoods import Neighborhoods
 
@@ -155,17 +154,8 @@ class DiskNeighborhoodCache:
         """Store ``entry`` (plain tensors / numbers / nested dicts) atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         p = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({**entry, "version": CACHE_VERSION}, f)
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(p, "wb") as f:
+            torch.save({**entry, "version": CACHE_VERSION}, f)
         return p
 
     def get_or_compute(self, key: str, compute: Callable[[], dict],

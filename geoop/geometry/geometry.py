@@ -15,7 +15,6 @@ cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells``
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 

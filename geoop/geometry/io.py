@@ -36,7 +36,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
@@ -44,6 +43,7 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 
 from .._optional import require
+from .._atomic import atomic_path
 from ..errors import (
     BackendUnavailableError,
     FieldError,
@@ -526,18 +526,14 @@ def write(geometry: Geometry, path: PathLike) -> Path:
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
         raise GeometryWriteError(f"{p}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(p)}.", suffix=f".tmp{ext}")
-    os.close(fd)
     try:
-        _WRITERS[ext](geometry, tmp)
-        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
-            raise GeometryWriteError(f"{p}: the {ext} writer produced no data")
-        os.replace(tmp, p)
+        with atomic_path(p, suffix=ext) as tmp:
+            _WRITERS[ext](geometry, tmp)
+            if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
+                raise GeometryWriteError(f"{p}: the {ext} writer produced no data")
     except (GeometryWriteError, BackendUnavailableError):
-        _remove(tmp)
         raise
     except (Exception, SystemExit) as e:
-        _remove(tmp)
         raise GeometryWriteError(f"{p}: writing {SUPPORTED_FORMATS[ext]} failed: {type(e).__name__}: {e}") from e
     return Path(p)
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_open
 from ..errors import CheckpointError
 
 __all__ = [
@@ -120,25 +120,13 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     path = Path(path)
     state = {"format": FORMAT, "version": VERSION, **state}
     _check_plain(state)
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
     except (OSError, RuntimeError) as e:
         prev = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"could not write checkpoint {path}: {e}; {prev}") from e
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return path
 
 

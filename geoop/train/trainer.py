@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
 from ..errors import CheckpointError, ConfigError, FieldError
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
@@ -456,9 +457,7 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "metrics.jsonl"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(_plain(h)) + "\n" for h in self.history))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(json.dumps(_plain(h)) + "\n" for h in self.history))
 
     def write_config(self) -> None:
         """Write the resolved config as ``config.json`` in ``out_dir`` (rank 0, atomically)."""
@@ -466,9 +465,7 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "config.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_json(path, self.config, sort_keys=True)
 
     def plot_losses(self, path: Union[str, os.PathLike]) -> Path:
         """Training loss and validation errors per epoch (log scale), Agg, no pyplot state."""
@@ -489,9 +486,8 @@ class Trainer:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
         return path
 
     # ------------------------------------------------------------------ loop

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import torch
 
+from .._atomic import atomic_path
 from .._optional import require
 from ..errors import FieldError, ShapeError
 from ..geometry.geometry import Geometry
@@ -211,9 +211,8 @@ def render(
             plotter.add_text(top, position="upper_edge", font_size=14, color="black")
         out = Path(out_png)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.tmp.png")
-        plotter.screenshot(str(tmp))
-        os.replace(tmp, out)
+        with atomic_path(out, suffix=".png") as tmp:
+            plotter.screenshot(tmp)
     finally:
         plotter.close()
     return out

@@ -1,0 +1,81 @@
+"""Atomic file writes: one implementation for every file geoop writes.
+
+A file is written to a temporary name in the destination folder, flushed and fsync'ed,
+given the permissions a normal ``open(path, "w")`` would give (``0o666 & ~umask``; plain
+``tempfile.mkstemp`` files are ``0o600``), then moved into place with :func:`os.replace`.
+On any failure (``KeyboardInterrupt`` included) the temporary file is removed and the
+previous file at ``path``, if any, is untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json", "file_mode"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def file_mode() -> int:
+    """``0o666 & ~umask``, read without changing the process umask (Linux /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path next to ``path``; a writer (any library that takes a file
+    name) writes there; on normal exit the file replaces ``path``.
+
+    ``suffix`` keeps an extension some writers need (``.vtu``, ``.png``)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", **kw) -> Iterator[Any]:
+    """``open`` that writes atomically (modes ``"w"``/``"wb"``); fsync before the rename."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: PathLike, obj: Any, **kw) -> Path:
+    """``json.dump(obj, indent=2)`` atomically (``kw`` go to ``json.dump``)."""
+    kw.setdefault("indent", 2)
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, **kw)
+    return Path(path)
