@@ -56,34 +56,12 @@ from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
 from ..nn.gno import GNO, resolve_choice
 from ..nn.mlp import MLP
+from ..nn.sfno import sphere_grid_points  # noqa: F401  (re-exported: geoop.models.sphere_grid_points)
 
 __all__ = ["GINO", "LATENT_KINDS", "SPHERE_GRIDS", "sphere_grid_points"]
 
 LATENT_KINDS = ("box", "sphere")
 SPHERE_GRIDS = ("equiangular", "legendre-gauss")
-
-
-def sphere_grid_points(nlat: int, nlon: int, grid: str = "equiangular", dtype=torch.float32) -> tuple[Tensor, Tensor]:
-    """Nodes and quadrature weights of a lat-lon grid on the unit sphere, in the node order of
-    torch-harmonics' ``RealSHT`` (colatitude 0 -> pi, then longitude 0 -> 2 pi).
-
-    Returns
-    -------
-    points : (nlat * nlon, 3), ``(sin t cos p, sin t sin p, cos t)``, C order over (lat, lon)
-    weights : (nlat * nlon,), quadrature weights summing to 4 pi
-    """
-    from torch_harmonics.quadrature import clenshaw_curtiss_weights, legendre_gauss_weights
-
-    grid = resolve_choice(grid, SPHERE_GRIDS, "sphere grid")
-    fn = clenshaw_curtiss_weights if grid == "equiangular" else legendre_gauss_weights
-    cost, w = fn(int(nlat), -1.0, 1.0)
-    theta = torch.flip(torch.arccos(torch.as_tensor(cost, dtype=torch.float64)), (0,))
-    w = torch.flip(torch.as_tensor(w, dtype=torch.float64), (0,))
-    phi = 2 * math.pi * torch.arange(int(nlon), dtype=torch.float64) / int(nlon)
-    t, p = torch.meshgrid(theta, phi, indexing="ij")
-    pts = torch.stack([torch.sin(t) * torch.cos(p), torch.sin(t) * torch.sin(p), torch.cos(t)], -1).reshape(-1, 3)
-    wts = (w[:, None] * (2 * math.pi / int(nlon))).expand(int(nlat), int(nlon)).reshape(-1)
-    return pts.to(dtype), wts.to(dtype)
 
 
 def _jsonable(v: Any) -> Any:
