@@ -30,6 +30,7 @@ __all__ = [
     "resolve_skip",
     "ChannelLinear",
     "ChannelMLP",
+    "SpectralBlock",
 ]
 
 #: norm name -> factory(channels). Both are dimension agnostic (GroupNorm over (C, *grid)).
@@ -118,3 +119,38 @@ class ChannelMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class SpectralBlock(nn.Module):
+    r"""The block structure shared by FNO and SFNO: ``x <- act(norm(K x + S x));
+    x <- x + MLP(x)`` with ``K`` a spectral convolution (given), ``S`` the skip path.
+
+    Parameters
+    ----------
+    spectral : nn.Module mapping (B, C, *grid) -> (B, C, *grid)
+    channels : int
+    mlp_expansion : float or None, hidden width of the channel MLP as a multiple of
+        ``channels`` (None or 0: no MLP)
+    act, skip, norm : names resolved by :func:`resolve_activation`, :func:`resolve_skip`,
+        :func:`resolve_norm`
+
+    Shapes
+    ------
+    x : (B, C, *grid)  ->  (B, C, *grid)
+    """
+
+    def __init__(self, spectral: nn.Module, channels: int, mlp_expansion: Optional[float] = 0.5, act="gelu",
+                 skip: str = "linear", norm: Optional[str] = None):
+        super().__init__()
+        self.spectral = spectral
+        self.skip = resolve_skip(skip, channels)
+        self.norm = resolve_norm(norm, channels)
+        self.act = resolve_activation(act)
+        hidden = int(round(channels * mlp_expansion)) if mlp_expansion else 0
+        self.mlp = ChannelMLP(channels, channels, hidden, act) if hidden > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.norm(self.spectral(x) + self.skip(x)))
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
-from .channel_mlp import ChannelMLP, resolve_activation, resolve_norm, resolve_skip
+from .channel_mlp import SpectralBlock
 from .spectral import SpectralWeight
 
 __all__ = ["SpectralConv", "FNOBlock", "FNOBlocks"]
@@ -178,8 +178,9 @@ class SpectralConv(nn.Module):
         return f"{self.in_channels} -> {self.out_channels}, n_modes={self.n_modes}"
 
 
-class FNOBlock(nn.Module):
-    r"""One FNO block: ``x <- act(norm(K x + S x)); x <- x + MLP(x)`` (see module docstring).
+class FNOBlock(SpectralBlock):
+    r"""One FNO block: ``x <- act(norm(K x + S x)); x <- x + MLP(x)`` with ``K`` a
+    :class:`SpectralConv` (see module docstring and :class:`SpectralBlock`).
 
     Shapes
     ------
@@ -197,19 +198,8 @@ class FNOBlock(nn.Module):
         skip: str = "linear",
         norm: Optional[str] = None,
     ):
-        super().__init__()
-        self.spectral = SpectralConv(channels, channels, n_modes, factorization, rank)
-        self.skip = resolve_skip(skip, channels)
-        self.norm = resolve_norm(norm, channels)
-        self.act = resolve_activation(act)
-        hidden = int(round(channels * mlp_expansion)) if mlp_expansion else 0
-        self.mlp = ChannelMLP(channels, channels, max(1, hidden), act) if hidden > 0 else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act(self.norm(self.spectral(x) + self.skip(x)))
-        if self.mlp is not None:
-            x = x + self.mlp(x)
-        return x
+        spectral = SpectralConv(channels, channels, n_modes, factorization, rank)
+        super().__init__(spectral, channels, mlp_expansion, act, skip, norm)
 
 
 class FNOBlocks(nn.Module):

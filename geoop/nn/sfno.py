@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .._optional import require
 from ..errors import ConfigError, ShapeError
-from .channel_mlp import ChannelMLP, resolve_activation, resolve_norm, resolve_skip
+from .channel_mlp import SpectralBlock
 from .spectral import SpectralWeight
 
 __all__ = [
@@ -224,7 +224,7 @@ class SphericalConv(nn.Module):
         )
 
 
-class SFNOBlock(nn.Module):
+class SFNOBlock(SpectralBlock):
     r"""One SFNO block: ``x <- act(norm(K x + S x)); x <- x + MLP(x)``.
 
     Shapes
@@ -248,21 +248,10 @@ class SFNOBlock(nn.Module):
         skip: str = "linear",
         norm: Optional[str] = None,
     ):
-        super().__init__()
-        self.spectral = SphericalConv(
+        spectral = SphericalConv(
             channels, channels, nlat, nlon, lmax, mmax, grid, factorization, rank, complex_weights
         )
-        self.skip = resolve_skip(skip, channels)
-        self.norm = resolve_norm(norm, channels)
-        self.act = resolve_activation(act)
-        hidden = int(round(channels * mlp_expansion)) if mlp_expansion else 0
-        self.mlp = ChannelMLP(channels, channels, hidden, act) if hidden > 0 else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act(self.norm(self.spectral(x) + self.skip(x)))
-        if self.mlp is not None:
-            x = x + self.mlp(x)
-        return x
+        super().__init__(spectral, channels, mlp_expansion, act, skip, norm)
 
 
 class SFNOBlocks(nn.Module):
