@@ -13,13 +13,7 @@ from geoop.cli.main import main
 from geoop.geometry.geometry import Geometry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _annulus(amp: float, angle: float, centre=(10.0, 5.0), scale=3.0, n_r=6, n_t=20):

@@ -17,13 +17,7 @@ from _train_models import PointNetField, make_samples
 EPOCHS, N_SAMPLES, PER_RANK_BATCH = 2, 8, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

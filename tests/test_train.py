@@ -19,13 +19,7 @@ from geoop.train.config import load_config
 from _train_models import PointNetField, make_samples
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _normalizers(samples):

@@ -14,13 +14,7 @@ from geoop.viz.render import colour_limits
 pytest.importorskip("pyvista")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: 1 torch thread is faster, and much faster on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _disc(n=24):

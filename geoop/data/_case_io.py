@@ -1,17 +1,18 @@
 """Writing generated CFD-like cases: geometry files and ``manifest.json`` (atomic writes).
 
 Used by the physics generators (:mod:`geoop.data.airfoil`, :mod:`geoop.data.body3d`).
-Geometries go through :func:`geoop.write`; the manifest is written to a temporary file in
-the target folder first and then moved into place with :func:`os.replace`.
+Geometries go through :func:`geoop.write`; the manifest through :mod:`geoop._atomic`.
+Also the parameter-range resolver both generators use.
 """
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 from .._atomic import atomic_write_json
-from ..errors import GeometryWriteError
+from ..errors import ConfigError, GeometryWriteError
 
-__all__ = ["write_geometry", "write_manifest"]
+__all__ = ["write_geometry", "write_manifest", "resolve_ranges"]
 
 
 def write_geometry(geometry, path: str) -> None:
@@ -30,3 +31,20 @@ def write_manifest(out_dir: str, manifest: dict) -> str:
     except Exception as exc:
         raise GeometryWriteError(f"{path}: could not write manifest ({type(exc).__name__}: {exc})") from exc
     return path
+
+
+def resolve_ranges(ranges: Mapping, defaults: Mapping, what: str) -> dict:
+    """Merge user parameter ranges into ``defaults``: each value is ``(lo, hi)`` with
+    ``lo <= hi`` or a number (a fixed value); unknown keys list the valid ones."""
+    unknown = set(ranges) - set(defaults)
+    if unknown:
+        raise ConfigError(f"{what} ranges: unknown keys {sorted(unknown)}; valid: {sorted(defaults)}")
+    out = dict(defaults)
+    for k, v in ranges.items():
+        if isinstance(v, (int, float)):
+            v = (v, v)
+        v = tuple(v)
+        if len(v) != 2 or not v[0] <= v[1]:
+            raise ConfigError(f"{what} range {k!r}: expected (lo, hi) with lo <= hi or a number, got {v!r}")
+        out[k] = (float(v[0]), float(v[1]))
+    return out

@@ -216,18 +216,8 @@ _MAKE_KEYS = set(DEFAULT_RANGES) | {"shape", "far_factor"}
 
 
 def _resolve_ranges(ranges: Mapping) -> dict:
-    unknown = set(ranges) - set(DEFAULT_RANGES)
-    if unknown:
-        raise ConfigError(f"body3d ranges: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULT_RANGES)}")
-    out = dict(DEFAULT_RANGES)
-    for k, v in ranges.items():
-        if isinstance(v, (int, float)):
-            v = (v, v)
-        v = tuple(v)
-        if len(v) != 2 or not v[0] <= v[1]:
-            raise ConfigError(f"body3d range {k!r}: expected (lo, hi) with lo <= hi or a number, got {v!r}")
-        out[k] = (float(v[0]), float(v[1]))
-    return out
+    from ._case_io import resolve_ranges
+    return resolve_ranges(ranges, DEFAULT_RANGES, "body3d")
 
 
 def body_mesh(params: Mapping) -> tuple[np.ndarray, np.ndarray]:
