@@ -173,3 +173,17 @@ def test_unknown_component_names_list_choices():
         FNOBlocks(4, (4,), norm="batch")
     with pytest.raises(ConfigError):
         FNOBlocks(4, (4, 4, 4, 4))
+
+
+def test_complex_mode_matmul_equals_complex_einsum_with_gradients():
+    from geoop.nn.fno import complex_mode_matmul
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
+    w = torch.randn(5, 7, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
+    y = complex_mode_matmul(x, w)
+    ref = torch.einsum("bixy,ioxy->boxy", x, w)
+    assert torch.allclose(y, ref, atol=1e-12)
+    gx, gw = torch.autograd.grad(y.abs().square().sum(), (x, w))
+    rx, rw = torch.autograd.grad(ref.abs().square().sum(), (x, w))
+    assert torch.allclose(gx, rx, atol=1e-10) and torch.allclose(gw, rw, atol=1e-10)

@@ -67,6 +67,30 @@ def _check_modes(n_modes) -> tuple[int, ...]:
     return modes
 
 
+def complex_mode_matmul(xc: Tensor, w: Tensor) -> Tensor:
+    r"""``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` for every mode ``k``, as ONE real batched
+    matmul over the modes: ``[x_r, x_i] @ [[W_r, W_i], [-W_i, W_r]] = [y_r, y_i]``.
+
+    Same result as ``torch.einsum("bi...,io...->bo...", x, W)``, but a complex einsum on the
+    CPU becomes a complex ``bmm`` whose backward copies each (tiny) matrix separately
+    (measured here: 49k copies and 1.16 s per forward+backward of a 16^3 FNO with 8 modes,
+    against 0.1 s this way).
+
+    Shapes: ``xc : (B, I, *K)`` complex, ``w : (I, O, *K)`` complex -> ``(B, O, *K)`` complex.
+    """
+    b, i = xc.shape[:2]
+    modes = xc.shape[2:]
+    o = w.shape[1]
+    x = xc.reshape(b, i, -1).permute(2, 0, 1)  # (K, B, I)
+    x2 = torch.cat([x.real, x.imag], dim=-1)  # (K, B, 2I)
+    wk = w.reshape(i, o, -1).permute(2, 0, 1)  # (K, I, O)
+    wr, wi = wk.real, wk.imag
+    w2 = torch.cat([torch.cat([wr, wi], dim=-1), torch.cat([-wi, wr], dim=-1)], dim=1)  # (K, 2I, 2O)
+    y2 = torch.bmm(x2, w2)  # (K, B, 2O)
+    y = torch.complex(y2[..., :o], y2[..., o:])
+    return y.permute(1, 2, 0).reshape(b, o, *modes)
+
+
 class SpectralConv(nn.Module):
     r"""Spectral convolution on a periodic regular grid (see module docstring for the maths).
 
@@ -101,7 +125,6 @@ class SpectralConv(nn.Module):
         weight_modes = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
         self.weight = SpectralWeight(self.in_channels, self.out_channels, weight_modes, factorization, rank)
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
-        self._eq = "bi{0},io{0}->bo{0}".format("xyz"[:d])
 
     @property
     def dim(self) -> int:
@@ -163,7 +186,7 @@ class SpectralConv(nn.Module):
         so the dense weight is never formed (memory ``B R prod(modes)``).
         """
         if self.weight.factorization != "cp":
-            return torch.einsum(self._eq, xc, self.weight().to(xc.dtype))
+            return complex_mode_matmul(xc, self.weight().to(xc.dtype))
         lam, fs = self.weight.cp_factors()
         fs = [f.to(xc.dtype) for f in fs]
         r = lam.shape[0]
