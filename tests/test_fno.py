@@ -179,11 +179,13 @@ def test_complex_mode_matmul_equals_complex_einsum_with_gradients():
     from geoop.nn.fno import complex_mode_matmul
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 5, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
-    w = torch.randn(5, 7, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
-    y = complex_mode_matmul(x, w)
-    ref = torch.einsum("bixy,ioxy->boxy", x, w)
-    assert torch.allclose(y, ref, atol=1e-12)
-    gx, gw = torch.autograd.grad(y.abs().square().sum(), (x, w))
-    rx, rw = torch.autograd.grad(ref.abs().square().sum(), (x, w))
-    assert torch.allclose(gx, rx, atol=1e-10) and torch.allclose(gw, rw, atol=1e-10)
+    for b in (1, 2, 3):  # the broadcast path (B <= 2) and the einsum path
+        x = torch.randn(b, 5, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
+        w = torch.randn(5, 7, 4, 6, dtype=torch.complex128, generator=g).requires_grad_()
+        y = complex_mode_matmul(x, w)
+        ref = torch.stack([xb.permute(1, 2, 0)[..., None, :] @ w.permute(2, 3, 0, 1) for xb in x])[..., 0, :]
+        ref = ref.permute(0, 3, 1, 2)  # independent reference: per-mode matrix products
+        assert torch.allclose(y, ref, atol=1e-12)
+        gx, gw = torch.autograd.grad(y.abs().square().sum(), (x, w))
+        rx, rw = torch.autograd.grad(ref.abs().square().sum(), (x, w))
+        assert torch.allclose(gx, rx, atol=1e-10) and torch.allclose(gw, rw, atol=1e-10)

@@ -68,27 +68,19 @@ def _check_modes(n_modes) -> tuple[int, ...]:
 
 
 def complex_mode_matmul(xc: Tensor, w: Tensor) -> Tensor:
-    r"""``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` for every mode ``k``, as ONE real batched
-    matmul over the modes: ``[x_r, x_i] @ [[W_r, W_i], [-W_i, W_r]] = [y_r, y_i]``.
+    r"""``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` for every retained mode ``k``.
 
-    Same result as ``torch.einsum("bi...,io...->bo...", x, W)``, but a complex einsum on the
-    CPU becomes a complex ``bmm`` whose backward copies each (tiny) matrix separately
-    (measured here: 49k copies and 1.16 s per forward+backward of a 16^3 FNO with 8 modes,
-    against 0.1 s this way).
+    For one or two samples this is a broadcast multiply and a sum over ``i``; for larger
+    batches a complex ``einsum``. Measured here (CPU, 1 thread, forward + backward, 32
+    channels, 16x16x8 modes): B=1: einsum 0.13 s, broadcast 0.031 s, a real block ``bmm``
+    0.28 s; B=8: einsum 0.18 s, broadcast 0.66 s. (On the CPU the complex einsum becomes a
+    ``bmm`` over the modes whose backward copies each small matrix separately.)
 
     Shapes: ``xc : (B, I, *K)`` complex, ``w : (I, O, *K)`` complex -> ``(B, O, *K)`` complex.
     """
-    b, i = xc.shape[:2]
-    modes = xc.shape[2:]
-    o = w.shape[1]
-    x = xc.reshape(b, i, -1).permute(2, 0, 1)  # (K, B, I)
-    x2 = torch.cat([x.real, x.imag], dim=-1)  # (K, B, 2I)
-    wk = w.reshape(i, o, -1).permute(2, 0, 1)  # (K, I, O)
-    wr, wi = wk.real, wk.imag
-    w2 = torch.cat([torch.cat([wr, wi], dim=-1), torch.cat([-wi, wr], dim=-1)], dim=1)  # (K, 2I, 2O)
-    y2 = torch.bmm(x2, w2)  # (K, B, 2O)
-    y = torch.complex(y2[..., :o], y2[..., o:])
-    return y.permute(1, 2, 0).reshape(b, o, *modes)
+    if xc.shape[0] <= 2:
+        return (xc[:, :, None] * w[None]).sum(1)
+    return torch.einsum("bi...,io...->bo...", xc, w)
 
 
 class SpectralConv(nn.Module):
