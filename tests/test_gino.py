@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -182,20 +184,16 @@ def test_config_roundtrip_latent_features_and_geometry_only():
 
 def test_default_model_on_a_real_car():
     """Sensible defaults: GINO(in, out) on a car surface in the unit cube (16^3 latent)."""
-    from pathlib import Path
+    from geoop.data.cars import load_mini_car
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini_car.pt"
-    if not path.exists():
-        path = Path("/work/shared/data/mini_car.pt")
-    if not path.exists():
-        pytest.skip("mini_car.pt not available")
-    car = torch.load(path, weights_only=False)[0]
-    g = Geometry(car["vertices"][::4], normals=car["vertex_normals"][::4])
+    car = load_mini_car(Path(__file__).parent / "data" / "mini_car.pt", faces=False)[0]
+    g = car.select(torch.arange(0, car.n_points, 4))
+    queries = car.points[1::8]
     torch.manual_seed(0)
     model = GINO(3, 1, fno_modes=4)
     assert model.num_latent == 16**3
-    out = model.query(g, car["vertices"][1::8], g.normals)
-    assert out.shape == (car["vertices"][1::8].shape[0], 1) and torch.isfinite(out).all()
+    out = model.query(g, queries, g.normals)
+    assert out.shape == (queries.shape[0], 1) and torch.isfinite(out).all()
 
 
 def test_sphere_grid_matches_torch_harmonics_ordering():
