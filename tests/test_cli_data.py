@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from geoop.cli.data import parse_params, resolve_generator
 from geoop.cli.main import main
 from geoop.errors import ConfigError
 
-HAS_AIRFOIL = importlib.util.find_spec("geoop.data.airfoil") is not None
 SMALL = ["-p", "n_volume=300", "-p", "n_panels=40"]
 
 
@@ -23,7 +21,6 @@ def _hashes(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.mark.skipif(not HAS_AIRFOIL, reason="geoop.data.airfoil (physics generator) is not in this checkout yet")
 def test_same_seed_gives_same_files(tmp_path, capsys):
     for name, seed, n in (("a", "5", "2"), ("b", "5", "2"), ("c", "6", "1")):
         assert main(["data", "airfoil", "--n", n, "--out", str(tmp_path / name), "--seed", seed] + SMALL) == 0
@@ -42,7 +39,6 @@ def test_same_seed_gives_same_files(tmp_path, capsys):
     assert rc == 0 and "2 usable case(s), 0 skipped" in out and "2-D cases" in out
 
 
-@pytest.mark.skipif(not HAS_AIRFOIL, reason="geoop.data.airfoil (physics generator) is not in this checkout yet")
 def test_unknown_generator_option_is_a_clear_error(tmp_path, capsys):
     assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "x"), "-p", "camber=0.1"]) == 1
     err = capsys.readouterr().err

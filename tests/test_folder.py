@@ -422,7 +422,7 @@ def test_field_normalizer_streaming_roundtrip_and_weights_only_state(tmp_path):
 
 
 def test_gino_precompute_as_cached_neighbourhoods(tmp_path, foam):
-    gino_mod = pytest.importorskip("geoop.models.gino", reason="GINO not in this checkout yet")
+    import geoop.models.gino as gino_mod
     mk = lambda r: gino_mod.GINO(1, 3, coord_dim=3, latent_shape=(6, 6, 6), radius_in=r, radius_out=r,  # noqa: E731
                                  fno_width=8, fno_modes=3, fno_layers=1, gno_mlp=(8,),
                                  search_backend="scipy")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("torch_harmonics")
+import torch_harmonics  # noqa: F401  (a core dependency: fail, never skip)
 
 from geoop.errors import ConfigError, ShapeError  # noqa: E402
 from geoop.nn.sfno import (  # noqa: E402
