@@ -154,7 +154,6 @@ def _latent_grid(torch):
 def _neuralop_model():
     import importlib.util
 
-    import torch
     from neuralop.models import GINO as NOGINO
 
     if importlib.util.find_spec("torch_scatter") is None:
@@ -295,7 +294,6 @@ def _geoop_batch(model, samples, precompute: bool):
 
 
 def worker_geoop_step(args, search: bool = False) -> dict:
-    import torch
 
     pts, nrm, prs, _ = _car(0)
     model = _geoop_model()
