@@ -1,0 +1,28 @@
+"""`geoop demo` end to end at toy size: data -> train -> predict unseen -> VTK + PNG + errors."""
+import math
+import re
+
+import pytest
+
+from geoop.cli.main import main
+from geoop.geometry.io import read
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--train-cases", "3", "--test-cases", "1", "--epochs", "1",
+               "--threads", "1", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    errors = dict(re.findall(r"^\s+(\w+)\s+(?:volume|surface)\s+([0-9.]+) %", text, re.M))
+    assert {"p", "Cp"} <= set(errors), text
+    assert all(math.isfinite(float(v)) for v in errors.values())
+    results = out / "results"
+    vtu = sorted(results.glob("*_volume_pred.vtu"))
+    pngs = sorted(results.glob("*.png"))
+    assert vtu and pngs
+    pred = read(vtu[0])
+    assert pred.n_points > 1000 and "p" in pred.fields
+    assert all(p.stat().st_size > 10_000 for p in pngs)  # real pictures, not empty files
