@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ __all__ = ["add_parser", "run", "prepare_cases", "demo_config"]
 log = logging.getLogger(__name__)
 
 WINDOW = (-0.5, 1.5, -0.75, 0.75)  # chords: xmin, xmax, ymin, ymax
+FRAMES = ("wind", "body")  # see prepare_cases
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,6 +44,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the idle cores, at least 1; on a busy machine 2 spinning "
                         "OpenMP threads were measured 7-16x slower than 1)")
+    p.add_argument("--frame", choices=FRAMES, default="body",
+                   help="body: airfoil frame, free-stream direction as an input field (default); wind: rotate "
+                        "every case so the free stream is +x, geometry-only input")
+    p.add_argument("--te-stagnation", action=argparse.BooleanOptionalAction, default=False,
+                   help="trailing-edge node as a stagnation point (Cp = 1) instead of the raw panel value "
+                        "(see geoop.data.airfoil.make_case)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     return p
 
@@ -55,25 +61,43 @@ def _rotate(xy, angle):
     return np.stack([c * xy[:, 0] - s * xy[:, 1], s * xy[:, 0] + c * xy[:, 1]], 1)
 
 
-def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW) -> None:
-    """Wind-frame rotation and cropping of generated cases (see the module docstring)."""
+def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, frame: str = "wind") -> None:
+    """Frame choice and cropping of generated cases.
+
+    ``frame="wind"``: rotate every case by minus its angle of attack (the free stream is +x,
+    the geometry alone determines the flow). ``frame="body"``: keep the airfoil's own frame
+    (chord along x, leading edge at the origin) and write the free-stream direction
+    ``(cos alpha, sin alpha)`` on every surface node as the point field ``freestream`` (an
+    input of the model); the volume velocities stay in that frame. Either way the volume
+    mesh is cropped to ``window`` (triangles with a node outside are dropped).
+
+    Shapes: surface ``freestream`` (N, 2) (body frame only), ``Cp`` (N, 1); volume ``u``,
+    ``v``, ``p`` (M, 1) each.
+    """
     import numpy as np
     import torch
 
+    from ..errors import ConfigError
     from ..geometry.geometry import Geometry
     from ..geometry.io import read, write
 
+    if frame not in FRAMES:
+        raise ConfigError(f"demo: unknown frame {frame!r}; valid: {list(FRAMES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for e in entries:
-        a = -math.radians(float(e["params"]["alpha_deg"]))
+        alpha = math.radians(float(e["params"]["alpha_deg"]))
+        a = -alpha if frame == "wind" else 0.0
         s = read(raw_dir / e["surface"])
         v = read(raw_dir / e["volume"])
         sp = s.points.double().numpy()
         sn = None if s.normals is None else s.normals.double().numpy()
+        sfields = {"Cp": s.fields["Cp"]}
+        if frame == "body":
+            sfields["freestream"] = np.tile([[math.cos(alpha), math.sin(alpha)]], (sp.shape[0], 1))
         surf = Geometry(
             np.concatenate([_rotate(sp[:, :2], a), sp[:, 2:]], 1), cells=s.cells,
             normals=None if sn is None else np.concatenate([_rotate(sn[:, :2], a), sn[:, 2:]], 1),
-            fields={"Cp": s.fields["Cp"]}, name=s.name,
+            fields=sfields, name=s.name,
         )
         vp = v.points.double().numpy()
         xy = _rotate(vp[:, :2], a)
@@ -94,23 +118,32 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW) ->
     del torch
 
 
-def demo_config(data_dir: Path, out_dir: Path, fast: bool, epochs: int, seed: int) -> dict:
-    """The run configuration of the demo (also written as ``config.json``)."""
+def demo_config(data_dir: Path, out_dir: Path, fast: bool, epochs: int, seed: int, window=WINDOW, frame: str = "body") -> dict:
+    """The run configuration of the demo (also written as ``config.json``).
+
+    Points stay in chords (``geometry_normalization="none"``: the cases are already cropped
+    to ``window``) and the box latent grid spans exactly ``window``: a 64 x 48 grid has a
+    spacing of 1/32 chord (a 12 %-thick airfoil is ~4 cells thick), the encoder / decoder
+    radii are 1.6 / 1.9 spacings and the NeRF embedding's finest wavelength (8 octaves) is
+    2/2^8 chord, fine enough for the leading-edge suction peak.
+    """
+    xmin, xmax, ymin, ymax = window
     return {
         "seed": seed,
         "device": "cpu",
         "data": {
-            "folder": str(data_dir), "inputs": [], "targets": ["u", "v", "p"], "train_split": "train", "val_split": "",
+            "folder": str(data_dir), "inputs": ["freestream"] if frame == "body" else [], "targets": ["u", "v", "p"], "train_split": "train", "val_split": "",
             "input_file": "{case}_surface.vtp", "query_file": "{case}_volume.vtu", "drop_flat_z": True,
-            "latent_sdf": True, "margin": 0.02,
+            "latent_sdf": True, "geometry_normalization": "none",
             # a fresh random 1000 of the ~2000-4000 volume nodes per case and epoch: more
             # optimizer steps in the time budget, every node still seen over the epochs
             "subsample": {"queries": 1000},
         },
         "model": {
-            "latent": "box", "latent_shape": [24, 24] if fast else [32, 32], "radius_in": 0.06, "radius_out": 0.06,
-            "fno_width": 24 if fast else 32, "fno_modes": 8 if fast else 12, "fno_layers": 3 if fast else 4,
-            "gno_mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 6,
+            "latent": "box", "latent_shape": [32, 24] if fast else [64, 48], "domain": [[xmin, ymin], [xmax, ymax]],
+            "radius_in": 0.1 if fast else 0.05, "radius_out": 0.1 if fast else 0.06,
+            "fno_width": 24 if fast else 32, "fno_modes": [8, 8] if fast else [16, 12], "fno_layers": 3 if fast else 4,
+            "gno_mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 8,
         },
         "optim": {"epochs": epochs, "batch_size": 4, "lr": 5e-3, "weight_decay": 1e-4, "warmup": 1.0, "clip": 1.0, "min_lr_ratio": 0.02},
         "output": {"dir": str(out_dir), "save_best": True},
@@ -168,8 +201,10 @@ def run(args) -> int:
     # 1-2. data
     t0 = time.perf_counter()
     n_vol = (1500, 2500) if fast else (2500, 4000)
-    entries = airfoil.generate(str(raw), n_train + n_test, seed=args.seed, n_volume=n_vol, n_panels=(100, 140))
-    prepare_cases(raw, data, entries)
+    frame = getattr(args, "frame", "body")
+    entries = airfoil.generate(str(raw), n_train + n_test, seed=args.seed, n_volume=n_vol, n_panels=(100, 140),
+                               te_stagnation=bool(getattr(args, "te_stagnation", False)))
+    prepare_cases(raw, data, entries, frame=frame)
     names = [e["case"] for e in entries]
     (data / "split.json").write_text(json.dumps({"train": names[:n_train], "test": names[n_train:]}))
     t_data = time.perf_counter() - t0
@@ -177,7 +212,7 @@ def run(args) -> int:
           f"(torch threads: {threads})", flush=True)
 
     # 3. train
-    cfg = resolve_config(demo_config(data, run_dir, fast, epochs, args.seed), source="demo", dataset_cls=MeshFolderDataset, model_cls=GINO)
+    cfg = resolve_config(demo_config(data, run_dir, fast, epochs, args.seed, frame=frame), source="demo", dataset_cls=MeshFolderDataset, model_cls=GINO)
     t0 = time.perf_counter()
     r = build_run(cfg, progress=args.progress)
     tr = r.trainer
