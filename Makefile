@@ -18,8 +18,12 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/neighbors.py
-	$(PY) benchmarks/gino.py
 	$(PY) benchmarks/data.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/fno.py
+	$(PY) benchmarks/sdf.py
+	bash scripts/setup_bench_env.sh   # neuraloperator + torch-scatter, only for the comparison
+	.venv-bench/bin/python benchmarks/gino.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
