@@ -54,14 +54,13 @@ from ..batch import GeometryBatch, Sample
 from ..errors import ConfigError, ShapeError
 from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
-from ..nn.gno import GNO, resolve_choice
+from ..nn.gno import GNO, GNO_KERNELS, resolve_choice
 from ..nn.mlp import MLP
-from ..nn.sfno import sphere_grid_points  # noqa: F401  (re-exported: geoop.models.sphere_grid_points)
+from ..nn.sfno import SPHERE_GRIDS, resolve_sphere_grid, sphere_grid_points  # noqa: F401  (re-exported)
 
 __all__ = ["GINO", "LATENT_KINDS", "SPHERE_GRIDS", "sphere_grid_points"]
 
 LATENT_KINDS = ("box", "sphere")
-SPHERE_GRIDS = ("equiangular", "legendre-gauss")
 
 
 def _jsonable(v: Any) -> Any:
@@ -184,7 +183,7 @@ class GINO(nn.Module):
             shape = tuple(int(n) for n in (latent_shape or (16, 32)))
             if len(shape) != 2:
                 raise ConfigError(f"GINO: latent_shape for a sphere latent is (nlat, nlon), got {shape}")
-            grid = resolve_choice(sphere_grid, SPHERE_GRIDS, "GINO sphere_grid")
+            grid = resolve_sphere_grid(sphere_grid, "GINO sphere_grid")
             pts, wts = sphere_grid_points(shape[0], shape[1], grid)
             self.domain = None
             from ..nn.sfno import SFNOBlocks
@@ -196,7 +195,7 @@ class GINO(nn.Module):
         self.register_buffer("_latent_weights", wts, persistent=False)
 
         kin = gno_kernel_in if gno_kernel_in is not None else ("linear" if self.in_channels else "kernel_only")
-        kin = resolve_choice(kin, ("linear", "nonlinear", "kernel_only"), "GINO gno_kernel_in")
+        kin = resolve_choice(kin, GNO_KERNELS, "GINO gno_kernel_in")
         if self.in_channels == 0 and kin != "kernel_only":
             raise ConfigError(f"GINO: in_channels=0 needs gno_kernel_in='kernel_only' (or None), got {gno_kernel_in!r}")
         if self.in_channels > 0 and kin == "kernel_only":

@@ -69,11 +69,12 @@ __all__ = [
 SPHERE_GRIDS = ("equiangular", "legendre-gauss")
 
 
-def resolve_sphere_grid(grid: str) -> str:
-    """Validate a latitude grid name; unknown names raise :class:`ConfigError` listing the choices."""
+def resolve_sphere_grid(grid: str, what: str = "grid") -> str:
+    """Validate a latitude grid name (the one list of valid grids: :data:`SPHERE_GRIDS`);
+    unknown names raise :class:`ConfigError` naming ``what`` and listing the choices."""
     key = str(grid).lower()
     if key not in SPHERE_GRIDS:
-        raise ConfigError(f"grid: unknown sphere grid {grid!r}; valid choices: {list(SPHERE_GRIDS)}")
+        raise ConfigError(f"{what}: unknown sphere grid {grid!r}; valid choices: {list(SPHERE_GRIDS)}")
     return key
 
 
