@@ -234,3 +234,85 @@ def test_sphere_latent_end_to_end():
     out.sum().backward()
     assert x.grad.abs().sum() > 0
     assert model.latent_points().shape == (128, 3)
+
+
+# ---------------------------------------------------------------- local geometry features
+LOCAL = [dict(local_radius=0.15, local_channels=5), dict(local_nearest=True),
+         dict(local_radius=0.15, local_channels=5, local_nearest=True)]
+
+
+@pytest.mark.parametrize("kw", LOCAL)
+def test_local_features_batch_equals_single_calls_and_chunked_query(kw):
+    """The local branch / nearest-point features of a batch of different geometries equal
+    single calls, GINO.query in chunks equals one shot and forward, and they change the output."""
+    model = box_model(**kw)
+    geoms, queries = three_samples()
+    batch = GeometryBatch.from_geometries(geoms, queries)
+    out = model(batch, batch.x(["x"]))
+    assert out.shape == (60, 3) and torch.isfinite(out).all()
+    singles = [model(GeometryBatch.from_geometries([g], [q]), g.fields["x"]) for g, q in zip(geoms, queries)]
+    torch.testing.assert_close(out, torch.cat(singles), rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        g, q = geoms[1], queries[1]
+        one = model.query(g, q, g.fields["x"], chunk_size=10_000)
+        chunked = model.query(g, q, g.fields["x"], chunk_size=3)
+    torch.testing.assert_close(chunked, one, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(singles[1].detach(), one, rtol=1e-12, atol=1e-12)
+    # the features matter: zeroing their projection weights changes the answer
+    with torch.no_grad():
+        model.projection.net[0].weight[:, 8:] = 0
+        assert not torch.allclose(model(batch, batch.x(["x"])), out)
+
+
+@pytest.mark.parametrize("kw", LOCAL)
+def test_local_features_permutation_invariant_and_sample_local(kw):
+    model = box_model(**kw)
+    g = three_samples()[0][0]
+    q = torch.cat([blob(25, 7).points, g.points[:5]])  # queries on input points too (distance 0)
+    out = model.query(g, q, g.fields["x"])
+    p = torch.randperm(g.n_points, generator=torch.Generator().manual_seed(0))
+    gp = Geometry(g.points[p], weights=g.weights[p], fields={"x": g.fields["x"][p]})
+    torch.testing.assert_close(model.query(gp, q, gp.fields["x"]), out, rtol=1e-5, atol=1e-8)
+    # gradients stay finite at distance 0 and do not leak between samples
+    geoms, queries = three_samples()
+    queries[0] = torch.cat([queries[0], geoms[0].points[:3]])
+    batch = GeometryBatch.from_geometries(geoms, queries)
+    x = batch.x(["x"]).clone().requires_grad_()
+    batch.points.requires_grad_()
+    model(batch, x)[:23].sum().backward()
+    assert torch.isfinite(batch.points.grad).all() and torch.isfinite(x.grad).all()
+    assert torch.all(x.grad[50:] == 0) and torch.all(batch.points.grad[50:] == 0)
+
+
+def test_local_nearest_features_values():
+    """The nearest-point features are the offset / distance to the nearest input point in
+    units of the scale, and that point's features."""
+    from geoop.models.gino import _nearest
+
+    pts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [5.0, 5.0, 5.0]], dtype=torch.float64)
+    qs = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.0, 0.0], [4.0, 5.0, 5.0]], dtype=torch.float64)
+    idx, has = _nearest(pts, qs, torch.tensor([0, 0, 1]), torch.tensor([0, 0, 0]), 2)
+    assert idx.tolist() == [1, 0, 1] and has.tolist() == [1.0, 1.0, 1.0]  # sample 1's point is not a candidate
+    idx, has = _nearest(pts, qs, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1]), 2)
+    assert has.tolist() == [1.0, 0.0, 0.0]  # sample 1 has no point
+    model = box_model(local_nearest=True)
+    x = torch.arange(6, dtype=torch.float64).reshape(3, 2)
+    f = model._local_features(qs, pts, x, None, None, 1)[0]
+    s = model.radius_out
+    torch.testing.assert_close(f[0], torch.tensor([-0.1 / s, 0.1 / s, 0.0, math.sqrt(0.02) / s, 2.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(f[1], torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_local_config_roundtrip_and_errors():
+    model = box_model(local_radius=0.1, local_channels=4, local_nearest=True)
+    cfg = json.loads(json.dumps(model.config))
+    assert cfg["local_radius"] == 0.1 and cfg["local_nearest"] is True
+    twin = GINO.from_config(cfg).double()
+    twin.load_state_dict(model.state_dict())
+    g, q = blob(40, 1), blob(9, 2).points
+    torch.testing.assert_close(twin.query(g, q, g.fields["x"]), model.query(g, q, g.fields["x"]))
+    assert box_model().gno_local is None and not box_model().local_nearest  # off by default
+    with pytest.raises(ConfigError):
+        box_model(local_radius=-1.0)
+    with pytest.raises(ShapeError, match="input points"):
+        model.decode(torch.zeros(1, 8, 8, 8, 8, dtype=torch.float64), q)

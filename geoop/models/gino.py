@@ -15,7 +15,20 @@ For a sample with input points :math:`y_j` (features :math:`f_j`, quadrature wei
    blocks on the equiangular / Gauss lat-lon grid of the unit sphere (``latent="sphere"``),
    run once on the stacked ``(B, C, *grid)`` tensor of all samples.
 4. **Decoder** (GNO): :math:`v(x) = \bigoplus_{z_g \in B_{r_{out}}(x)} k_{out}(x, z_g)\odot h(z_g)`.
-5. **Projection**: a pointwise MLP to ``out_channels``.
+5. **Local geometry** (opt-in, ``local_radius > 0`` and/or ``local_nearest``): features of
+   each query computed from the sample's own input points at sub-grid resolution,
+   concatenated to :math:`v(x)`:
+
+   * ``local_radius > 0``: a second, small-radius GNO straight from the input points,
+     :math:`l(x) = \mathrm{mean}_{y_j \in B_{r_{loc}}(x)} k_{loc}(x, y_j, f_j)`
+     (``local_channels`` wide, 0 where the ball is empty);
+   * ``local_nearest``: the offset to the nearest input point :math:`y^*(x)` and its length,
+     in units of :math:`s` (``local_radius``, else ``radius_out``), and its features:
+     :math:`[(x - y^*)/s, |x - y^*|/s, f(y^*)]`.
+
+   The latent grid resolves nothing finer than its spacing (e.g. a leading-edge suction
+   peak); these features do, and ``GINO.query`` / ``forward`` compute them themselves.
+6. **Projection**: a pointwise MLP to ``out_channels``.
 
 Latent grids
 ------------
@@ -73,6 +86,33 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _nearest(points: Tensor, queries: Tensor, point_batch: Optional[Tensor], query_batch: Optional[Tensor],
+             num_samples: int) -> tuple[Tensor, Tensor]:
+    """Index (ΣQ,) of the nearest point of the same sample for every query (scipy KD-tree per
+    sample, no gradient) and a (ΣQ,) 0/1 mask, 0 where the sample has no point (index 0 then)."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    P = points.detach().cpu().double().numpy()
+    Qp = queries.detach().cpu().double().numpy()
+    if point_batch is None:
+        pptr, qptr = [0, P.shape[0]], [0, Qp.shape[0]]
+    else:
+        pc = torch.bincount(point_batch.detach().cpu(), minlength=num_samples)
+        qc = torch.bincount(query_batch.detach().cpu(), minlength=num_samples)
+        pptr = [0] + torch.cumsum(pc, 0).tolist()
+        qptr = [0] + torch.cumsum(qc, 0).tolist()
+    idx = np.zeros(Qp.shape[0], dtype=np.int64)
+    has = np.zeros(Qp.shape[0], dtype=np.float64)
+    for b in range(len(pptr) - 1):
+        p0, p1, q0, q1 = pptr[b], pptr[b + 1], qptr[b], qptr[b + 1]
+        if p1 > p0 and q1 > q0:
+            idx[q0:q1] = cKDTree(P[p0:p1]).query(Qp[q0:q1])[1] + p0
+            has[q0:q1] = 1.0
+    return (torch.from_numpy(idx).to(queries.device),
+            torch.from_numpy(has).to(device=queries.device, dtype=queries.dtype))
+
+
 class GINO(nn.Module):
     """GNO encoder -> FNO (box) / SFNO (sphere) latent -> GNO decoder, for batches of
     geometries of different sizes (see the module docstring for the maths).
@@ -106,6 +146,10 @@ class GINO(nn.Module):
     sphere_grid : ``"equiangular"`` or ``"legendre-gauss"``
     fno_kwargs : extra keyword arguments of ``FNOBlocks`` / ``SFNOBlocks``
     search_backend : backend of :func:`geoop.radius_search` when neighbourhoods are computed
+    local_radius : radius of the local GNO branch from the input points to the queries (step
+        5 of the module docstring); 0 (default) leaves it out
+    local_channels : output width of that branch
+    local_nearest : append the nearest-input-point features (step 5); default off
 
     ``config`` holds the constructor arguments (JSON-serialisable); :meth:`from_config`
     rebuilds the model.
@@ -139,6 +183,9 @@ class GINO(nn.Module):
         sphere_grid: str = "equiangular",
         fno_kwargs: Optional[dict] = None,
         search_backend: str = "auto",
+        local_radius: float = 0.0,
+        local_channels: int = 16,
+        local_nearest: bool = False,
     ):
         super().__init__()
         self.config = _jsonable({k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -207,7 +254,20 @@ class GINO(nn.Module):
         self.gno_in = GNO(self.in_channels, enc, radius=self.radius_in, kernel=kin, reduction=gno_reduction_in, **common)
         self.gno_out = GNO(width, width, radius=self.radius_out, kernel=kout, reduction=gno_reduction_out, **common)
         self.lifting = MLP(enc + self.latent_channels + self.coord_dim, width, (2 * width,), act=activation)
-        self.projection = MLP(width, self.out_channels, (int(projection_hidden or 2 * width),), act=activation)
+        self.local_radius, self.local_nearest = float(local_radius), bool(local_nearest)
+        if not (self.local_radius >= 0.0 and math.isfinite(self.local_radius)):
+            raise ConfigError(f"GINO: local_radius must be finite and >= 0, got {local_radius}")
+        self.gno_local = None
+        extra = 0
+        if self.local_radius > 0:
+            if int(local_channels) < 1:
+                raise ConfigError(f"GINO: local_channels must be >= 1 with local_radius > 0, got {local_channels}")
+            self.gno_local = GNO(self.in_channels, int(local_channels), radius=self.local_radius,
+                                 kernel="nonlinear" if self.in_channels else "kernel_only", reduction="mean", **common)
+            extra += int(local_channels)
+        if self.local_nearest:
+            extra += self.coord_dim + 1 + self.in_channels
+        self.projection = MLP(width + extra, self.out_channels, (int(projection_hidden or 2 * width),), act=activation)
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -344,8 +404,16 @@ class GINO(nn.Module):
         queries: Tensor,
         query_batch: Optional[Tensor] = None,
         neighbors_out: Optional[Neighborhoods] = None,
+        points: Optional[Tensor] = None,
+        x: Optional[Tensor] = None,
+        point_batch: Optional[Tensor] = None,
     ) -> Tensor:
-        """Decoder and projection: latent (B, W, *grid) and (ΣQ, d) queries -> (ΣQ, out)."""
+        """Decoder and projection: latent (B, W, *grid) and (ΣQ, d) queries -> (ΣQ, out).
+
+        ``points`` (ΣN, d), ``x`` (ΣN, in_channels) and ``point_batch`` (ΣN,) are the input
+        points of the samples; only the local-geometry features need them (required when
+        ``local_radius > 0`` or ``local_nearest``; ``point_batch`` and ``query_batch`` when B > 1).
+        """
         B, G = latent.shape[0], self.num_latent
         if queries.dim() != 2 or queries.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO: queries must have shape (Q, {self.coord_dim}), got {tuple(queries.shape)}")
@@ -356,7 +424,46 @@ class GINO(nn.Module):
         h = latent.flatten(2).transpose(1, 2).reshape(B * G, -1)
         w = self._latent_weights.to(dtype).repeat(B) if self.gno_out.reduction == "weighted" else None
         v = self.gno_out(self._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
+        if self.gno_local is not None or self.local_nearest:
+            v = torch.cat([v] + self._local_features(queries.to(dtype), points, x, query_batch, point_batch, B), 1)
         return self.projection(v)
+
+    def _local_features(self, queries: Tensor, points: Optional[Tensor], x: Optional[Tensor],
+                        query_batch: Optional[Tensor], point_batch: Optional[Tensor], B: int) -> list:
+        """Local-geometry features of the queries (module docstring, step 5): a list of
+        (ΣQ, local_channels) and/or (ΣQ, d + 1 + in_channels) tensors."""
+        if points is None or points.dim() != 2 or points.shape[1] != self.coord_dim:
+            got = None if points is None else tuple(points.shape)
+            raise ShapeError(f"GINO: local_radius/local_nearest need the input points (N, {self.coord_dim}) in decode, got {got}")
+        if self.in_channels and (x is None or tuple(x.shape) != (points.shape[0], self.in_channels)):
+            raise ShapeError(f"GINO: local features need x of shape ({points.shape[0]}, {self.in_channels}), "
+                             f"got {None if x is None else tuple(x.shape)}")
+        if B > 1 and (point_batch is None or query_batch is None):
+            raise ShapeError("GINO: local features of a batch of several samples need point_batch and query_batch")
+        dtype = queries.dtype
+        pts = points.to(dtype)
+        xf = None if not self.in_channels else x.to(dtype)
+        pb, qb = (point_batch, query_batch) if B > 1 else (None, None)
+        out = []
+        if self.gno_local is not None:
+            from ..neighbors.search import radius_search
+
+            with torch.no_grad():
+                nb = radius_search(pts, queries, self.local_radius, pb, qb, backend=self.search_backend)
+            nb.num_sources = int(pts.shape[0])
+            out.append(self.gno_local(pts, queries, nb, xf))
+        if self.local_nearest:
+            s = self.local_radius if self.local_radius > 0 else self.radius_out
+            idx, has = _nearest(pts, queries, pb, qb, B)
+            off = (queries - pts[idx]) * has[:, None]
+            d2 = off.square().sum(1, keepdim=True)
+            pos = d2 > 0
+            dist = torch.where(pos, d2, torch.ones_like(d2)).sqrt() * pos  # no NaN gradient at 0
+            feats = [off / s, dist / s]
+            if xf is not None:
+                feats.append(xf[idx] * has[:, None])
+            out.append(torch.cat(feats, 1))
+        return out
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: GeometryBatch, x: Optional[Tensor] = None) -> Tensor:
@@ -377,7 +484,7 @@ class GINO(nn.Module):
             raise ShapeError(f"GINO.forward: expected a GeometryBatch, got {type(batch).__name__}")
         B = batch.num_samples
         latent = self.encode(batch.points, x, batch.weights, batch.batch, B, batch.neighbors_in, batch.latent_features)
-        return self.decode(latent, batch.queries, batch.query_batch, batch.neighbors_out)
+        return self.decode(latent, batch.queries, batch.query_batch, batch.neighbors_out, batch.points, x, batch.batch)
 
     def query(
         self,
@@ -416,7 +523,7 @@ class GINO(nn.Module):
         lf = None if latent_features is None else latent_features.unsqueeze(0)
         latent = self.encode(pts, x, w, None, 1, None, lf)
         cs = max(1, int(chunk_size))
-        outs = [self.decode(latent, q[i : i + cs]) for i in range(0, q.shape[0], cs)]
+        outs = [self.decode(latent, q[i : i + cs], points=pts, x=x) for i in range(0, q.shape[0], cs)]
         if not outs:
             return latent.new_zeros((0, self.out_channels))
         return torch.cat(outs)
