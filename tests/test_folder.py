@@ -244,6 +244,34 @@ def test_subsample_is_reproducible_per_epoch_and_consistent(foam):
     assert abs(np.mean(tot) / float(full[1].queries.weights.sum()) - 1) < 0.02
 
 
+def test_subsample_near_input_keeps_the_queries_near_the_input_points(foam):
+    """subsample near_input: every query within r of an input point is in every epoch's
+    subsample, the others are drawn at random to fill the count, and the quadrature weights
+    stay unbiased (the drawn ones scaled by the inverse fraction of the others)."""
+    from scipy.spatial import cKDTree
+
+    full = MeshFolderDataset(foam, inputs=["p"], targets=["U"], split="all", **FOAM)[1]
+    d, _ = cKDTree(full.geometry.points.double().numpy()).query(full.queries.points.double().numpy())
+    r = float(np.quantile(d, 0.2))
+    near = set(np.nonzero(d <= r)[0].tolist())
+    k = len(near) + 5
+    assert 0 < len(near) and k < full.queries.n_points
+    ds = MeshFolderDataset(foam, inputs=["p"], targets=["U"], split="all", subsample={"queries": k, "near_input": r}, **FOAM)
+    tot, drawn = [], set()
+    for e in range(200):
+        ds.set_epoch(e)
+        s = ds[1]
+        idx = set(s.meta["query_index"].tolist())
+        assert near <= idx and len(idx) == k
+        drawn |= idx - near
+        torch.testing.assert_close(s.queries.fields["U"], full.queries.fields["U"][s.meta["query_index"]])
+        tot.append(float(s.queries.weights.sum()))
+    assert len(drawn) > 5  # the others change from epoch to epoch
+    assert abs(np.mean(tot) / float(full.queries.weights.sum()) - 1) < 0.02
+    with pytest.raises(DatasetError, match="near_input"):
+        MeshFolderDataset(foam, inputs=["p"], targets=["U"], split="all", subsample={"queries": k, "near_input": -1.0}, **FOAM)
+
+
 # ---------------------------------------------------------------------------- neighbourhoods
 def _ball(sources: torch.Tensor, queries: torch.Tensor, r: float) -> Neighborhoods:
     from scipy.spatial import cKDTree

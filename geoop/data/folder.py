@@ -464,7 +464,11 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`).
     drop_flat_z : when every case is 2-D (z = 0 everywhere), return 2-D points.
     subsample : None, an int (points kept) or a fraction in (0, 1], for both input points
-        and queries, or a dict ``{"points": ..., "queries": ...}``.
+        and queries, or a dict ``{"points": ..., "queries": ..., "near_input": r}``; with
+        ``near_input`` every query within distance ``r`` (in the dataset's normalised units) of
+        an input point is always kept (e.g. the wall nodes of a volume mesh), and the rest of
+        the ``queries`` count is drawn at random from the others (their quadrature weights are
+        scaled by the inverse sampling fraction of the others, the kept ones are not).
     neighbors : callable ``f(sample) -> sample`` filling ``neighbors_in``/``neighbors_out``
         /``latent_features`` (e.g. ``GINO.precompute``), run once per case on the full
         normalised case.
@@ -578,17 +582,20 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     @staticmethod
     def _parse_subsample(s):
         if s is None:
-            return {"points": None, "queries": None}
+            return {"points": None, "queries": None, "near_input": None}
         spec = dict(s) if isinstance(s, Mapping) else {"points": s, "queries": s}
-        unknown = set(spec) - {"points", "queries"}
+        unknown = set(spec) - {"points", "queries", "near_input"}
         if unknown:
-            raise DatasetError(f"MeshFolderDataset: subsample keys must be 'points'/'queries', got {sorted(unknown)}")
+            raise DatasetError(f"MeshFolderDataset: subsample keys must be 'points'/'queries'/'near_input', got {sorted(unknown)}")
+        near = spec.pop("near_input", None)
+        if near is not None and (isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 <= near < float("inf")):
+            raise DatasetError(f"MeshFolderDataset: subsample['near_input'] must be a distance >= 0, got {near!r}")
         for k, v in spec.items():
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (isinstance(v, float) and v > 1):
                 raise DatasetError(f"MeshFolderDataset: subsample[{k!r}] must be an int > 0 or a fraction in (0, 1], got {v!r}")
-        return {"points": spec.get("points"), "queries": spec.get("queries")}
+        return {"points": spec.get("points"), "queries": spec.get("queries"), "near_input": near}
 
     @staticmethod
     def _given_transform(normalize) -> bool:
@@ -802,6 +809,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             meta=sample.meta,
         )
 
+    def _near_input(self, case: str, g: Geometry, q: Geometry, r: float) -> Tensor:
+        """(Q,) bool: the queries of ``case`` within ``r`` of an input point (cached per case)."""
+        cache = self.__dict__.setdefault("_near_cache", {})
+        if case not in cache:
+            from scipy.spatial import cKDTree
+
+            d, _ = cKDTree(g.points.double().numpy()).query(q.points.double().numpy())
+            cache[case] = torch.from_numpy(d <= r)
+        return cache[case]
+
     def _generator(self, index: int, stream: int) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, self.epoch, index, stream]).generate_state(2, dtype=np.uint32)
         g = torch.Generator()
@@ -831,8 +848,19 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 nin = _keep_sources(nin, pidx, full.geometry.n_points)
         if self.subsample["queries"] is not None and self._count(self.subsample["queries"], q.n_points) < q.n_points:
             k = self._count(self.subsample["queries"], q.n_points)
-            qidx = torch.randperm(q.n_points, generator=self._generator(index, 1))[:k].sort().values
-            w = q.weights[qidx] * (q.n_points / k)
+            near = self.subsample.get("near_input")
+            if near is None:
+                qidx = torch.randperm(q.n_points, generator=self._generator(index, 1))[:k].sort().values
+                w = q.weights[qidx] * (q.n_points / k)
+            else:
+                keep = self._near_input(case, full.geometry, q, float(near))
+                rest = torch.nonzero(~keep).flatten()
+                k_rest = max(0, min(k - int(keep.sum()), rest.numel()))
+                pick = rest[torch.randperm(rest.numel(), generator=self._generator(index, 1))[:k_rest]]
+                qidx = torch.cat([torch.nonzero(keep).flatten(), pick]).sort().values
+                scale = torch.ones(q.n_points, dtype=q.weights.dtype)
+                scale[rest] = rest.numel() / max(k_rest, 1)
+                w = q.weights[qidx] * scale[qidx]
             q = q.select(qidx).replace(weights=w)
             if nout is not None:
                 nout = _take_queries(nout, qidx)
