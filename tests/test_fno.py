@@ -189,3 +189,18 @@ def test_complex_mode_matmul_equals_complex_einsum_with_gradients():
         gx, gw = torch.autograd.grad(y.abs().square().sum(), (x, w))
         rx, rw = torch.autograd.grad(ref.abs().square().sum(), (x, w))
         assert torch.allclose(gx, rx, atol=1e-10) and torch.allclose(gw, rw, atol=1e-10)
+
+
+def test_complex_mode_matmul_gradcheck_and_double_backward():
+    """The hand-written backward of the spectral contraction against finite differences,
+    and its double-backward path (``create_graph=True``) against finite differences too."""
+    from geoop.nn.fno import complex_mode_matmul
+
+    g = torch.Generator().manual_seed(1)
+    for b in (1, 3):
+        x = torch.randn(b, 3, 2, 5, dtype=torch.complex128, generator=g).requires_grad_()
+        w = torch.randn(3, 4, 2, 5, dtype=torch.complex128, generator=g).requires_grad_()
+        assert torch.autograd.gradcheck(complex_mode_matmul, (x, w))
+        assert torch.autograd.gradgradcheck(complex_mode_matmul, (x, w))
+    with pytest.raises(ShapeError, match="do not match"):
+        complex_mode_matmul(torch.zeros(1, 3, 4, dtype=torch.cfloat), torch.zeros(3, 2, 5, dtype=torch.cfloat))
