@@ -103,17 +103,85 @@ def _n_params(model) -> int:
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
 
 
+DEVICE = "cpu"  # set by main() from --device; the workers read it
+
+
+def _to(*tensors):
+    return tuple(t.to(DEVICE) for t in tensors)
+
+
+def _sync() -> None:
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def _timed(fn, warmup: int, steps: int) -> dict:
-    """Median wall and CPU (process, all threads) seconds of ``steps`` calls after ``warmup``."""
+    """Median wall and CPU (process, all threads) seconds of ``steps`` calls after ``warmup``
+    (on CUDA each call is synchronised, so wall time includes the kernels)."""
     for _ in range(warmup):
         fn()
+    _sync()
     wall, cpu = [], []
     for _ in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
+        _sync()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"time_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "times_s": wall}
+
+
+class _Peak:
+    """Peak memory of what runs between construction and :meth:`mb`, above the start.
+
+    CPU: the resident-set high-water mark above the RSS at the start (``_baseline_mb``):
+    what the OS sees, including memory the C allocator keeps after ``free``. CUDA:
+    ``torch.cuda.max_memory_allocated`` above the allocation at the start (live tensors)."""
+
+    def __init__(self):
+        if DEVICE.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = _baseline_mb()
+
+    def mb(self) -> float:
+        if DEVICE.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        return _maxrss_mb() - self.base
+
+
+def _live_peak_mb(fn) -> "float | None":
+    """Peak of live tensor bytes during one ``fn()`` on the CPU, above the start: the
+    running sum of the allocations and frees that ``torch.profiler`` records
+    (``profile_memory=True``), independent of how the C allocator reuses or returns memory
+    (the CPU analogue of ``torch.cuda.max_memory_allocated``). None on CUDA."""
+    if DEVICE.startswith("cuda"):
+        return None
+    import json as _json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(path)
+        events = _json.load(open(path))["traceEvents"]
+    live = peak = 0
+    for e in sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"]):
+        live += int(e["args"]["Bytes"])
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def _car(i: int = 0):
@@ -187,10 +255,10 @@ def _neuralop_model():
 def worker_neuralop_step(args) -> dict:
     import torch
 
-    pts, nrm, prs, _ = _car(0)
-    latent = _latent_grid(torch)
-    model = _neuralop_model()
-    base = _baseline_mb()
+    pts, nrm, prs, _ = _to(*_car(0)[:3], torch.zeros(0))
+    latent = _latent_grid(torch).to(DEVICE)
+    model = _neuralop_model().to(DEVICE)
+    peak = _Peak()
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -200,7 +268,8 @@ def worker_neuralop_step(args) -> dict:
 
     return {
         **_timed(step, args.warmup, args.steps),
-        "peak_mb": _maxrss_mb() - base,
+        "peak_mb": peak.mb(),
+        "live_peak_mb": _live_peak_mb(step),
         "params": _n_params(model),
     }
 
@@ -208,16 +277,16 @@ def worker_neuralop_step(args) -> dict:
 def worker_neuralop_batch8(args) -> dict:
     import torch
 
-    geoms = _eight_geometries()
-    latent = _latent_grid(torch)
-    model = _neuralop_model()
+    geoms = [_to(*g) for g in _eight_geometries()]
+    latent = _latent_grid(torch).to(DEVICE)
+    model = _neuralop_model().to(DEVICE)
     # One call with 8 different geometries: the geometries must be one (1, n, 3) tensor;
     # ragged sizes cannot even be stacked, and a padded stack is not accepted either.
     error = None
     try:
         n = max(p.shape[0] for p, _, _ in geoms)
-        padded = torch.zeros(len(geoms), n, 3)
-        feats = torch.zeros(len(geoms), n, 3)
+        padded = torch.zeros(len(geoms), n, 3, device=DEVICE)
+        feats = torch.zeros(len(geoms), n, 3, device=DEVICE)
         for i, (p, f, _) in enumerate(geoms):
             padded[i, : p.shape[0]] = p
             feats[i, : p.shape[0]] = f
@@ -225,7 +294,7 @@ def worker_neuralop_batch8(args) -> dict:
         error = f"no exception, but output of shape {tuple(out.shape)} from a padded (8, {n}, 3) input"
     except Exception as exc:  # what neuralop does with a batch of different geometries
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-    base = _baseline_mb()
+    peak = _Peak()
 
     def eight():
         model.zero_grad(set_to_none=True)
@@ -236,7 +305,7 @@ def worker_neuralop_batch8(args) -> dict:
         loss.backward()
 
     return {"batched_call_error": error, **_timed(eight, 1, max(1, args.steps // 2)),
-            "peak_mb": _maxrss_mb() - base}
+            "peak_mb": peak.mb()}
 
 
 # ----------------------------------------------------------------------------- geoop
@@ -290,15 +359,15 @@ def _geoop_batch(model, samples, precompute: bool):
 
     if precompute:
         samples = [model.precompute(s) for s in samples]
-    return GeometryBatch.from_samples(samples)
+    return GeometryBatch.from_samples(samples).to(DEVICE)
 
 
 def worker_geoop_step(args, search: bool = False) -> dict:
 
     pts, nrm, prs, _ = _car(0)
-    model = _geoop_model()
-    sample = _geoop_sample(pts, nrm, prs)
-    base = _baseline_mb()
+    model = _geoop_model().to(DEVICE)
+    sample = _geoop_sample(*_to(pts, nrm, prs))
+    peak = _Peak()
     if search:
         def step():
             batch = _geoop_batch(model, [sample], precompute=True)
@@ -308,7 +377,8 @@ def worker_geoop_step(args, search: bool = False) -> dict:
         step = _geoop_step_fn(model, batch)
     return {
         **_timed(step, args.warmup, args.steps),
-        "peak_mb": _maxrss_mb() - base,
+        "peak_mb": peak.mb(),
+        "live_peak_mb": _live_peak_mb(step),
         "params": _n_params(model),
     }
 
@@ -318,26 +388,26 @@ def worker_geoop_step_search(args) -> dict:
 
 
 def worker_geoop_batch8(args) -> dict:
-    model = _geoop_model()
-    samples = [_geoop_sample(*g) for g in _eight_geometries()]
+    model = _geoop_model().to(DEVICE)
+    samples = [_geoop_sample(*_to(*g)) for g in _eight_geometries()]
     batch = _geoop_batch(model, samples, precompute=True)
-    base = _baseline_mb()
-    return {**_timed(_geoop_step_fn(model, batch), 1, max(1, args.steps // 2)), "peak_mb": _maxrss_mb() - base,
+    peak = _Peak()
+    return {**_timed(_geoop_step_fn(model, batch), 1, max(1, args.steps // 2)), "peak_mb": peak.mb(),
             "points": [int(c) for c in batch.counts()]}
 
 
 def worker_geoop_single8(args) -> dict:
-    model = _geoop_model()
-    samples = [_geoop_sample(*g) for g in _eight_geometries()]
+    model = _geoop_model().to(DEVICE)
+    samples = [_geoop_sample(*_to(*g)) for g in _eight_geometries()]
     batches = [_geoop_batch(model, [s], precompute=True) for s in samples]
     steps = [_geoop_step_fn(model, b) for b in batches]
-    base = _baseline_mb()
+    peak = _Peak()
 
     def eight():
         for s in steps:
             s()
 
-    return {**_timed(eight, 1, max(1, args.steps // 2)), "peak_mb": _maxrss_mb() - base}
+    return {**_timed(eight, 1, max(1, args.steps // 2)), "peak_mb": peak.mb()}
 
 
 def worker_gno_10m(args) -> dict:
@@ -357,8 +427,10 @@ def worker_gno_10m(args) -> dict:
     nb = Neighborhoods(index, ptr, num_sources=s, radius=0.1)
     f = torch.randn(s, 32, generator=g)
     w = torch.full((s,), 1.0 / s)
-    layer = GNO(32, 32, coord_dim=3, mlp_hidden=(64, 64), kernel="linear", reduction="weighted")
-    base = _baseline_mb()
+    layer = GNO(32, 32, coord_dim=3, mlp_hidden=(64, 64), kernel="linear", reduction="weighted").to(DEVICE)
+    sources, queries, f, w = _to(sources, queries, f, w)
+    nb = nb.to(DEVICE)
+    peak = _Peak()
 
     def step():
         layer.zero_grad(set_to_none=True)
@@ -366,7 +438,7 @@ def worker_gno_10m(args) -> dict:
         out.square().mean().backward()
 
     return {"edges": int(index.numel()), **_timed(step, 1, max(1, args.steps // 2)),
-            "peak_mb": _maxrss_mb() - base}
+            "peak_mb": peak.mb()}
 
 
 def worker_query_1m(args) -> dict:
@@ -375,15 +447,17 @@ def worker_query_1m(args) -> dict:
     from geoop import Geometry
 
     pts, nrm, prs, _ = _car(0)
-    model = _geoop_model().eval()
+    pts, nrm = _to(pts, nrm)
+    model = _geoop_model().eval().to(DEVICE)
     geom = Geometry(pts, fields={"x": nrm}, validate=False)
-    q = torch.rand(1_000_000, 3, generator=torch.Generator().manual_seed(0))
-    base = _baseline_mb()
+    q = torch.rand(1_000_000, 3, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    peak = _Peak()
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         out = model.query(geom, q, x=nrm) if _query_takes_x(model) else model.query(geom, q)
+    _sync()
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    return {"time_s": dt, "cpu_s": dc, "peak_mb": _maxrss_mb() - base, "out_shape": list(out.shape)}
+    return {"time_s": dt, "cpu_s": dc, "peak_mb": peak.mb(), "out_shape": list(out.shape)}
 
 
 def _query_takes_x(model) -> bool:
@@ -413,7 +487,8 @@ GROUPS = {
 # ----------------------------------------------------------------------------- driver
 def _run_worker(name: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--device", args.device]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -444,6 +519,7 @@ def summarize(res: dict) -> dict:
         "step_cpu_ratio_with_search": _ratio(_get(res, "geoop_step_search", "cpu_s"), _get(res, "neuralop_step", "cpu_s")),
         "step_memory_ratio": _ratio(gm, nm),
         "step_memory_ratio_with_search": _ratio(gsm, nm),
+        "step_live_memory_ratio": _ratio(_get(res, "geoop_step", "live_peak_mb"), _get(res, "neuralop_step", "live_peak_mb")),
         "batch8_ratio": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "geoop_single8", "time_s")),
         "batch8_vs_neuralop_8_calls": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "neuralop_batch8", "time_s")),
         "batch8_cpu_ratio": _ratio(_get(res, "geoop_batch8", "cpu_s"), _get(res, "geoop_single8", "cpu_s")),
@@ -468,21 +544,22 @@ def _fmt(v, unit=""):
 
 
 def print_table(res: dict, s: dict) -> None:
-    rows = [("measurement", "wall [s]", "cpu [s]", "peak [MiB]")]
+    rows = [("measurement", "wall [s]", "cpu [s]", "peak [MiB]", "live peak [MiB]")]
     for name in WORKERS:
         if name in res:
             r = res[name]
             if "error" in r:
-                rows.append((name, "error", "", r["error"][:100]))
+                rows.append((name, "error", "", r["error"][:100], ""))
                 continue
-            rows.append((name, _fmt(r.get("time_s")), _fmt(r.get("cpu_s")), _fmt(r.get("peak_mb"))))
-    w = [max(len(str(r[i])) for r in rows) for i in range(4)]
+            rows.append((name, _fmt(r.get("time_s")), _fmt(r.get("cpu_s")), _fmt(r.get("peak_mb")),
+                         _fmt(r.get("live_peak_mb"))))
+    w = [max(len(str(r[i])) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
     print()
     for key, target in TARGETS.items():
         print(f"{key:30s} {_fmt(s.get(key)):>10s}   target <= {target}   ok={s['meets_target'][key]}")
-    for key in ("step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
+    for key in ("step_live_memory_ratio", "step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
                 "step_memory_ratio_with_search", "batch8_cpu_ratio", "batch8_vs_neuralop_8_calls",
                 "params_geoop", "params_neuralop"):
         print(f"{key:30s} {_fmt(s.get(key)):>10s}")
@@ -498,8 +575,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on the CPU, "
+                   "torch.cuda.max_memory_allocated on CUDA)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
 
     import torch
 
@@ -518,7 +599,8 @@ def main(argv=None) -> int:
         res[name] = _run_worker(name, args)
         print(f"# {name}: {json.dumps(res[name])}", file=sys.stderr, flush=True)
     s = summarize(res)
-    env = {"torch": torch.__version__, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
+    env = {"torch": torch.__version__, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+           "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
     try:
         import neuralop
 
