@@ -104,8 +104,12 @@ class GNO(nn.Module):
     pos_embed : ``"nerf"``, ``"sinusoidal"`` or ``"none"``/``None``
     n_freqs : number of frequencies of the positional embedding
     activation : activation of the kernel MLP (``"gelu"``, ``"relu"``, ...)
-    chunk_edges : maximum number of edges processed at once (small chunks keep the per-edge
-        tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one big chunk)
+    chunk_edges : maximum number of edges processed at once on the CPU (small chunks keep the
+        per-edge tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one
+        big chunk)
+    chunk_edges_cuda : the same on a GPU, where a chunk is a few kernel launches and host
+        synchronisations, so chunks are larger (default 256k edges: 64 MiB per 64-wide
+        per-edge tensor in float32)
     checkpoint : ``"auto"`` (checkpoint each chunk when gradients are needed and the call
         has more than ``checkpoint_edges`` edges), ``True`` (whenever gradients are needed)
         or ``False``
@@ -131,6 +135,7 @@ class GNO(nn.Module):
         n_freqs: int = 8,
         activation: str = "gelu",
         chunk_edges: int = 1 << 14,
+        chunk_edges_cuda: int = 1 << 18,
         checkpoint: Union[bool, str] = "auto",
         checkpoint_edges: int = 1 << 19,
     ):
@@ -149,6 +154,7 @@ class GNO(nn.Module):
         if checkpoint not in (True, False, "auto"):
             raise ConfigError(f"GNO: checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.chunk_edges = int(chunk_edges)
+        self.chunk_edges_cuda = int(chunk_edges_cuda)
         self.checkpoint = checkpoint
         self.checkpoint_edges = int(checkpoint_edges)
 
@@ -241,7 +247,7 @@ class GNO(nn.Module):
 
         ptr = neighbors.ptr
         index = neighbors.index
-        chunks = _edge_chunks(ptr, self.chunk_edges)
+        chunks = _edge_chunks(ptr, self.chunk_edges_cuda if hq.is_cuda else self.chunk_edges)
         need_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (hq, hs, src_mult)
         )
