@@ -101,3 +101,47 @@ def test_te_stagnation_changes_only_the_trailing_edge_node():
     assert changed.tolist() == te.tolist()
     assert float(v1.fields["p"][te[0], 0]) == 1.0
     assert float(v1.fields["u"][te[0], 0]) == 0.0 and float(v1.fields["v"][te[0], 0]) == 0.0
+
+
+def test_limit_blas_threads_reaches_numpys_openblas():
+    """The demo sets the OpenBLAS threads of numpy (and scipy) too, not only torch's: on a
+    busy machine the panel-method solves were 20-100x slower with spinning BLAS threads."""
+    import sys
+
+    from geoop.cli.demo import _limit_blas_threads
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    cfg = np.show_config(mode="dicts") if hasattr(np, "show_config") else {}
+    blas = str(cfg.get("Build Dependencies", {}).get("blas", {}).get("name", "")) if isinstance(cfg, dict) else ""
+    done = _limit_blas_threads(1)
+    if "openblas" in blas:
+        assert any("numpy" in p for p in done), done
+    a = np.random.default_rng(0).random((50, 50)) + 50 * np.eye(50)
+    assert np.allclose(a @ np.linalg.solve(a, np.ones(50)), 1.0)
+
+
+def test_mirrored_case_is_the_reflection_about_the_chord(tmp_path):
+    """prepare_cases(mirror=[case]): y -> -y, v -> -v, free stream (cos a, -sin a), normals
+    reflected, u / p / Cp unchanged, triangles still counter-clockwise."""
+    from geoop.cli.demo import prepare_cases
+
+    from geoop.data import airfoil
+
+    entries = airfoil.generate(str(tmp_path / "raw"), 1, seed=3, alpha_deg=6.0, n_volume=800, n_panels=80)
+    prepare_cases(tmp_path / "raw", tmp_path / "body", entries, frame="body")
+    prepare_cases(tmp_path / "raw", tmp_path / "mirror", entries, frame="body", mirror=[entries[0]["case"]])
+    sb, sm = (geoop.read(tmp_path / d / entries[0]["surface"]) for d in ("body", "mirror"))
+    vb, vm = (geoop.read(tmp_path / d / entries[0]["volume"]) for d in ("body", "mirror"))
+    flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(sm.points.double(), sb.points.double() * flip)
+    torch.testing.assert_close(vm.points.double(), vb.points.double() * flip)
+    torch.testing.assert_close(sm.fields["freestream"].double(), sb.fields["freestream"].double() * flip[:2])
+    torch.testing.assert_close(sm.fields["normal"].double(), sb.fields["normal"].double() * flip[:2])
+    torch.testing.assert_close(sm.fields["Cp"], sb.fields["Cp"])
+    for k, sign in (("u", 1.0), ("v", -1.0), ("p", 1.0)):
+        torch.testing.assert_close(vm.fields[k].double(), sign * vb.fields[k].double())
+    p, t = vm.points[:, :2].double(), vm.cells["triangle"]
+    a, b, c = p[t[:, 0]], p[t[:, 1]], p[t[:, 2]]
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    assert (cross > 0).all()

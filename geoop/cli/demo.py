@@ -83,8 +83,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="trailing-edge node as a stagnation point (Cp = 1, the potential-flow value at a "
                         "finite-angle trailing edge) instead of the raw panel value, which is discretisation "
                         "noise (see geoop.data.airfoil.make_case; default: on)")
+    p.add_argument("--mirror", type=float, default=0.0,
+                   help="fraction of the training airfoils mirrored about the chord line (an exact symmetry; "
+                        "lower-surface suction peaks at negative angles; the unseen airfoils are never mirrored)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     return p
+
+
+def _limit_blas_threads(n: int) -> list:
+    """Set the thread count of every OpenBLAS loaded in this process (numpy's and scipy's
+    bundled copies) to ``n``; ``torch.set_num_threads`` does not reach them. On the busy
+    2-core machine numpy's 141 x 141 panel-method solve took 9-60 ms with the default
+    threads and 0.4 ms with one. Linux only (reads /proc/self/maps); returns the libraries set."""
+    import ctypes
+
+    done = []
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+    except OSError:
+        return done
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(int(n)))
+                done.append(path)
+                break
+    return done
 
 
 def _rotate(xy, angle):
@@ -94,7 +124,7 @@ def _rotate(xy, angle):
     return np.stack([c * xy[:, 0] - s * xy[:, 1], s * xy[:, 0] + c * xy[:, 1]], 1)
 
 
-def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, frame: str = "wind") -> None:
+def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, frame: str = "wind", mirror=()) -> None:
     """Frame choice and cropping of generated cases.
 
     ``frame="wind"``: rotate every case by minus its angle of attack (the free stream is +x,
@@ -104,7 +134,14 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
     input of the model); the volume velocities stay in that frame. Either way the volume
     mesh is cropped to ``window`` (triangles with a node outside are dropped).
 
-    Shapes: surface ``freestream`` (N, 2) (body frame only), ``Cp`` (N, 1); volume ``u``,
+    ``mirror``: names of cases written mirrored about the chord line first (``y -> -y``,
+    ``v -> -v``, ``alpha -> -alpha``: an exact symmetry of the flow; a cambered airfoil at a
+    positive angle becomes a negatively cambered one at a negative angle, with its
+    leading-edge suction peak on the lower surface). ``window`` must be symmetric in y.
+
+    The surface also carries its outward unit normal as the point field ``normal``.
+
+    Shapes: surface ``freestream`` (N, 2) (body frame only), ``normal`` (N, 2), ``Cp`` (N, 1); volume ``u``,
     ``v``, ``p`` (M, 1) each.
     """
     import numpy as np
@@ -116,15 +153,22 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
 
     if frame not in FRAMES:
         raise ConfigError(f"demo: unknown frame {frame!r}; valid: {list(FRAMES)}")
+    mirror = set(mirror)
+    if mirror and window[2] != -window[3]:
+        raise ConfigError(f"demo: mirrored cases need a window symmetric in y, got {window}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for e in entries:
-        alpha = math.radians(float(e["params"]["alpha_deg"]))
+        flip = e["case"] in mirror
+        sy = -1.0 if flip else 1.0
+        alpha = sy * math.radians(float(e["params"]["alpha_deg"]))
         a = -alpha if frame == "wind" else 0.0
         s = read(raw_dir / e["surface"])
         v = read(raw_dir / e["volume"])
-        sp = s.points.double().numpy()
-        sn = None if s.normals is None else s.normals.double().numpy()
+        sp = s.points.double().numpy() * [1.0, sy, 1.0][: s.points.shape[1]]
+        sn = None if s.normals is None else s.normals.double().numpy() * [1.0, sy, 1.0][: s.normals.shape[1]]
         sfields = {"Cp": s.fields["Cp"]}
+        if sn is not None:  # the outward unit normal as a point field (a possible model input)
+            sfields["normal"] = _rotate(sn[:, :2], a)
         if frame == "body":
             sfields["freestream"] = np.tile([[math.cos(alpha), math.sin(alpha)]], (sp.shape[0], 1))
         surf = Geometry(
@@ -132,11 +176,13 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
             normals=None if sn is None else np.concatenate([_rotate(sn[:, :2], a), sn[:, 2:]], 1),
             fields=sfields, name=s.name,
         )
-        vp = v.points.double().numpy()
+        vp = v.points.double().numpy() * [1.0, sy, 1.0][: v.points.shape[1]]
         xy = _rotate(vp[:, :2], a)
-        vel = _rotate(np.concatenate([v.fields["u"].double().numpy(), v.fields["v"].double().numpy()], 1), a)
+        vel = _rotate(np.concatenate([v.fields["u"].double().numpy(), sy * v.fields["v"].double().numpy()], 1), a)
         inside = (xy[:, 0] >= window[0]) & (xy[:, 0] <= window[1]) & (xy[:, 1] >= window[2]) & (xy[:, 1] <= window[3])
         tri = v.cells["triangle"].numpy()
+        if flip:  # keep the triangles counter-clockwise
+            tri = tri[:, [0, 2, 1]]
         keep = inside[tri].all(1)
         tri = tri[keep]
         used = np.unique(tri)
@@ -221,6 +267,9 @@ def run(args) -> int:
         cores = os.cpu_count() or 1
         threads = max(1, min(cores, round(cores - os.getloadavg()[0])))
     torch.set_num_threads(int(threads))
+    import scipy.spatial  # noqa: F401  (loads scipy's OpenBLAS, so that it is limited too)
+
+    log.debug("OpenBLAS threads set to %d in %s", int(threads), _limit_blas_threads(int(threads)))
     fast = bool(args.fast)
     # more airfoils beat more epochs on the same ones (measured in the module docstring)
     n_train = args.train_cases or (16 if fast else 320)
@@ -238,13 +287,20 @@ def run(args) -> int:
     frame = getattr(args, "frame", "body")
     entries = airfoil.generate(str(raw), n_train + n_test, seed=args.seed, n_volume=n_vol, n_panels=(100, 140),
                                te_stagnation=bool(getattr(args, "te_stagnation", True)))
-    prepare_cases(raw, data, entries, frame=frame)
     names = [e["case"] for e in entries]
     # the unseen airfoils are the first n_test cases: the same ones whatever --train-cases
     test_names, train_names = names[:n_test], names[n_test:]
+    frac = float(getattr(args, "mirror", 0.0) or 0.0)
+    if not 0.0 <= frac <= 1.0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"demo: --mirror must be a fraction in [0, 1], got {frac}")
+    pick = np.random.default_rng(args.seed).permutation(len(train_names))[: int(round(frac * len(train_names)))]
+    mirrored = [train_names[i] for i in sorted(pick)]
+    prepare_cases(raw, data, entries, frame=frame, mirror=mirrored)
     (data / "split.json").write_text(json.dumps({"train": train_names, "test": test_names}))
     t_data = time.perf_counter() - t0
-    print(f"[demo] {n_train} training + {n_test} unseen airfoils generated in {t_data:.0f} s -> {data} "
+    print(f"[demo] {n_train} training ({len(mirrored)} mirrored) + {n_test} unseen airfoils generated in {t_data:.0f} s -> {data} "
           f"(torch threads: {threads})", flush=True)
 
     # 3. train
@@ -296,7 +352,7 @@ def run(args) -> int:
     total = time.perf_counter() - t_start
     median = {k: float(np.median(v)) for k, v in errs.items()}
     report = {"relative_l2_unseen": summary, "relative_l2_unseen_median": median, "per_case": errs,
-              "test_case_names": list(test_names), "train_cases": n_train, "test_cases": n_test,
+              "test_case_names": list(test_names), "train_cases": n_train, "test_cases": n_test, "mirrored": len(mirrored),
               "epochs": epochs, "threads": threads, "time_s": {"data": t_data, "train": t_train, "total": total}}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     print("[demo] relative L2 error on unseen airfoils (mean over cases):")
