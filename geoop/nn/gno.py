@@ -107,9 +107,10 @@ class GNO(nn.Module):
     chunk_edges : maximum number of edges processed at once on the CPU (small chunks keep the
         per-edge tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one
         big chunk)
-    chunk_edges_cuda : the same on a GPU, where a chunk is a few kernel launches and host
-        synchronisations, so chunks are larger (default 256k edges: 64 MiB per 64-wide
-        per-edge tensor in float32)
+    chunk_edges_cuda : the same on a GPU without checkpointing, where a chunk is a few kernel
+        launches and host synchronisations, so chunks are larger (default 256k edges: 64 MiB
+        per 64-wide per-edge tensor in float32); checkpointed calls keep ``chunk_edges``,
+        whose size bounds their memory
     checkpoint : ``"auto"`` (checkpoint each chunk when gradients are needed and the call
         has more than ``checkpoint_edges`` edges), ``True`` (whenever gradients are needed)
         or ``False``
@@ -247,13 +248,14 @@ class GNO(nn.Module):
 
         ptr = neighbors.ptr
         index = neighbors.index
-        chunks = _edge_chunks(ptr, self.chunk_edges_cuda if hq.is_cuda else self.chunk_edges)
         need_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (hq, hs, src_mult)
         )
         ckpt = need_grad and (
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
+        # the checkpointed path's chunk bounds its memory: chunk_edges on every device
+        chunks = _edge_chunks(ptr, self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
         if ckpt:
             params = [p for p in self.rest.parameters()]
             out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
