@@ -3,7 +3,8 @@
 Checks, printed as JSON: (1) ``radius_search`` on CUDA returns the same neighbour sets as
 on the CPU; (2) a GINO (the car configuration of ``benchmarks/gino.py``) on a batch of 3
 different geometries gives the same outputs and parameter gradients on CUDA as on the CPU
-(relative difference, float32); (3) ``GINO.query`` in chunks on CUDA equals one shot.
+(relative difference, float32); (3) ``GINO.query`` in chunks on CUDA equals one shot;
+and it reports the host synchronisations of one CUDA training step (sync debug mode).
 Exit status 1 when a check fails.
 """
 from __future__ import annotations
@@ -57,6 +58,19 @@ def main() -> int:
     model_cuda.load_state_dict(model.state_dict())
     model_cuda = model_cuda.cuda()
     y_gpu, g_gpu = run(model_cuda, batch.to("cuda"))
+    # host synchronisations in a steady-state CUDA training step (each one stalls the queue)
+    import warnings
+
+    bt = batch.to("cuda")
+    run(model_cuda, bt)
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(model_cuda, bt)
+    torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0][:120] for w in caught if "synchroniz" in str(w.message).lower()]
+    out["syncs_per_training_step"] = len(syncs)
+    out["sync_kinds"] = sorted(set(syncs))[:10]
     out["gino_output_rel_diff"] = _rel(y_gpu, y_cpu)
     out["gino_grad_rel_diff_max"] = max(_rel(g_gpu[n], g_cpu[n]) for n in g_cpu)
     ok &= out["gino_output_rel_diff"] < 1e-4 and out["gino_grad_rel_diff_max"] < 1e-3

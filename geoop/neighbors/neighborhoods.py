@@ -7,7 +7,7 @@ ptr   : (Q+1,) long edges of query q are ``index[ptr[q]:ptr[q+1]]``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -35,6 +35,7 @@ class Neighborhoods:
     ptr: Tensor
     num_sources: Optional[int] = None
     radius: Optional[float] = None
+    _ptr_host: Optional[Tensor] = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------- properties
     @property
@@ -59,8 +60,16 @@ class Neighborhoods:
             torch.arange(self.num_queries, device=self.device), self.counts(), output_size=self.num_edges
         )
 
+    def ptr_host(self) -> Tensor:
+        """(Q+1,) ``ptr`` on the CPU, copied once and cached (layers that cut the edges into
+        chunks read the offsets on the host; on a GPU every read would be a synchronisation)."""
+        if self._ptr_host is None:
+            self._ptr_host = self.ptr if self.ptr.device.type == "cpu" else self.ptr.detach().cpu()
+        return self._ptr_host
+
     def to(self, device) -> "Neighborhoods":
-        return Neighborhoods(self.index.to(device), self.ptr.to(device), self.num_sources, self.radius)
+        host = self._ptr_host if self._ptr_host is not None else (self.ptr if self.ptr.device.type == "cpu" else None)
+        return Neighborhoods(self.index.to(device), self.ptr.to(device), self.num_sources, self.radius, host)
 
     def __repr__(self) -> str:
         return (

@@ -76,7 +76,7 @@ def _edge_chunks(ptr: Tensor, chunk_edges: int) -> list[tuple[int, int]]:
     q = ptr.numel() - 1
     if q == 0:
         return []
-    pc = ptr.detach().cpu()
+    pc = ptr if ptr.device.type == "cpu" else ptr.detach().cpu()
     if int(pc[-1]) - int(pc[0]) <= chunk_edges:
         return [(0, q)]
     out, q0 = [], 0
@@ -255,18 +255,20 @@ class GNO(nn.Module):
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
         # the checkpointed path's chunk bounds its memory: chunk_edges on every device
-        chunks = _edge_chunks(ptr, self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
+        ptr_host = neighbors.ptr_host()  # chunk bounds are read on the host (no GPU syncs)
+        chunks = _edge_chunks(ptr_host, self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
         if ckpt:
             params = [p for p in self.rest.parameters()]
-            out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
+            bounds = [(q0, q1, int(ptr_host[q0]), int(ptr_host[q1])) for q0, q1 in chunks]
+            out = _CheckpointedEdges.apply(self, bounds, index, ptr, hq, hs, src_mult, *params)
         else:
-            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult)
+            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult, ptr_host)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
         return out
 
-    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult) -> Tensor:
+    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult, ptr_host) -> Tensor:
         """All chunks under ordinary autograd (double backward works).
 
         Per-point tensors are cut with :func:`torch.split` (whose backward is one ``cat``)
@@ -277,7 +279,7 @@ class GNO(nn.Module):
             q0, q1 = chunks[0]
             return self._chunk(hq, hs, src_mult, index, ptr - ptr[0])
         hq_parts = torch.split(hq, [q1 - q0 for q0, q1 in chunks])
-        bounds = [(int(ptr[q0]), int(ptr[q1])) for q0, q1 in chunks]
+        bounds = [(int(ptr_host[q0]), int(ptr_host[q1])) for q0, q1 in chunks]
         # source window [lo, hi) of every chunk; the sorted window ends cut the sources into
         # pieces, and a chunk gathers from the (concatenated) pieces of its own window
         wins = []
@@ -331,11 +333,11 @@ class GNO(nn.Module):
         return h.new_zeros((hq.shape[0], h.shape[1])).index_add_(0, qloc, h)
 
 
-def _local_rows(ptr: Tensor, q0: int, q1: int) -> tuple[int, int, Tensor]:
-    e0, e1 = int(ptr[q0]), int(ptr[q1])
+def _local_rows(ptr: Tensor, q0: int, q1: int, e0: int, e1: int) -> Tensor:
+    """(e1 - e0,) chunk-local query row of every edge of queries ``[q0, q1)`` (edges
+    ``[e0, e1)``, read from a host copy of ``ptr`` by the caller)."""
     counts = ptr[q0 + 1 : q1 + 1] - ptr[q0:q1]
-    qloc = torch.repeat_interleave(torch.arange(q1 - q0, device=ptr.device), counts, output_size=e1 - e0)
-    return e0, e1, qloc
+    return torch.repeat_interleave(torch.arange(q1 - q0, device=ptr.device), counts, output_size=e1 - e0)
 
 
 class _CheckpointedEdges(torch.autograd.Function):
@@ -351,12 +353,12 @@ class _CheckpointedEdges(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, layer, chunks, index, ptr, hq, hs, src_mult, *params):
+        """``chunks``: ``(q0, q1, e0, e1)`` query and edge ranges (host ints)."""
         ctx.layer, ctx.chunks = layer, chunks
         ctx.has_mult = src_mult is not None
         ctx.save_for_backward(index, ptr, hq, hs, src_mult if src_mult is not None else hq.new_zeros(0))
         out = hq.new_zeros((hq.shape[0], layer.out_channels))
-        for q0, q1 in chunks:
-            e0, e1 = int(ptr[q0]), int(ptr[q1])
+        for q0, q1, e0, e1 in chunks:
             out[q0:q1] = layer._chunk(hq[q0:q1], hs, src_mult, index[e0:e1], ptr[q0 : q1 + 1] - e0)
         return out
 
@@ -372,10 +374,10 @@ class _CheckpointedEdges(torch.autograd.Function):
         g_hs = torch.zeros_like(hs) if need_hs else None
         g_mult = torch.zeros_like(src_mult) if (ctx.has_mult and need_mult) else None
         g_p = [torch.zeros_like(p) if n else None for p, n in zip(params, need_p)]
-        for q0, q1 in ctx.chunks:
-            e0, e1, qloc = _local_rows(ptr, q0, q1)
+        for q0, q1, e0, e1 in ctx.chunks:
             if e1 == e0:
                 continue
+            qloc = _local_rows(ptr, q0, q1, e0, e1)
             src = index[e0:e1]
             with torch.enable_grad():
                 hq_c = hq[q0:q1].detach().requires_grad_(need_hq)
