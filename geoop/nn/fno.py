@@ -213,7 +213,7 @@ class SpectralConv(nn.Module):
         xc = xf[..., : self.n_modes[-1]]
         for j, m in enumerate(self.n_modes[:-1]):
             n = grid[j]
-            idx = torch.cat([torch.arange(m), torch.arange(n - m, n)]).to(x.device)
+            idx = torch.cat([torch.arange(m, device=x.device), torch.arange(n - m, n, device=x.device)])
             xc = xc.index_select(2 + j, idx)
         yc = self._contract(xc)
         # scatter the compact block back into a zero half spectrum
