@@ -26,3 +26,19 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     pred = read(vtu[0])
     assert pred.n_points > 1000 and "p" in pred.fields
     assert all(p.stat().st_size > 10_000 for p in pngs)  # real pictures, not empty files
+
+
+def test_demo_time_budget_cuts_the_epochs(tmp_path, capsys):
+    """Without --epochs the demo trains as many epochs as fit in --minutes, re-estimated after
+    every epoch, never fewer than 3; the schedule ends at the epochs actually trained."""
+    import json
+
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--train-cases", "2", "--test-cases", "1", "--minutes", "0.01",
+               "--threads", "1", "--no-progress", "--fast"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["epochs"] == 3
+    lines = (out / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
+    assert json.loads(lines[-1])["lr"] == pytest.approx(5e-3 * 0.02, rel=1e-6)  # cosine ended at min_lr_ratio

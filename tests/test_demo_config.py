@@ -30,7 +30,7 @@ def test_demo_config_latent_grid_spans_the_window(tmp_path, fast):
                          dataset_cls=MeshFolderDataset, model_cls=GINO)
     m = cfg["model"]
     assert cfg["data"]["geometry_normalization"] == "none"
-    assert cfg["data"]["inputs"] == ["freestream"]
+    assert cfg["data"]["inputs"] == ["freestream", "normal"]
     assert m["domain"] == [[WINDOW[0], WINDOW[2]], [WINDOW[1], WINDOW[3]]]
     spacing = max((WINDOW[1] - WINDOW[0]) / (m["latent_shape"][0] - 1), (WINDOW[3] - WINDOW[2]) / (m["latent_shape"][1] - 1))
     for r in (m["radius_in"], m["radius_out"]):
@@ -40,7 +40,7 @@ def test_demo_config_latent_grid_spans_the_window(tmp_path, fast):
     assert pts.min(0).values.tolist() == pytest.approx([WINDOW[0], WINDOW[2]])
     assert pts.max(0).values.tolist() == pytest.approx([WINDOW[1], WINDOW[3]])
     wind = demo_config(tmp_path, tmp_path / "run", fast, 3, 0, frame="wind")
-    assert wind["data"]["inputs"] == []
+    assert wind["data"]["inputs"] == ["normal"]
 
 
 def test_airfoil_toml_mirrors_the_demo():
@@ -51,7 +51,7 @@ def test_airfoil_toml_mirrors_the_demo():
     toml = load_config_file(ROOT / "configs" / "airfoil.toml")
     ref = demo_config(Path("x"), Path("y"), False, 1, 0)
     assert toml["model"] == ref["model"]
-    for k in ("inputs", "targets", "input_file", "query_file", "drop_flat_z", "latent_sdf", "geometry_normalization"):
+    for k in ("inputs", "targets", "input_file", "query_file", "drop_flat_z", "latent_sdf", "geometry_normalization", "subsample"):
         assert toml["data"][k] == ref["data"][k], k
 
 

@@ -60,6 +60,7 @@ __all__ = ["add_parser", "run", "prepare_cases", "demo_config"]
 log = logging.getLogger(__name__)
 
 WINDOW = (-0.5, 1.5, -0.75, 0.75)  # chords: xmin, xmax, ymin, ymax
+PREDICT_S = 15.0  # seconds kept for prediction and pictures (measured 7-10 s on 2 busy cores)
 FRAMES = ("wind", "body")  # see prepare_cases
 
 
@@ -71,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--train-cases", type=int, default=None, help="number of training airfoils")
     p.add_argument("--test-cases", type=int, default=None, help="number of unseen test airfoils")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: as many as fit in --minutes)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole demo (default 4.25; --fast 1.5)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole demo (default 4.5; --fast 1.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the idle cores, at least 1; on a busy machine 2 spinning "
@@ -211,18 +212,23 @@ def demo_config(data_dir: Path, out_dir: Path, fast: bool, epochs: int, seed: in
         "seed": seed,
         "device": "cpu",
         "data": {
-            "folder": str(data_dir), "inputs": ["freestream"] if frame == "body" else [], "targets": ["u", "v", "p"], "train_split": "train", "val_split": "",
+            "folder": str(data_dir), "inputs": ["freestream", "normal"] if frame == "body" else ["normal"],
+            "targets": ["u", "v", "p"], "train_split": "train", "val_split": "",
             "input_file": "{case}_surface.vtp", "query_file": "{case}_volume.vtu", "drop_flat_z": True,
             "latent_sdf": True, "geometry_normalization": "none",
-            # a fresh random 1000 of the ~2000-4000 volume nodes per case and epoch: more
-            # optimizer steps in the time budget, every node still seen over the epochs
-            "subsample": {"queries": 1000},
+            # 1000 of the ~1600-2800 cropped volume nodes per case and epoch: its surface nodes
+            # (distance 0 to the input polyline) every time, a fresh random draw of the others
+            # (more optimizer steps in the time budget, every node still seen over the epochs)
+            "subsample": {"queries": 1000, "near_input": 1e-6},
         },
         "model": {
             "latent": "box", "latent_shape": [32, 24] if fast else [64, 48], "domain": [[xmin, ymin], [xmax, ymax]],
             "radius_in": 0.1 if fast else 0.05, "radius_out": 0.1 if fast else 0.06,
             "fno_width": 24 if fast else 32, "fno_modes": [8, 8] if fast else [16, 12], "fno_layers": 3 if fast else 4,
             "gno_mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 8,
+            # sub-grid geometry for the decoder: a 0.04-chord GNO from the airfoil nodes and
+            # the offset to the nearest one (GINO docstring, step 5)
+            "local_radius": 0.04, "local_channels": 16, "local_nearest": True,
         },
         "optim": {"epochs": epochs, "batch_size": 4, "lr": 5e-3, "weight_decay": 1e-4, "warmup": 1.0, "clip": 1.0, "min_lr_ratio": 0.02},
         "output": {"dir": str(out_dir), "save_best": True},
@@ -274,7 +280,7 @@ def run(args) -> int:
     # more airfoils beat more epochs on the same ones (measured in the module docstring)
     n_train = args.train_cases or (16 if fast else 320)
     n_test = args.test_cases or (4 if fast else 8)
-    budget_s = 60.0 * (args.minutes if args.minutes else (1.5 if fast else 4.25))
+    budget_s = 60.0 * (args.minutes if args.minutes else (1.5 if fast else 4.5))
     epochs = args.epochs or 1000  # cut to the time budget after the first epoch
     out = Path(args.out)
     raw, data, run_dir, res = out / "raw", out / "cases", out / "run", out / "results"
@@ -310,14 +316,22 @@ def run(args) -> int:
     tr = r.trainer
     if not args.epochs:
         tr.fit(until_epoch=2)  # the first epoch also computes neighbourhoods and SDFs
-        # as many epochs as fit in the budget (prediction and pictures take ~10% of it); the
-        # cosine schedule is stretched over the final number of steps
-        left = budget_s * 0.9 - (time.perf_counter() - t_start)
-        epochs = max(3, min(1000, 2 + int(left / tr.history[-1]["time_s"])))
-        tr.epochs = epochs
-        tr.scheduler.total_steps = epochs * tr.steps_per_epoch
-        tr.config["optim"]["epochs"] = epochs
-    tr.fit()
+        # as many epochs as fit in the budget, less PREDICT_S for prediction and pictures,
+        # re-estimated after every epoch from the recent epoch times (the machine's load
+        # changes); the cosine schedule is stretched or shrunk to the current estimate
+        while True:
+            done = tr.epoch
+            per = sum(h["time_s"] for h in tr.history[1:][-3:]) / len(tr.history[1:][-3:])
+            left = budget_s - PREDICT_S - (time.perf_counter() - t_start)
+            epochs = max(3, min(1000, done + int(left / per)), done)
+            tr.epochs = epochs
+            tr.scheduler.total_steps = epochs * tr.steps_per_epoch
+            tr.config["optim"]["epochs"] = epochs
+            if done >= epochs:
+                break
+            tr.fit(until_epoch=done + 1)
+    else:
+        tr.fit()
     t_train = time.perf_counter() - t0
     last = r.trainer.history[-1]
     print(f"[demo] trained {epochs} epochs in {t_train:.0f} s (train loss {last['train_loss']:.4f}) -> {run_dir / 'last.pt'}", flush=True)
