@@ -41,4 +41,5 @@ def test_demo_time_budget_cuts_the_epochs(tmp_path, capsys):
     assert res["epochs"] == 3
     lines = (out / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
-    assert json.loads(lines[-1])["lr"] == pytest.approx(5e-3 * 0.02, rel=1e-6)  # cosine ended at min_lr_ratio
+    optim = json.loads((out / "run" / "config.json").read_text())["optim"]
+    assert json.loads(lines[-1])["lr"] == pytest.approx(optim["lr"] * optim["min_lr_ratio"], rel=1e-6)  # cosine ended
