@@ -46,12 +46,17 @@ sample-major (``b * G + g``). ``batch.neighbors_in`` (over the B*G latent nodes,
 into ``batch.points``) and ``batch.neighbors_out`` (over the queries, indices into the B*G
 latent nodes) are used when present (see :meth:`GINO.precompute`); otherwise they are
 computed in ``forward`` (grid search for points -> box grid, :func:`geoop.radius_search`
-otherwise).
+otherwise). The local-geometry features (step 5) are computed in ``forward`` / ``decode``
+from the input points of each query's own sample (radius search and nearest-point search
+per sample, using ``batch.batch`` / ``batch.query_batch``), so they are never precomputed
+and never cross samples.
 
 Shapes
 ------
 batch.points : (ΣN, d)        x : (ΣN, in_channels) or None when in_channels == 0
 batch.queries : (ΣQ, d)       latent : (B, fno_width, *latent_shape)
+local features : (ΣQ, local_channels) [+ (ΣQ, d + 1 + in_channels)], projection input
+    (ΣQ, fno_width + their widths)
 output : (ΣQ, out_channels)
 """
 from __future__ import annotations
