@@ -76,7 +76,8 @@ The default demo with all of the above (4.5 min budget, 1 thread, the other engi
 benchmarks on the machine; 7 epochs, 24-28 s each, data 40 s), ``time``: 4 min 29 s (264 s
 internal): **p 7.2 % (4.7), Cp 8.6 % (4.8)**, u 1.0 %, v 7.6 %; case_0000 p 25.6 %, Cp 32.9 %
 (its peak now comes out near -2.5); every other unseen airfoil p <= 6.6 %, Cp <= 7.3 %. A
-busier machine gets fewer epochs (5 in the two budgeted runs above, at 30-34 s per epoch).
+second run (7 epochs, ``time``: 4 min 1 s): p 6.9 % (4.3), Cp 8.0 % (4.0), u 1.0 %, v 7.2 %.
+A busier machine gets fewer epochs (5 in the two budgeted runs above, at 30-34 s per epoch).
 
 numpy's and scipy's OpenBLAS threads are limited to ``--threads`` as well (the panel
 solves were 20-100x slower with spinning BLAS threads on the busy machine: data generation
