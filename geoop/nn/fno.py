@@ -178,7 +178,6 @@ class SpectralConv(nn.Module):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.n_modes = _check_modes(n_modes)
-        d = len(self.n_modes)
         weight_modes = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
         self.weight = SpectralWeight(self.in_channels, self.out_channels, weight_modes, factorization, rank)
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
