@@ -257,3 +257,14 @@ def test_sample_polyline_and_errors():
         Geometry(torch.rand(5, 3)).sample_surface(10)
     with pytest.raises(ShapeError):
         g.sample_surface(0)
+
+
+def test_segment_distance_3d_against_dense_sampling():
+    rng = np.random.default_rng(4)
+    a, b = torch.tensor(rng.normal(size=(9, 3))), torch.tensor(rng.normal(size=(9, 3)))
+    q = torch.tensor(rng.normal(size=(30, 3)))
+    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    dense = (a[:, None] + t[None, :, None] * (b - a)[:, None]).reshape(-1, 3)
+    ref = torch.cdist(q, dense).min(1).values
+    for chunk in (9, 40, 1 << 22):  # one query per chunk, a few, all at once
+        torch.testing.assert_close(segment_distance(q, a, b, chunk_elems=chunk), ref, atol=1e-4, rtol=0)
