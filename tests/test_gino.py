@@ -316,3 +316,35 @@ def test_local_config_roundtrip_and_errors():
         box_model(local_radius=-1.0)
     with pytest.raises(ShapeError, match="input points"):
         model.decode(torch.zeros(1, 8, 8, 8, 8, dtype=torch.float64), q)
+
+
+def test_checkpointed_encoder_gives_the_plain_gradients():
+    """checkpoint_encoder=True (default: the encoder's edge MLP is recomputed in backward)
+    gives the same outputs and parameter/input gradients as keeping its activations."""
+    geoms, queries = three_samples()
+    batch = GeometryBatch.from_geometries(geoms, queries)
+    grads = []
+    for ckpt in (True, False):
+        model = box_model(checkpoint_encoder=ckpt)
+        assert model.config["checkpoint_encoder"] is ckpt
+        assert model.gno_in.checkpoint == (True if ckpt else "auto")
+        x = batch.x(["x"]).clone().requires_grad_()
+        out = model(batch, x)
+        out.square().sum().backward()
+        grads.append((out.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (o1, x1, p1), (o2, x2, p2) = grads
+    torch.testing.assert_close(o1, o2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x1, x2, rtol=1e-10, atol=1e-12)
+    assert p1.keys() == p2.keys() and any(n.startswith("gno_in.") for n in p1)
+    for n in p1:
+        torch.testing.assert_close(p1[n], p2[n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_neighborhoods_host_ptr_is_cached_and_carried():
+    from geoop.neighbors.neighborhoods import Neighborhoods
+
+    nb = Neighborhoods(torch.tensor([0, 2, 1]), torch.tensor([0, 2, 2, 3]), num_sources=3)
+    assert nb.ptr_host() is nb.ptr  # already on the host: no copy
+    moved = nb.to("cpu")
+    assert moved.ptr_host() is nb.ptr  # .to() carries the host copy (no device read later)
+    assert moved == nb  # the cache takes no part in equality
