@@ -6,7 +6,11 @@
 # Needs, next to the repo checkout: .gpu_site/ holding the pure-Python packages the
 # machine lacks (neuralop 2.0.0, tensorly, tltorch, torch_harmonics, configmypy, zencfg,
 # opt_einsum; copied from .venv-bench's site-packages), and benchmarks/gpu_shims/ (a
-# torch_scatter.segment_csr built on torch.segment_reduce, see its docstring).
+# torch_scatter.segment_csr built on torch.segment_reduce, see its docstring). Made here with
+#   SP=.venv-bench/lib/python3.11/site-packages; mkdir -p .gpu_site
+#   cp -r $SP/{neuralop,tensorly,tltorch,torch_harmonics,configmypy,zencfg,opt_einsum} .gpu_site/
+#   echo /.gpu_site/ >> .git/info/exclude
+# and sent with the device tool's carry=[".gpu_site"].
 set -u
 OUT=${OUT:-/tmp/geoop_gpu}
 mkdir -p "$OUT"
