@@ -55,6 +55,7 @@ from ..errors import ConfigError, ShapeError
 from ..neighbors.neighborhoods import Neighborhoods
 from .embeddings import resolve_pos_embed
 from .mlp import resolve_activation
+from .segment import segment_index
 
 __all__ = ["GNO", "GNO_KERNELS", "GNO_REDUCTIONS", "resolve_choice"]
 
@@ -70,21 +71,23 @@ def resolve_choice(value: str, choices: Sequence[str], what: str) -> str:
     return key
 
 
-def _edge_chunks(ptr: Tensor, chunk_edges: int) -> list[tuple[int, int]]:
+def _edge_chunks(ptr: Tensor, chunk_edges: int) -> list[tuple[int, int, int, int]]:
     """Consecutive query ranges ``[q0, q1)`` with at most ``chunk_edges`` edges each (a single
-    query with more edges forms its own chunk)."""
+    query with more edges forms its own chunk), with their edge ranges
+    ``[e0, e1) = [ptr[q0], ptr[q1])``, as host ints (give a CPU ``ptr``, e.g.
+    :meth:`Neighborhoods.ptr_host`, so that no GPU tensor is read)."""
     q = ptr.numel() - 1
     if q == 0:
         return []
     pc = ptr if ptr.device.type == "cpu" else ptr.detach().cpu()
     if int(pc[-1]) - int(pc[0]) <= chunk_edges:
-        return [(0, q)]
+        return [(0, q, int(pc[0]), int(pc[-1]))]
     out, q0 = [], 0
     while q0 < q:
         limit = pc[q0] + chunk_edges
         q1 = int(torch.searchsorted(pc, limit, right=True)) - 1
         q1 = min(max(q1, q0 + 1), q)
-        out.append((q0, q1))
+        out.append((q0, q1, int(pc[q0]), int(pc[q1])))
         q0 = q1
     return out
 
@@ -254,21 +257,20 @@ class GNO(nn.Module):
         ckpt = need_grad and (
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
-        # the checkpointed path's chunk bounds its memory: chunk_edges on every device
-        ptr_host = neighbors.ptr_host()  # chunk bounds are read on the host (no GPU syncs)
-        chunks = _edge_chunks(ptr_host, self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
+        # chunk bounds are read on the host (no GPU syncs); the checkpointed path's chunk
+        # bounds its memory: chunk_edges on every device
+        chunks = _edge_chunks(neighbors.ptr_host(), self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
         if ckpt:
             params = [p for p in self.rest.parameters()]
-            bounds = [(q0, q1, int(ptr_host[q0]), int(ptr_host[q1])) for q0, q1 in chunks]
-            out = _CheckpointedEdges.apply(self, bounds, index, ptr, hq, hs, src_mult, *params)
+            out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
         else:
-            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult, ptr_host)
+            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
         return out
 
-    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult, ptr_host) -> Tensor:
+    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult) -> Tensor:
         """All chunks under ordinary autograd (double backward works).
 
         Per-point tensors are cut with :func:`torch.split` (whose backward is one ``cat``)
@@ -276,14 +278,12 @@ class GNO(nn.Module):
         gradient over the source window it touches, not a dense ``(S, H)`` one per chunk,
         which made a batch of B samples slower than B single calls."""
         if len(chunks) == 1:
-            q0, q1 = chunks[0]
             return self._chunk(hq, hs, src_mult, index, ptr - ptr[0])
-        hq_parts = torch.split(hq, [q1 - q0 for q0, q1 in chunks])
-        bounds = [(int(ptr_host[q0]), int(ptr_host[q1])) for q0, q1 in chunks]
+        hq_parts = torch.split(hq, [q1 - q0 for q0, q1, _, _ in chunks])
         # source window [lo, hi) of every chunk; the sorted window ends cut the sources into
         # pieces, and a chunk gathers from the (concatenated) pieces of its own window
         wins = []
-        for e0, e1 in bounds:
+        for _, _, e0, e1 in chunks:
             if e1 > e0:
                 src = index[e0:e1]
                 wins.append((int(src.min()), int(src.max()) + 1))
@@ -300,7 +300,7 @@ class GNO(nn.Module):
             return pieces[k0] if k1 == k0 + 1 else torch.cat(pieces[k0:k1])
 
         outs = []
-        for c, ((q0, q1), (e0, e1)) in enumerate(zip(chunks, bounds)):
+        for c, (q0, q1, e0, e1) in enumerate(chunks):
             if wins[c] is None:
                 outs.append(hq_parts[c].new_zeros((q1 - q0, self.out_channels)))
                 continue
@@ -314,30 +314,17 @@ class GNO(nn.Module):
     def _chunk(self, hq: Tensor, hs: Tensor, src_mult: Optional[Tensor], src: Tensor, local_ptr: Tensor) -> Tensor:
         """Edge computation for one chunk of queries: (q, H0) per-query, (S, H0) per-source
         pre-activations -> (q, out_channels) sums over the chunk's edges."""
-        nq = hq.shape[0]
-        counts = local_ptr[1:] - local_ptr[:-1]
-        ne = src.numel()
-        qloc = torch.repeat_interleave(torch.arange(nq, device=hq.device), counts, output_size=ne)
-        h = hq.index_select(0, qloc) + hs.index_select(0, src)
-        h = self.rest(h)
-        if src_mult is not None:
-            h = h * src_mult.index_select(0, src)
-        return h.new_zeros((nq, h.shape[1])).index_add_(0, qloc, h)
+        qloc = segment_index(local_ptr, src.numel())
+        mult_e = src_mult.index_select(0, src) if src_mult is not None else None
+        return self._chunk_gathered(hq, hs.index_select(0, src), mult_e, qloc)
 
     def _chunk_gathered(self, hq: Tensor, hs_e: Tensor, mult_e: Optional[Tensor], qloc: Tensor) -> Tensor:
         """As :meth:`_chunk`, from per-edge gathered source rows ``hs_e`` (e, H0) and
-        ``mult_e`` (e, C) (used by the checkpointed backward)."""
+        ``mult_e`` (e, C) and the local query row of every edge ``qloc`` (e,)."""
         h = self.rest(hq.index_select(0, qloc) + hs_e)
         if mult_e is not None:
             h = h * mult_e
         return h.new_zeros((hq.shape[0], h.shape[1])).index_add_(0, qloc, h)
-
-
-def _local_rows(ptr: Tensor, q0: int, q1: int, e0: int, e1: int) -> Tensor:
-    """(e1 - e0,) chunk-local query row of every edge of queries ``[q0, q1)`` (edges
-    ``[e0, e1)``, read from a host copy of ``ptr`` by the caller)."""
-    counts = ptr[q0 + 1 : q1 + 1] - ptr[q0:q1]
-    return torch.repeat_interleave(torch.arange(q1 - q0, device=ptr.device), counts, output_size=e1 - e0)
 
 
 class _CheckpointedEdges(torch.autograd.Function):
@@ -377,7 +364,7 @@ class _CheckpointedEdges(torch.autograd.Function):
         for q0, q1, e0, e1 in ctx.chunks:
             if e1 == e0:
                 continue
-            qloc = _local_rows(ptr, q0, q1, e0, e1)
+            qloc = segment_index(ptr[q0 : q1 + 1], e1 - e0)
             src = index[e0:e1]
             with torch.enable_grad():
                 hq_c = hq[q0:q1].detach().requires_grad_(need_hq)
