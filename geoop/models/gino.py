@@ -98,15 +98,11 @@ def _nearest(points: Tensor, queries: Tensor, point_batch: Optional[Tensor], que
     import numpy as np
     from scipy.spatial import cKDTree
 
+    from ..neighbors.search import _ptr
+
     P = points.detach().cpu().double().numpy()
     Qp = queries.detach().cpu().double().numpy()
-    if point_batch is None:
-        pptr, qptr = [0, P.shape[0]], [0, Qp.shape[0]]
-    else:
-        pc = torch.bincount(point_batch.detach().cpu(), minlength=num_samples)
-        qc = torch.bincount(query_batch.detach().cpu(), minlength=num_samples)
-        pptr = [0] + torch.cumsum(pc, 0).tolist()
-        qptr = [0] + torch.cumsum(qc, 0).tolist()
+    pptr, qptr = _ptr(point_batch, P.shape[0], num_samples), _ptr(query_batch, Qp.shape[0], num_samples)
     idx = np.zeros(Qp.shape[0], dtype=np.int64)
     has = np.zeros(Qp.shape[0], dtype=np.float64)
     for b in range(len(pptr) - 1):

@@ -22,8 +22,9 @@ the same operator at every resolution with ``N_j >= 2 m_j``: for an input band-l
 the retained modes, the outputs at 32 and at 64 points agree at the shared points (tested).
 
 ``W : (C_in, C_out, 2m_1, ..., 2m_{d-1}, m_d)`` is dense or Tucker/CP factorised
-(:class:`~geoop.nn.spectral.SpectralWeight`); it is applied with one complex ``einsum``
-(CP weights are contracted factor by factor instead, never forming the dense tensor).
+(:class:`~geoop.nn.spectral.SpectralWeight`); it is applied mode by mode with
+:func:`complex_mode_matmul` (CP weights are contracted factor by factor instead, never
+forming the dense tensor).
 
 FNO block
 ---------
@@ -237,7 +238,7 @@ class SpectralConv(nn.Module):
     def _contract(self, xc: Tensor) -> Tensor:
         """``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` over the compact modes ``k``.
 
-        Dense and Tucker: one complex ``einsum`` with the dense weight. CP: contracted
+        Dense and Tucker: :func:`complex_mode_matmul` with the dense weight. CP: contracted
         factor by factor, ``y = sum_r lambda_r B[o,r] prod_j A_j[k_j,r] sum_i A[i,r] x[b,i,k]``,
         so the dense weight is never formed (memory ``B R prod(modes)``).
         """
