@@ -202,13 +202,18 @@ def test_sdf_volume_mesh():
                                atol=1e-6, rtol=0)
 
 
+def _dense_segment_distance(q, a, b):
+    """Independent reference: distance to 20,001 points sampled along every segment."""
+    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    dense = (a[:, None] + t[None, :, None] * (b - a)[:, None]).reshape(-1, a.shape[1])
+    return torch.cdist(q, dense).min(1).values
+
+
 def test_segment_helpers_against_reference():
     rng = np.random.default_rng(3)
     a, b = torch.tensor(rng.normal(size=(7, 2))), torch.tensor(rng.normal(size=(7, 2)))
     q = torch.tensor(rng.normal(size=(20, 2)))
-    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
-    dense = (a[:, None] + t[None, :, None] * (b - a)[:, None]).reshape(-1, 2)
-    ref = torch.cdist(q, dense).min(1).values
+    ref = _dense_segment_distance(q, a, b)
     torch.testing.assert_close(segment_distance(q, a, b, chunk_elems=16), ref, atol=1e-4, rtol=0)
     from matplotlib.path import Path
 
@@ -263,8 +268,6 @@ def test_segment_distance_3d_against_dense_sampling():
     rng = np.random.default_rng(4)
     a, b = torch.tensor(rng.normal(size=(9, 3))), torch.tensor(rng.normal(size=(9, 3)))
     q = torch.tensor(rng.normal(size=(30, 3)))
-    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
-    dense = (a[:, None] + t[None, :, None] * (b - a)[:, None]).reshape(-1, 3)
-    ref = torch.cdist(q, dense).min(1).values
+    ref = _dense_segment_distance(q, a, b)
     for chunk in (9, 40, 1 << 22):  # one query per chunk, a few, all at once
         torch.testing.assert_close(segment_distance(q, a, b, chunk_elems=chunk), ref, atol=1e-4, rtol=0)

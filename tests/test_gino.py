@@ -39,14 +39,21 @@ def three_samples():
     return geoms, queries
 
 
-def test_batch_equals_single_calls_and_precompute():
-    model = box_model()
+def batch_and_singles(model):
+    """The three samples as one batch and as three single calls; asserts they agree (1e-5).
+    Returns (geoms, queries, batch, batched output, single outputs)."""
     geoms, queries = three_samples()
     batch = GeometryBatch.from_geometries(geoms, queries)
     out = model(batch, batch.x(["x"]))
     assert out.shape == (60, 3) and torch.isfinite(out).all()
     singles = [model(GeometryBatch.from_geometries([g], [q]), g.fields["x"]) for g, q in zip(geoms, queries)]
     torch.testing.assert_close(out, torch.cat(singles), rtol=1e-5, atol=1e-7)
+    return geoms, queries, batch, out, singles
+
+
+def test_batch_equals_single_calls_and_precompute():
+    model = box_model()
+    geoms, queries, batch, out, _ = batch_and_singles(model)
     # precomputed neighbourhoods (outside forward), batched by collate
     samples = [model.precompute(Sample(g, Geometry(q, validate=False))) for g, q in zip(geoms, queries)]
     pb = GeometryBatch.from_samples(samples)
@@ -246,12 +253,7 @@ def test_local_features_batch_equals_single_calls_and_chunked_query(kw):
     """The local branch / nearest-point features of a batch of different geometries equal
     single calls, GINO.query in chunks equals one shot and forward, and they change the output."""
     model = box_model(**kw)
-    geoms, queries = three_samples()
-    batch = GeometryBatch.from_geometries(geoms, queries)
-    out = model(batch, batch.x(["x"]))
-    assert out.shape == (60, 3) and torch.isfinite(out).all()
-    singles = [model(GeometryBatch.from_geometries([g], [q]), g.fields["x"]) for g, q in zip(geoms, queries)]
-    torch.testing.assert_close(out, torch.cat(singles), rtol=1e-5, atol=1e-7)
+    geoms, queries, batch, out, singles = batch_and_singles(model)
     with torch.no_grad():
         g, q = geoms[1], queries[1]
         one = model.query(g, q, g.fields["x"], chunk_size=10_000)
