@@ -30,6 +30,17 @@ def _expect_error(path, *fragments):
     return msg
 
 
+def _expect_errors(tmp_path, cases):
+    """Write each ``{file name: bytes or text}`` case and expect a read error naming it."""
+    for name, data in cases.items():
+        p = tmp_path / name
+        if isinstance(data, bytes):
+            p.write_bytes(data)
+        else:
+            p.write_text(data)
+        _expect_error(p)
+
+
 def _tri() -> Geometry:
     return Geometry(torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=torch.float64),
                     torch.tensor([[0, 1, 2], [1, 3, 2]]), fields={"p": torch.arange(4.0, dtype=torch.float64)})
@@ -184,10 +195,7 @@ def test_legacy_vtk_cases(tmp_path):
         "short.vtk": LEGACY.replace(b"0 0 0 1 0 0 0 1 0", b"0 0 0 1 0 0"),
         "header.vtk": b"# vtk DataFile Version 3.0\ntri\n",
     }
-    for name, data in cases.items():
-        p = tmp_path / name
-        p.write_bytes(data)
-        _expect_error(p)
+    _expect_errors(tmp_path, cases)
 
 
 # ----------------------------------------------------------------------------- STL
@@ -219,25 +227,19 @@ def test_obj_cases(tmp_path):
     ok = tmp_path / "ok.obj"
     ok.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     assert geoop.read(ok).cells["triangle"].tolist() == [[0, 1, 2]]
-    for name, text in {"index.obj": "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n",
-                       "nan.obj": "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n",
-                       "words.obj": "hello world\nthis is not a mesh\n",
-                       "short.obj": "v 0 0\nf 1 2 3\n"}.items():
-        p = tmp_path / name
-        p.write_text(text)
-        _expect_error(p)
+    _expect_errors(tmp_path, {"index.obj": "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n",
+                             "nan.obj": "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n",
+                             "words.obj": "hello world\nthis is not a mesh\n",
+                             "short.obj": "v 0 0\nf 1 2 3\n"})
 
 
 def test_off_cases(tmp_path):
     ok = tmp_path / "ok.off"
     ok.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
     assert geoop.read(ok).n_points == 3
-    for name, text in {"count.off": "OFF\n10 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
-                       "index.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n",
-                       "magic.off": "FFO\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"}.items():
-        p = tmp_path / name
-        p.write_text(text)
-        _expect_error(p)
+    _expect_errors(tmp_path, {"count.off": "OFF\n10 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
+                             "index.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n",
+                             "magic.off": "FFO\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"})
 
 
 def test_msh_cases(tmp_path):
@@ -254,12 +256,9 @@ def test_msh_cases(tmp_path):
 
 # ----------------------------------------------------------------------------- point clouds
 def test_xyz_pts_cases(tmp_path):
-    for name, text in {"nan.xyz": "0 0 0\n1 nan 0\n", "words.xyz": "a b c\n", "comments.xyz": "# nothing\n",
-                       "ragged.xyz": "0 0 0\n1 2\n", "count.pts": "10\n0 0 0\n1 1 1\n",
-                       "one_col.xyz": "1\n2\n3\n"}.items():
-        p = tmp_path / name
-        p.write_text(text)
-        _expect_error(p)
+    _expect_errors(tmp_path, {"nan.xyz": "0 0 0\n1 nan 0\n", "words.xyz": "a b c\n", "comments.xyz": "# nothing\n",
+                             "ragged.xyz": "0 0 0\n1 2\n", "count.pts": "10\n0 0 0\n1 1 1\n",
+                             "one_col.xyz": "1\n2\n3\n"})
     ok = tmp_path / "ok.pts"
     ok.write_text("2\n0 0 0\n1 1 1\n")
     assert geoop.read(ok).n_points == 2
@@ -291,10 +290,7 @@ def test_pcd_cases(tmp_path):
         "width.pcd": PCD.format(n=2, data="ascii").replace("WIDTH 2", "WIDTH 3").encode() + b"0 0 0\n1 1 1\n",
         "nodata.pcd": PCD.format(n=2, data="ascii").split("DATA")[0].encode(),
     }
-    for name, data in cases.items():
-        p = tmp_path / name
-        p.write_bytes(data)
-        _expect_error(p)
+    _expect_errors(tmp_path, cases)
 
 
 def test_npz_cases(tmp_path):
