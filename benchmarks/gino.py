@@ -271,7 +271,7 @@ def _neuralop_model():
 def worker_neuralop_step(args) -> dict:
     import torch
 
-    pts, nrm, prs, _ = _to(*_car(0)[:3], torch.zeros(0))
+    pts, nrm, prs = _to(*_car(0)[:3])
     latent = _latent_grid(torch).to(DEVICE)
     model = _neuralop_model().to(DEVICE)
     peak = _Peak()

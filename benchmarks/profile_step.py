@@ -24,7 +24,7 @@ import gino as bench  # noqa: E402
 def build(model_name: str):
     import torch
 
-    pts, nrm, prs, _ = bench._to(*bench._car(0)[:3], torch.zeros(0))
+    pts, nrm, prs = bench._to(*bench._car(0)[:3])
     if model_name == "neuralop":
         latent = bench._latent_grid(torch).to(bench.DEVICE)
         model = bench._neuralop_model().to(bench.DEVICE)
