@@ -130,30 +130,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _limit_blas_threads(n: int) -> list:
-    """Set the thread count of every OpenBLAS loaded in this process (numpy's and scipy's
-    bundled copies) to ``n``; ``torch.set_num_threads`` does not reach them. On the busy
-    2-core machine numpy's 141 x 141 panel-method solve took 9-60 ms with the default
-    threads and 0.4 ms with one. Linux only (reads /proc/self/maps); returns the libraries set."""
-    import ctypes
+    """Set the thread count of every BLAS loaded in this process (numpy's and scipy's bundled
+    OpenBLAS copies) to ``n`` with threadpoolctl; ``torch.set_num_threads`` does not reach
+    them. On the busy 2-core machine numpy's 141 x 141 panel-method solve took 9-60 ms with
+    the default threads and 0.4 ms with one. Returns the paths of the libraries limited."""
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    done = []
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
-    except OSError:
-        return done
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(int(n)))
-                done.append(path)
-                break
-    return done
+    threadpool_limits(limits=int(n), user_api="blas")
+    return [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
 def _rotate(xy, angle):
