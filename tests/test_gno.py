@@ -327,3 +327,11 @@ def test_chunked_batch_like_windows_equal_unchunked(order):
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.all(res[0][1][30:40] == 0)  # unused sources get no gradient
+
+
+def test_chunk_sizes_must_be_positive():
+    from geoop.errors import ConfigError
+
+    for kw in (dict(chunk_edges=0), dict(chunk_edges_cuda=-1)):
+        with pytest.raises(ConfigError, match="chunk_edges"):
+            GNO(2, 3, coord_dim=3, **kw)

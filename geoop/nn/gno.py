@@ -159,6 +159,8 @@ class GNO(nn.Module):
             raise ConfigError(f"GNO: checkpoint must be True, False or 'auto', got {checkpoint!r}")
         self.chunk_edges = int(chunk_edges)
         self.chunk_edges_cuda = int(chunk_edges_cuda)
+        if self.chunk_edges < 1 or self.chunk_edges_cuda < 1:
+            raise ConfigError(f"GNO: chunk_edges and chunk_edges_cuda must be >= 1, got {chunk_edges} and {chunk_edges_cuda}")
         self.checkpoint = checkpoint
         self.checkpoint_edges = int(checkpoint_edges)
 
