@@ -330,8 +330,6 @@ def test_chunked_batch_like_windows_equal_unchunked(order):
 
 
 def test_chunk_sizes_must_be_positive():
-    from geoop.errors import ConfigError
-
     for kw in (dict(chunk_edges=0), dict(chunk_edges_cuda=-1)):
         with pytest.raises(ConfigError, match="chunk_edges"):
             GNO(2, 3, coord_dim=3, **kw)
