@@ -4,7 +4,9 @@ Checks, printed as JSON: (1) ``radius_search`` on CUDA returns the same neighbou
 on the CPU; (2) a GINO (the car configuration of ``benchmarks/gino.py``) on a batch of 3
 different geometries gives the same outputs and parameter gradients on CUDA as on the CPU
 (relative difference, float32); (3) ``GINO.query`` in chunks on CUDA equals one shot;
-and it reports the host synchronisations of one CUDA training step (sync debug mode).
+(4) ``GraphedGINO`` (CUDA-graph replay) gives the eager outputs and gradients on that batch,
+for three different input fields; and it reports the host synchronisations of one CUDA
+training step (sync debug mode).
 Exit status 1 when a check fails.
 """
 from __future__ import annotations
@@ -74,6 +76,28 @@ def main() -> int:
     out["gino_output_rel_diff"] = _rel(y_gpu, y_cpu)
     out["gino_grad_rel_diff_max"] = max(_rel(g_gpu[n], g_cpu[n]) for n in g_cpu)
     ok &= out["gino_output_rel_diff"] < 1e-4 and out["gino_grad_rel_diff_max"] < 1e-3
+
+    # CUDA-graph replay of forward + backward on the same batch, new x each call
+    from geoop.models import GraphedGINO
+
+    try:
+        graphed = GraphedGINO(model_cuda, bt, bt.fields["x"])
+        diffs = []
+        for seed in range(3):
+            xs = torch.nn.functional.normalize(torch.randn(bt.fields["x"].shape, generator=torch.Generator().manual_seed(seed)), dim=1).cuda()
+            model_cuda.zero_grad(set_to_none=True)
+            yg = graphed(xs)
+            yg.square().mean().backward()
+            gg = {n: p.grad.detach().clone() for n, p in model_cuda.named_parameters() if p.grad is not None}
+            model_cuda.zero_grad(set_to_none=True)
+            ye = model_cuda(bt, xs)
+            ye.square().mean().backward()
+            diffs.append(max([_rel(yg, ye)] + [_rel(gg[n], p.grad) for n, p in model_cuda.named_parameters() if p.grad is not None]))
+        out["graphed_max_rel_diff"] = max(diffs)
+        ok &= out["graphed_max_rel_diff"] < 1e-4
+    except Exception as exc:  # report and fail, keep the other checks
+        out["graphed_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        ok = False
 
     pts, nrm, _, _ = bench._car(0)
     geom = Geometry(pts.cuda(), fields={"x": nrm.cuda()}, validate=False)

@@ -42,6 +42,7 @@ _LAZY = {
     "Sample": "geoop.batch",
     "collate": "geoop.batch",
     "GINO": "geoop.models.gino",
+    "GraphedGINO": "geoop.models.graphed",
 }
 
 __all__ = sorted(list(_LAZY) + [

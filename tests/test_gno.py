@@ -333,3 +333,28 @@ def test_chunk_sizes_must_be_positive():
     for kw in (dict(chunk_edges=0), dict(chunk_edges_cuda=-1)):
         with pytest.raises(ConfigError, match="chunk_edges"):
             GNO(2, 3, coord_dim=3, **kw)
+
+
+def test_source_windows_memoised_per_chunking():
+    """The per-chunk source windows are read from the device once per (neighbourhoods,
+    chunking) and memoised on the Neighborhoods; they bound every chunk's source indices, and
+    calls that hit the memo equal calls on fresh neighbourhoods, for two chunkings."""
+    from geoop.nn.gno import _edge_chunks
+
+    src, qry, nb, f, w = make_case(seed=3, s=80, q=50)
+    gno = make_gno("linear", "weighted")
+    for chunk in (40, 25):
+        gno.chunk_edges = chunk
+        first = gno(src, qry, nb, f, w)
+        key = ("gno_source_windows", tuple(_edge_chunks(nb.ptr, chunk)))
+        wins = nb._host_cache[key]
+        for (q0, q1, e0, e1), win in zip(key[1], wins):
+            if e1 == e0:
+                assert win is None
+            else:
+                assert win == (int(nb.index[e0:e1].min()), int(nb.index[e0:e1].max()) + 1)
+        again = gno(src, qry, nb, f, w)
+        fresh = gno(src, qry, Neighborhoods(nb.index.clone(), nb.ptr.clone(), nb.num_sources), f, w)
+        torch.testing.assert_close(again, first, rtol=0, atol=0)
+        torch.testing.assert_close(fresh, first, rtol=0, atol=0)
+    assert len(nb._host_cache) == 2

@@ -1,4 +1,6 @@
-"""Models composed of geoop.nn layers: :class:`GINO` (GNO encoder -> FNO/SFNO -> GNO decoder)."""
+"""Models composed of geoop.nn layers: :class:`GINO` (GNO encoder -> FNO/SFNO -> GNO decoder)
+and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA graphs)."""
 from .gino import GINO, sphere_grid_points  # noqa: F401
+from .graphed import GraphedGINO  # noqa: F401
 
-__all__ = ["GINO", "sphere_grid_points"]
+__all__ = ["GINO", "GraphedGINO", "sphere_grid_points"]

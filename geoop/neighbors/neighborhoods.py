@@ -36,6 +36,9 @@ class Neighborhoods:
     num_sources: Optional[int] = None
     radius: Optional[float] = None
     _ptr_host: Optional[Tensor] = field(default=None, repr=False, compare=False)
+    #: host-side values derived from ``index``/``ptr`` by layers (e.g. the GNO's per-chunk
+    #: source windows), keyed by their user; valid because a Neighborhoods is never mutated
+    _host_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------- properties
     @property

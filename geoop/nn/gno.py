@@ -92,6 +92,31 @@ def _edge_chunks(ptr: Tensor, chunk_edges: int) -> list[tuple[int, int, int, int
     return out
 
 
+def _source_windows(index: Tensor, chunks, neighbors: Optional[Neighborhoods] = None) -> list:
+    """Source window ``(lo, hi)`` (``lo <= index[e] < hi`` for the chunk's edges) of every
+    chunk, or None for a chunk without edges, as host ints: one device-to-host copy for all
+    chunks, memoised on ``neighbors`` (so repeated calls on the same neighbourhoods, and
+    CUDA-graph capture, read no GPU tensor)."""
+    key = ("gno_source_windows", tuple(chunks))
+    cache = neighbors._host_cache if neighbors is not None else None
+    if cache is not None and key in cache:
+        return cache[key]
+    full = [(e0, e1) for _, _, e0, e1 in chunks if e1 > e0]
+    if full:
+        bounds = torch.stack([torch.stack(torch.aminmax(index[e0:e1])) for e0, e1 in full]).tolist()
+    it = iter(bounds if full else [])
+    wins = []
+    for _, _, e0, e1 in chunks:
+        if e1 > e0:
+            lo, hi = next(it)
+            wins.append((int(lo), int(hi) + 1))
+        else:
+            wins.append(None)
+    if cache is not None:
+        cache[key] = wins
+    return wins
+
+
 class GNO(nn.Module):
     """Integral transform over radius neighbourhoods (see the module docstring for the maths).
 
@@ -266,13 +291,13 @@ class GNO(nn.Module):
             params = [p for p in self.rest.parameters()]
             out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
         else:
-            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult)
+            out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult, neighbors)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
         return out
 
-    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult) -> Tensor:
+    def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult, neighbors: Optional[Neighborhoods] = None) -> Tensor:
         """All chunks under ordinary autograd (double backward works).
 
         Per-point tensors are cut with :func:`torch.split` (whose backward is one ``cat``)
@@ -284,13 +309,7 @@ class GNO(nn.Module):
         hq_parts = torch.split(hq, [q1 - q0 for q0, q1, _, _ in chunks])
         # source window [lo, hi) of every chunk; the sorted window ends cut the sources into
         # pieces, and a chunk gathers from the (concatenated) pieces of its own window
-        wins = []
-        for _, _, e0, e1 in chunks:
-            if e1 > e0:
-                src = index[e0:e1]
-                wins.append((int(src.min()), int(src.max()) + 1))
-            else:
-                wins.append(None)
+        wins = _source_windows(index, chunks, neighbors)
         n_src = hs.shape[0]
         cuts = sorted({0, n_src}.union(*[set(w) for w in wins if w is not None]))
         pos = {c: i for i, c in enumerate(cuts)}
