@@ -71,7 +71,8 @@ class GraphedGINO(nn.Module):
 
     The graphs are captured in the model's current mode (``model.train()`` or ``eval()``);
     called in the other mode the model runs eagerly. Graphed calls give no gradient to ``x``
-    and support first-order gradients only.
+    and support first-order gradients only. A graphed call returns the graph's static output
+    tensor, which the next call overwrites: ``clone()`` what you keep across calls.
 
     Shapes
     ------
