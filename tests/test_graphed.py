@@ -35,13 +35,30 @@ def model_and_batch(device="cpu", dtype=torch.float64, **kw):
     return model, batch, batch.x(["x"])
 
 
+def sphere_model_and_batch(device="cpu", dtype=torch.float64):
+    """An SFNO-latent GINO (torch-harmonics) and a batch of two point sets on the unit sphere."""
+    pytest.importorskip("torch_harmonics")
+    torch.manual_seed(0)
+    model = GINO(2, 2, latent="sphere", latent_shape=(8, 16), radius_in=0.6, radius_out=0.6, fno_width=8,
+                 fno_layers=2, gno_mlp=(16,), n_freqs=2, gno_reduction_in="weighted").to(device=device, dtype=dtype)
+    geoms, queries = [], []
+    for i, n in enumerate((60, 90)):
+        g = torch.Generator().manual_seed(i)
+        p = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=dtype), dim=1)
+        geoms.append(Geometry(p, weights=torch.full((n,), 4 * torch.pi / n, dtype=dtype), fields={"x": p[:, 1:]}))
+        queries.append(torch.nn.functional.normalize(torch.randn(10 + 5 * i, 3, generator=g, dtype=dtype), dim=1))
+    batch = GeometryBatch.from_geometries(geoms, queries).to(device)
+    return model, batch, batch.x(["x"])
+
+
 def grads(model):
     return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
 # ----------------------------------------------------------------------------- CPU
-def test_eager_path_equals_model_and_fills_neighborhoods():
-    model, batch, x = model_and_batch()
+@pytest.mark.parametrize("latent", ["box", "sphere"])
+def test_eager_path_equals_model_and_fills_neighborhoods(latent):
+    model, batch, x = model_and_batch() if latent == "box" else sphere_model_and_batch()
     assert batch.neighbors_in is None
     gm = GraphedGINO(model, batch, x)
     assert not gm.graphed and batch.neighbors_in is None  # the caller's batch is left alone
@@ -97,9 +114,9 @@ def _cuda_case(**kw):
 
 
 @cuda_only
-@pytest.mark.parametrize("small_chunks", [False, True])
-def test_cuda_graph_replay_equals_eager(small_chunks):
-    model, batch, x = _cuda_case()
+@pytest.mark.parametrize("small_chunks,latent", [(False, "box"), (True, "box"), (False, "sphere")])
+def test_cuda_graph_replay_equals_eager(small_chunks, latent):
+    model, batch, x = _cuda_case() if latent == "box" else sphere_model_and_batch("cuda", torch.float32)
     if small_chunks:
         for gno in (model.gno_in, model.gno_out):
             gno.chunk_edges, gno.chunk_edges_cuda = 97, 131
