@@ -103,6 +103,92 @@ def test_geometry_only_model():
         gm(torch.zeros(185, 1, dtype=torch.float64))
 
 
+def static_grad_callable(fn):
+    """A CPU stand-in for what ``torch.cuda.make_graphed_callables`` returns, as far as
+    gradients go: forward computes ``fn(*args)``; backward returns the input gradients in
+    FIXED buffers (one per input, refilled every call), as the replayed backward graph does."""
+    buffers = {}
+
+    class Static(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            ins = [a.detach().requires_grad_(a.requires_grad) for a in args]
+            with torch.enable_grad():
+                out = fn(*ins)
+            ctx.ins, ctx.out = ins, out
+            return out.detach()
+
+        @staticmethod
+        def backward(ctx, g):
+            req = [i for i in ctx.ins if i.requires_grad]
+            grads = iter(torch.autograd.grad(ctx.out, req, g, allow_unused=True))
+            result = []
+            for k, i in enumerate(ctx.ins):
+                if not i.requires_grad:
+                    result.append(None)
+                    continue
+                gr = next(grads)
+                buf = buffers.setdefault(k, torch.zeros_like(i))
+                buf.copy_(gr if gr is not None else torch.zeros_like(i))
+                result.append(buf.detach())
+            return tuple(result)
+
+    return lambda *args: Static.apply(*args)
+
+
+def test_proxy_parameters_keep_gradient_semantics_with_static_grad_buffers():
+    """Graph replay returns parameter gradients in static buffers; autograd would install
+    such a buffer as ``.grad`` (PyTorch issue 181723), so zeroing in place or accumulating
+    goes wrong. Checked on the CPU with a stand-in that returns fixed buffers: without the
+    proxies the gradient doubles after an in-place zero_grad; with them, in-place zeroing,
+    set_to_none and accumulation over two passes all equal eager autograd, and optimizer
+    updates of the parameters reach the proxies."""
+    from geoop.models.graphed import _ProxyForward, _with_neighborhoods
+
+    model, batch, x = model_and_batch()
+    batch = _with_neighborhoods(model, batch)
+    x2 = x.flip(0).contiguous()
+
+    def eager_grads(*xs):
+        model.zero_grad(set_to_none=True)
+        for xi in xs:
+            model(batch, xi).square().mean().backward()
+        return grads(model)
+
+    # the failure the proxies prevent: real parameters as the graphed inputs
+    names = [n for n, _ in model.named_parameters()]
+    naive = static_grad_callable(lambda xi, *ps: torch.func.functional_call(model, dict(zip(names, ps)), (batch, xi)))
+    model.zero_grad(set_to_none=True)
+    naive(x, *model.parameters()).square().mean().backward()
+    model.zero_grad(set_to_none=False)
+    naive(x, *model.parameters()).square().mean().backward()
+    naive_grads = grads(model)
+    ref = eager_grads(x)
+    for a, b in zip(naive_grads, ref):  # the stolen static buffer was zeroed, refilled, then added to itself
+        torch.testing.assert_close(a, 2 * b, rtol=1e-10, atol=1e-12)
+
+    fn = _ProxyForward(model, batch)
+    call = static_grad_callable(fn)
+    for zero in ("none", "inplace"):
+        model.zero_grad(set_to_none=True)
+        call(*fn.inputs(x)).square().mean().backward()
+        model.zero_grad(set_to_none=(zero == "none"))
+        call(*fn.inputs(x)).square().mean().backward()
+        for a, b in zip(grads(model), ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert all(p.grad is None for p in fn.proxies)
+    # accumulation over two passes with different inputs
+    model.zero_grad(set_to_none=True)
+    call(*fn.inputs(x)).square().mean().backward()
+    call(*fn.inputs(x2)).square().mean().backward()
+    for a, b in zip(grads(model), eager_grads(x, x2)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # optimizer steps change the parameters in place; the proxies share their storage
+    torch.optim.Adam(model.parameters(), lr=1e-2).step()
+    with torch.no_grad():
+        torch.testing.assert_close(call(*fn.inputs(x)), model(batch, x), rtol=1e-12, atol=1e-14)
+
+
 # ----------------------------------------------------------------------------- CUDA
 cuda_only = pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
 
@@ -152,6 +238,13 @@ def test_cuda_graph_training_trajectory_and_eval_fallback():
             opt.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # in-place zeroing and accumulation over two graphed passes equal eager
+    for m, f in ((model, lambda xi: gm(xi)), (twin, lambda xi: twin(gm.batch, xi))):
+        m.zero_grad(set_to_none=False)
+        for xi in (x, x.flip(0).contiguous()):
+            f(xi).square().mean().backward()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
     gm.eval()  # captured in train mode: eval runs eagerly
     with torch.no_grad():
         torch.testing.assert_close(gm(x), twin.eval()(gm.batch, x), rtol=1e-4, atol=1e-5)

@@ -15,6 +15,11 @@ one mesh with varying fields or conditions (an airfoil mesh and its inflow angle
 grid and its weather states), and of the benchmark step. For a new geometry build a new
 ``GraphedGINO`` (capture costs a few eager steps).
 
+Gradients follow ordinary PyTorch semantics (``.grad`` is a fresh tensor or accumulated
+into; ``zero_grad`` with or without ``set_to_none``; accumulation over several backward
+passes): the graphs are captured on proxy parameters, see :class:`_ProxyForward` for the
+PyTorch pitfall this avoids.
+
 Requirements (checked, with a :class:`~geoop.errors.ConfigError`): no local-geometry features
 (``local_radius``/``local_nearest`` search neighbours inside ``forward``, on the host). The
 batch's neighbourhoods are computed here when missing. The GINO step issues no host
@@ -43,17 +48,58 @@ from .gino import GINO
 __all__ = ["GraphedGINO"]
 
 
-class _FixedGeometryForward(nn.Module):
-    """``x -> model(batch, x)`` for one stored batch: the tensor-only callable that
-    :func:`torch.cuda.make_graphed_callables` needs (its parameters are the model's)."""
+class _ProxyForward:
+    """``(x, *proxies) -> model(batch, x)`` with the model's parameters replaced by proxies.
+
+    ``torch.cuda.make_graphed_callables`` returns every parameter gradient in the same static
+    buffer of its backward graph, and autograd installs that buffer itself as ``.grad`` of a
+    parameter whose gradient was None: the next replay then overwrites ``.grad``, and zeroing
+    in place or accumulating over several backward passes gives wrong gradients without an
+    error (PyTorch issue 181723, open). So the graph is captured on proxies: leaf tensors that
+    share the parameters' storage (optimizer updates reach them) but collect the gradients
+    themselves; a post-accumulate hook moves each proxy gradient into the real parameter's
+    ``.grad`` (a copy when it is None, an in-place add otherwise) and clears the proxy. The
+    parameters then see ordinary PyTorch gradient semantics.
+
+    Shapes: ``x`` (ΣN, in_channels) (absent when ``in_channels == 0``) -> (ΣQ, out_channels).
+    """
 
     def __init__(self, model: GINO, batch: GeometryBatch):
-        super().__init__()
-        self.model = model
-        self.batch = batch
+        self.model, self.batch = model, batch
+        named = list(model.named_parameters())
+        self.names = [n for n, _ in named]
+        self.proxies = []
+        for _, p in named:
+            proxy = p.detach().requires_grad_(p.requires_grad)
+            if p.requires_grad:
+                proxy.register_post_accumulate_grad_hook(_grad_mover(p))
+            self.proxies.append(proxy)
+        self.n_x = 0 if model.in_channels == 0 else 1
 
-    def forward(self, *x: Tensor) -> Tensor:
-        return self.model(self.batch, x[0] if x else None)
+    def inputs(self, x: Optional[Tensor]) -> tuple:
+        """The callable's flat tensor arguments: (x, *proxies) or (*proxies,)."""
+        return (() if self.n_x == 0 else (x,)) + tuple(self.proxies)
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        x = args[0] if self.n_x else None
+        params = dict(zip(self.names, args[self.n_x:]))
+        return torch.func.functional_call(self.model, params, (self.batch, x))
+
+
+def _grad_mover(param: Tensor):
+    """Post-accumulate hook of a proxy: move its gradient into ``param.grad``."""
+
+    def hook(proxy: Tensor) -> None:
+        g = proxy.grad
+        proxy.grad = None
+        if g is None:
+            return
+        if param.grad is None:
+            param.grad = g.clone()  # never alias the graph's static buffer
+        else:
+            param.grad.add_(g)
+
+    return hook
 
 
 class GraphedGINO(nn.Module):
@@ -103,20 +149,16 @@ class GraphedGINO(nn.Module):
         self.graphed = bool(device.type == "cuda") if enabled is None else bool(enabled)
         if self.graphed and device.type != "cuda":
             raise ConfigError(f"GraphedGINO: CUDA graphs need a CUDA device, the model is on {device}")
-        self.net = _FixedGeometryForward(model, batch)
+        self.model = model  # a submodule: parameters() are the model's
+        self.batch = batch
+        self._fn = _ProxyForward(model, batch)
+        self._graphed_fn = None
+        self._captured_training = model.training
         if self.graphed:
-            sample = () if x is None else (x.detach().clone(),)
-            self.net = torch.cuda.make_graphed_callables(
-                self.net, sample, num_warmup_iters=int(warmup), allow_unused_input=True
+            sample = self._fn.inputs(None if x is None else x.detach().clone())
+            self._graphed_fn = torch.cuda.make_graphed_callables(
+                self._fn, sample, num_warmup_iters=int(warmup), allow_unused_input=True
             )
-
-    @property
-    def model(self) -> GINO:
-        return self.net.model
-
-    @property
-    def batch(self) -> GeometryBatch:
-        return self.net.batch
 
     @staticmethod
     def _check_x(model: GINO, batch: GeometryBatch, x: Optional[Tensor]) -> None:
@@ -133,7 +175,7 @@ class GraphedGINO(nn.Module):
         if self.in_channels == 0:
             if x is not None:
                 raise ShapeError(f"GraphedGINO: in_channels=0 takes no input features, got x of shape {tuple(x.shape)}")
-            return self.net()
+            return self._run(None)
         if x is None or tuple(x.shape) != self.x_shape:
             raise ShapeError(f"GraphedGINO: x must have shape {self.x_shape} (the captured one), "
                              f"got {None if x is None else tuple(x.shape)}")
@@ -144,7 +186,12 @@ class GraphedGINO(nn.Module):
             if x.requires_grad:
                 raise ShapeError("GraphedGINO: graphed calls give no gradient to x; pass x without requires_grad "
                                  "(or use the model eagerly)")
-        return self.net(x)
+        return self._run(x)
+
+    def _run(self, x: Optional[Tensor]) -> Tensor:
+        if self._graphed_fn is not None and self.model.training == self._captured_training:
+            return self._graphed_fn(*self._fn.inputs(x))
+        return self.model(self.batch, x)  # eager: the other train/eval mode, or graphs disabled
 
 
 def _with_neighborhoods(model: GINO, batch: GeometryBatch) -> GeometryBatch:
