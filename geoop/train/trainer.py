@@ -111,6 +111,23 @@ def _plain(x: Any) -> Any:
     return x
 
 
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel where every parameter allows it (floating point, on
+    the CPU or a CUDA device): one pass over each parameter instead of ~10 elementwise ops
+    (measured on the airfoil demo's GINO, 59 tensors / 3.2 M values, 1 thread: 3.2 ms per
+    step vs 14.8 ms for the default loop and 24.7 ms for ``foreach``); the per-parameter
+    loop otherwise. Same update rule and state layout either way."""
+    params = list(params)
+    fused = bool(params) and all(
+        p.device.type in _FUSED_DEVICES and p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        for p in params
+    )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 class Trainer:
     """Train a model ``model(batch: GeometryBatch, x) -> (ΣQ, C_out)`` on a dataset of samples.
 
@@ -207,7 +224,7 @@ class Trainer:
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
         )
         self.steps_per_epoch = len(self.loader)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
+        self.optimizer = _adamw(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
         self.scheduler = WarmupCosine(
             self.optimizer,
             total_steps=self.epochs * self.steps_per_epoch,
