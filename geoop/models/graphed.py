@@ -118,7 +118,10 @@ class GraphedGINO(nn.Module):
     The graphs are captured in the model's current mode (``model.train()`` or ``eval()``);
     called in the other mode the model runs eagerly. Graphed calls give no gradient to ``x``
     and support first-order gradients only. A graphed call returns the graph's static output
-    tensor, which the next call overwrites: ``clone()`` what you keep across calls.
+    tensor, which the next call overwrites: ``clone()`` what you keep across calls. Gradients
+    reach the parameters through ``backward()`` (``torch.autograd.grad`` with respect to the
+    model's parameters does not see them: the graph holds proxies), so wrap the model in
+    ``DistributedDataParallel`` only for eager use, not around a GraphedGINO.
 
     Shapes
     ------
