@@ -146,22 +146,25 @@ class GraphedGINO(nn.Module):
             raise ShapeError(f"GraphedGINO: batch is on {batch.points.device}, the model on {device}; move one of them")
         self._check_x(model, batch, x)
         batch = _with_neighborhoods(model, batch)
-        self.in_channels = model.in_channels
-        self.x_shape = None if x is None else tuple(x.shape)
-        self.x_dtype = None if x is None else x.dtype
-        self.graphed = bool(device.type == "cuda") if enabled is None else bool(enabled)
-        if self.graphed and device.type != "cuda":
+        use_graphs = device.type == "cuda" if enabled is None else bool(enabled)
+        if use_graphs and device.type != "cuda":
             raise ConfigError(f"GraphedGINO: CUDA graphs need a CUDA device, the model is on {device}")
+        self.x_dtype = None if x is None else x.dtype
         self.model = model  # a submodule: parameters() are the model's
         self.batch = batch
         self._fn = _ProxyForward(model, batch)
         self._graphed_fn = None
         self._captured_training = model.training
-        if self.graphed:
+        if use_graphs:
             sample = self._fn.inputs(None if x is None else x.detach().clone())
             self._graphed_fn = torch.cuda.make_graphed_callables(
                 self._fn, sample, num_warmup_iters=int(warmup), allow_unused_input=True
             )
+
+    @property
+    def graphed(self) -> bool:
+        """Whether CUDA graphs were captured (else every call runs eagerly)."""
+        return self._graphed_fn is not None
 
     @staticmethod
     def _check_x(model: GINO, batch: GeometryBatch, x: Optional[Tensor]) -> None:
@@ -171,28 +174,20 @@ class GraphedGINO(nn.Module):
                 raise ShapeError(f"GraphedGINO: in_channels=0 takes no input features, got x of shape {tuple(x.shape)}")
         elif x is None or tuple(x.shape) != (n, model.in_channels):
             got = None if x is None else tuple(x.shape)
-            raise ShapeError(f"GraphedGINO: x must have shape ({n}, {model.in_channels}) (one row per batch point), got {got}")
+            raise ShapeError(f"GraphedGINO: x must have shape ({n}, {model.in_channels}) (one row per batch "
+                             f"point: the shape the graphs are captured for), got {got}")
 
     def forward(self, x: Optional[Tensor] = None) -> Tensor:
         """Run the model on the stored geometry with input features ``x`` (see class docstring)."""
-        if self.in_channels == 0:
-            if x is not None:
-                raise ShapeError(f"GraphedGINO: in_channels=0 takes no input features, got x of shape {tuple(x.shape)}")
-            return self._run(None)
-        if x is None or tuple(x.shape) != self.x_shape:
-            raise ShapeError(f"GraphedGINO: x must have shape {self.x_shape} (the captured one), "
-                             f"got {None if x is None else tuple(x.shape)}")
-        if self.graphed:
+        self._check_x(self.model, self.batch, x)
+        if self.graphed and x is not None:
             if x.dtype != self.x_dtype or x.device != self.batch.points.device:
                 raise ShapeError(f"GraphedGINO: x must be {self.x_dtype} on {self.batch.points.device} "
                                  f"(the captured dtype and device), got {x.dtype} on {x.device}")
             if x.requires_grad:
                 raise ShapeError("GraphedGINO: graphed calls give no gradient to x; pass x without requires_grad "
                                  "(or use the model eagerly)")
-        return self._run(x)
-
-    def _run(self, x: Optional[Tensor]) -> Tensor:
-        if self._graphed_fn is not None and self.model.training == self._captured_training:
+        if self.graphed and self.model.training == self._captured_training:
             return self._graphed_fn(*self._fn.inputs(x))
         return self.model(self.batch, x)  # eager: the other train/eval mode, or graphs disabled
 
