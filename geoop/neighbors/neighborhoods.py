@@ -35,9 +35,7 @@ class Neighborhoods:
     ptr: Tensor
     num_sources: Optional[int] = None
     radius: Optional[float] = None
-    _ptr_host: Optional[Tensor] = field(default=None, repr=False, compare=False)
-    #: host-side values derived from ``index``/``ptr`` by layers (e.g. the GNO's per-chunk
-    #: source windows), keyed by their user; valid because a Neighborhoods is never mutated
+    #: host-side values derived from ``index``/``ptr`` (see :meth:`host_value`)
     _host_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------- properties
@@ -63,16 +61,25 @@ class Neighborhoods:
             torch.arange(self.num_queries, device=self.device), self.counts(), output_size=self.num_edges
         )
 
+    def host_value(self, key, compute):
+        """``compute()`` once per Neighborhoods and ``key``: a host-side value derived from
+        ``index``/``ptr`` (on a GPU, reading them again would be a synchronisation). Valid
+        because a Neighborhoods is never mutated; :meth:`to` carries the values along."""
+        if key not in self._host_cache:
+            self._host_cache[key] = compute()
+        return self._host_cache[key]
+
     def ptr_host(self) -> Tensor:
         """(Q+1,) ``ptr`` on the CPU, copied once and cached (layers that cut the edges into
-        chunks read the offsets on the host; on a GPU every read would be a synchronisation)."""
-        if self._ptr_host is None:
-            self._ptr_host = self.ptr if self.ptr.device.type == "cpu" else self.ptr.detach().cpu()
-        return self._ptr_host
+        chunks read the offsets on the host)."""
+        return self.host_value("ptr", lambda: self.ptr if self.ptr.device.type == "cpu" else self.ptr.detach().cpu())
 
     def to(self, device) -> "Neighborhoods":
-        host = self._ptr_host if self._ptr_host is not None else (self.ptr if self.ptr.device.type == "cpu" else None)
-        return Neighborhoods(self.index.to(device), self.ptr.to(device), self.num_sources, self.radius, host)
+        out = Neighborhoods(self.index.to(device), self.ptr.to(device), self.num_sources, self.radius)
+        out._host_cache.update(self._host_cache)
+        if self.ptr.device.type == "cpu":
+            out._host_cache.setdefault("ptr", self.ptr)
+        return out
 
     def __repr__(self) -> str:
         return (

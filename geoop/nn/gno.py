@@ -97,24 +97,22 @@ def _source_windows(index: Tensor, chunks, neighbors: Optional[Neighborhoods] = 
     chunk, or None for a chunk without edges, as host ints: one device-to-host copy for all
     chunks, memoised on ``neighbors`` (so repeated calls on the same neighbourhoods, and
     CUDA-graph capture, read no GPU tensor)."""
-    key = ("gno_source_windows", tuple(chunks))
-    cache = neighbors._host_cache if neighbors is not None else None
-    if cache is not None and key in cache:
-        return cache[key]
-    full = [(e0, e1) for _, _, e0, e1 in chunks if e1 > e0]
-    if full:
-        bounds = torch.stack([torch.stack(torch.aminmax(index[e0:e1])) for e0, e1 in full]).tolist()
-    it = iter(bounds if full else [])
-    wins = []
-    for _, _, e0, e1 in chunks:
-        if e1 > e0:
-            lo, hi = next(it)
-            wins.append((int(lo), int(hi) + 1))
-        else:
-            wins.append(None)
-    if cache is not None:
-        cache[key] = wins
-    return wins
+
+    def compute() -> list:
+        full = [(e0, e1) for _, _, e0, e1 in chunks if e1 > e0]
+        bounds = iter(torch.stack([torch.stack(torch.aminmax(index[e0:e1])) for e0, e1 in full]).tolist() if full else [])
+        wins = []
+        for _, _, e0, e1 in chunks:
+            if e1 > e0:
+                lo, hi = next(bounds)
+                wins.append((int(lo), int(hi) + 1))
+            else:
+                wins.append(None)
+        return wins
+
+    if neighbors is None:
+        return compute()
+    return neighbors.host_value(("gno_source_windows", tuple(chunks)), compute)
 
 
 class GNO(nn.Module):
