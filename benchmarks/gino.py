@@ -387,11 +387,14 @@ def _geoop_batch(model, samples, precompute: bool):
     return GeometryBatch.from_samples(samples).to(DEVICE)
 
 
-def worker_geoop_step(args, search: bool = False) -> dict:
-
+def _geoop_car():
+    """The geoop model and car 0 as a sample (normals in, pressure out), on DEVICE."""
     pts, nrm, prs, _ = _car(0)
-    model = _geoop_model().to(DEVICE)
-    sample = _geoop_sample(*_to(pts, nrm, prs))
+    return _geoop_model().to(DEVICE), _geoop_sample(*_to(pts, nrm, prs))
+
+
+def worker_geoop_step(args, search: bool = False) -> dict:
+    model, sample = _geoop_car()
     peak = _Peak()
     if search:
         def step():
@@ -423,9 +426,7 @@ def worker_geoop_step_graphed(args) -> dict:
         return {"skipped": "CUDA graphs need a GPU"}
     from geoop.models import GraphedGINO
 
-    pts, nrm, prs, _ = _car(0)
-    model = _geoop_model().to(DEVICE)
-    sample = _geoop_sample(*_to(pts, nrm, prs))
+    model, sample = _geoop_car()
     batch = _geoop_batch(model, [sample], precompute=True)
     x, y = batch.fields["x"], batch.fields["y"]
     peak = _Peak()
