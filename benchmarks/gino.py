@@ -40,7 +40,10 @@ Measurements (``--worker`` names)
                    launches on a GPU, which a graph replays with one call.
 ``geoop_batch8`` / ``geoop_single8``  8 different geometries (2k..8k points: vertices and
                    triangle centroids of the 3 cars, subsampled) in one batched step vs 8
-                   single steps.
+                   single steps ("live peak" of single8: the largest of the 8 steps).
+``geoop_batch8_ckpt``  the same batch with ``GINO(checkpoint_edges=0)``: the decoder (495k
+                   edges) recomputes its edge MLP in backward too; time and memory against
+                   ``geoop_batch8`` (``batch8_ckpt_time_ratio`` / ``batch8_ckpt_memory_ratio``).
 ``neuralop_batch8``  shows that neuralop's GINO cannot take 8 different geometries in one
                    call (records the error), and times the 8 single calls it needs.
 ``gno_10m``        geoop.nn.GNO training step (forward + backward) with 10 M edges,
@@ -334,7 +337,7 @@ def worker_neuralop_batch8(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- geoop
-def _geoop_model():
+def _geoop_model(**overrides):
     from geoop.models import GINO
 
     c = CONFIG
@@ -356,6 +359,7 @@ def _geoop_model():
         pos_embed="nerf",
         n_freqs=c["n_freqs"],
         projection_hidden=4 * c["fno_width"],  # neuralop: projection_channel_ratio=4
+        **overrides,
     )
 
 
@@ -439,14 +443,21 @@ def worker_geoop_step_graphed(args) -> dict:
     return {**_timed(step, args.warmup, args.steps), "peak_mb": peak.mb(), "params": _n_params(model)}
 
 
-def worker_geoop_batch8(args) -> dict:
-    model = _geoop_model().to(DEVICE)
+def worker_geoop_batch8(args, **overrides) -> dict:
+    model = _geoop_model(**overrides).to(DEVICE)
     samples = [_geoop_sample(*_to(*g)) for g in _eight_geometries()]
     batch = _geoop_batch(model, samples, precompute=True)
     peak = _Peak()
-    return {**_timed(_geoop_step_fn(model, batch), 1, max(1, args.steps // 2), peak, model), "peak_mb": peak.mb(),
-            "peak_incl_first_step_mb": peak.first,
-            "points": [int(c) for c in batch.counts()]}
+    step = _geoop_step_fn(model, batch)
+    return {**_timed(step, 1, max(1, args.steps // 2), peak, model), "peak_mb": peak.mb(),
+            "peak_incl_first_step_mb": peak.first, "live_peak_mb": _live_peak_mb(step),
+            "points": [int(c) for c in batch.counts()],
+            "edges_in_out": [batch.neighbors_in.num_edges, batch.neighbors_out.num_edges]}
+
+
+def worker_geoop_batch8_ckpt(args) -> dict:
+    """The batch of 8 with ``checkpoint_edges=0``: the decoder recomputes its edges too."""
+    return worker_geoop_batch8(args, checkpoint_edges=0)
 
 
 def worker_geoop_single8(args) -> dict:
@@ -461,7 +472,7 @@ def worker_geoop_single8(args) -> dict:
             s()
 
     return {**_timed(eight, 1, max(1, args.steps // 2), peak, model), "peak_mb": peak.mb(),
-            "peak_incl_first_step_mb": peak.first}
+            "peak_incl_first_step_mb": peak.first, "live_peak_mb": _live_peak_mb(eight)}
 
 
 def worker_gno_10m(args) -> dict:
@@ -526,6 +537,7 @@ WORKERS = {
     "geoop_step_search": worker_geoop_step_search,
     "geoop_step_graphed": worker_geoop_step_graphed,
     "geoop_batch8": worker_geoop_batch8,
+    "geoop_batch8_ckpt": worker_geoop_batch8_ckpt,
     "geoop_single8": worker_geoop_single8,
     "neuralop_batch8": worker_neuralop_batch8,
     "gno_10m": worker_gno_10m,
@@ -533,7 +545,7 @@ WORKERS = {
 }
 GROUPS = {
     "step": ["neuralop_step", "geoop_step", "geoop_step_search", "geoop_step_graphed"],
-    "batch8": ["geoop_batch8", "geoop_single8", "neuralop_batch8"],
+    "batch8": ["geoop_batch8", "geoop_single8", "geoop_batch8_ckpt", "neuralop_batch8"],
     "gno": ["gno_10m"],
     "query": ["query_1m"],
 }
@@ -562,6 +574,12 @@ def _get(res, name, key):
     return r.get(key)
 
 
+def _mem(res, name):
+    """Live tensor peak (CPU) or max_memory_allocated (CUDA) of a measurement."""
+    live = _get(res, name, "live_peak_mb")
+    return live if live is not None else _get(res, name, "peak_mb")
+
+
 def summarize(res: dict) -> dict:
     nt, gt, gst = (_get(res, n, "time_s") for n in ("neuralop_step", "geoop_step", "geoop_step_search"))
     nm, gm, gsm = (_get(res, n, "peak_mb") for n in ("neuralop_step", "geoop_step", "geoop_step_search"))
@@ -585,6 +603,10 @@ def summarize(res: dict) -> dict:
         "batch8_ratio": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "geoop_single8", "time_s")),
         "batch8_vs_neuralop_8_calls": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "neuralop_batch8", "time_s")),
         "batch8_cpu_ratio": _ratio(_get(res, "geoop_batch8", "cpu_s"), _get(res, "geoop_single8", "cpu_s")),
+        "batch8_memory_vs_single_peak": _ratio(_mem(res, "geoop_batch8"), _mem(res, "geoop_single8")),
+        # checkpoint_edges=0 (decoder recomputed too) against the default, same batch
+        "batch8_ckpt_time_ratio": _ratio(_get(res, "geoop_batch8_ckpt", "time_s"), _get(res, "geoop_batch8", "time_s")),
+        "batch8_ckpt_memory_ratio": _ratio(_mem(res, "geoop_batch8_ckpt"), _mem(res, "geoop_batch8")),
         "neuralop_batch8_error": _get(res, "neuralop_batch8", "batched_call_error"),
         "gno_10m_peak_mb": _get(res, "gno_10m", "peak_mb"),
         "query_1m_peak_mb": _get(res, "query_1m", "peak_mb"),
@@ -623,6 +645,7 @@ def print_table(res: dict, s: dict) -> None:
         print(f"{key:30s} {_fmt(s.get(key)):>10s}   target <= {target}   ok={s['meets_target'][key]}")
     for key in ("step_time_ratio_graphed", "step_memory_ratio_graphed", "step_rss_ratio", "step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
                 "step_memory_ratio_with_search", "batch8_cpu_ratio", "batch8_vs_neuralop_8_calls",
+                "batch8_memory_vs_single_peak", "batch8_ckpt_time_ratio", "batch8_ckpt_memory_ratio",
                 "params_geoop", "params_neuralop"):
         print(f"{key:30s} {_fmt(s.get(key)):>10s}")
     if s.get("neuralop_batch8_error"):

@@ -342,6 +342,50 @@ def test_checkpointed_encoder_gives_the_plain_gradients():
         torch.testing.assert_close(p1[n], p2[n], rtol=1e-9, atol=1e-12, msg=n)
 
 
+def _saved_edge_activations(model, batch, x) -> int:
+    """Number of float tensors with one row per decoder edge that a training forward saves
+    for backward (the ``(E_out, hidden)`` activations checkpointing avoids)."""
+    e_out = batch.neighbors_out.num_edges
+    count = [0]
+
+    def pack(t):
+        if t.is_floating_point() and t.dim() == 2 and t.shape[0] == e_out:
+            count[0] += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(batch, x)
+    return count[0], out
+
+
+def test_checkpoint_edges_bounds_the_decoder_activations():
+    """checkpoint_edges=0 makes the decoder recompute its edge MLP in backward: no (E_out, H)
+    tensor is saved (the default threshold keeps them for this small case), and the outputs
+    and gradients are those of the plain path."""
+    geoms, queries = three_samples()
+    model = box_model()
+    batch = GeometryBatch.from_samples([model.precompute(Sample(g, Geometry(q, validate=False))) for g, q in zip(geoms, queries)])
+    assert 0 < batch.neighbors_out.num_edges < model.gno_out.checkpoint_edges
+    results = []
+    for edges in (1 << 19, 0):
+        torch.manual_seed(0)
+        model = box_model(checkpoint_edges=edges)
+        assert model.config["checkpoint_edges"] == edges and model.gno_out.checkpoint_edges == edges
+        x = batch.x(["x"]).clone().requires_grad_()
+        n_saved, out = _saved_edge_activations(model, batch, x)
+        out.square().sum().backward()
+        results.append((n_saved, out.detach(), x.grad, {n: p.grad for n, p in model.named_parameters()}))
+    (n_keep, o1, x1, p1), (n_ckpt, o2, x2, p2) = results
+    assert n_keep >= 2 and n_ckpt == 0
+    torch.testing.assert_close(o1, o2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x1, x2, rtol=1e-10, atol=1e-12)
+    for n in p1:
+        torch.testing.assert_close(p1[n], p2[n], rtol=1e-9, atol=1e-12, msg=n)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="checkpoint_edges"):
+            box_model(checkpoint_edges=bad)
+
+
 def test_neighborhoods_host_ptr_is_cached_and_carried():
     from geoop.neighbors.neighborhoods import Neighborhoods
 
