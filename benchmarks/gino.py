@@ -35,6 +35,9 @@ Measurements (``--worker`` names)
                    (``model.precompute(sample)``), its intended training mode.
 ``geoop_step_search``  geoop GINO step that also searches the neighbourhoods in every step
                    (same work as neuralop's forward).
+``geoop_step_plain_encoder``  the step with ``GINO(checkpoint_encoder=False)`` (the encoder
+                   keeps its edge activations instead of recomputing them in backward):
+                   fewer kernel launches on a GPU, more memory.
 ``geoop_step_graphed``  (CUDA only) geoop GINO step with forward and backward replayed as
                    CUDA graphs (``geoop.models.GraphedGINO``): the car step is bound by kernel
                    launches on a GPU, which a graph replays with one call.
@@ -391,14 +394,15 @@ def _geoop_batch(model, samples, precompute: bool):
     return GeometryBatch.from_samples(samples).to(DEVICE)
 
 
-def _geoop_car():
-    """The geoop model and car 0 as a sample (normals in, pressure out), on DEVICE."""
+def _geoop_car(**overrides):
+    """The geoop model (``GINO`` keyword overrides) and car 0 as a sample (normals in,
+    pressure out), on DEVICE."""
     pts, nrm, prs, _ = _car(0)
-    return _geoop_model().to(DEVICE), _geoop_sample(*_to(pts, nrm, prs))
+    return _geoop_model(**overrides).to(DEVICE), _geoop_sample(*_to(pts, nrm, prs))
 
 
-def worker_geoop_step(args, search: bool = False) -> dict:
-    model, sample = _geoop_car()
+def worker_geoop_step(args, search: bool = False, **overrides) -> dict:
+    model, sample = _geoop_car(**overrides)
     peak = _Peak()
     if search:
         def step():
@@ -418,6 +422,13 @@ def worker_geoop_step(args, search: bool = False) -> dict:
 
 def worker_geoop_step_search(args) -> dict:
     return worker_geoop_step(args, search=True)
+
+
+def worker_geoop_step_plain_encoder(args) -> dict:
+    """The step with ``GINO(checkpoint_encoder=False)``: the encoder keeps its edge
+    activations (one chunk on CUDA instead of 16k-edge chunks recomputed in backward: ~100
+    fewer kernel launches per step, ``benchmarks/launches.py``) for more memory."""
+    return worker_geoop_step(args, checkpoint_encoder=False)
 
 
 def worker_geoop_step_graphed(args) -> dict:
@@ -535,6 +546,7 @@ WORKERS = {
     "neuralop_step": worker_neuralop_step,
     "geoop_step": worker_geoop_step,
     "geoop_step_search": worker_geoop_step_search,
+    "geoop_step_plain_encoder": worker_geoop_step_plain_encoder,
     "geoop_step_graphed": worker_geoop_step_graphed,
     "geoop_batch8": worker_geoop_batch8,
     "geoop_batch8_ckpt": worker_geoop_batch8_ckpt,
@@ -544,7 +556,7 @@ WORKERS = {
     "query_1m": worker_query_1m,
 }
 GROUPS = {
-    "step": ["neuralop_step", "geoop_step", "geoop_step_search", "geoop_step_graphed"],
+    "step": ["neuralop_step", "geoop_step", "geoop_step_search", "geoop_step_plain_encoder", "geoop_step_graphed"],
     "batch8": ["geoop_batch8", "geoop_single8", "geoop_batch8_ckpt", "neuralop_batch8"],
     "gno": ["gno_10m"],
     "query": ["query_1m"],
@@ -600,6 +612,8 @@ def summarize(res: dict) -> dict:
         "step_memory_ratio": live if live is not None else _ratio(gm, nm),
         "step_rss_ratio": _ratio(gm, nm) if live is not None else None,
         "step_memory_ratio_with_search": live_s if live_s is not None else _ratio(gsm, nm),
+        "step_time_ratio_plain_encoder": _ratio(_get(res, "geoop_step_plain_encoder", "time_s"), nt),
+        "step_memory_ratio_plain_encoder": _ratio(_mem(res, "geoop_step_plain_encoder"), _mem(res, "neuralop_step")),
         "batch8_ratio": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "geoop_single8", "time_s")),
         "batch8_vs_neuralop_8_calls": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "neuralop_batch8", "time_s")),
         "batch8_cpu_ratio": _ratio(_get(res, "geoop_batch8", "cpu_s"), _get(res, "geoop_single8", "cpu_s")),
@@ -644,7 +658,8 @@ def print_table(res: dict, s: dict) -> None:
     for key, target in TARGETS.items():
         print(f"{key:30s} {_fmt(s.get(key)):>10s}   target <= {target}   ok={s['meets_target'][key]}")
     for key in ("step_time_ratio_graphed", "step_memory_ratio_graphed", "step_rss_ratio", "step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
-                "step_memory_ratio_with_search", "batch8_cpu_ratio", "batch8_vs_neuralop_8_calls",
+                "step_memory_ratio_with_search", "step_time_ratio_plain_encoder", "step_memory_ratio_plain_encoder",
+                "batch8_cpu_ratio", "batch8_vs_neuralop_8_calls",
                 "batch8_memory_vs_single_peak", "batch8_ckpt_time_ratio", "batch8_ckpt_memory_ratio",
                 "params_geoop", "params_neuralop"):
         print(f"{key:30s} {_fmt(s.get(key)):>10s}")

@@ -49,6 +49,33 @@ def test_spectral_conv_equals_direct_dft(grid, modes, factorization):
     np.testing.assert_allclose(conv(x).detach().numpy(), _direct_reference(conv, x), rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("grid,modes", [((7,), (2,)), ((6, 5), (2, 2)), ((4, 4, 5), (2, 1, 2))])
+def test_spectral_conv_gradcheck(grid, modes):
+    """First and second derivatives of the corner gather / scatter and contraction, w.r.t.
+    the input, the spectral weight and the bias (float64, finite differences)."""
+    torch.manual_seed(6)
+    conv = SpectralConv(2, 2, modes).double()
+    x = torch.randn(2, 2, *grid, dtype=torch.float64, requires_grad=True)
+    w, b = conv.weight.dense, conv.bias
+
+    def f(x, w, b):
+        return torch.func.functional_call(conv, {"weight.dense": w, "bias": b}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+def test_spectral_conv_mode_index_is_cached_per_grid():
+    conv = SpectralConv(1, 1, (2, 3))
+    a = conv._mode_index((8, 8), torch.device("cpu"))
+    assert conv._mode_index((8, 8), torch.device("cpu")) is a and a.numel() == 4 * 3
+    # positions in the flattened (8, 5) half spectrum: rows 0, 1, 6, 7, columns 0..2
+    expect = [r * 5 + c for r in (0, 1, 6, 7) for c in range(3)]
+    assert a.tolist() == expect
+    assert conv._mode_index((10, 8), torch.device("cpu")).tolist() == [r * 5 + c for r in (0, 1, 8, 9) for c in range(3)]
+    assert "_index_cache" not in "".join(conv.state_dict())
+
+
 def _band_limited(n: int, d: int, kmax: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
     """Sum of random Fourier modes |k_j| <= kmax on the periodic grid (n,)*d, x = i/n."""
     g = torch.Generator().manual_seed(seed)

@@ -46,7 +46,7 @@ out : (B, C, N_1, ..., N_d) float
 """
 from __future__ import annotations
 
-import itertools
+import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -181,6 +181,7 @@ class SpectralConv(nn.Module):
         weight_modes = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
         self.weight = SpectralWeight(self.in_channels, self.out_channels, weight_modes, factorization, rank)
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self._index_cache: dict = {}  # (grid, device) -> flat mode positions, see _mode_index
 
     @property
     def dim(self) -> int:
@@ -202,34 +203,45 @@ class SpectralConv(nn.Module):
                 f"(2 x n_modes={self.n_modes}), got {grid}"
             )
 
+    def _mode_index(self, grid: tuple, device: torch.device) -> Tensor:
+        """Flat positions (K,) of the retained modes in the flattened half spectrum
+        ``(N_1, .., N_{d-1}, N_d//2+1)``, in the C order of the compact block
+        ``(2m_1, .., 2m_{d-1}, m_d)`` (per non-last axis: ``0..m-1`` then ``N-m..N-1``).
+
+        Built once per grid and device and cached on the module (not in the state dict), so
+        a forward gathers and scatters the retained corners with one ``index_select`` and
+        one ``index_copy`` instead of a gather per axis and a copy per corner (on a GPU each
+        of those is a kernel launch, and the car step is launch-bound)."""
+        key = (grid, str(device))
+        idx = self._index_cache.get(key)
+        if idx is None:
+            half = list(grid[:-1]) + [grid[-1] // 2 + 1]
+            axes = [torch.cat([torch.arange(m, device=device), torch.arange(n - m, n, device=device)])
+                    for m, n in zip(self.n_modes[:-1], grid[:-1])]
+            axes.append(torch.arange(self.n_modes[-1], device=device))
+            idx = torch.zeros((), dtype=torch.long, device=device)
+            for ax, n in zip(axes, half):  # C order: idx * N_j + i_j, one axis at a time
+                idx = (idx[..., None] * n + ax).reshape(*idx.shape, ax.numel())
+            idx = idx.reshape(-1)
+            self._index_cache[key] = idx
+        return idx
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         d = self.dim
+        b = x.shape[0]
         grid = tuple(x.shape[2:])
         dims = tuple(range(-d, 0))
         xf = torch.fft.rfftn(x, dim=dims, norm="forward")  # (B, C, N_1..N_{d-1}, N_d//2+1)
+        half = tuple(xf.shape[2:])
+        idx = self._mode_index(grid, x.device)
         # gather the retained corners into a compact (B, C, 2m_1..2m_{d-1}, m_d) block
-        xc = xf[..., : self.n_modes[-1]]
-        for j, m in enumerate(self.n_modes[:-1]):
-            n = grid[j]
-            idx = torch.cat([torch.arange(m, device=x.device), torch.arange(n - m, n, device=x.device)])
-            xc = xc.index_select(2 + j, idx)
+        compact = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
+        xc = xf.reshape(b, xf.shape[1], -1).index_select(2, idx).reshape(b, xf.shape[1], *compact)
         yc = self._contract(xc)
         # scatter the compact block back into a zero half spectrum
-        out = torch.zeros(
-            (x.shape[0], self.out_channels, *grid[:-1], grid[-1] // 2 + 1), dtype=yc.dtype, device=x.device
-        )
-        for corner in itertools.product((0, 1), repeat=d - 1):
-            full = [slice(None), slice(None)]
-            compact = [slice(None), slice(None)]
-            for j, c in enumerate(corner):
-                m = self.n_modes[j]
-                full.append(slice(0, m) if c == 0 else slice(grid[j] - m, grid[j]))
-                compact.append(slice(0, m) if c == 0 else slice(m, 2 * m))
-            full.append(slice(0, self.n_modes[-1]))
-            compact.append(slice(None))
-            out[tuple(full)] = yc[tuple(compact)]
-        y = torch.fft.irfftn(out, s=grid, dim=dims, norm="forward")
+        out = yc.new_zeros((b, self.out_channels, math.prod(half))).index_copy(2, idx, yc.reshape(b, self.out_channels, -1))
+        y = torch.fft.irfftn(out.reshape(b, self.out_channels, *half), s=grid, dim=dims, norm="forward")
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * d))
         return y
