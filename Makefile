@@ -24,6 +24,7 @@ bench: setup
 	$(PY) benchmarks/sdf.py
 	bash scripts/setup_bench_env.sh   # neuraloperator + torch-scatter, only for the comparison
 	.venv-bench/bin/python benchmarks/gino.py
+	.venv-bench/bin/python benchmarks/launches.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
