@@ -594,9 +594,8 @@ def _mem(res, name):
 
 def summarize(res: dict) -> dict:
     nt, gt, gst = (_get(res, n, "time_s") for n in ("neuralop_step", "geoop_step", "geoop_step_search"))
-    nm, gm, gsm = (_get(res, n, "peak_mb") for n in ("neuralop_step", "geoop_step", "geoop_step_search"))
-    live = _ratio(_get(res, "geoop_step", "live_peak_mb"), _get(res, "neuralop_step", "live_peak_mb"))
-    live_s = _ratio(_get(res, "geoop_step_search", "live_peak_mb"), _get(res, "neuralop_step", "live_peak_mb"))
+    nm, gm = (_get(res, n, "peak_mb") for n in ("neuralop_step", "geoop_step"))
+    on_cpu = _get(res, "geoop_step", "live_peak_mb") is not None
     s = {
         "params_neuralop": _get(res, "neuralop_step", "params"),
         "params_geoop": _get(res, "geoop_step", "params"),
@@ -609,9 +608,9 @@ def summarize(res: dict) -> dict:
         # the target's memory: live tensor bytes on both devices (torch.profiler's allocation
         # events on the CPU, max_memory_allocated on CUDA); the CPU's RSS, which also counts
         # what glibc keeps after free, is reported beside it
-        "step_memory_ratio": live if live is not None else _ratio(gm, nm),
-        "step_rss_ratio": _ratio(gm, nm) if live is not None else None,
-        "step_memory_ratio_with_search": live_s if live_s is not None else _ratio(gsm, nm),
+        "step_memory_ratio": _ratio(_mem(res, "geoop_step"), _mem(res, "neuralop_step")),
+        "step_rss_ratio": _ratio(gm, nm) if on_cpu else None,
+        "step_memory_ratio_with_search": _ratio(_mem(res, "geoop_step_search"), _mem(res, "neuralop_step")),
         "step_time_ratio_plain_encoder": _ratio(_get(res, "geoop_step_plain_encoder", "time_s"), nt),
         "step_memory_ratio_plain_encoder": _ratio(_mem(res, "geoop_step_plain_encoder"), _mem(res, "neuralop_step")),
         "batch8_ratio": _ratio(_get(res, "geoop_batch8", "time_s"), _get(res, "geoop_single8", "time_s")),

@@ -80,31 +80,17 @@ def _kernels(e) -> list:
 
 
 def use_cuda_contraction() -> None:
-    """Replace geoop's CPU channel-loop spectral contraction by its CUDA form (einsums)."""
-    import torch
-
+    """Make geoop's spectral contraction take its CUDA form (complex einsums) on the CPU."""
     import geoop.nn.fno as fno
 
-    class _EinsumModeMatmul(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, w):
-            ctx.save_for_backward(x, w)
-            return torch.einsum("bik,iok->bok", x, w)
-
-        @staticmethod
-        def backward(ctx, g):
-            x, w = ctx.saved_tensors
-            return torch.einsum("bok,iok->bik", g, w.conj()), torch.einsum("bik,bok->iok", x.conj(), g)
-
-    fno._ModeMatmul = _EinsumModeMatmul
+    fno._einsum_contraction = lambda x: True
 
 
-def count_ops(step, modules: dict | None = None) -> dict:
-    """Compute ops of one ``step()``: {"total": n, "by_op": {...}, "by_module": {...}}.
-
-    ``modules``: name -> nn.Module whose forward and backward ops are attributed to that name
-    (via ``torch.profiler.record_function`` ranges around forward; backward ops are
-    attributed through the autograd sequence numbers of their forward ops)."""
+def count_ops(step) -> dict:
+    """Compute ops of one ``step()``: {"total": n, "by_op": {...}}, plus "by_module" and
+    "by_module_op" when the step's modules are labelled (:func:`_label_modules`): forward
+    ops by the module range they run in, backward ops by the autograd sequence number of
+    the forward op they belong to."""
     from torch.profiler import ProfilerActivity, profile
 
     step()  # warm-up (caches, lazily built index tensors)
@@ -115,30 +101,25 @@ def count_ops(step, modules: dict | None = None) -> dict:
     # custom extension ops (neuraloperator's torch_scatter segment reductions): one kernel each
     work = [k for e in tops for k in _kernels(e)] + [e for e in prof.events() if e.name.startswith(EXTENSION_OPS)]
     by_op = collections.Counter(e.name for e in work)
-    by_module = collections.Counter()
+    res = {"total": sum(by_op.values()), "by_op": dict(by_op.most_common())}
+    ranges = [(e.time_range.start, e.time_range.end, e.name[len(MODULE_RANGE):])
+              for e in prof.events() if e.name.startswith(MODULE_RANGE)]
+    if not ranges:
+        return res
+
+    def module_of(e):
+        return next((name for s, t, name in ranges if s <= e.time_range.start <= t), None)
+
+    seq_module = {e.sequence_nr: m for e in events if (m := module_of(e)) is not None}
     by_module_op = collections.defaultdict(collections.Counter)
-    if modules:
-        ranges = [(e.time_range.start, e.time_range.end, e.name[len("geoop_module::"):])
-                  for e in prof.events() if e.name.startswith("geoop_module::")]
-        seq_module = {}
-        for e in events:  # forward ops inside a module range: remember their sequence numbers
-            for s, t, name in ranges:
-                if s <= e.time_range.start <= t:
-                    seq_module[e.sequence_nr] = name
-                    break
-        for e in work:
-            name = None
-            for s, t, n in ranges:
-                if s <= e.time_range.start <= t:
-                    name = n
-                    break
-            if name is None:
-                fwd = _forward_seq(e)
-                name = seq_module.get(fwd, "other") if fwd is not None else "other"
-            by_module[name] += 1
-            by_module_op[name][e.name] += 1
-    return {"total": sum(by_op.values()), "by_op": dict(by_op.most_common()), "by_module": dict(by_module),
-            "by_module_op": {m: dict(c.most_common()) for m, c in by_module_op.items()}}
+    for e in work:
+        name = module_of(e)
+        if name is None:
+            name = seq_module.get(_forward_seq(e), "other")
+        by_module_op[name][e.name] += 1
+    res["by_module"] = {m: sum(c.values()) for m, c in by_module_op.items()}
+    res["by_module_op"] = {m: dict(c.most_common()) for m, c in by_module_op.items()}
+    return res
 
 
 def _has_aten_parent(e) -> bool:
@@ -162,24 +143,24 @@ def _forward_seq(e):
     return None
 
 
-def _label_modules(model, names) -> dict:
+#: profiler range name prefix of a labelled module's forward
+MODULE_RANGE = "geoop_module::"
+
+
+def _label_modules(model, names) -> None:
     """Wrap the forwards of ``model.<name>`` in profiler ranges ``geoop_module::<name>``."""
     import torch
 
-    mods = {}
     for name in names:
         mod = getattr(model, name, None)
         if mod is None:
             continue
-        fwd = mod.forward
 
-        def wrapped(*a, __fwd=fwd, __name=name, **k):
-            with torch.profiler.record_function("geoop_module::" + __name):
+        def wrapped(*a, __fwd=mod.forward, __name=name, **k):
+            with torch.profiler.record_function(MODULE_RANGE + __name):
                 return __fwd(*a, **k)
 
         mod.forward = wrapped
-        mods[name] = mod
-    return mods
 
 
 def geoop_step(**overrides):
@@ -192,9 +173,9 @@ def geoop_step(**overrides):
     for m in model.modules():  # CUDA chunking: un-checkpointed GNO calls use chunk_edges_cuda
         if isinstance(m, GNO) and m.checkpoint is not True:
             m.chunk_edges = m.chunk_edges_cuda
-    mods = _label_modules(model, ["gno_in", "lifting", "blocks", "gno_out", "projection"])
+    _label_modules(model, ["gno_in", "lifting", "blocks", "gno_out", "projection"])
     batch = G._geoop_batch(model, [sample], precompute=True)
-    return G._geoop_step_fn(model, batch), mods
+    return G._geoop_step_fn(model, batch)
 
 
 def neuralop_step():
@@ -221,10 +202,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    step, mods = geoop_step()
-    res = {"geoop": count_ops(step, mods)}
-    step, mods = geoop_step(checkpoint_encoder=False)
-    res["geoop_plain_encoder"] = count_ops(step, mods)
+    res = {"geoop": count_ops(geoop_step()), "geoop_plain_encoder": count_ops(geoop_step(checkpoint_encoder=False))}
     if not args.no_neuralop:
         try:
             res["neuralop"] = count_ops(neuralop_step())

@@ -342,9 +342,9 @@ def test_checkpointed_encoder_gives_the_plain_gradients():
         torch.testing.assert_close(p1[n], p2[n], rtol=1e-9, atol=1e-12, msg=n)
 
 
-def _saved_edge_activations(model, batch, x) -> int:
-    """Number of float tensors with one row per decoder edge that a training forward saves
-    for backward (the ``(E_out, hidden)`` activations checkpointing avoids)."""
+def _saved_edge_activations(model, batch, x) -> tuple:
+    """(number of float tensors with one row per decoder edge that a training forward saves
+    for backward, i.e. the ``(E_out, hidden)`` activations checkpointing avoids; the output)."""
     e_out = batch.neighbors_out.num_edges
     count = [0]
 

@@ -270,7 +270,7 @@ class GINO(nn.Module):
         if isinstance(checkpoint_edges, bool) or not isinstance(checkpoint_edges, int) or checkpoint_edges < 0:
             raise ConfigError(f"GINO: checkpoint_edges must be an int >= 0, got {checkpoint_edges!r}")
         common = dict(coord_dim=self.coord_dim, mlp_hidden=tuple(gno_mlp), pos_embed=pos_embed, n_freqs=n_freqs,
-                      activation=activation, chunk_edges=chunk_size, checkpoint_edges=int(checkpoint_edges))
+                      activation=activation, chunk_edges=chunk_size, checkpoint_edges=checkpoint_edges)
         self.gno_in = GNO(self.in_channels, enc, radius=self.radius_in, kernel=kin, reduction=gno_reduction_in,
                           checkpoint=True if checkpoint_encoder else "auto", **common)
         self.gno_out = GNO(width, width, radius=self.radius_out, kernel=kout, reduction=gno_reduction_out, **common)

@@ -68,6 +68,12 @@ def _check_modes(n_modes) -> tuple[int, ...]:
     return modes
 
 
+def _einsum_contraction(x: Tensor) -> bool:
+    """Whether :class:`_ModeMatmul` uses complex ``einsum`` s (batched library products, on
+    a GPU) instead of its channel loops (faster on the CPU)."""
+    return x.is_cuda
+
+
 class _ModeMatmul(torch.autograd.Function):
     r"""``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` with hand-written, temporary-free passes.
 
@@ -96,7 +102,7 @@ class _ModeMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
         ctx.save_for_backward(x, w)
-        if x.is_cuda:  # batched cuBLAS products; their permuted operand copies are transient
+        if _einsum_contraction(x):  # batched cuBLAS products; their permuted operand copies are transient
             return torch.einsum("bik,iok->bok", x, w)
         y = x.new_zeros((x.shape[0], w.shape[1], x.shape[2]))
         for i in range(x.shape[1]):
@@ -107,7 +113,7 @@ class _ModeMatmul(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         x, w = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
-        if torch.is_grad_enabled() or x.is_cuda:  # double backward (differentiable) / GPU
+        if torch.is_grad_enabled() or _einsum_contraction(x):  # double backward (differentiable) / GPU
             gx = torch.einsum("bok,iok->bik", g, w.conj()) if need_x else None
             gw = torch.einsum("bik,bok->iok", x.conj(), g) if need_w else None
             return gx, gw
@@ -221,7 +227,7 @@ class SpectralConv(nn.Module):
             axes.append(torch.arange(self.n_modes[-1], device=device))
             idx = torch.zeros((), dtype=torch.long, device=device)
             for ax, n in zip(axes, half):  # C order: idx * N_j + i_j, one axis at a time
-                idx = (idx[..., None] * n + ax).reshape(*idx.shape, ax.numel())
+                idx = idx[..., None] * n + ax
             idx = idx.reshape(-1)
             self._index_cache[key] = idx
         return idx
@@ -236,8 +242,7 @@ class SpectralConv(nn.Module):
         half = tuple(xf.shape[2:])
         idx = self._mode_index(grid, x.device)
         # gather the retained corners into a compact (B, C, 2m_1..2m_{d-1}, m_d) block
-        compact = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
-        xc = xf.reshape(b, xf.shape[1], -1).index_select(2, idx).reshape(b, xf.shape[1], *compact)
+        xc = xf.reshape(b, xf.shape[1], -1).index_select(2, idx).reshape(b, xf.shape[1], *self.weight.shape[2:])
         yc = self._contract(xc)
         # scatter the compact block back into a zero half spectrum
         out = yc.new_zeros((b, self.out_channels, math.prod(half))).index_copy(2, idx, yc.reshape(b, self.out_channels, -1))
