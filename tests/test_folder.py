@@ -99,13 +99,13 @@ def foam(tmp_path_factory):
 
 def count_reads(monkeypatch):
     calls = []
-    real = folder_mod._read_file
+    real = folder_mod.read_file
 
     def counting(path):
         calls.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(folder_mod, "_read_file", counting)
+    monkeypatch.setattr(folder_mod, "read_file", counting)
     return calls
 
 

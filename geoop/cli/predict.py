@@ -40,60 +40,37 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536):
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
     ``<name>_true``/``<name>_error`` when ``queries`` held the target already, and a dict of
-    relative L2 errors for those."""
-    from ..data.normalize import fit_box_transform
-    from ..errors import FieldError, ShapeError
-    from ..geometry.geometry import NormalizeTransform
+    relative L2 errors for those.
+
+    The geometries are prepared by the checkpoint's
+    :class:`~geoop.data.preprocess.Preprocessor` (coordinates, fields), the very code that
+    prepared the training cases; the prediction is decoded by its normalisers."""
+    from ..errors import FieldError
 
     q = geometry if queries is None else queries
     where = geometry.source or geometry.name or "geometry"
-    for n in trained.inputs:
-        if n not in geometry.fields:
+    pre = trained.preprocessor
+    for n in pre.inputs:
+        if n not in geometry.fields and n not in geometry.cell_fields:
             raise FieldError(f"{where}: the model needs the input field {n!r}, which the file lacks; "
                              f"available: {sorted(geometry.fields)}")
-    data = trained.data
-    mode = data.get("geometry_normalization", "none")
-    if mode == "dataset":
-        if trained.normalizers is None or trained.normalizers.transform is None:
-            raise FieldError(f"{trained.checkpoint}: the checkpoint lacks the dataset geometry transform")
-        T = trained.normalizers.transform
-    elif mode == "case":
-        T = fit_box_transform([geometry.bounds, q.bounds], isotropic=bool(data.get("isotropic", True)), margin=float(data.get("margin", 0.0)))
-    else:
-        d = geometry.dim
-        T = NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
-    dim = int(data.get("dim", geometry.dim))
-
-    def prep(g):
-        pts = T.apply(g.points.double()).float()
-        if pts.shape[1] != dim:
-            if dim == 2 and pts.shape[1] == 3 and g.is_2d:
-                pts = pts[:, :2]
-            else:
-                raise ShapeError(f"{g.source or g.name or 'geometry'}: the model takes {dim}-D points, the file has {g.dim}-D points")
-        return pts
-
-    # cells are kept: quadrature weights and the latent SDF come from them, as in training
-    gin = geometry.replace(points=prep(geometry), normals=None, fields={}, cell_fields={},
-                           weights=T.apply_geometry(geometry).weights.float())
+    sample, _ = pre.prepare(geometry, q)
+    gin = sample.geometry
     x = None
-    if trained.inputs:
-        parts = [trained.normalizers.encode(n, geometry.fields[n]) if trained.normalizers and n in trained.normalizers
-                 else geometry.fields[n] for n in trained.inputs]
-        x = torch.cat(parts, 1).float()
+    if trained.inputs:  # features the trainer assembled (models that declare their inputs take them by name)
+        x = torch.cat([gin.fields[n] if gin.fields[n].dim() == 2 else gin.fields[n][:, None] for n in trained.inputs], 1).float()
     lf = None
-    if data.get("latent_sdf"):
-        from ..train.run import LatentSDF
+    if trained.data.get("latent_sdf") and not trained.model.latent_feature_names:  # else the model computes it
+        from ..models.features import LatentSDF
 
         lf = LatentSDF(trained.model).features(gin)
     with torch.no_grad():
-        pred = trained.model.query(gin, prep(q), x=x, chunk_size=chunk_size, latent_features=lf)
+        pred = trained.model.query(gin, sample.queries.points, x=x, chunk_size=chunk_size, latent_features=lf)
     out, errors, c0 = {}, {}, 0
-    for n in trained.targets:
-        c = trained.normalizers[n].channels if trained.normalizers and n in trained.normalizers else 1
+    for n, c in zip(pre.targets, pre.target_widths()):
         v = pred[:, c0:c0 + c]
-        if trained.normalizers and n in trained.normalizers:
-            v = trained.normalizers.decode(n, v)
+        if n in pre.normalizers:
+            v = pre.normalizers.decode(n, v)
         c0 += c
         out[n] = v.to(q.dtype)
         if n in q.fields and q.fields[n].shape[1] == c:

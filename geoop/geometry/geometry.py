@@ -491,6 +491,19 @@ class Geometry:
 
         return to_open3d(self)
 
+    def to_pyg(self, x=None):
+        """A ``torch_geometric.data.Data`` (see :func:`geoop.geometry.convert.to_pyg`)."""
+        from .convert import to_pyg
+
+        return to_pyg(self, x)
+
+    @classmethod
+    def from_pyg(cls, data, name=None) -> "Geometry":
+        """From a ``torch_geometric.data.Data`` (see :func:`geoop.geometry.convert.from_pyg`)."""
+        from .convert import from_pyg
+
+        return from_pyg(data, name)
+
     @classmethod
     def from_pyvista(cls, mesh, **kw) -> "Geometry":
         from .convert import from_pyvista
