@@ -219,3 +219,80 @@ def test_shard_keeps_neighbourhoods_exact():
         part = shard(full, r, WORLD)
         assert part.neighbors_in.to_sets() == model.neighbors_in(part.points, part.batch, 2).to_sets()
         assert part.neighbors_out.to_sets() == model.neighbors_out(part.queries, part.query_batch, 2).to_sets()
+
+
+@pytest.mark.slow
+def test_train_with_domain_2_under_torchrun(tmp_path):
+    """``[parallel] domain = 2`` under torchrun: 2 ranks share every batch; training matches
+    one process on the whole batches, and only rank 0 writes."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import geoop
+    from geoop.cli.main import main
+    from test_cli import _annulus
+
+    root = tmp_path / "cases"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i), root / f"case_{i}.vtu")
+    (root / "split.json").write_text(json.dumps({"train": ["case_0", "case_1", "case_2"], "test": ["case_3"]}))
+
+    def config(run, domain):
+        text = f"""seed = 1
+device = "cpu"
+[data]
+folder = "{root}"
+inputs = ["a"]
+targets = ["p"]
+drop_flat_z = true
+geometry_normalization = "case"
+[model]
+latent_shape = [8, 8]
+radius_in = 0.2
+radius_out = 0.2
+fno_width = 8
+fno_modes = 3
+fno_layers = 1
+gno_mlp = [8]
+local_radius = 0.1
+[optim]
+epochs = 2
+batch_size = 2
+lr = 3e-3
+[output]
+dir = "{run}"
+[parallel]
+domain = {domain}
+"""
+        path = tmp_path / f"cfg{domain}.toml"
+        path.write_text(text)
+        return path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "geoop", "train", str(config(tmp_path / "run2", 2)), "--no-progress"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"checkpoint"') == 1  # rank 0 reports
+    run2 = tmp_path / "run2"
+    assert sorted(p.name for p in run2.iterdir()) == ["best.pt", "config.json", "last.pt", "loss.png", "metrics.jsonl"]
+    assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["train", str(config(tmp_path / "run1", 1)), "--no-progress"]) == 0
+    a = torch.load(run2 / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "run1" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["config"]["parallel"]["domain"] == 2
+    for k in ("train_loss", "val/rel_l2"):
+        assert abs(a["metrics"][k] - b["metrics"][k]) <= 1e-4 * abs(b["metrics"][k]), k
+    for k, v in b["model"].items():
+        assert torch.allclose(a["model"][k], v, rtol=1e-4, atol=1e-6), k
+    # a world size that parallel.domain does not divide: a clear error before any collective
+    with pytest.raises(ConfigError, match="does not divide"):
+        from geoop.train import Trainer
+        from geoop.train.distributed import DistInfo
+
+        Trainer(_model(CASES["box_sum"][0]), [Geometry(torch.rand(5, 3))], targets=["p"], dist_info=DistInfo(0, 3), domain=2)
