@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from geoop import Geometry, GeometryBatch
-from geoop.distributed import DomainParallel, grid_layout, orb_split, shard, shard_index
+from geoop.distributed import DomainParallel, grid_layout, orb_split, shard, shard_index, stream_query
 from geoop.errors import ConfigError, DistributedError, GeoopError
 from geoop.models import GINO
 
@@ -103,6 +103,7 @@ def _worker(rank, port, out_dir):
         pidx = shard_index(geom.points, WORLD)[rank]
         with torch.no_grad():
             res["query"] = dp.query(shard(geom, rank, WORLD), batch.queries[rank::WORLD], x=x[pidx], chunk_size=37)
+            res["stream"] = stream_query(dp, geom, batch.queries, x, chunk_size=37, progress=False)
         # bad input 1: ranks hold different numbers of samples
         batch2, _, _ = _data("ragged_empty")
         try:
@@ -176,6 +177,18 @@ def test_query_matches_gino_query(ranks):
         ref = model.query(Geometry(batch.points, weights=batch.weights), batch.queries, x=x)
     for r, res in enumerate(ranks):
         assert _rel(res["query"], ref[r::WORLD]) <= 1e-5
+
+
+def test_stream_query_gathers_every_chunk_on_rank_0(ranks):
+    model = _model(CASES["box_mean"][0] | {"local_radius": 0.15})
+    batch, x, _ = _data("box_mean")
+    geom = Geometry(batch.points, weights=batch.weights)
+    with torch.no_grad():
+        ref = model.query(geom, batch.queries, x=x)
+    assert ranks[1]["stream"] is None
+    assert _rel(ranks[0]["stream"], ref) <= 1e-5
+    one = stream_query(model, geom, batch.queries, x, chunk_size=37, progress=False)  # one process
+    assert _rel(one, ref) <= 1e-6
 
 
 def test_inconsistent_ranks_raise_on_every_rank(ranks):
@@ -290,6 +303,16 @@ domain = {domain}
         assert abs(a["metrics"][k] - b["metrics"][k]) <= 1e-4 * abs(b["metrics"][k]), k
     for k, v in b["model"].items():
         assert torch.allclose(a["model"][k], v, rtol=1e-4, atol=1e-6), k
+    # predict under torchrun: 2 ranks split the geometry and the queries, rank 0 writes the same file
+    case, p1, p2 = root / "case_3.vtu", tmp_path / "p1.vtu", tmp_path / "p2.vtu"
+    assert main(["predict", "--checkpoint", str(run2 / "last.pt"), "--geometry", str(case), "--out", str(p1), "--chunk-size", "50"]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "geoop",
+           "predict", "--checkpoint", str(run2 / "last.pt"), "--geometry", str(case), "--out", str(p2), "--chunk-size", "50"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"ranks": 2') == 1  # only rank 0 wrote and reported
+    a, b = geoop.read(p2), geoop.read(p1)
+    assert torch.allclose(a.points, b.points) and torch.allclose(a.fields["p"], b.fields["p"], rtol=1e-5, atol=1e-6)
     # a world size that parallel.domain does not divide: a clear error before any collective
     with pytest.raises(ConfigError, match="does not divide"):
         from geoop.train import Trainer

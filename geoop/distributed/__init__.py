@@ -13,6 +13,7 @@ DDP helpers for splitting *cases* across ranks stay in :mod:`geoop.train.distrib
 from .domain import DomainParallel, all_gather_rows, all_reduce_sum, parameter_checksums
 from .grid import ProcessGrid, grid_layout, process_grid
 from .shard import orb_split, shard, shard_index
+from .stream import stream_query
 
 __all__ = ["DomainParallel", "ProcessGrid", "all_gather_rows", "all_reduce_sum", "grid_layout", "orb_split", "parameter_checksums",
-           "process_grid", "shard", "shard_index"]
+           "process_grid", "shard", "shard_index", "stream_query"]

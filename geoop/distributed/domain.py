@@ -282,6 +282,29 @@ class DomainParallel(nn.Module):
         out = self.module.decode(latent, batch.queries, batch.query_batch, batch.neighbors_out, pts, xs, pb)
         return _Anchor.apply(out, latent) if latent.requires_grad else out
 
+    def encode_geometry(self, geometry: Union[Geometry, Tensor], x: Optional[Tensor] = None,
+                        latent_features: Optional[Tensor] = None):
+        """This rank's shard of ONE geometry -> ``(latent (1, W, *grid), points, x)``: the
+        whole geometry's latent (identical on every rank) and the input points / features
+        that the decoder's local features need (all ranks' when it has local features, else
+        this rank's). ``geometry``: a Geometry from :func:`shard` (whole-geometry quadrature
+        weights) or (N_r, d) points (uniform weights 1 / N over all ranks);
+        ``latent_features``: (latent_channels, *grid) or None."""
+        if isinstance(geometry, Geometry):
+            pts, w = geometry.points, geometry.weights
+        else:
+            pts = torch.as_tensor(geometry)
+            n = torch.tensor([float(pts.shape[0])], dtype=torch.float64, device=pts.device)
+            dist.all_reduce(n, group=self.group)
+            w = torch.full((pts.shape[0],), 1.0 / max(float(n), 1.0), dtype=pts.dtype, device=pts.device)
+        lf = None if latent_features is None else latent_features.unsqueeze(0)
+        self._check_consistency(1, x, lf)
+        latent = self.encode(pts, x, w, None, 1, None, lf)
+        if self._needs_points():
+            lp, lx, _ = self._whole_points(pts, x, None, 1)
+            return latent, lp, lx
+        return latent, pts, x
+
     def query(
         self,
         geometry: Union[Geometry, Tensor],
@@ -292,24 +315,14 @@ class DomainParallel(nn.Module):
     ) -> Tensor:
         """As :meth:`GINO.query`, with this rank's shard of the geometry (a Geometry from
         :func:`shard`, carrying the whole geometry's quadrature weights, or its (N_r, d)
-        points: uniform weights 1 / N over all ranks) and this rank's query points."""
+        points: uniform weights 1 / N over all ranks) and this rank's query points.
+        (:func:`geoop.distributed.stream_query` answers a query set too large to hold twice.)"""
         m = self.module
-        if isinstance(geometry, Geometry):
-            pts, w = geometry.points, geometry.weights
-        else:
-            pts = torch.as_tensor(geometry)
-            n = torch.tensor([float(pts.shape[0])], dtype=torch.float64, device=pts.device)
-            dist.all_reduce(n, group=self.group)
-            w = torch.full((pts.shape[0],), 1.0 / max(float(n), 1.0), dtype=pts.dtype, device=pts.device)
-        q = torch.as_tensor(points, device=pts.device)
+        q = torch.as_tensor(points)
         if q.dim() != 2 or q.shape[1] != m.coord_dim:
             raise ShapeError(f"DomainParallel.query: points must have shape (Q, {m.coord_dim}), got {tuple(q.shape)}")
-        lf = None if latent_features is None else latent_features.unsqueeze(0)
-        self._check_consistency(1, x, lf)
-        latent = self.encode(pts, x, w, None, 1, None, lf)
-        lp, lx = pts, x
-        if self._needs_points():
-            lp, lx, _ = self._whole_points(pts, x, None, 1)
+        latent, lp, lx = self.encode_geometry(geometry, x, latent_features)
+        q = q.to(lp.device)
         cs = max(1, int(chunk_size))
         outs = [m.decode(latent, q[i : i + cs], points=lp, x=lx) for i in range(0, q.shape[0], cs)]
         out = torch.cat(outs) if outs else latent.new_zeros((0, m.out_channels))
