@@ -203,7 +203,8 @@ def _layer_distances(first: float, far: float, n: int) -> np.ndarray:
     return d
 
 
-def ogrid_points(surface: np.ndarray, normals: np.ndarray, settings: RansSettings, blend: float = 2.0) -> np.ndarray:
+def ogrid_points(surface: np.ndarray, normals: np.ndarray, settings: RansSettings, blend: float = 2.0,
+                 smooth: int = 20) -> np.ndarray:
     """Nodes of the O-grid (module docstring).
 
     Shapes
@@ -214,6 +215,9 @@ def ogrid_points(surface: np.ndarray, normals: np.ndarray, settings: RansSetting
     """
     s = np.asarray(surface, dtype=np.float64)
     n = np.asarray(normals, dtype=np.float64)
+    for _ in range(int(smooth)):  # spread the trailing-edge fan over a few nodes (less skewed cells)
+        n = n + 0.5 * (np.roll(n, 1, axis=0) + np.roll(n, -1, axis=0))
+        n = n / np.linalg.norm(n, axis=1, keepdims=True)
     seg = np.linalg.norm(np.diff(np.vstack([s, s[:1]]), axis=0), axis=1)
     arc = np.concatenate([[0.0], np.cumsum(seg)[:-1]])
     theta = -2.0 * math.pi * arc / seg.sum()
