@@ -32,8 +32,10 @@ process per case (``OMP``/MPI free), ``WM_PROJECT_DIR`` set to the package's sha
 ``etc/bashrc`` is not sourced).
 
 Convergence (:func:`check_convergence`): the run stops when every initial residual is below
-``residual_tol`` (SIMPLE ``residualControl``) or at ``iterations``. A case is *converged* when
-the last initial residuals of ``p`` and ``U`` are below ``converged_residual`` and the lift
+``residual_tol`` (SIMPLE ``residualControl``; ten times it for the turbulence fields) or at
+``iterations``. A case is *converged* when
+the last initial residuals of ``p`` and ``U`` are below ``converged_residual`` (default 2e-3: the pressure residual of SIMPLE plateaus at
+1e-4 to 1e-3 on these grids while the forces no longer move) and the lift
 coefficient varies by less than ``cl_tol`` (absolute) over the last ``cl_window``
 iterations. Unconverged cases are marked in the manifest (``"converged": false``), or dropped
 with ``drop_unconverged=True``.
@@ -57,6 +59,7 @@ than through ``foamToVTK`` + a VTK reader: the grid is ours, so its node order i
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -127,7 +130,7 @@ class RansSettings:
     turbulence: str = "SpalartAllmaras"
     iterations: int = 1500
     residual_tol: float = 1e-5
-    converged_residual: float = 1e-3
+    converged_residual: float = 2e-3
     cl_tol: float = 2e-3
     cl_window: int = 100
 
@@ -461,7 +464,8 @@ wallDist {{ method meshWave; }}
         relTol          0.1;
     }}
 """ for f in ["U"] + turb_fields)
-    rc = "".join(f"        {f} {st.residual_tol};\n" for f in ["p", "U"] + turb_fields)
+    # the turbulence equations stall an order of magnitude higher than p and U on these grids
+    rc = "".join(f"        {f} {st.residual_tol * (1 if f in ('p', 'U') else 10)};\n" for f in ["p", "U"] + turb_fields)
     relax = "".join(f"        {f} 0.7;\n" for f in ["U"] + turb_fields)
     files["system/fvSolution"] = ("dictionary", f"""solvers
 {{
@@ -554,7 +558,7 @@ def check_convergence(residuals: Mapping[str, list], forces: np.ndarray, setting
     w = int(settings.cl_window)
     var = float(np.ptp(forces[-w:, 2])) if n >= w else float("inf")
     ok_res = all(final.get(f, 1.0) < settings.converged_residual for f in ("p", "U"))
-    early = all(v < settings.residual_tol for v in final.values()) and n < settings.iterations
+    early = n < settings.iterations  # residualControl stopped the run
     ok_cl = var < settings.cl_tol or (early and n >= 2 and float(np.ptp(forces[-2:, 2])) < settings.cl_tol)
     return {"converged": bool(ok_res and ok_cl), "final_residuals": final, "cl_variation": var, "iterations": n}
 
@@ -731,7 +735,8 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     """Write ``n`` RANS airfoil cases to ``out_dir`` plus ``manifest.json``.
 
     Parameters (``m, p, t, alpha_deg``) are drawn uniformly from :data:`DEFAULT_RANGES`,
-    overridden by ``ranges``; case ``i`` uses ``numpy.random.default_rng([seed, i])`` (the
+    overridden by ``ranges`` (keys that are :class:`RansSettings` fields, e.g. ``iterations``,
+    override ``settings`` instead); case ``i`` uses ``numpy.random.default_rng([seed, i])`` (the
     same design as :func:`geoop.data.airfoil.generate` for the same seed). ``settings``: a
     :class:`RansSettings` or a mapping of its fields. ``drop_unconverged``: leave unconverged
     cases out of the files and the manifest (default: keep them, marked). ``keep_cases``: keep
@@ -752,7 +757,11 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
         if bad:
             raise ConfigError(f"rans settings: unknown keys {sorted(bad)}; valid: {sorted(valid)}")
         settings = RansSettings(**settings)
-    st = (settings or RansSettings()).check()
+    st = settings or RansSettings()
+    over = {k: ranges.pop(k) for k in list(ranges) if k in RansSettings.__dataclass_fields__}
+    if over:  # settings given as keyword arguments (``geoop data airfoil --solver rans -p iterations=300``)
+        st = dataclasses.replace(st, **over)
+    st = st.check()
     rg = resolve_ranges(ranges, DEFAULT_RANGES, "rans airfoil")
     os.makedirs(out_dir, exist_ok=True)
     import json
