@@ -114,7 +114,7 @@ def build(kind: str, bounds) -> torch.nn.Module:
     if kind == "nested":
         h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         lv = NestedLatent(levels=[
-            LatentLevel((32, 32), box=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
             LatentLevel((32, 32), margin=2.0, fno_modes=(8, 8)),
             LatentLevel((64, 48), margin=0.3, fno_modes=(16, 12)),
         ])

@@ -2,7 +2,7 @@
 coupling's interpolation (known answer + gradcheck), query, precompute, config errors."""
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import pytest
 import torch
@@ -39,7 +39,7 @@ def nested(levels, **kw):
     return NestedGINO(2, 3, 2, latent=NestedLatent(levels=levels), **{**KW, **kw}).double()
 
 
-TWO = [LatentLevel((12, 8), box=DOMAIN), LatentLevel((10, 8), margin=0.25)]
+TWO = [LatentLevel((12, 8), domain=DOMAIN), LatentLevel((10, 8), margin=0.25)]
 THREE = TWO + [LatentLevel((8, 8), margin=0.05, fno_modes=(2, 2))]
 
 
@@ -47,7 +47,7 @@ THREE = TWO + [LatentLevel((8, 8), margin=0.05, fno_modes=(2, 2))]
 def test_one_level_is_gino_exactly(kw):
     torch.manual_seed(1)
     gino = GINO(2, 3, 2, latent_shape=(12, 8), domain=[list(DOMAIN[0]), list(DOMAIN[1])], **KW, **kw).double()
-    model = nested([LatentLevel((12, 8), box=DOMAIN)], **kw)
+    model = nested([LatentLevel((12, 8), domain=DOMAIN)], **kw)
     model.coarse.load_state_dict(gino.state_dict())
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in gino.parameters())
     geoms = [blob(40, 1), blob(25, 2)]
@@ -137,14 +137,15 @@ def test_gradcheck_through_the_level_coupling():
 def test_config_roundtrip_and_errors():
     model = nested(THREE)
     re = NestedGINO.from_config(model.config)
-    assert NestedLatent.from_dict(dataclasses.asdict(model.levels_config)) == model.levels_config
+    assert NestedLatent.from_dict(model.levels_config.to_dict()) == model.levels_config
+    assert NestedLatent.from_dict(json.loads(json.dumps(model.config["latent"]))) == model.levels_config
     re.load_state_dict(model.state_dict())
     g, q = blob(30, 1), queries(10, 2)
     torch.testing.assert_close(re.double().query(g, q, g.fields["x"]), model.query(g, q, g.fields["x"]))
-    with pytest.raises(ConfigError, match="needs a fixed box"):
+    with pytest.raises(ConfigError, match="needs a fixed domain"):
         NestedLatent(levels=[LatentLevel((8, 8))]).check(2)
     with pytest.raises(ConfigError, match="coord_dim=2"):
-        NestedLatent(levels=[LatentLevel((8, 8, 8), box=((0, 0, 0), (1, 1, 1)))]).check(2)
+        NestedLatent(levels=[LatentLevel((8, 8, 8), domain=((0, 0, 0), (1, 1, 1)))]).check(2)
     with pytest.raises(ConfigError, match="unknown keys"):
         NestedLatent.from_dict({"levels": [{"shape": (8, 8), "size": 3}]})
     with pytest.raises(ConfigError, match="comes from the levels"):

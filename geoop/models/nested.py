@@ -6,10 +6,10 @@ away and fine enough at the wall. :class:`NestedGINO` keeps a hierarchy of ``L``
 (levels), every level with the same grid shape for every sample, so each level is ONE batched
 FNO call on ``(B, C, *shape_l)``:
 
-* level 0 (coarse): a fixed box (``LatentLevel.box``), exactly a :class:`~geoop.models.GINO`
+* level 0 (coarse): a fixed box (``LatentLevel.domain``), exactly a :class:`~geoop.models.GINO`
   latent (same encoder, lifting, FNO blocks, decoder, local features and projection);
 * level ``l >= 1`` (fine): a box per sample, either fixed (``box``) or the bounds of the
-  sample's input points widened by ``margin`` on every side. Each fine level is a GINO
+  sample's input points widened by ``margin`` on every side (or a fixed ``domain``). Each fine level is a GINO
   encoder + lifting + FNO blocks + decoder GNO working in the level's **unit frame**: sample
   ``b``'s points are mapped by :math:`\hat x = (x - lo_b) / (hi_b - lo_b)` (per axis) onto the
   unit box, where the level's grid is ``grid_points(shape, [0, 1]^d)``. Its radii are in that
@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +77,8 @@ class LatentLevel:
     """One level of a nested latent.
 
     shape : grid nodes per axis (d axes)
-    box : fixed ``(lower (d,), upper (d,))`` corners; ``None``: the bounds of each sample's
-        input points widened by ``margin`` (fine levels only; level 0 needs a box)
+    domain : fixed ``(lower (d,), upper (d,))`` corners (as ``BoxLatent.domain``); ``None``: the bounds of each sample's
+        input points widened by ``margin`` (fine levels only; level 0 needs a domain)
     margin : added on every side of the input bounds (same units as the points)
     radius_in, radius_out : GNO radii; level 0 in the points' units, fine levels in the
         level's unit frame (default: the model's ``radius_in`` / ``radius_out`` for level 0;
@@ -87,7 +87,7 @@ class LatentLevel:
     """
 
     shape: tuple
-    box: Optional[tuple] = None
+    domain: Optional[tuple] = None
     margin: float = 0.0
     radius_in: Optional[float] = None
     radius_out: Optional[float] = None
@@ -95,8 +95,8 @@ class LatentLevel:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
-        if self.box is not None:
-            object.__setattr__(self, "box", tuple(tuple(float(v) for v in c) for c in self.box))
+        if self.domain is not None:
+            object.__setattr__(self, "domain", tuple(tuple(float(v) for v in c) for c in self.domain))
         if isinstance(self.fno_modes, list):
             object.__setattr__(self, "fno_modes", tuple(self.fno_modes))
 
@@ -104,9 +104,19 @@ class LatentLevel:
 @dataclass(frozen=True)
 class NestedLatent:
     """The levels of a nested latent, coarsest first; ``levels[0]`` covers the whole domain
-    with a fixed box. ``NestedLatent.from_dict(asdict(cfg))`` round-trips."""
+    with a fixed ``domain``. ``NestedLatent.from_dict(cfg.to_dict())`` round-trips; the dict
+    form (lists, no None) is what a TOML/YAML ``[model.latent]`` section holds, next to the
+    ``kind = "box" | "sphere"`` latents of the typed GINO configs."""
 
+    kind: ClassVar[str] = "nested"
     levels: tuple = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        def plain(v):
+            return [plain(a) for a in v] if isinstance(v, (tuple, list)) else v
+
+        return {"kind": self.kind, "levels": [{k: plain(v) for k, v in dataclasses.asdict(l).items() if v is not None}
+                                              for l in self.levels]}
 
     def __post_init__(self):
         lv = tuple(l if isinstance(l, LatentLevel) else LatentLevel(**l) for l in self.levels)
@@ -114,8 +124,11 @@ class NestedLatent:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NestedLatent":
+        d = dict(d)
+        if d.pop("kind", cls.kind) != cls.kind:
+            raise ConfigError(f"NestedLatent: kind must be {cls.kind!r}, got {d.get('kind')!r}")
         if set(d) - {"levels"}:
-            raise ConfigError(f"NestedLatent: unknown keys {sorted(set(d) - {'levels'})}; valid: ['levels']")
+            raise ConfigError(f"NestedLatent: unknown keys {sorted(set(d) - {'levels'})}; valid: ['kind', 'levels']")
         valid = {f.name for f in dataclasses.fields(LatentLevel)}
         for i, l in enumerate(d.get("levels", ())):
             if isinstance(l, dict) and set(l) - valid:
@@ -128,13 +141,13 @@ class NestedLatent:
         for i, l in enumerate(self.levels):
             if len(l.shape) != coord_dim or min(l.shape) < 2:
                 raise ConfigError(f"NestedLatent level {i}: shape {l.shape} must have coord_dim={coord_dim} sizes >= 2")
-            if l.box is not None:
-                b = torch.as_tensor(l.box, dtype=torch.float64)
+            if l.domain is not None:
+                b = torch.as_tensor(l.domain, dtype=torch.float64)
                 if b.shape != (2, coord_dim) or bool((b[1] <= b[0]).any()):
-                    raise ConfigError(f"NestedLatent level {i}: box must be (lower, upper) of shape (2, {coord_dim}) "
-                                      f"with lower < upper, got {l.box}")
+                    raise ConfigError(f"NestedLatent level {i}: domain must be (lower, upper) of shape (2, {coord_dim}) "
+                                      f"with lower < upper, got {l.domain}")
             elif i == 0:
-                raise ConfigError("NestedLatent level 0 (the coarse grid over the whole domain) needs a fixed box")
+                raise ConfigError("NestedLatent level 0 (the coarse grid over the whole domain) needs a fixed domain")
             elif not l.margin >= 0:
                 raise ConfigError(f"NestedLatent level {i}: margin must be >= 0, got {l.margin}")
         return self
@@ -144,8 +157,8 @@ def level_boxes(level: LatentLevel, points: Tensor, point_batch: Optional[Tensor
     """(B, 2, d) float64 boxes of a level for B samples: its fixed box repeated, or the
     per-sample bounds of ``points`` widened by ``level.margin`` (no gradient)."""
     d = points.shape[1]
-    if level.box is not None:
-        return torch.as_tensor(level.box, dtype=torch.float64, device=points.device).expand(num_samples, 2, d).clone()
+    if level.domain is not None:
+        return torch.as_tensor(level.domain, dtype=torch.float64, device=points.device).expand(num_samples, 2, d).clone()
     p = points.detach().to(torch.float64)
     pb = point_batch if (point_batch is not None and num_samples > 1) else torch.zeros(p.shape[0], dtype=torch.long, device=p.device)
     idx = pb[:, None].expand(-1, d)
@@ -224,7 +237,7 @@ class NestedGINO(nn.Module):
                 raise ConfigError(f"NestedGINO: {k!r} comes from the levels of NestedLatent; do not pass it")
         self.levels_config = cfg
         self.config = {"in_channels": int(in_channels), "out_channels": int(out_channels), "coord_dim": int(coord_dim),
-                       "latent": dataclasses.asdict(cfg), **gino_kwargs}
+                       "latent": cfg.to_dict(), **gino_kwargs}
         l0 = cfg.levels[0]
         kw0 = dict(gino_kwargs)
         if l0.radius_in is not None:
@@ -234,7 +247,7 @@ class NestedGINO(nn.Module):
         if l0.fno_modes is not None:
             kw0["fno_modes"] = l0.fno_modes
         self.coarse = GINO(in_channels, out_channels, coord_dim, latent="box", latent_shape=l0.shape,
-                           domain=[list(l0.box[0]), list(l0.box[1])], **kw0)
+                           domain=[list(l0.domain[0]), list(l0.domain[1])], **kw0)
         width = int(gino_kwargs.get("fno_width", 32))
         fine_kw = {k: v for k, v in gino_kwargs.items()
                    if k not in ("latent_channels", "local_radius", "local_channels", "local_nearest",
@@ -261,7 +274,7 @@ class NestedGINO(nn.Module):
         return cls(**config)
 
     def cache_key(self) -> dict:
-        return {**self.coarse.cache_key(), "model": "NestedGINO", "levels": dataclasses.asdict(self.levels_config)}
+        return {**self.coarse.cache_key(), "model": "NestedGINO", "levels": self.levels_config.to_dict()}
 
     # ------------------------------------------------------------------ levels
     def boxes(self, points: Tensor, point_batch: Optional[Tensor] = None, num_samples: int = 1) -> list:
