@@ -422,7 +422,7 @@ def test_empty_folder_and_pattern_matching_nothing(tmp_path, foam):
         MeshFolderDataset(foam, targets=["p"], input_file="{case}_volume.vtu")
     with pytest.raises(DatasetError, match="does not exist"):
         MeshFolderDataset(tmp_path / "nope", targets=["p"])
-    with pytest.raises(DatasetError, match=r"valid: \['train', 'test', 'all'\]"):
+    with pytest.raises(DatasetError, match=r"valid: \['train', 'val', 'test', 'all'\]"):
         MeshFolderDataset(foam, targets=["p"], split="validation", **FOAM)
     with pytest.raises(DatasetError, match=r"valid: \['raise', 'skip'\]"):
         MeshFolderDataset(foam, targets=["p"], on_error="ignore", **FOAM)

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh", ".xdmf", ".xmf", ".npz")
 
 _ON_ERROR = ("raise", "skip")
-_SPLITS = ("train", "test", "all")
+_SPLITS = ("train", "val", "test", "all")
 _GEOM_NORM = ("dataset", "case", "none")
 
 Pattern = Union[str, Callable[[str], Optional[str]], None]
@@ -243,7 +243,7 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
     if isinstance(data, Mapping) and "split" in data:
         data = data["split"]
     out: dict = {}
-    if isinstance(data, Mapping) and any(k in data for k in ("train", "test")):
+    if isinstance(data, Mapping) and any(k in data for k in ("train", "val", "test")):
         for part, names in data.items():
             if isinstance(names, (list, tuple)):
                 for n in names:
@@ -264,12 +264,19 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
 
 
 def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.2,
-                  manifest: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """``{case: "train"|"test"}``. From ``manifest`` when given (cases it does not list are
-    left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
-    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2)."""
+                  manifest: Optional[Mapping[str, str]] = None, val_fraction: float = 0.0) -> dict[str, str]:
+    """``{case: "train"|"val"|"test"}``. From ``manifest`` when given (cases it does not list
+    are left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
+    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2), then
+    ``round(val_fraction * n)`` validation cases (at least one when 0 < fraction) from the rest
+    (with a manifest that names no ``"val"`` case: from its training cases)."""
     if manifest is not None:
-        return {c: manifest[c] for c in cases if c in manifest}
+        out = {c: manifest[c] for c in cases if c in manifest}
+        if val_fraction > 0 and "val" not in out.values():  # draw validation cases from the training ones
+            train = [c for c in sorted(out, key=_natural_key) if out[c] == "train"]
+            part = resolve_split(train, seed, 0.0, None, val_fraction)
+            out.update({c: "val" for c, v in part.items() if v == "val"})
+        return out
     if not 0.0 <= test_fraction < 1.0:
         raise DatasetError(f"MeshFolderDataset: test_fraction must be in [0, 1), got {test_fraction}")
     names = sorted(cases, key=_natural_key)
@@ -277,9 +284,14 @@ def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.
     n_test = int(round(test_fraction * n))
     if test_fraction > 0 and n >= 2:
         n_test = min(max(n_test, 1), n - 1)
+    if not 0.0 <= val_fraction < 1.0 or (val_fraction > 0 and n - n_test < 2):
+        raise DatasetError(f"MeshFolderDataset: val_fraction must be in [0, 1) and leave a training case, got "
+                           f"{val_fraction} for {n} cases ({n_test} test)")
+    n_val = min(max(int(round(val_fraction * n)), 1 if val_fraction > 0 else 0), max(n - n_test - 1, 0))
     perm = np.random.default_rng(seed).permutation(n)
     test = {names[i] for i in perm[:n_test]}
-    return {c: ("test" if c in test else "train") for c in names}
+    val = {names[i] for i in perm[n_test:n_test + n_val]}
+    return {c: ("test" if c in test else "val" if c in val else "train") for c in names}
 
 
 # ---------------------------------------------------------------------------- reading
@@ -391,9 +403,10 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     root : folder holding the cases.
     inputs : names of the input fields (on the input geometry), may be empty.
     targets : names of the target fields (on the query geometry).
-    split : ``"train"``, ``"test"`` or ``"all"``.
+    split : ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
     input_file, query_file : case grouping, see :func:`discover_cases`.
-    test_fraction, seed : the seeded split when no manifest gives one.
+    test_fraction, seed : the seeded split when no manifest gives one (``val_fraction``, a
+        keyword: the share of validation cases drawn from the non-test ones; default 0).
     manifest : None (use ``root/split.json``, else a ``split`` in ``root/manifest.json``,
         else the seed), a path, a dict, or False (ignore manifest files).
     normalize : True (fit field statistics on the training split), False, or a
@@ -451,6 +464,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         drop_flat_z: bool = False,
         neighbors_key=None,
         memory_cache_mb: float = 1024,
+        val_fraction: float = 0.0,
     ):
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -480,7 +494,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             self._bad(case, f, reason)
         man = _load_manifest(self.root, manifest)
         if man is not None:
-            unknown = sorted(set(c for c, part in man.items() if part in ("train", "test")) - set(found), key=_natural_key)
+            unknown = sorted(set(c for c, part in man.items() if part in ("train", "val", "test")) - set(found), key=_natural_key)
             if unknown:
                 self._bad(unknown[0], str(self.root), f"manifest lists {len(unknown)} case(s) with no files: "
                           f"{unknown[:5]}; cases found: {list(found)[:5]}...")
@@ -488,7 +502,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             if unlisted:
                 warnings.warn(f"MeshFolderDataset: {len(unlisted)} case(s) in {self.root} are not in the manifest and "
                               f"are left out: {unlisted[:5]}", stacklevel=2)
-        self.split_of = resolve_split(list(found), self.seed, test_fraction, man)
+        self.split_of = resolve_split(list(found), self.seed, test_fraction, man, val_fraction)
         self._files = {c: found[c] for c in found if c in self.split_of}
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]

@@ -10,7 +10,8 @@ File layout (TOML shown; YAML with the same nesting works too)::
     inputs = []              # input point fields (may be empty)
     targets = ["p"]          # required: target fields
     train_split = "train"
-    val_split = "test"       # "" or null: no validation
+    val_split = "val"        # "" or null: no validation (default "test"; validating on the test
+                             # split selects best.pt on it: give a "val" split or data.val_fraction)
     latent_sdf = false       # signed distance to the input geometry on the latent grid
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 

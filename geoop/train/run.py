@@ -137,6 +137,9 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     inputs = input_fields(mcfg, d["inputs"])
     train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
     val = None
+    if d.get("val_split") == "test":
+        log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
+                    "(a 'val' split, or data.val_fraction) and set val_split = 'val' to keep the test cases unseen")
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
         val = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
