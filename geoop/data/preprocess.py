@@ -57,12 +57,17 @@ def read_file(path: Path) -> Geometry:
 
 def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bool = True) -> dict[str, Tensor]:
     """The named fields as point fields (cell fields averaged onto the points); with
-    ``required=False`` missing ones are left out."""
+    ``required=False`` missing ones are left out. Point data win over cell data of the same
+    name: ``Normals``/``normals`` is the file's point normals when it has them (the cell
+    normals averaged onto the points are ``Normals_cell``, see
+    :meth:`Geometry.cell_data_to_point_data`)."""
     out = {}
     to_convert = []
     for n in names:
         if n in g.fields:
             out[n] = g.fields[n]
+        elif n in ("Normals", "normals") and g.normals is not None:
+            out[n] = g.normals
         elif n in g.cell_fields:
             to_convert.append(n)
         elif required:
@@ -73,7 +78,7 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
     if to_convert:
         if not g.cells:
             raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
-        conv = g.cell_data_to_point_data(to_convert)
+        conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
         out.update({n: conv.fields[n] for n in to_convert})
     for n, v in out.items():
         bad = ~torch.isfinite(v)
