@@ -56,3 +56,27 @@ def test_train_val_test_splits_are_apart_and_val_comes_from_training_cases():
     s = resolve_split(names, seed=0, manifest=man, val_fraction=0.2)
     assert {c for c, v in s.items() if v == "test"} == set(names[:5])  # the manifest's test split is kept
     assert list(s.values()).count("val") == 3 and all(man[c] == "train" for c, v in s.items() if v == "val")
+
+
+def test_fixed_length_scale_rule_maps_file_units_by_the_users_transform(tmp_path, capsys):
+    import tomli_w
+
+    from geoop.data import MeshFolderDataset, airfoil
+
+    root = tmp_path / "cases"
+    airfoil.generate(str(root), 3, seed=2, n_volume=300, n_panels=40)
+    rule = {"scale": 2.0, "shift": [1.0, -0.5]}
+    ds = MeshFolderDataset(root, targets=["p"], input_file="{case}_surface.vtp", query_file="{case}_volume.vtu",
+                           drop_flat_z=True, geometry_normalization=rule, split="all")
+    item = ds[0]
+    raw = geoop.read(root / f"{ds.cases[0]}_volume.vtu").points[:, :2].double()
+    assert torch.allclose(item.queries.points.double(), (raw - torch.tensor([1.0, -0.5], dtype=torch.float64)) / 2.0, atol=1e-6)
+    assert ds.preprocessor.state_dict()["geometry_normalization"] == {"scale": [2.0], "shift": [1.0, -0.5]}
+    cfg = {"data": {"folder": str(root), "targets": ["p"], "input_file": "{case}_surface.vtp", "query_file": "{case}_volume.vtu",
+                    "drop_flat_z": True, "val_split": "", "geometry_normalization": rule},
+           "model": {"latent": {"shape": [8, 8], "domain": [[-1.0, -1.0], [0.5, 1.0]]}}, "output": {"dir": str(tmp_path / "r")}}
+    (tmp_path / "c.toml").write_text(tomli_w.dumps(cfg))
+    capsys.readouterr()
+    assert main(["data", "check", str(tmp_path / "c.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "a fixed rule" in out and "[[-1.0, -2.5], [2.0, 1.5]] in file units" in out  # window * 2 + shift

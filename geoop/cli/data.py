@@ -151,7 +151,12 @@ def _check_config(path: str) -> int:
         print("  warning: validation (and best.pt) uses the test split; give a 'val' split to keep the test cases unseen")
     T = train.normalizers.transform
     rule = train.geometry_normalization
-    if rule == "dataset" and T is not None:
+    if isinstance(rule, dict):
+        from ..data.preprocess import fixed_transform
+
+        T = fixed_transform(rule, 3)
+        print(f"  coordinates: x' = (x - shift) / scale, a fixed rule: shift {rule['shift']}, scale {rule['scale']}")
+    elif rule == "dataset" and T is not None:
         print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule 'dataset'): "
               f"shift {[round(float(v), 6) for v in T.shift]}, scale {[round(float(v), 6) for v in T.scale]}")
     elif rule == "case":
@@ -175,7 +180,7 @@ def _check_config(path: str) -> int:
         print(f"  latent: {model.latent} grid {list(model.latent_shape)} (no window)")
         return 0
     dom = torch.tensor(model.domain, dtype=torch.float64)
-    if rule == "dataset" and T is not None:
+    if (rule == "dataset" or isinstance(rule, dict)) and T is not None:
         k = dom.shape[1]
         files = torch.stack([dom[0] * T.scale[:k] + T.shift[:k], dom[1] * T.scale[:k] + T.shift[:k]])
         print(f"  latent window: {dom.tolist()} (normalised) = {files.tolist()} in file units")

@@ -412,7 +412,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     normalize : True (fit field statistics on the training split), False, or a
         :class:`DatasetNormalizers` / its ``state_dict()`` (e.g. from the training dataset
         or a checkpoint) to reuse.
-    geometry_normalization : ``"dataset"`` (one transform from the training split),
+    geometry_normalization : ``{"scale": L, "shift": [x0, y0, z0]}`` (a fixed transform
+        ``x' = (x - shift) / L`` of the user's choosing, e.g. a chord length: latent windows
+        are then the file's coordinates over ``L``), ``"dataset"`` (one transform from the training split),
         ``"case"`` (one per case, stored in ``meta``) or ``"none"``.
     isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`).
     drop_flat_z : when every case is 2-D (z = 0 everywhere), return 2-D points.
@@ -473,11 +475,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             raise DatasetError("MeshFolderDataset: give at least one of inputs=[...] or targets=[...] field names")
         self.split = _choice(split, _SPLITS, "split")
         self.on_error = _choice(on_error, _ON_ERROR, "on_error")
-        self.geometry_normalization = _choice(geometry_normalization, _GEOM_NORM, "geometry_normalization")
+        self.geometry_normalization = (dict(geometry_normalization) if isinstance(geometry_normalization, Mapping)
+                                       else _choice(geometry_normalization, _GEOM_NORM, "geometry_normalization"))
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
         #: reading, coordinate and field normalisation of a case (shared with prediction)
         self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin)
+        self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
         self.neighbors_config = _neighbors_config(neighbors, neighbors_key) if neighbors is not None else None

@@ -103,13 +103,44 @@ def drop_z(g: Geometry) -> Geometry:
                     fields=g.fields, name=g.name, source=g.source, validate=False)
 
 
+def fixed_rule(rule: Mapping) -> dict:
+    """Validate a fixed coordinate rule ``{"scale": L or [L_x, ...], "shift": x0 or [x0, ...]}``
+    (``shift`` default 0) and return it as plain lists."""
+    unknown = sorted(set(rule) - {"scale", "shift"})
+    if unknown or "scale" not in rule:
+        raise DatasetError(f"geometry_normalization: a fixed rule needs 'scale' (and optionally 'shift'); got keys "
+                           f"{sorted(rule)}; valid keys: ['scale', 'shift']")
+    scale = [float(v) for v in (rule["scale"] if isinstance(rule["scale"], (list, tuple)) else [rule["scale"]])]
+    shift = [float(v) for v in (rule.get("shift", 0.0) if isinstance(rule.get("shift", 0.0), (list, tuple)) else [rule.get("shift", 0.0)])]
+    if not all(v > 0 for v in scale):
+        raise DatasetError(f"geometry_normalization: scale must be > 0, got {rule['scale']!r}")
+    return {"scale": scale, "shift": shift}
+
+
+def fixed_transform(rule: Mapping, d: int) -> NormalizeTransform:
+    """The fixed rule as a (d,) transform: one value broadcasts to every axis; a 2-value
+    shift/scale of 2-D cases gets z shift 0 / scale 1 (their points are stored with z = 0)."""
+    def vec(v, fill):
+        v = list(v)
+        if len(v) == 1:
+            v = v * d
+        if len(v) == 2 and d == 3:
+            v = v + [fill]
+        if len(v) != d:
+            raise DatasetError(f"geometry_normalization: {v} has {len(v)} values for {d}-D points")
+        return torch.tensor(v, dtype=torch.float64)
+
+    return NormalizeTransform(vec(rule["shift"], 0.0), vec(rule["scale"], 1.0))
+
+
 class Preprocessor:
     """Reading, coordinate and field normalisation of cases (see the module docstring).
 
     Parameters
     ----------
     inputs, targets : field names on the input / query geometry
-    geometry_normalization : ``"dataset"``, ``"case"`` or ``"none"``
+    geometry_normalization : ``"dataset"``, ``"case"``, ``"none"``, or a fixed rule
+        ``{"scale": L, "shift": [...]}`` (:func:`fixed_rule`)
     isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`)
     dim : point dimension of the prepared samples (2: flat 2-D cases drop z; 3), None until
         :meth:`fit` or the dataset sets it
@@ -120,9 +151,11 @@ class Preprocessor:
     def __init__(self, inputs: Sequence[str] = (), targets: Sequence[str] = (), geometry_normalization: str = "dataset",
                  isotropic: bool = True, margin: float = 0.0, dim: Optional[int] = None,
                  normalizers: Optional[DatasetNormalizers] = None):
-        if geometry_normalization not in GEOMETRY_NORMALIZATIONS:
+        if isinstance(geometry_normalization, Mapping):
+            geometry_normalization = fixed_rule(geometry_normalization)
+        elif geometry_normalization not in GEOMETRY_NORMALIZATIONS:
             raise DatasetError(f"Preprocessor: unknown geometry_normalization {geometry_normalization!r}; "
-                               f"valid: {list(GEOMETRY_NORMALIZATIONS)}")
+                               f"valid: {list(GEOMETRY_NORMALIZATIONS)} or {{'scale': L, 'shift': [...]}}")
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.targets = [targets] if isinstance(targets, str) else list(targets)
         self.geometry_normalization = geometry_normalization
@@ -187,6 +220,8 @@ class Preprocessor:
         if self.geometry_normalization == "case":
             return fit_box_transform([gin.bounds, gq.bounds], isotropic=self.isotropic, margin=self.margin)
         d = gin.dim
+        if isinstance(self.geometry_normalization, Mapping):
+            return fixed_transform(self.geometry_normalization, d)
         return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
 
     def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None) -> tuple[Sample, NormalizeTransform]:
