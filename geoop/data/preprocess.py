@@ -24,6 +24,7 @@ it saw the training files.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -55,15 +56,31 @@ def read_file(path: Path) -> Geometry:
         raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
 
 
+_COMPONENTS = re.compile(r"^(.+)\[(\d+)(?::(\d+))?\]$")
+
+
 def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bool = True) -> dict[str, Tensor]:
     """The named fields as point fields (cell fields averaged onto the points); with
-    ``required=False`` missing ones are left out. Point data win over cell data of the same
+    ``required=False`` missing ones are left out. ``"U[0:2]"`` / ``"U[2]"`` select components
+    of field ``U`` (e.g. the x and y velocity of a 2-D case whose files carry a dead z
+    component), under that name. Point data win over cell data of the same
     name: ``Normals``/``normals`` is the file's point normals when it has them (the cell
     normals averaged onto the points are ``Normals_cell``, see
     :meth:`Geometry.cell_data_to_point_data`)."""
     out = {}
     to_convert = []
+    selected = {}  # "U[0:2]" -> ("U", 0, 2): components of a vector field
     for n in names:
+        m = _COMPONENTS.match(n)
+        if n not in g.fields and n not in g.cell_fields and m:
+            base, a, b = m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else int(m.group(2)) + 1
+            sub_ = pick_fields(g, [base], path, role, required)
+            if base in sub_:
+                c = sub_[base].shape[1]
+                if not 0 <= a < b <= c:
+                    raise DatasetError(f"{path}: {role} {n!r} selects components [{a}:{b}] of {base!r}, which has {c}")
+                selected[n] = sub_[base][:, a:b]
+            continue
         if n in g.fields:
             out[n] = g.fields[n]
         elif n in ("Normals", "normals") and g.normals is not None:
@@ -80,6 +97,7 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
             raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
         conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
         out.update({n: conv.fields[n] for n in to_convert})
+    out.update(selected)
     for n, v in out.items():
         bad = ~torch.isfinite(v)
         if bad.any():

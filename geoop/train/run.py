@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, FieldError
+from ..errors import CheckpointError, ConfigError
 from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
 from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
@@ -48,12 +48,10 @@ def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
     gin = read(cf.input)
     gq = gin if cf.same_file else read(cf.query)
 
-    def width(g, n, role, path):
-        if n in g.fields:
-            return int(g.fields[n].shape[1])
-        if n in g.cell_fields:
-            return int(g.cell_fields[n].shape[1])
-        raise FieldError(f"{path}: {role} field {n!r} is missing; available: {sorted(g.fields)}")
+    def width(g, n, role, path):  # as the dataset will read it (cell data, components "U[0:2]")
+        from ..data.preprocess import pick_fields
+
+        return int(pick_fields(g, [n], path, role)[n].shape[1])
 
     coord = gin.dim
     if kw.get("drop_flat_z") and gin.dim == 3 and gin.is_2d and gq.is_2d:
