@@ -49,6 +49,10 @@ MODEL = dict(in_channels=3, out_channels=1, latent_shape=(32, 32, 32), radius_in
              fno_modes=8, fno_layers=4, gno_mlp=(64, 64))
 
 
+#: --no-locality: encode the points in the order they were sampled (the "before" of the cost curve)
+LOCALITY = True
+
+
 def _hwm_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -81,8 +85,11 @@ def _model():
 
 
 # --------------------------------------------------------------------------- step worker
-def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str) -> None:
+def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str, locality: bool = True) -> None:
     import torch
+
+    global LOCALITY
+    LOCALITY = locality
 
     torch.set_num_threads(1)
     dp = None
@@ -110,11 +117,13 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
     def step():
         t = [time.perf_counter()]
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            nin = model.neighbors_in(pts)
+        with torch.no_grad():  # what encode does when it searches itself (locality order included)
+            perm = model.locality_order(pts) if LOCALITY else None
+            pp, xx, ww = (pts, x, w) if perm is None else (pts[perm], x[perm], w[perm])
+            nin = model.neighbors_in(pp)
             nout = model.neighbors_out(q)
         t.append(time.perf_counter())
-        sums, cnt = model.encode_partial(pts, x, w, None, 1, nin)
+        sums, cnt = model.encode_partial(pp, xx, ww, None, 1, nin)
         if dp is not None:
             both = dp.all_reduce(torch.cat([sums, cnt[:, None]], 1))
             sums, cnt = both[:, :-1], both[:, -1].detach()
@@ -132,7 +141,11 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
             stages[k].append(b - a)
         return t[-1] - t[0], nin.num_edges, nout.num_edges
 
-    step()  # warm-up
+    full = pts, x, w, q, y
+    m_small = min(4096, int(pts.shape[0]))  # warm-up (lazy imports, allocator) on a small piece
+    pts, x, w, q, y = pts[:m_small], x[:m_small], w[:m_small], q[:m_small], y[:m_small]
+    step()
+    pts, x, w, q, y = full
     for k in stages:
         stages[k].clear()
     for _ in range(steps):
@@ -158,7 +171,7 @@ def run_step(n: int, ranks: int, steps: int, profile: bool) -> dict:
     """One measurement in fresh processes (``--worker step``)."""
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, __file__, "--worker", "step", "--n", str(n), "--world", str(ranks), "--steps", str(steps),
-               "--out", d] + (["--profile"] if profile else [])
+               "--out", d] + (["--profile"] if profile else []) + ([] if LOCALITY else ["--no-locality"])
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         rs = [json.loads(Path(d, f"rank{r}.json").read_text()) for r in range(ranks)]
     out = {"n": n, "ranks": ranks, "step_s": max(r["step_s"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs),
@@ -172,9 +185,9 @@ def _step_worker(a) -> None:
     import torch.multiprocessing as mp
 
     if a.world == 1:
-        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out)
+        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out, LOCALITY)
     else:
-        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out), nprocs=a.world,
+        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out, LOCALITY), nprocs=a.world,
                            start_method="spawn")
 
 
@@ -282,6 +295,7 @@ def main() -> int:
     p.add_argument("--queries", default="1e6,1e7")
     p.add_argument("--predict-ranks", type=int, default=1)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-locality", action="store_true", help="skip GINO.locality_order (the before of the fix)")
     p.add_argument("--worker", default=None)
     p.add_argument("--n", type=int, default=100000)
     p.add_argument("--q", type=int, default=0)
@@ -291,8 +305,11 @@ def main() -> int:
     p.add_argument("--vol", default=None)
     a = p.parse_args()
     if a.worker:
+        global LOCALITY
+        LOCALITY = not a.no_locality
         {"step": _step_worker, "query": _query_worker, "query_files": _query_files_worker}[a.worker](a)
         return 0
+    LOCALITY = not a.no_locality
     only = a.only.split(",")
     report: dict = {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()}}
     if "step" in only:
