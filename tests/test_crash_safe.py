@@ -144,3 +144,66 @@ def test_truncated_or_tampered_checkpoint_is_a_checkpoint_error(tmp_path):
     del state["checksum"]
     torch.save(state, bad)
     assert load_checkpoint(bad)["epoch"] == 4
+
+
+# ---------------------------------------------------------------------------- datasets
+def _cases(root: Path, n: int) -> None:
+    import numpy as np
+
+    import geoop
+    from geoop import Geometry
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        pts = torch.tensor(rng.random((30, 3)))
+        geoop.write(Geometry(pts, fields={"p": pts[:, :1] * (i + 1)}), root / f"case_{i:02d}.vtp")
+
+
+def _warnings_to_stderr(_worker_id):
+    """Workers forked from pytest inherit its warning recorder, which keeps their warnings
+    in their own memory: print every warning of a worker on the shared stderr instead."""
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda msg, cat, *a, **k: os.write(2, f"{cat.__name__}: {msg}\n".encode())
+
+
+@pytest.mark.parametrize("mode", ["skip", "raise"])
+def test_file_unreadable_mid_run_with_dataloader_workers(tmp_path, capfd, mode):
+    """A case file is corrupted between two epochs of a DataLoader(num_workers=2) run.
+    ``on_error="skip"``: every later item of that case is the next readable case, and the
+    file is reported once in all (not once per worker or per epoch); ``"raise"``: a
+    DatasetError naming the file."""
+    from torch.utils.data import DataLoader
+
+    from geoop.batch import collate
+    from geoop.data import MeshFolderDataset
+    from geoop.errors import DatasetError
+
+    root = tmp_path / "cases"
+    root.mkdir()
+    _cases(root, 6)
+    ds = MeshFolderDataset(root, targets=["p"], split="all", on_error=mode, memory_cache_mb=0)
+    assert len(ds) == 6 and ds.skipped == []
+    loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate, persistent_workers=False,
+                        worker_init_fn=_warnings_to_stderr)
+    seen = [b.meta[0]["case"] for b in loader]
+    assert sorted(seen) == sorted(ds.cases)
+    bad = root / "case_03.vtp"
+    bad.write_bytes(bad.read_bytes()[:200])  # cut short while the run goes on
+    capfd.readouterr()
+    if mode == "raise":
+        with pytest.raises(DatasetError, match="case_03.vtp"):
+            list(loader)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the once-only report must come from the markers, not from warnings' registry
+        epochs = [[b.meta[0]["case"] for b in loader] for _ in range(3)]
+    err = capfd.readouterr().err
+    for cases in epochs:
+        assert len(cases) == 6 and "case_03" not in cases
+        assert cases.count("case_04") == 2  # the next readable case stands in
+    assert err.count("skipping case 'case_03'") == 1, err
+    assert "case_03.vtp" in err
+    runs = ds.skipped_during_run()
+    assert [r[:2] for r in runs] == [("case_03", str(bad))] and "case_03.vtp" in runs[0][2]
+    ds[3]  # the main process knows it too, without reading the file again
+    assert err.count("skipping") == 1
