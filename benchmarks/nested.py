@@ -16,7 +16,8 @@ local-geometry features as the demo; see ``MODELS``):
 * ``window``: one 64 x 48 grid on the demo's hand-placed near-body window
   ``[-0.5, 1.5] x [-0.75, 0.75]`` (nodes outside it get no latent features);
 * ``nested``: a 32 x 32 grid over the whole domain, a 32 x 32 level around each airfoil
-  (margin 2 chords) and a 64 x 48 level (margin 0.3 chord), coupled coarse to fine.
+  (margin 2 chords) and a 64 x 48 level (margin 0.3 chord), coupled coarse to fine;
+* ``nested_nocoupling``: the same levels without the coupling (the ablation).
 
 Training: AdamW, batch 4, 1500 random volume nodes + every surface node per case and step,
 loss MSE of the fields normalised by the training set's mean and std, learning rate with a
@@ -111,14 +112,14 @@ def build(kind: str, bounds) -> torch.nn.Module:
     if kind == "window":
         return GINO(4, 3, 2, latent_shape=(64, 48), domain=[list(WINDOW[0]), list(WINDOW[1])], radius_in=0.05,
                     radius_out=0.06, fno_modes=(16, 12), **COMMON)
-    if kind == "nested":
+    if kind in ("nested", "nested_nocoupling"):
         h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         lv = NestedLatent(levels=[
             LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
             LatentLevel((32, 32), margin=2.0, fno_modes=(8, 8)),
             LatentLevel((64, 48), margin=0.3, fno_modes=(16, 12)),
         ])
-        return NestedGINO(4, 3, 2, latent=lv, **COMMON)
+        return NestedGINO(4, 3, 2, latent=lv, coupling="none" if kind == "nested_nocoupling" else "interpolate", **COMMON)
     raise ValueError(kind)
 
 
@@ -228,7 +229,7 @@ def summary(path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="case folder (manifest.json + case_*_surface.vtp / _volume.vtu)")
-    ap.add_argument("--model", choices=["single", "window", "nested"])
+    ap.add_argument("--model", choices=["single", "window", "nested", "nested_nocoupling"])
     ap.add_argument("--budget", type=float, default=240.0, help="training seconds")
     ap.add_argument("--test", type=int, default=12, help="the last N cases are the test set")
     ap.add_argument("--lr", type=float, default=5e-3)
