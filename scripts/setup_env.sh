@@ -58,7 +58,7 @@ $PIP install "torch==2.13.0"
 log "core dependencies"
 $PIP install "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "torch-geometric>=2.5" \
   "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43" \
-  "pytest>=7" "pytest-timeout" "h5py" "tomli-w>=1.0" "ruff>=0.6"
+  "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6"
 
 # torch-harmonics: binary wheels are tied to one torch; 0.8.0 builds against 2.13.
 if ! $VENV/bin/python -c "import torch_harmonics" 2>/dev/null; then

@@ -27,6 +27,14 @@ training: a missing field, NaN/Inf values, an unreadable file, a case of another
 the file, or with ``on_error="skip"`` is left out with a ``warnings.warn`` naming the file
 and the reason (listed in :attr:`MeshFolderDataset.skipped`).
 
+A file that becomes unreadable after the dataset was built (while a run reads it) raises a
+:class:`~geoop.errors.DatasetError` too, or with ``on_error="skip"`` its item is replaced
+by the next readable case and the file is reported once for the whole run, across
+DataLoader worker processes: the first process to fail on it claims a marker file in a
+folder shared by all copies of the dataset (made when the dataset is built), warns, and
+records the reason there; every process then skips that case without reading it again
+(:meth:`MeshFolderDataset.skipped_during_run` lists them).
+
 Shapes (one item)
 ------
 sample.geometry.points : (N, d) float in the unit box; fields ``inputs`` each (N, C_i)
@@ -37,11 +45,15 @@ meta["query_index"]    : (K_q,) long, or None
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
+import os
 import re
+import tempfile
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +307,18 @@ def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.
 
 
 # ---------------------------------------------------------------------------- reading
+class _SkippedCase(Exception):
+    """A case's file became unreadable during the run and ``on_error="skip"``."""
+
+
+def _remove_skip_dir(folder: str, owner: int) -> None:
+    if os.getpid() != owner:  # a forked DataLoader worker: the folder belongs to the main process
+        return
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------- memory cache
 def _nbytes(obj) -> int:
     if isinstance(obj, Tensor):
@@ -490,6 +514,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.skipped: list[tuple[str, str, str]] = []
         self._memory = _LRU(int(memory_cache_mb * 2**20))
+        # cases that became unreadable during the run: markers shared by DataLoader workers
+        self._run_bad: set = set()
+        self._skip_dir = None
+        if self.on_error == "skip":
+            self._skip_dir = tempfile.mkdtemp(prefix="geoop-skipped-")
+            weakref.finalize(self, _remove_skip_dir, self._skip_dir, os.getpid())
         self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
 
         # 1. cases and split
@@ -644,7 +674,45 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         try:
             return self._load_raw(case)
         except GeoopError as e:  # the file changed since the dataset was built
+            if self.on_error == "skip":
+                self._skip_during_run(case, e)
+                raise _SkippedCase(case) from None
             raise DatasetError(f"case {case!r}: {e}") from None
+
+    # ------------------------------------------------------------------ skipping during a run
+    def _marker(self, case: str) -> Path:
+        return Path(self._skip_dir) / (hashlib.sha1(case.encode()).hexdigest() + ".json")
+
+    def _known_bad(self, case: str) -> bool:
+        return case in self._run_bad or (self._skip_dir is not None and self._marker(case).exists())
+
+    def _skip_during_run(self, case: str, err: Exception) -> None:
+        """Mark ``case`` unreadable; warn only if no process (worker) reported it before."""
+        self._run_bad.add(case)
+        cf = self._files[case]
+        msg = str(err)
+        file = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
+        tmp = Path(tempfile.mkstemp(dir=self._skip_dir, suffix=".tmp")[1])
+        tmp.write_text(json.dumps({"case": case, "file": file, "reason": msg}))
+        try:
+            os.link(tmp, self._marker(case))  # atomic claim: fails when another process has it
+        except FileExistsError:
+            return
+        finally:
+            tmp.unlink()
+        warnings.warn(f"MeshFolderDataset: skipping case {case!r} ({file}): it became unreadable during the run: "
+                      f"{msg}", RuntimeWarning, stacklevel=4)
+
+    def skipped_during_run(self) -> list[tuple[str, str, str]]:
+        """``(case, file, reason)`` of the cases skipped because a file became unreadable
+        after the dataset was built, reported by this process or any DataLoader worker."""
+        if self._skip_dir is None or not os.path.isdir(self._skip_dir):
+            return []
+        out = []
+        for p in sorted(Path(self._skip_dir).glob("*.json")):
+            d = json.loads(p.read_text())
+            out.append((d["case"], d["file"], d["reason"]))
+        return sorted(out)
 
     # ------------------------------------------------------------------ normalisation
     def _fit(self, normalize, fit_fields: bool, fit_geom: bool) -> DatasetNormalizers:
@@ -767,8 +835,19 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"MeshFolderDataset: index {index} out of range for {len(self)} cases")
         index = index % len(self)
-        case = self.cases[index]
-        full, T = self._prepared(case)
+        for step in range(len(self)):  # on_error="skip": the next readable case stands in
+            j = (index + step) % len(self)
+            if self._known_bad(self.cases[j]):
+                continue
+            try:
+                full, T = self._prepared(self.cases[j])
+            except _SkippedCase:
+                continue
+            index, case = j, self.cases[j]
+            break
+        else:
+            raise DatasetError(f"MeshFolderDataset: every case of {self.root} became unreadable during the run: "
+                               f"{self.skipped_during_run()[:3]}")
         g, q = full.geometry, full.queries
         nin, nout = full.neighbors_in, full.neighbors_out
         pidx = qidx = None
