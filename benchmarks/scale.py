@@ -218,7 +218,6 @@ def _predict_files(d: Path, n: int, q: int) -> tuple[Path, Path, Path]:
     """Car file, query point-cloud file and a checkpoint that ``geoop predict`` reads."""
     import numpy as np
     import pyvista as pv
-    import torch
 
     import geoop
     from geoop.train.checkpoint import save_checkpoint

@@ -243,10 +243,10 @@ def test_train_with_domain_2_under_torchrun(tmp_path):
     import sys
 
     import numpy as np
+    from test_cli import _annulus
 
     import geoop
     from geoop.cli.main import main
-    from test_cli import _annulus
 
     root = tmp_path / "cases"
     root.mkdir()

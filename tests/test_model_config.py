@@ -35,9 +35,8 @@ SPECS = [
 
 
 def _toml_roundtrip(d):
-    import tomllib
-
     import tomli_w
+    import tomllib
 
     return tomllib.loads(tomli_w.dumps(d))
 

@@ -230,9 +230,8 @@ def run(args) -> int:
     import torch
 
     from ..data import airfoil
-    from ..data.folder import discover_cases
+    from ..data.folder import MeshFolderDataset, discover_cases
     from ..geometry.io import read, write
-    from ..data.folder import MeshFolderDataset
     from ..models.gino import GINO
     from ..train.config import resolve_config
     from ..train.run import build_run, load_trained

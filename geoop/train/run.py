@@ -16,9 +16,9 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
 from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
-from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
 from .trainer import Trainer
 
 __all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "input_fields", "model_config", "load_trained", "TrainedModel"]
