@@ -87,7 +87,7 @@ _FLAGS = {
 
 
 def __getattr__(attr: str) -> bool:
-    """``WITH_*`` flags are computed lazily (importing open3d costs ~1 s), then cached."""
+    """``WITH_*`` flags are computed lazily (importing open3d is slow), then cached."""
     if attr in _FLAGS:
         return available(_FLAGS[attr])
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
