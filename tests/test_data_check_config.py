@@ -80,3 +80,24 @@ def test_fixed_length_scale_rule_maps_file_units_by_the_users_transform(tmp_path
     assert main(["data", "check", str(tmp_path / "c.toml")]) == 0
     out = capsys.readouterr().out
     assert "a fixed rule" in out and "[[-1.0, -2.5], [2.0, 1.5]] in file units" in out  # window * 2 + shift
+
+
+def test_crop_box_cuts_the_query_meshes_in_file_units(tmp_path):
+    from geoop.data import MeshFolderDataset, airfoil
+    from geoop.data.preprocess import Preprocessor
+
+    root = tmp_path / "cases"
+    airfoil.generate(str(root), 2, seed=4, n_volume=500, n_panels=40)
+    box = [[-0.5, -0.75], [1.5, 0.75]]
+    ds = MeshFolderDataset(root, targets=["p"], input_file="{case}_surface.vtp", query_file="{case}_volume.vtu",
+                           drop_flat_z=True, geometry_normalization="none", split="all", crop=box, normalize=False)
+    case = ds.cases[0]
+    vol = geoop.read(root / f"{case}_volume.vtu")
+    xy = vol.points[:, :2].double()
+    inside = ((xy >= torch.tensor(box[0], dtype=torch.float64)) & (xy <= torch.tensor(box[1], dtype=torch.float64))).all(1)
+    q = ds[0].queries
+    assert q.n_points == int(inside.sum()) and torch.allclose(q.points.double(), xy[inside])
+    assert torch.allclose(q.fields["p"].double(), vol.fields["p"].double()[inside], atol=1e-6)
+    tri = ds._raw(case)[1].cells["triangle"]
+    assert tri.max() < q.n_points and 0 < tri.shape[0] < vol.cells["triangle"].shape[0]
+    assert Preprocessor.from_state_dict(ds.preprocessor.state_dict()).crop == box

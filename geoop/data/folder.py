@@ -456,6 +456,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     cache_dir : folder of the on-disk neighbourhood cache (None: memory only).
     memory_cache_mb : bound of the in-memory cache of parsed, prepared cases (0 disables).
     on_error : ``"raise"`` or ``"skip"`` (bad cases warned about and left out).
+    crop : ``[lower corner, upper corner]`` in file units (keyword): every case's query
+        geometry is cut to this box (cells with a node outside are dropped), e.g. the region
+        around a body in a far-field mesh.
     transform : callable ``f(sample) -> sample`` applied last to every item.
 
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
@@ -491,6 +494,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         neighbors_key=None,
         memory_cache_mb: float = 1024,
         val_fraction: float = 0.0,
+        crop=None,
     ):
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -504,7 +508,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
         #: reading, coordinate and field normalisation of a case (shared with prediction)
-        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin)
+        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop)
         self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
@@ -620,7 +624,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         q = None if cf.same_file else read_file(cf.query)
         # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
         self._cols[case] = max(g.dim, (g if q is None else q).dim)
-        return self.preprocessor.split_geometries(g, q, case)
+        return self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
 
     def _scan(self, cases: Sequence[str]) -> set:
         ok = {}
@@ -794,6 +798,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},
+                **({"crop": self.preprocessor.crop} if self.preprocessor.crop is not None else {}),
                 "dim": sample.geometry.dim,
                 "roles": [cf.same_file],
             }
