@@ -35,8 +35,9 @@ SPECS = [
 
 
 def _toml_roundtrip(d):
-    import tomli_w
     import tomllib
+
+    import tomli_w
 
     return tomllib.loads(tomli_w.dumps(d))
 

@@ -149,6 +149,9 @@ class Trainer:
     progress : None (default): a tqdm bar on rank 0 when stderr is a TTY, and one line per
         epoch on stderr (rank 0); True: both always; False: neither.
     minutes : wall-clock budget of :meth:`fit` (None or 0: none; see ``fit(max_time=)``).
+    optim, schedule, checkpointing, precision : the typed groups of settings of
+        :mod:`geoop.train.specs` (:class:`~geoop.train.specs.OptimSpec`, ...; dicts work too),
+        in place of their flat keywords above; :meth:`specs` returns them.
     preprocessor : the :class:`geoop.data.preprocess.Preprocessor` that made the data (e.g.
         ``MeshFolderDataset.preprocessor``); stored in checkpoints so that prediction
         prepares new files the same way; its normalisers are used when ``normalizers`` is None.
@@ -196,7 +199,23 @@ class Trainer:
         minutes: Optional[float] = None,
         preprocessor=None,
         domain: int = 1,
+        optim=None,
+        schedule=None,
+        checkpointing=None,
+        precision=None,
     ):
+        # typed groups of settings (geoop.train.specs) replace their flat keywords
+        flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
+                    num_workers=num_workers, epochs=epochs, warmup=warmup, min_lr_ratio=min_lr_ratio,
+                    minutes=minutes, out_dir=out_dir, save_best=save_best, amp=amp)
+        if any(g is not None for g in (optim, schedule, checkpointing, precision)):
+            from .specs import apply_specs, trainer_defaults
+
+            flat = apply_specs(flat, trainer_defaults(type(self)), optim=optim, schedule=schedule,
+                               checkpointing=checkpointing, precision=precision)
+            (lr, weight_decay, clip, batch_size, weighted_loss, num_workers, epochs, warmup, min_lr_ratio, minutes,
+             out_dir, save_best, amp) = flat.values()
+        self._settings = flat
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(device, self.dist)
         self.model = model.to(self.device)
@@ -279,6 +298,16 @@ class Trainer:
         self.best: Optional[float] = None
         self.plot_every_s = 10.0
         self._last_plot = -math.inf
+
+    def specs(self) -> dict:
+        """The trainer's settings as the typed groups of :mod:`geoop.train.specs`, plain dicts
+        (``Trainer(..., **{k: v for k, v in trainer.specs().items()})`` rebuilds them)."""
+        from .specs import TRAINER_GROUPS
+
+        s = {**self._settings, "minutes": float(self._settings["minutes"] or 0.0),
+             "out_dir": None if self._settings["out_dir"] is None else str(self._settings["out_dir"]),
+             "amp": "none" if self._settings["amp"] in (None, False, "") else str(self._settings["amp"]).lower()}
+        return {name: cls(**{k: s[k] for k in cls.keys()}).to_dict() for name, cls in TRAINER_GROUPS.items()}
 
     # ------------------------------------------------------------------ construction
     @classmethod
