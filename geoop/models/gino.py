@@ -10,20 +10,20 @@ For a sample with input points :math:`y_j` (features :math:`f_j`, quadrature wei
    A node whose ball holds no input point gets exactly 0 (so a sample with no input point in
    any latent ball has an all-zero encoding; the output is still finite).
 2. **Lifting**: a pointwise MLP of :math:`[u(z_g), c(z_g), z_g]` (with optional latent
-   features :math:`c`, e.g. an SDF) to ``fno_width`` channels.
-3. **Latent operator**: ``fno_layers`` FNO blocks on the box grid (``latent="box"``) or SFNO
-   blocks on the equiangular / Gauss lat-lon grid of the unit sphere (``latent="sphere"``),
+   features :math:`c`, e.g. an SDF) to ``blocks.width`` channels.
+3. **Latent operator**: ``blocks.layers`` FNO blocks on the box grid (``BoxLatent``) or SFNO
+   blocks on the equiangular / Gauss lat-lon grid of the unit sphere (``SphereLatent``),
    run once on the stacked ``(B, C, *grid)`` tensor of all samples.
 4. **Decoder** (GNO): :math:`v(x) = \bigoplus_{z_g \in B_{r_{out}}(x)} k_{out}(x, z_g)\odot h(z_g)`.
-5. **Local geometry** (opt-in, ``local_radius > 0`` and/or ``local_nearest``): features of
+5. **Local geometry** (opt-in, ``local.radius > 0`` and/or ``local.nearest``): features of
    each query computed from the sample's own input points at sub-grid resolution,
    concatenated to :math:`v(x)`:
 
-   * ``local_radius > 0``: a second, small-radius GNO straight from the input points,
+   * ``local.radius > 0``: a second, small-radius GNO straight from the input points,
      :math:`l(x) = \mathrm{mean}_{y_j \in B_{r_{loc}}(x)} k_{loc}(x, y_j, f_j)`
-     (``local_channels`` wide, 0 where the ball is empty);
-   * ``local_nearest``: the offset to the nearest input point :math:`y^*(x)` and its length,
-     in units of :math:`s` (``local_radius``, else ``radius_out``), and its features:
+     (``local.channels`` wide, 0 where the ball is empty);
+   * ``local.nearest``: the offset to the nearest input point :math:`y^*(x)` and its length,
+     in units of :math:`s` (the local radius, else the decoder's), and its features:
      :math:`[(x - y^*)/s, |x - y^*|/s, f(y^*)]`.
 
    The latent grid resolves nothing finer than its spacing (e.g. a leading-edge suction
