@@ -106,6 +106,21 @@ def model_config(config: Mapping) -> dict:
     return {**shape, **m}
 
 
+def queries_outside(dataset, model) -> tuple[int, int]:
+    """(query points of ``dataset`` outside ``model``'s box latent window, all query points),
+    in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
+    if getattr(model, "latent", None) != "box":
+        return 0, 0
+    dom = torch.tensor(model.domain, dtype=torch.float64)
+    out = total = 0
+    for case in dataset.cases:
+        gin, gq = dataset._raw(case)
+        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, : dom.shape[1]]
+        inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
+        out, total = out + int((~inside).sum()), total + int(q.shape[0])
+    return out, total
+
+
 @dataclass
 class TrainingRun:
     model: torch.nn.Module
@@ -134,6 +149,11 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     by_name = bool(model.point_inputs) or not d["inputs"]
     inputs = input_fields(mcfg, d["inputs"])
     train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
+    out, total = queries_outside(train, model)
+    if out:
+        log.warning("%d of %d training query points (%.1f %%) lie outside the latent window %s: their predictions "
+                    "extrapolate (geoop data check CONFIG shows the window in file units)", out, total,
+                    100.0 * out / total, model.domain)
     val = None
     if d.get("val_split") == "test":
         log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
