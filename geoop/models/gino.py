@@ -350,6 +350,13 @@ class GINO(nn.Module):
     def neighbors_out(self, queries: Tensor, query_batch: Optional[Tensor] = None, num_samples: int = 1) -> Neighborhoods:
         """Latent nodes -> queries: Neighborhoods over the queries with indices into the
         ``num_samples * G`` latent nodes."""
+        if self.latent == "box" and self.search_backend == "auto":
+            # the grid search point by point: the same pairs as a tree search, no tree, no sort
+            from ..neighbors.grid import radius_search_grid
+
+            return radius_search_grid(queries, self.latent_shape, self.domain, self.radius_out,
+                                      point_batch=query_batch if num_samples > 1 else None,
+                                      num_batches=num_samples, point_major=True)
         from ..neighbors.search import radius_search
 
         lat = self._latent_rep(num_samples, queries.dtype)
