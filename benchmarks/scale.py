@@ -49,10 +49,6 @@ MODEL = dict(in_channels=3, out_channels=1, latent_shape=(32, 32, 32), radius_in
              fno_modes=8, fno_layers=4, gno_mlp=(64, 64))
 
 
-#: --no-locality: encode the points in the order they were sampled (the "before" of the cost curve)
-LOCALITY = True
-
-
 def _hwm_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -85,11 +81,8 @@ def _model():
 
 
 # --------------------------------------------------------------------------- step worker
-def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str, locality: bool = True) -> None:
+def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str) -> None:
     import torch
-
-    global LOCALITY
-    LOCALITY = locality
 
     torch.set_num_threads(1)
     dp = None
@@ -122,14 +115,12 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
         t = [time.perf_counter()]
         c = [c0]
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():  # what encode does when it searches itself (locality order included)
-            perm = model.locality_order(pts) if LOCALITY else None
-            pp, xx, ww = (pts, x, w) if perm is None else (pts[perm], x[perm], w[perm])
-            nin = model.neighbors_in(pp)
+        with torch.no_grad():
+            nin = model.neighbors_in(pts)
             nout = model.neighbors_out(q)
         t.append(time.perf_counter())
         c.append(time.process_time())
-        sums, cnt = model.encode_partial(pp, xx, ww, None, 1, nin)
+        sums, cnt = model.encode_partial(pts, x, w, None, 1, nin)
         if dp is not None:
             both = dp.all_reduce(torch.cat([sums, cnt[:, None]], 1))
             sums, cnt = both[:, :-1], both[:, -1].detach()
@@ -186,7 +177,7 @@ def run_step(n: int, ranks: int, steps: int, profile: bool) -> dict:
     """One measurement in fresh processes (``--worker step``)."""
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, __file__, "--worker", "step", "--n", str(n), "--world", str(ranks), "--steps", str(steps),
-               "--out", d] + (["--profile"] if profile else []) + ([] if LOCALITY else ["--no-locality"])
+               "--out", d] + (["--profile"] if profile else [])
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         rs = [json.loads(Path(d, f"rank{r}.json").read_text()) for r in range(ranks)]
     out = {"n": n, "ranks": ranks, "step_s": max(r["step_s"] for r in rs), "cpu_s": max(r["cpu_s"] for r in rs),
@@ -202,9 +193,9 @@ def _step_worker(a) -> None:
     import torch.multiprocessing as mp
 
     if a.world == 1:
-        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out, LOCALITY)
+        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out)
     else:
-        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out, LOCALITY), nprocs=a.world,
+        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out), nprocs=a.world,
                            start_method="spawn")
 
 
@@ -312,7 +303,6 @@ def main() -> int:
     p.add_argument("--queries", default="1e6,1e7")
     p.add_argument("--predict-ranks", type=int, default=1)
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--no-locality", action="store_true", help="skip GINO.locality_order (the before of the fix)")
     p.add_argument("--worker", default=None)
     p.add_argument("--n", type=int, default=100000)
     p.add_argument("--q", type=int, default=0)
@@ -322,11 +312,8 @@ def main() -> int:
     p.add_argument("--vol", default=None)
     a = p.parse_args()
     if a.worker:
-        global LOCALITY
-        LOCALITY = not a.no_locality
         {"step": _step_worker, "query": _query_worker, "query_files": _query_files_worker}[a.worker](a)
         return 0
-    LOCALITY = not a.no_locality
     only = a.only.split(",")
     report: dict = {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()}}
     if "step" in only:
