@@ -214,14 +214,14 @@ def test_orientation_outward_whatever_the_winding():
     m = _torus()
     p = -g_z(m)
     ref = forces(_geom(m), p).force
-    flipped = Geometry(torch.as_tensor(np.asarray(m.vertices)), cells={"triangle": np.asarray(m.faces)[:, ::-1].copy()})
+    flipped = Geometry(torch.as_tensor(np.array(m.vertices)), cells={"triangle": np.asarray(m.faces)[:, ::-1].copy()})
     assert torch.allclose(forces(flipped, p).force, ref, atol=1e-12)  # closed: oriented by signed volume
     # winding taken as is: inward -> the opposite force
     assert torch.allclose(forces(flipped, p, orientation="cells").force, -ref, atol=1e-12)
     # mixed winding with outward point normals: repaired cell by cell
     f = np.asarray(m.faces).copy()
     f[::3] = f[::3, ::-1]
-    mixed = Geometry(torch.as_tensor(np.asarray(m.vertices)), cells={"triangle": f}, normals=torch.as_tensor(np.asarray(m.vertex_normals)))
+    mixed = Geometry(torch.as_tensor(np.array(m.vertices)), cells={"triangle": f}, normals=torch.as_tensor(np.array(m.vertex_normals)))
     assert torch.allclose(forces(mixed, p).force, ref, atol=1e-12)
     # ... but without normals it cannot be oriented: a clear error
     with pytest.raises(ShapeError, match="outward"):
@@ -233,7 +233,7 @@ def test_orientation_outward_whatever_the_winding():
 
 
 def g_z(m):
-    return torch.as_tensor(np.asarray(m.vertices)[:, 2])
+    return torch.as_tensor(np.array(m.vertices)[:, 2])
 
 
 def test_bad_input_errors():

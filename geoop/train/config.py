@@ -12,6 +12,9 @@ File layout (TOML shown; YAML with the same nesting works too)::
     train_split = "train"
     val_split = "test"       # "" or null: no validation
     latent_sdf = false       # signed distance to the input geometry on the latent grid
+    metrics = ["cd", "cl"]   # optional integrated coefficients on the validation split
+    metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
+                             # see geoop.train.metrics
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model]                  # keyword arguments of geoop.models.GINO
@@ -31,6 +34,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     [output]
     dir = "runs/airfoil"     # required
     save_best = true
+    tensorboard = "runs/airfoil/tb"   # optional TensorBoard event folder (geoop train --tensorboard)
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -60,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
         "train_split": "train",
         "val_split": "test",
         "latent_sdf": False,
+        "metrics": [],
+        "metrics_reference": {},
     },
     "model": {},
     "optim": {
@@ -74,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "weighted_loss": False,
         "num_workers": 0,
     },
-    "output": {"dir": None, "save_best": True},
+    "output": {"dir": None, "save_best": True, "tensorboard": None},
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}

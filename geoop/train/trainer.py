@@ -149,6 +149,12 @@ class Trainer:
     config : the resolved run configuration (plain dict) stored in checkpoints.
     dist_info : from :func:`geoop.train.distributed.init_distributed`; None = one process.
     progress : tqdm bar; None = only on rank 0 and when stderr is a TTY.
+    metrics : optional :class:`geoop.train.metrics.CoefficientMetrics`: integrated
+        coefficients (drag, lift...) of the validation items, reported as ``<c>/mae`` and
+        ``<c>/r2`` by :meth:`evaluate`.
+    tensorboard : folder for TensorBoard event files (rank 0; needs the ``tensorboard``
+        package, :mod:`geoop.train.tracking`); ``tensorboard_images_every`` : a prediction
+        picture every that many evaluations (0: none).
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
@@ -184,6 +190,9 @@ class Trainer:
         data_normalized: bool = False,
         collate_fn: Callable = collate,
         extra_state: Optional[Mapping] = None,
+        metrics=None,
+        tensorboard: Union[str, os.PathLike, None] = None,
+        tensorboard_images_every: int = 1,
     ):
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(device, self.dist)
@@ -243,6 +252,14 @@ class Trainer:
         self.best: Optional[float] = None
         self.plot_every_s = 10.0
         self._last_plot = -math.inf
+        # coefficient metrics (geoop.train.metrics.CoefficientMetrics) and TensorBoard (rank 0)
+        self.metrics = metrics
+        self.tracker = None
+        if tensorboard is not None and self.dist.is_main:
+            from .tracking import TensorBoardLogger
+
+            self.tracker = TensorBoardLogger(tensorboard, image_every=tensorboard_images_every)
+        self._picture = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -254,6 +271,7 @@ class Trainer:
             batch_size=o["batch_size"], warmup=o["warmup"], min_lr_ratio=o["min_lr_ratio"], clip=o["clip"], amp=o["amp"],
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
+            tensorboard=config["output"].get("tensorboard"),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -339,6 +357,8 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.scheduler.step()
+                if self.tracker is not None:
+                    self.tracker.step(self.scheduler.last_epoch, loss.detach())
                 b = batch.num_samples
                 loss_sum += float(err.detach().mean(1).sum())
                 n_samples += b
@@ -371,6 +391,9 @@ class Trainer:
         loader = DataLoader(shard, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
         sums = {f"rel_l2/{n}": 0.0 for n in self.targets}
         count = 0
+        if self.metrics is not None:
+            self.metrics.reset()
+        picture = self.tracker is not None and data is self.val_data and self.tracker.wants_picture()
         for batch in loader:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
@@ -383,13 +406,43 @@ class Trainer:
             for j, n in enumerate(self.targets):
                 sums[f"rel_l2/{n}"] += float(err[:, j].sum())
             count += batch.num_samples
+            if self.metrics is not None or picture:
+                self._per_sample(batch, pred, y, widths, picture)
+                picture = False
         sums["n"] = count
-        s = all_reduce_sums(sums, self.dist, self._reduce_device)
+        coef = {}
+        if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
+            coef = {f"coef:{k}": v for k, v in self.metrics.sums.items()}
+        s = all_reduce_sums({**sums, **coef}, self.dist, self._reduce_device)
+        coef = {k[5:]: s.pop(k) for k in list(s) if k.startswith("coef:")}
         n = max(s.pop("n"), 1)
         out = {k: v / n for k, v in s.items()}
         out["rel_l2"] = sum(out.values()) / len(self.targets)
+        if self.metrics is not None:
+            out.update(self.metrics.summary(coef))
         self.model.train(was)
         return out
+
+    def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
+        """Coefficient metrics of every item of a validation batch (decoded values) and, when
+        ``picture``, the TensorBoard picture of its first item."""
+        cols, c0 = {}, 0
+        for n, c in zip(self.targets, widths):
+            cols[n] = slice(c0, c0 + c)
+            c0 += c
+        qs, ps, ys = batch.split_queries(batch.queries), batch.split_queries(pred), batch.split_queries(y)
+        if picture:
+            from .tracking import prediction_picture
+
+            c = cols[self.targets[0]]
+            name = batch.meta[0].get("case", "item 0") if batch.meta else "item 0"
+            def scalar(v):  # a scalar field as is, a vector field by its magnitude
+                return (v[:, c][:, 0] if v[:, c].shape[1] == 1 else v[:, c].norm(dim=1)).cpu().numpy()
+
+            self._picture = prediction_picture(qs[0].cpu().numpy(), scalar(ps[0]), scalar(ys[0]), f"{name}: {self.targets[0]}")
+        if self.metrics is not None:
+            for meta, q, p_, y_ in zip(batch.meta, qs, ps, ys):
+                self.metrics.add_sample(meta, q, p_, y_, cols)
 
     @torch.no_grad()
     def predict(self, batch: GeometryBatch) -> Tensor:
@@ -536,6 +589,9 @@ class Trainer:
                 self.history.append(metrics)
                 self.epoch = e + 1
                 self._write_files(metrics, improved, final=self.epoch == stop)
+                if self.tracker is not None:
+                    self.tracker.epoch(self.epoch, metrics, self._picture)
+                    self._picture = None
                 barrier(self.dist)
                 log.info("epoch %d: %s", e + 1, {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
         except KeyboardInterrupt:
