@@ -148,3 +148,25 @@ def test_html_page_renders_in_headless_chromium(airfoil_case, tmp_path):
     corner = img[int(0.9 * h):, : int(0.05 * w)]
     assert corner.min() > 0.9  # white paper outside the plots
     shutil.copy(png, tmp / "html_screenshot.png")  # kept for a look
+
+
+def test_html_page_for_surfaces_polylines_and_point_clouds(airfoil_case, tmp_path):
+    """3-D triangle surfaces become Mesh3d, 2-D polylines one coloured line per view, point
+    clouds markers; the field picker's buttons show exactly one field's traces."""
+    import json as _json
+    import re
+
+    from geoop.data.body3d import make_case
+    from geoop.viz.html import render_html
+
+    tmp, _, _ = airfoil_case
+    surf, vol = make_case({"shape": "sphere", "n_panels": 80, "n_volume": 200})
+    pred = surf.with_fields(Cp_pred=surf.fields["Cp"] * 1.1)
+    text = render_html(pred, tmp_path / "s.html", fields=["Cp_pred"], truth=pred.with_fields(Cp_pred=surf.fields["Cp"])).read_text()
+    assert text.count('"intensitymode":"vertex"') == 3  # three Mesh3d traces
+    text = render_html(tmp / "surface_pred.vtp", tmp_path / "l.html").read_text()  # Cp with Cp_true
+    assert text.count('"mode":"lines+markers"') == 3
+    text = render_html(vol, tmp_path / "v.html").read_text()  # velocity and p, no truth: one view each
+    assert text.count('"mode":"markers"') == 2
+    masks = [_json.loads(m) for m in re.findall(r'"visible":(\[[^\]]*\])', text)]
+    assert [True, False] in masks and [False, True] in masks
