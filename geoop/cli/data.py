@@ -1,6 +1,7 @@
 """``geoop data``: generate built-in datasets, or check a folder of CFD files.
 
     geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
+    geoop data airfoil --solver rans --n 4 --out data/rans [--param iterations=1500 ...]  (OpenFOAM)
     geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
@@ -30,6 +31,10 @@ GENERATORS = {
     "body3d": "geoop.data.body3d",
     "sphere": "geoop.data.sphere",
 }
+
+
+#: ``geoop data airfoil --solver NAME`` -> module providing ``generate``
+SOLVERS = {"panel": "geoop.data.airfoil", "rans": "geoop.data.rans"}
 
 
 def resolve_generator(kind: str):
@@ -80,6 +85,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                        help=f"generator option, repeatable (e.g. alpha_deg=0,8); the keys are those of "
                             f"{GENERATORS[kind]}.generate, an unknown key lists the valid ones")
+        if kind == "airfoil":
+            g.add_argument("--solver", choices=sorted(SOLVERS), default="panel",
+                           help="panel: inviscid vortex panel method (default); rans: steady RANS with OpenFOAM "
+                                "simpleFoam (geoop.data.rans; needs the Debian package openfoam)")
     c = sub.add_parser("check", help="check a folder of CFD files as a dataset")
     c.add_argument("root", help="dataset folder")
     c.add_argument("--inputs", nargs="*", default=[], help="input field names")
@@ -98,6 +107,8 @@ def _generate(args) -> int:
     if args.n < 1:
         raise ConfigError(f"geoop data {args.data_kind}: --n must be >= 1, got {args.n}")
     gen = resolve_generator(args.data_kind)
+    if getattr(args, "solver", "panel") != "panel":
+        gen = importlib.import_module(SOLVERS[args.solver]).generate
     params = parse_params(args.param)
     try:
         entries = gen(args.out, args.n, seed=args.seed, **params)
@@ -105,7 +116,7 @@ def _generate(args) -> int:
         raise ConfigError(f"geoop data {args.data_kind}: invalid options {sorted(params)}: {e}") from None
     manifest = os.path.join(args.out, "manifest.json")
     if not os.path.exists(manifest):  # the generators write it; never leave a folder without one
-        _write_json_atomic(manifest, {"generator": GENERATORS[args.data_kind], "seed": args.seed,
+        _write_json_atomic(manifest, {"generator": gen.__module__, "seed": args.seed,
                                       "params": params, "cases": list(entries or [])})
     print(f"geoop data {args.data_kind}: wrote {len(entries or [])} cases to {args.out} (manifest: {manifest})")
     return 0

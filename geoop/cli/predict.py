@@ -10,6 +10,12 @@ FILE), the fields are decoded to physical units and written onto the query point
 ORIGINAL coordinates. When the query file already holds a target field (a ground truth),
 ``<name>_true`` and ``<name>_error`` are written too and the relative L2 error is printed.
 
+Memory stays bounded at any number of queries: they are answered in chunks of
+``--chunk-size`` and decoded into one array per field, written once. Under
+``torchrun --nproc_per_node N -m geoop predict ...`` the N ranks split the input geometry
+(domain parallelism, :class:`geoop.distributed.DomainParallel`) and the queries; rank 0
+writes the file.
+
 When the checkpoint's config names coefficient metrics (``data.metrics``, see
 :mod:`geoop.train.metrics`), the coefficients of the predicted field on the input surface
 (and of the true field, with their errors, when the queries hold it) are printed and written
@@ -39,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--on", help="mesh to write the prediction on (its cells are kept)")
     p.add_argument("--out", required=True, help="output file (.vtu, .vtp, .vtk, ...)")
     p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar over the queries (default: when stderr is a terminal)")
     p.add_argument("--case", default=None, help="case name in the manifest beside --geometry (per-case reference values "
                                                 "of the coefficient metrics; default: found from the file name)")
     return p
@@ -66,12 +74,37 @@ def predict_coefficients(trained, geometry, result, geometry_path, case=None):
     return out
 
 
-def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536):
+def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress):
+    """The target fields at ``qpts`` in physical units, ``{name: (Q, c)}``: the queries are
+    answered chunk by chunk (:func:`geoop.distributed.stream_query`) and each chunk is decoded
+    straight into one preallocated array per field (no second copy of all outputs). None on
+    the ranks of a domain-parallel run that do not write."""
+    from ..distributed.stream import stream_query
+
+    norm = trained.normalizers
+    widths = [norm[n].channels if norm and n in norm else 1 for n in trained.targets]
+    writer = getattr(model, "rank", 0) == 0
+    out = {n: torch.empty((qpts.shape[0], c), dtype=dtype) for n, c in zip(trained.targets, widths)} if writer else None
+
+    def write(q0, q1, v):
+        c0 = 0
+        for n, c in zip(trained.targets, widths):
+            f = v[:, c0:c0 + c]
+            out[n][q0:q1] = norm.decode(n, f) if norm and n in norm else f
+            c0 += c
+
+    stream_query(model, gin, qpts, x, chunk_size=chunk_size, latent_features=lf, write=write, progress=progress, desc="predict")
+    return out
+
+
+def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None):
     """Prediction of ``trained`` (:class:`geoop.train.run.TrainedModel`) on ``geometry``
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
     ``<name>_true``/``<name>_error`` when ``queries`` held the target already, and a dict of
-    relative L2 errors for those."""
+    relative L2 errors for those. ``model``: what answers (default ``trained.model``; a
+    :class:`geoop.distributed.DomainParallel` under torchrun, then only its rank 0 gets the
+    result, the others ``(None, {})``); ``progress``: a progress bar (None: on a TTY)."""
     from ..data.normalize import fit_box_transform
     from ..errors import FieldError, ShapeError
     from ..geometry.geometry import NormalizeTransform
@@ -117,16 +150,12 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536):
         from ..train.run import LatentSDF
 
         lf = LatentSDF(trained.model).features(gin)
-    with torch.no_grad():
-        pred = trained.model.query(gin, prep(q), x=x, chunk_size=chunk_size, latent_features=lf)
-    out, errors, c0 = {}, {}, 0
+    out = _stream_fields(model or trained.model, trained, gin, prep(q), x, lf, chunk_size, q.dtype, progress)
+    if out is None:  # a non-writing rank of a domain-parallel prediction
+        return None, {}
+    errors = {}
     for n in trained.targets:
-        c = trained.normalizers[n].channels if trained.normalizers and n in trained.normalizers else 1
-        v = pred[:, c0:c0 + c]
-        if trained.normalizers and n in trained.normalizers:
-            v = trained.normalizers.decode(n, v)
-        c0 += c
-        out[n] = v.to(q.dtype)
+        c = out[n].shape[1]
         if n in q.fields and q.fields[n].shape[1] == c:
             t = q.fields[n]
             out[f"{n}_true"] = t
@@ -141,23 +170,38 @@ def run(args) -> int:
     from ..geometry.io import read, write
     from ..train.run import load_trained
 
+    from ..train.distributed import cleanup_distributed, init_distributed
+
     trained = load_trained(args.checkpoint)
     geometry = read(args.geometry)
     qfile = args.query or args.on
     queries = read(qfile) if qfile else None
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
-    result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write(result, out)
-    coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None))
-    extra = {}
-    if coef is not None:
-        cpath = out.with_name(out.stem + ".coefficients.json")
-        cpath.write_text(json.dumps(coef, indent=2))
-        extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
-                 "coefficients_file": str(cpath)}
-    print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
-                      **({"rel_l2": errors} if errors else {}), **extra}))
-    return 0
+    info = init_distributed(torch.device("cpu"))  # under torchrun: the ranks share the geometry and the queries
+    try:
+        model = None
+        if info.is_distributed:
+            from ..distributed.domain import DomainParallel
+
+            model = DomainParallel(trained.model)
+        result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size, model=model,
+                                          progress=args.progress)
+        if result is None:
+            return 0
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(result, out)
+        coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None))
+        extra = {}
+        if coef is not None:
+            cpath = out.with_name(out.stem + ".coefficients.json")
+            cpath.write_text(json.dumps(coef, indent=2))
+            extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
+                     "coefficients_file": str(cpath)}
+        print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
+                          **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {}),
+                          **extra}))
+        return 0
+    finally:
+        cleanup_distributed(info)

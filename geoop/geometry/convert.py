@@ -132,7 +132,8 @@ def _flat2(arr: np.ndarray) -> np.ndarray:
     return arr.reshape(arr.shape[0], -1) if arr.ndim != 1 else arr
 
 
-def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None) -> Geometry:
+def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None,
+                 on_unknown_cells: str = "warn", validate: bool = True) -> Geometry:
     """A :class:`Geometry` from any PyVista / VTK dataset.
 
     Point data become ``fields`` (the active normals array, else a 3-component ``"Normals"``
@@ -141,7 +142,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
     ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
     available ones when one is missing). A mesh with only vertex cells and no cell data
-    becomes a bare point cloud.
+    becomes a bare point cloud. Cells of other VTK types (quadratic, polyhedra, unknown ids)
+    are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
+    :class:`ShapeError` (``"raise"``, what :func:`geoop.read` does by default).
     """
     pv = require("pyvista", "VTK conversion")
     where = f"{source}: " if source else ""
@@ -186,6 +189,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         if perm is not None:
             c = c[:, perm]
         groups.setdefault(gname, []).append((idx, c))
+    if dropped and on_unknown_cells == "raise":
+        raise ShapeError(f"{where}cells of unsupported VTK cell type id(s) {dropped}; geoop reads VTK types "
+                         f"{sorted(VTK_TO_CELL)} (pass on_unknown_cells='drop' to read the file without them)")
     if dropped:
         warnings.warn(f"{where}dropped cells of unsupported VTK types {dropped}", stacklevel=2)
     cells = {k: np.concatenate([c for _, c in v]) for k, v in groups.items()}
@@ -217,7 +223,7 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         point_fields = {k: v for k, v in point_fields.items() if k in fields}
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
-                    source=source, name=name)
+                    source=source, name=name, validate=validate)
 
 
 def _check_connectivity(ug, where: str) -> None:

@@ -383,7 +383,27 @@ class GINO(nn.Module):
         neighbors_in: Optional[Neighborhoods] = None,
         latent_features: Optional[Tensor] = None,
     ) -> Tensor:
-        """Encoder, lifting and latent blocks: (ΣN, d) points -> (B, fno_width, *latent_shape)."""
+        """Encoder, lifting and latent blocks: (ΣN, d) points -> (B, fno_width, *latent_shape).
+
+        Equal to :meth:`encode_finish` of :meth:`encode_partial`; the split lets the encoder's
+        additive pieces be summed over shards of the input points first
+        (:class:`geoop.distributed.DomainParallel`)."""
+        sums, counts = self.encode_partial(points, x, weights, point_batch, num_samples, neighbors_in)
+        return self.encode_finish(sums, counts, latent_features, num_samples)
+
+    def encode_partial(
+        self,
+        points: Tensor,
+        x: Optional[Tensor] = None,
+        weights: Optional[Tensor] = None,
+        point_batch: Optional[Tensor] = None,
+        num_samples: int = 1,
+        neighbors_in: Optional[Neighborhoods] = None,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """The encoder GNO's additive pieces over the given input points: ``(sums (B*G, enc),
+        counts (B*G,) or None)`` (see :meth:`geoop.nn.GNO.forward` with ``partial=True``).
+        Pieces of disjoint subsets of a sample's points (with the whole sample's quadrature
+        weights) add up to the pieces of the whole sample."""
         B, G = int(num_samples), self.num_latent
         dtype = self.lifting.net[0].weight.dtype
         if points.dim() != 2 or points.shape[1] != self.coord_dim:
@@ -404,7 +424,16 @@ class GINO(nn.Module):
             if weights is None:
                 raise ShapeError(f"GINO: gno_reduction_in='weighted' needs quadrature weights of shape ({n},)")
             w = weights.to(dtype)
-        u = self.gno_in(points.to(dtype), lat, nb, None if x is None else x.to(dtype), w)  # (B*G, enc)
+        return self.gno_in(points.to(dtype), lat, nb, None if x is None else x.to(dtype), w, partial=True)
+
+    def encode_finish(self, sums: Tensor, counts: Optional[Tensor] = None, latent_features: Optional[Tensor] = None,
+                      num_samples: int = 1) -> Tensor:
+        """Encoder output from its (summed) pieces, then lifting and latent blocks:
+        -> (B, fno_width, *latent_shape)."""
+        B, G = int(num_samples), self.num_latent
+        dtype = self.lifting.net[0].weight.dtype
+        u = GNO.finish(sums, counts)  # (B*G, enc)
+        lat = self._latent_rep(B, dtype)
         feats = [u]
         if self.latent_channels:
             lf = latent_features

@@ -81,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
     },
     "output": {"dir": None, "save_best": True, "tensorboard": None},
+    "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
@@ -208,6 +209,9 @@ def resolve_config(
     o["amp"] = "none" if o["amp"] in (None, False, "") else str(o["amp"]).lower()
     if o["amp"] not in AMP_MODES:
         raise ConfigError(f"{source}: optim.amp {o['amp']!r} is unknown; valid: {list(AMP_MODES)}")
+    dom = out["parallel"]["domain"]
+    if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
+        raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])

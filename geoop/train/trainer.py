@@ -155,6 +155,12 @@ class Trainer:
     tensorboard : folder for TensorBoard event files (rank 0; needs the ``tensorboard``
         package, :mod:`geoop.train.tracking`); ``tensorboard_images_every`` : a prediction
         picture every that many evaluations (0: none).
+    domain : ranks that share each batch, each training on a spatial shard of it
+        (:class:`geoop.distributed.DomainParallel`; config ``[parallel] domain``). The ranks
+        form a data x domain grid (:func:`geoop.distributed.process_grid`): the samples are
+        split over the ``world_size / domain`` data groups (DDP in each), the points and
+        queries of a batch over the ``domain`` ranks of a domain group, whose loss is the
+        whole batch's (its relative-L2 sums all-reduced) and whose gradients are summed.
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
@@ -193,10 +199,17 @@ class Trainer:
         metrics=None,
         tensorboard: Union[str, os.PathLike, None] = None,
         tensorboard_images_every: int = 1,
+        domain: int = 1,
     ):
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(device, self.dist)
         self.model = model.to(self.device)
+        self.grid = None
+        if domain != 1 or not isinstance(domain, int):
+            from ..distributed.grid import grid_layout, process_grid
+
+            grid_layout(self.dist.world_size, domain)  # ConfigError before any collective
+            self.grid = process_grid(domain)
         self.targets, self.inputs = list(targets), list(inputs)
         if not self.targets:
             raise ConfigError("Trainer: targets must name at least one field")
@@ -226,8 +239,11 @@ class Trainer:
         if len(self.train_data) == 0:
             raise ConfigError("Trainer: the training dataset is empty")
 
+        replicas, data_rank = self.dist.world_size, self.dist.rank
+        if self.grid is not None:  # a domain group shares its batches
+            replicas, data_rank = self.grid.data, self.grid.data_rank
         self.sampler = DistributedSampler(
-            self.train_data, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed, drop_last=False
+            self.train_data, num_replicas=replicas, rank=data_rank, shuffle=True, seed=self.seed, drop_last=False
         )
         self.loader = DataLoader(
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
@@ -240,13 +256,20 @@ class Trainer:
             warmup_steps=round(float(warmup) * self.steps_per_epoch),
             min_lr_ratio=min_lr_ratio,
         )
-        if self.dist.is_distributed:
+        self.domain_parallel = None
+        if self.grid is not None:
+            from ..distributed.domain import DomainParallel
+
+            self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
+        inner = self.domain_parallel or self.model
+        if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            group = None if self.grid is None else self.grid.data_group
+            self.net = DistributedDataParallel(inner, device_ids=ids, process_group=group)
         else:
-            self.net = self.model
+            self.net = inner
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.best: Optional[float] = None
@@ -272,6 +295,7 @@ class Trainer:
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
             tensorboard=config["output"].get("tensorboard"),
+            domain=config.get("parallel", {}).get("domain", 1),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -334,21 +358,34 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not show, leave=False)
         loss_sum, n_samples, t0 = 0.0, 0, time.perf_counter()
         try:
+            dp = self.domain_parallel
             for batch in self.loader:
                 batch = batch.to(self.device)
+                if dp is not None:  # this rank's spatial shard of the batch
+                    from ..distributed.shard import shard
+
+                    batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
                 pred = self.forward(batch)
                 w = batch.query_weights if self.weighted_loss else None
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w)
+                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                  reduce=None if dp is None else dp.all_reduce)
                 loss = err.mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
+                # with domain parallelism every rank of the group computed the whole batch's
+                # loss: its share of the objective is loss / domain (geoop.distributed.domain)
+                scaled = loss if dp is None else loss / dp.world_size
                 if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
+                    self.scaler.scale(scaled).backward()
+                    if dp is not None:
+                        dp.sync_gradients()
                     self.scaler.unscale_(self.optimizer)
                 else:
-                    loss.backward()
+                    scaled.backward()
+                    if dp is not None:
+                        dp.sync_gradients()
                 if self.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
                 if self.scaler is not None:
@@ -359,8 +396,8 @@ class Trainer:
                 self.scheduler.step()
                 if self.tracker is not None:
                     self.tracker.step(self.scheduler.last_epoch, loss.detach())
-                b = batch.num_samples
-                loss_sum += float(err.detach().mean(1).sum())
+                b = batch.num_samples if dp is None or dp.rank == 0 else 0  # a domain group counts its batch once
+                loss_sum += float(err.detach().mean(1).sum()) if b else 0.0
                 n_samples += b
                 dt = time.perf_counter() - t0
                 bar.update(1)
