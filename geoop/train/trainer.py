@@ -417,7 +417,8 @@ class Trainer:
         """Relative L2 error per target field in physical units, averaged over the samples of
         ``data`` (default: the validation set), all-reduced over ranks.
 
-        Returns ``{"rel_l2/<field>": float, ..., "rel_l2": mean over fields}``.
+        Returns ``{"rel_l2/<field>": float, ..., "rel_l2": mean over fields}``, plus
+        ``"<c>/mae"`` and ``"<c>/r2"`` per coefficient with ``metrics``.
         """
         data = self.val_data if data is None else data
         if data is None:
