@@ -170,20 +170,30 @@ def _mesh(pv, geometry: Geometry, name: str, values: np.ndarray):
     return mesh
 
 
-def _add(plotter, pv, geometry: Geometry, mesh, name: str, clim, cmap: str, bar_title: str, point_size: float, line_width: float, bar_pos):
+def _add(plotter, pv, geometry: Geometry, mesh, name: str, clim, cmap: str, point_size: float, line_width: float):
+    """Add the coloured mesh to the current subplot (its colour bar goes into its own row)."""
     td = geometry.topological_dim
-    if bar_pos is None:  # single view: vertical bar on the right
-        bar = dict(vertical=True, position_x=0.86, position_y=0.15, width=0.08, height=0.7)
-    else:
-        bar = dict(vertical=False, position_x=bar_pos[0], position_y=0.09, width=bar_pos[1], height=0.1)
-    kw = dict(scalars=name, clim=clim, cmap=cmap, show_scalar_bar=True,
-              scalar_bar_args=dict(title=bar_title, title_font_size=16, label_font_size=13, n_labels=3, fmt="%.3g", color="black", **bar))
+    kw = dict(scalars=name, clim=clim, cmap=cmap, show_scalar_bar=False)
     if td == 0:
-        plotter.add_mesh(mesh, style="points", point_size=point_size, render_points_as_spheres=True, **kw)
-    elif td == 1:
-        plotter.add_mesh(mesh, line_width=line_width, render_lines_as_tubes=False, **kw)
-    else:
-        plotter.add_mesh(mesh, show_edges=False, **kw)
+        return plotter.add_mesh(mesh, style="points", point_size=point_size, render_points_as_spheres=True, **kw)
+    if td == 1:
+        return plotter.add_mesh(mesh, line_width=line_width, render_lines_as_tubes=False, **kw)
+    return plotter.add_mesh(mesh, show_edges=False, **kw)
+
+
+def _bar(plotter, actor, title: str):
+    """A horizontal colour bar in the current (bar-row) subplot, its labels below the bar and
+    its title to the left of it, so labels and title never run into each other; bars with
+    the same title are one shared bar (PyVista keys them by title)."""
+    bars = getattr(plotter.scalar_bars, "_scalar_bar_actors", {})
+    new = title not in bars
+    plotter.add_scalar_bar(title=title, mapper=actor.mapper, vertical=False, position_x=0.3, position_y=0.5, width=0.62,
+                           height=0.32, label_font_size=13, n_labels=3, fmt="%.3g", color="black")
+    sb = bars.get(title)
+    if new and sb is not None:
+        sb.SetTitle("")  # drawn beside the bar instead (the key stays for sharing)
+        sb.SetTextPositionToPrecedeScalarBar()
+        plotter.add_text(title, position=(0.02, 0.55), viewport=True, font_size=11, color="black")
 
 
 def _camera(plotter, geometry: Geometry, zoom: float):
@@ -264,25 +274,26 @@ def render(
     n_views = 1 if tvals is None else 3
     if window_size is None:
         window_size = (800, 640) if n_views == 1 else (1800, 640)
-    # a title row spanning all columns above the views
-    plotter = pv.Plotter(off_screen=True, shape=(2, n_views), row_weights=[0.09, 0.91], groups=[(0, np.s_[:])],
+    # a title row spanning all columns above the views, a colour-bar row below them (bars
+    # never cover the geometry)
+    plotter = pv.Plotter(off_screen=True, shape=(3, n_views), row_weights=[0.09, 0.77, 0.14], groups=[(0, np.s_[:])],
                          window_size=list(window_size), border=False)
     plotter.set_background("white")
     try:
         meshes = []
         if tvals is None:
             clim = colour_limits(pred[view], clim)
-            meshes.append((_mesh(pv, g, label, pred), label, clim, cmap, label, None, ""))
+            meshes.append((_mesh(pv, g, label, pred), label, clim, cmap, label, ""))
         else:
             lo, hi = colour_limits(np.concatenate([pred[view], tvals[view]]), clim)
             err = np.abs(pred - tvals)
             emax = colour_limits(err[view], "robust")[1] if isinstance(clim, str) else float(err[view].max())
             # one colour bar title for prediction and truth: PyVista shares the bar
-            meshes.append((_mesh(pv, g, label, pred), label, [lo, hi], cmap, label, (0.2, 0.6), "prediction"))
-            meshes.append((_mesh(pv, g, label, tvals), label, [lo, hi], cmap, label, (0.2, 0.6), "truth"))
+            meshes.append((_mesh(pv, g, label, pred), label, [lo, hi], cmap, label, "prediction"))
+            meshes.append((_mesh(pv, g, label, tvals), label, [lo, hi], cmap, label, "truth"))
             ename = f"abs. error {label}"
-            meshes.append((_mesh(pv, g, ename, err), ename, [0.0, emax if emax > 0 else 1.0], error_cmap, ename, (0.2, 0.6), "absolute error"))
-        for i, (mesh, name, clim, cm, bar, pos, sub) in enumerate(meshes):
+            meshes.append((_mesh(pv, g, ename, err), ename, [0.0, emax if emax > 0 else 1.0], error_cmap, ename, "absolute error"))
+        for i, (mesh, name, clim, cm, bar, sub) in enumerate(meshes):
             plotter.subplot(1, i)
             if focus is not None:
                 b = list(focus) + [-1e30, 1e30] if len(focus) == 4 else list(focus)
@@ -291,20 +302,17 @@ def render(
                 mesh = mesh.clip_box(b, invert=False)
                 if mesh.n_points == 0:
                     raise ShapeError(f"render: focus box {list(focus)} contains no part of the geometry")
-            _add(plotter, pv, g, mesh, name, clim, cm, bar, point_size, line_width, pos)
+            actor = _add(plotter, pv, g, mesh, name, clim, cm, point_size, line_width)
             if sub:
                 plotter.add_text(sub, position="upper_edge", font_size=12, color="black")
             _camera(plotter, g, zoom)
+            plotter.subplot(2, i)
+            _bar(plotter, actor, bar)
         top = title or (None if tvals is not None else label)
         if tvals is not None:
             w = g.weights.detach().cpu().double().numpy() if weighted else None
             e = relative_l2_error(pred[view], tvals[view], None if w is None else w[view])
             top = f"{title + ' - ' if title else ''}{label}: relative L2 error {100 * e:.2f}%{' in view' if focus is not None else ''}"
-        # horizontal bars: labels and title below the bar, one under the other (by default
-        # VTK puts the labels between the bar and the title, where they run into it)
-        for actor in getattr(plotter, "scalar_bars", {}).values():
-            if actor.GetOrientation() == 0:
-                actor.SetTextPositionToPrecedeScalarBar()
         plotter.subplot(0, 0)
         if top:
             plotter.add_text(top, position="upper_edge", font_size=14, color="black")
