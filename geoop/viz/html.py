@@ -192,7 +192,7 @@ def render_html(
                     args=[{"visible": [vis[i] == fi for i in range(n_tr)]}, {"title.text": titles[fi]}])
                for fi, (name, _, _) in enumerate(data)]
     camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic")) if flat else \
-        dict(eye=dict(x=1.3, y=-1.3, z=0.9))
+        dict(eye=dict(x=1.8, y=-1.8, z=1.2))
     scene = dict(aspectmode="data", camera=camera, xaxis=dict(visible=not flat), yaxis=dict(visible=not flat),
                  zaxis=dict(visible=False) if flat else dict(visible=True), dragmode="pan" if flat else "turntable")
     fig.update_layout(**{("scene" if i == 0 else f"scene{i + 1}"): scene for i in range(len(views))})

@@ -229,8 +229,9 @@ def render(
     far_field: bool = False,
     body: Union[Geometry, str, os.PathLike, None] = None,
 ) -> Path:
-    """Draw ``field`` of ``geometry`` to ``out_png`` (with ``truth``: prediction | truth |
-    abs error). ``focus = (xmin, xmax, ymin, ymax[, zmin, zmax])`` crops the picture to a box;
+    """Draw ``field`` of ``geometry`` to ``out_png`` (with ``truth``, or a ``<field>_true``
+    companion field in ``geometry`` as ``geoop predict`` writes: prediction | truth | abs
+    error). ``focus = (xmin, xmax, ymin, ymax[, zmin, zmax])`` crops the picture to a box;
     by default a domain much larger than its body (a 2-D mesh with holes, or ``body`` given)
     is cropped to the body's surroundings (:func:`geoop.viz.framing.view_box`),
     ``far_field=True`` shows everything. The colour range and the title's error come from
@@ -247,6 +248,8 @@ def render(
     g = geometry
     pred = field_values(g, field, component, "prediction")
     tvals = None
+    if truth is None and truth_field is None and f"{field}_true" in g.fields:
+        truth, truth_field = g, f"{field}_true"  # the companion written by geoop predict
     if truth is not None:
         if not isinstance(truth, Geometry):
             truth = read(truth)
