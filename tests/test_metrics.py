@@ -231,3 +231,37 @@ def test_tensorboard_events_read_back(tmp_path):
     assert [e.value for e in ea.Scalars("train/lr")] == pytest.approx([h["lr"] for h in tr.history], rel=1e-6)
     assert [e.step for e in ea.Scalars("train/loss_step")] == [10, 20, 30]  # 30 optimizer steps
     assert [e.step for e in ea.Images("val/prediction")] == [1, 3]  # evaluations 1 and 3
+
+
+def test_trainer_metrics_on_3d_surfaces_with_manifest_yaw(tmp_path):
+    """3-D car surfaces (targets on the input file itself, dataset-wide geometry
+    normalisation): the metrics' true coefficients are forces() on the file's surface with
+    the case's yaw from the generator's manifest (a nested 'params.yaw_deg' value)."""
+    from geoop.data import body3d
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.physics import forces
+    from geoop.train import Trainer
+
+    entries = body3d.generate(str(tmp_path), 4, seed=1, volume=False, n_panels=(200, 300))
+    ref = {"field": "Cp", "dynamic_pressure": 1.0, "area": 0.2, "length": 1.0, "yaw_deg": "manifest:params.yaw_deg",
+           "moment_center": [0.0, 0.0, 0.0]}
+    kw = dict(targets=["Cp"], input_file="{case}_surface.vtp", test_fraction=0.5)
+    train = MeshFolderDataset(tmp_path, split="train", **kw)
+    val = MeshFolderDataset(tmp_path, split="test", normalize=train.normalizers, **kw)
+    m = CoefficientMetrics(["cd", "cs", "cm"], ref, tmp_path, ["Cp"])
+
+    class Oracle(_Oracle):
+        def forward(self, batch, x=None):
+            return batch.query_fields["Cp"].float() + 0 * self.w
+
+    tr = Trainer(Oracle(), train, targets=["Cp"], val_data=val, normalizers=train.normalizers, data_normalized=True,
+                 metrics=m, epochs=1)
+    out = tr.evaluate()
+    assert out["cd/mae"] == pytest.approx(0.0, abs=1e-5)
+    byname = {e["case"]: e for e in entries}
+    for row in m.per_case:
+        y = math.radians(byname[row["case"]]["params"]["yaw_deg"])
+        g = geoop.read(tmp_path / f"{row['case']}_surface.vtp")
+        c = forces(g, "Cp", dynamic_pressure=1.0, area=0.2, freestream=(math.cos(y), math.sin(y), 0.0)).coefficients
+        for k in ("cd", "cs", "cm"):
+            assert row[f"{k}_true"] == pytest.approx(c[k], rel=1e-4, abs=1e-6)
