@@ -35,7 +35,8 @@ _EXTRAS = {
     "plotly": "viz",
     "tensorboard": "tensorboard",
     "torch_harmonics": "core (torch-harmonics)",
-    "tensorly": "core (tensorly)",
+    "tensorly": "test (tensorly)",
+    "torch_geometric": "core (torch-geometric)",
 }
 
 

@@ -69,7 +69,7 @@ $PIP install "torch==2.13.0"
 log "core dependencies"
 $PIP install "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "torch-geometric>=2.5" \
   "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43" \
-  "pytest>=7" "pytest-timeout" "h5py" "plotly>=5"
+  "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6" "plotly>=5"
 
 # TensorBoard logging of training runs (optional extra geoop[tensorboard]; geoop train --tensorboard DIR)
 log "tensorboard"

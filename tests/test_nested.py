@@ -134,6 +134,22 @@ def test_gradcheck_through_the_level_coupling():
     assert torch.autograd.gradcheck(f, (lat,), atol=1e-6)
 
 
+def test_uncoupled_levels_do_not_see_the_coarse_latent():
+    model = nested(TWO, coupling="none")
+    assert model.fine[0].latent_channels == 0
+    g, q = blob(30, 1), queries(20, 2)
+    out = model.query(g, q, g.fields["x"])
+    with torch.no_grad():  # the coarse FNO changes the coarse decoding only
+        for p in model.coarse.blocks.parameters():
+            p.add_(0.1)
+        lat, boxes = model.encode(g.points, g.fields["x"], g.weights)
+    assert torch.isfinite(out).all()
+    ref, _ = nested(TWO, coupling="none").encode(g.points, g.fields["x"], g.weights)
+    torch.testing.assert_close(lat[1], ref[1])
+    with pytest.raises(ConfigError, match="coupling"):
+        nested(TWO, coupling="both")
+
+
 def test_config_roundtrip_and_errors():
     model = nested(THREE)
     re = NestedGINO.from_config(model.config)

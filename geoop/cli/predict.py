@@ -2,9 +2,10 @@
 
 ``geoop predict --checkpoint C --geometry FILE [--query POINTS | --on MESH] --out OUT.vtu``
 
-The input geometry (FILE, with the model's input fields) is mapped with the geometry
-normalisation used in training (stored in the checkpoint: one dataset-wide transform, or one
-per case fitted on the input and query bounds), the model answers at the query points
+The input geometry (FILE, with the model's input fields) and the queries are prepared by
+the checkpoint's :class:`~geoop.data.preprocess.Preprocessor`, the code that prepared the
+training cases (coordinate normalisation: one dataset-wide transform, one per case fitted
+on the input and query bounds, or none; field normalisation), the model answers at the query points
 (``--query``: any point file; ``--on``: a mesh whose cells are kept; neither: the points of
 FILE), the fields are decoded to physical units and written onto the query points in their
 ORIGINAL coordinates. When the query file already holds a target field (a ground truth),
@@ -104,53 +105,35 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
     ``<name>_true``/``<name>_error`` when ``queries`` held the target already, and a dict of
     relative L2 errors for those. ``model``: what answers (default ``trained.model``; a
     :class:`geoop.distributed.DomainParallel` under torchrun, then only its rank 0 gets the
-    result, the others ``(None, {})``); ``progress``: a progress bar (None: on a TTY)."""
-    from ..data.normalize import fit_box_transform
-    from ..errors import FieldError, ShapeError
-    from ..geometry.geometry import NormalizeTransform
+    result, the others ``(None, {})``); ``progress``: a progress bar (None: on a TTY).
+
+    The geometries are prepared by the checkpoint's
+    :class:`~geoop.data.preprocess.Preprocessor` (coordinates, fields), the very code that
+    prepared the training cases; the model's inputs by name and latent features are
+    assembled from the prepared input geometry; the prediction is decoded by its normalisers."""
+    from ..errors import FieldError
 
     q = geometry if queries is None else queries
     where = geometry.source or geometry.name or "geometry"
-    for n in trained.inputs:
-        if n not in geometry.fields:
+    pre = trained.preprocessor
+    for n in pre.inputs:
+        if n not in geometry.fields and n not in geometry.cell_fields:
             raise FieldError(f"{where}: the model needs the input field {n!r}, which the file lacks; "
                              f"available: {sorted(geometry.fields)}")
-    data = trained.data
-    mode = data.get("geometry_normalization", "none")
-    if mode == "dataset":
-        if trained.normalizers is None or trained.normalizers.transform is None:
-            raise FieldError(f"{trained.checkpoint}: the checkpoint lacks the dataset geometry transform")
-        T = trained.normalizers.transform
-    elif mode == "case":
-        T = fit_box_transform([geometry.bounds, q.bounds], isotropic=bool(data.get("isotropic", True)), margin=float(data.get("margin", 0.0)))
-    else:
-        d = geometry.dim
-        T = NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
-    dim = int(data.get("dim", geometry.dim))
-
-    def prep(g):
-        pts = T.apply(g.points.double()).float()
-        if pts.shape[1] != dim:
-            if dim == 2 and pts.shape[1] == 3 and g.is_2d:
-                pts = pts[:, :2]
-            else:
-                raise ShapeError(f"{g.source or g.name or 'geometry'}: the model takes {dim}-D points, the file has {g.dim}-D points")
-        return pts
-
-    # cells are kept: quadrature weights and the latent SDF come from them, as in training
-    gin = geometry.replace(points=prep(geometry), normals=None, fields={}, cell_fields={},
-                           weights=T.apply_geometry(geometry).weights.float())
-    x = None
-    if trained.inputs:
-        parts = [trained.normalizers.encode(n, geometry.fields[n]) if trained.normalizers and n in trained.normalizers
-                 else geometry.fields[n] for n in trained.inputs]
-        x = torch.cat(parts, 1).float()
+    sample, _ = pre.prepare(geometry, q)
+    gin, m = sample.geometry, trained.model
+    if trained.inputs:  # features the trainer assembled (a checkpoint of a flat model config)
+        x = torch.cat([gin.fields[n] if gin.fields[n].dim() == 2 else gin.fields[n][:, None] for n in trained.inputs], 1).float()
+    else:  # the model's inputs by name (None when it takes none)
+        x = m.point_features(gin)
     lf = None
-    if data.get("latent_sdf"):
-        from ..train.run import LatentSDF
+    if m.latent_feature_names:
+        lf = m.latent_features(gin)[0]
+    elif trained.data.get("latent_sdf"):  # a hand-given SDF channel (flat model config)
+        from ..models.features import LatentSDF
 
-        lf = LatentSDF(trained.model).features(gin)
-    out = _stream_fields(model or trained.model, trained, gin, prep(q), x, lf, chunk_size, q.dtype, progress)
+        lf = LatentSDF(m).features(gin)
+    out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
     if out is None:  # a non-writing rank of a domain-parallel prediction
         return None, {}
     errors = {}

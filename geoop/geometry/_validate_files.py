@@ -1,6 +1,6 @@
 """Checks of the sizes that file headers declare, done before a file reaches a reader.
 
-Several readers misbehave on malformed files (see ``shared/DESIGN.md``): meshio hangs on a
+Several readers misbehave on malformed files: meshio hangs on a
 PLY truncated inside its header and accepts PLY files declaring more vertices than they
 hold, VTK crashes the process on binary PLY/VTU files declaring absurd counts, open3d pads
 PCD/PTS files that declare more points than they contain. These functions read only the
@@ -652,7 +652,19 @@ def check_pcd(path: str) -> Optional[int]:
         data = hdr["DATA"][0].lower()
     except (KeyError, IndexError, ValueError) as e:
         raise _fail(path, f"PCD header misses or garbles a required key ({e}); needs POINTS, SIZE, DATA") from None
-    _dup_check(path, hdr.get("FIELDS", []), "the PCD FIELDS line")
+    names = hdr.get("FIELDS", [])
+    _dup_check(path, names, "the PCD FIELDS line")
+    if not {"x", "y", "z"} <= set(names):
+        raise _fail(path, f"PCD FIELDS {names}: expected x, y and z")
+    normals = [n for n in ("normal_x", "normal_y", "normal_z") if n in names]
+    if normals and len(normals) != 3:  # open3d crashes (SIGSEGV) reading a partial normal
+        raise _fail(path, f"PCD FIELDS {names}: normal_x, normal_y, normal_z must come together, found {normals}")
+    others = [n for n in names if n not in ("x", "y", "z", "normal_x", "normal_y", "normal_z", "rgb", "rgba")]
+    if others:
+        import warnings
+
+        warnings.warn(f"{path}: PCD fields {others} are not read (geoop reads x y z, normal_x/y/z, rgb/rgba)",
+                      stacklevel=4)
     if len(sizes) != len(hdr.get("FIELDS", sizes)) or len(counts) != len(sizes):
         raise _fail(path, f"PCD header: FIELDS has {len(hdr.get('FIELDS', []))} names but SIZE {len(sizes)} "
                           f"and COUNT {len(counts)} entries; expected one each per field")

@@ -69,7 +69,11 @@ from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
 from .gino import GINO
 
-__all__ = ["LatentLevel", "NestedLatent", "NestedGINO", "interpolate_level", "level_boxes"]
+__all__ = ["LatentLevel", "NestedLatent", "NestedGINO", "interpolate_level", "level_boxes", "COUPLINGS"]
+
+#: level couplings: ``"interpolate"`` (coarse features at the fine nodes) or ``"none"``
+#: (independent levels, only summed in the decoder; the ablation of the benchmark)
+COUPLINGS = ("interpolate", "none")
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ class NestedGINO(nn.Module):
     ----------
     in_channels, out_channels, coord_dim : as :class:`~geoop.models.GINO`
     latent : a :class:`NestedLatent` (or its dict form)
+    coupling : ``"interpolate"`` (default, module docstring) or ``"none"`` (levels independent
+        until the decoder's sum)
     **gino_kwargs : the other GINO arguments (``fno_width``, ``fno_layers``, ``gno_mlp``,
         ``local_radius``, ``latent_channels`` (level 0 only), ...); ``latent``,
         ``latent_shape`` and ``domain`` come from the levels. Every level has the same width.
@@ -224,7 +230,7 @@ class NestedGINO(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, coord_dim: int = 3,
-                 latent: Union[NestedLatent, dict, None] = None, **gino_kwargs):
+                 latent: Union[NestedLatent, dict, None] = None, coupling: str = "interpolate", **gino_kwargs):
         super().__init__()
         if latent is None:
             raise ConfigError("NestedGINO: latent=NestedLatent(levels=[...]) is required")
@@ -235,9 +241,12 @@ class NestedGINO(nn.Module):
         for k in ("latent", "latent_shape", "domain"):
             if k in gino_kwargs:
                 raise ConfigError(f"NestedGINO: {k!r} comes from the levels of NestedLatent; do not pass it")
+        from ..nn.gno import resolve_choice
+
+        self.coupling = resolve_choice(coupling, COUPLINGS, "NestedGINO coupling")
         self.levels_config = cfg
         self.config = {"in_channels": int(in_channels), "out_channels": int(out_channels), "coord_dim": int(coord_dim),
-                       "latent": cfg.to_dict(), **gino_kwargs}
+                       "latent": cfg.to_dict(), "coupling": self.coupling, **gino_kwargs}
         l0 = cfg.levels[0]
         kw0 = dict(gino_kwargs)
         if l0.radius_in is not None:
@@ -259,7 +268,7 @@ class NestedGINO(nn.Module):
             g = GINO(in_channels, 1, coord_dim, latent="box", latent_shape=lv.shape, domain=None,
                      radius_in=lv.radius_in if lv.radius_in is not None else r,
                      radius_out=lv.radius_out if lv.radius_out is not None else r,
-                     latent_channels=width, fno_modes=m, **fine_kw)
+                     latent_channels=width if self.coupling == "interpolate" else 0, fno_modes=m, **fine_kw)
             g.projection = nn.Identity()  # the levels' decodings are summed before the shared projection
             self.fine.append(g)
         self.coord_dim = int(coord_dim)
@@ -340,9 +349,11 @@ class NestedGINO(nn.Module):
         h = self.coarse.encode(points, x, weights, point_batch, B, neighbors_in, latent_features)
         latents = [h]
         for l, g in enumerate(self.fine, start=1):
-            nodes = self.level_nodes(l, boxes[l])  # (B, G_l, d)
-            coupled = interpolate_level(latents[-1], boxes[l - 1], nodes.to(h.dtype))
-            coupled = coupled.reshape(B, -1, *g.latent_shape)
+            coupled = None
+            if self.coupling == "interpolate":
+                nodes = self.level_nodes(l, boxes[l])  # (B, G_l, d)
+                coupled = interpolate_level(latents[-1], boxes[l - 1], nodes.to(h.dtype))
+                coupled = coupled.reshape(B, -1, *g.latent_shape)
             nb = fine_neighbors[l - 1] if fine_neighbors is not None else None
             latents.append(g.encode(self._to_unit(points, boxes[l], point_batch if B > 1 else None), x, weights,
                                     point_batch, B, nb, coupled))

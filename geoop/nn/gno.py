@@ -25,7 +25,7 @@ and the kernel form is one of
 with :math:`e` a positional embedding (:mod:`geoop.nn.embeddings`). A query whose ball is
 empty gets exactly 0 (also for ``"mean"``; never NaN); an empty query set gives ``(0, C_out)``.
 
-Implementation (see DESIGN.md, performance notes): the kernel MLP's first layer is split,
+Implementation: the kernel MLP's first layer is split,
 :math:`A e(x) + B e(y) + C f(y) + b`, and evaluated once per query / source point; per edge
 only a gather and an add remain for that layer. Edges are processed in chunks of consecutive
 queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training on
@@ -131,8 +131,7 @@ class GNO(nn.Module):
     n_freqs : number of frequencies of the positional embedding
     activation : activation of the kernel MLP (``"gelu"``, ``"relu"``, ...)
     chunk_edges : maximum number of edges processed at once on the CPU (small chunks keep the
-        per-edge tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one
-        big chunk)
+        per-edge tensors in cache: 16k edges x 64 channels = 4 MB, faster than one big chunk)
     chunk_edges_cuda : the same on a GPU without checkpointing, where a chunk is a few kernel
         launches and host synchronisations, so chunks are larger (default 256k edges: 64 MiB
         per 64-wide per-edge tensor in float32); checkpointed calls keep ``chunk_edges``,
