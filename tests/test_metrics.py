@@ -131,16 +131,21 @@ geometry_normalization = "none"
 subsample = {{queries = 300, near_input = 1e-6}}
 metrics = ["cl", "cd"]
 metrics_reference = {{field = "p", dynamic_pressure = 1.0, length = 1.0, alpha_deg = "manifest:freestream_deg"}}
-[model]
-latent = "box"
-latent_shape = [12, 8]
+[model.latent]
+kind = "box"
+shape = [12, 8]
 domain = [[-0.5, -0.75], [1.5, 0.75]]
-radius_in = 0.25
-radius_out = 0.25
-fno_width = 8
-fno_modes = [3, 3]
-fno_layers = 1
-gno_mlp = [8]
+[model.encoder]
+radius = 0.25
+mlp = [8]
+[model.decoder]
+radius = 0.25
+mlp = [8]
+[model.blocks]
+kind = "fno"
+width = 8
+modes = [3, 3]
+layers = 1
 [optim]
 epochs = {epochs}
 batch_size = 2
