@@ -170,3 +170,31 @@ def test_html_page_for_surfaces_polylines_and_point_clouds(airfoil_case, tmp_pat
     assert text.count('"mode":"markers"') == 2
     masks = [_json.loads(m) for m in re.findall(r'"visible":(\[[^\]]*\])', text)]
     assert [True, False] in masks and [False, True] in masks
+
+
+def test_body_is_framed_and_drawn_for_3d_volumes(tmp_path):
+    """A 3-D volume point cloud around a body given with --body: cropped to the body's
+    surroundings (a 6-number box), the body drawn in grey in every view and kept visible
+    by the field picker."""
+    import json as _json
+    import re
+
+    from geoop.data.body3d import make_case
+    from geoop.viz.framing import view_box
+    from geoop.viz.html import render_html
+
+    surf, vol = make_case({"shape": "car", "n_panels": 200, "n_volume": 1500})
+    vol = vol.with_fields(p_true=vol.fields["p"], p=vol.fields["p"] * 1.1)
+    box = view_box(vol, surf)
+    assert len(box) == 6 and box[1] - box[0] < 0.5 * float(vol.points[:, 0].max() - vol.points[:, 0].min())
+    text = render_html(vol, tmp_path / "b.html", body=surf).read_text()
+    assert text.count('"name":"body"') == 3
+    masks = [_json.loads(m) for m in re.findall(r'"visible":(\[[^\]]*\])', text)]
+    assert masks and all(m[-3:] == [True, True, True] for m in masks)
+    assert main(["render", str(_write(vol, tmp_path / "v.vtu")), "--field", "p", "--body", str(_write(surf, tmp_path / "s.vtp")),
+                 "--out", str(tmp_path / "v.png"), "--size", "600", "240"]) == 0
+
+
+def _write(g, path):
+    geoop.write(g, path)
+    return path

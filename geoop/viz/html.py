@@ -187,9 +187,17 @@ def render_html(
                                             width=6) if mode != "markers" else None, **common)
             fig.add_trace(tr, row=1, col=vi + 1)
             vis.append(fi)
+    if body is not None and body.faces is not None:  # the body in grey in every view, always visible
+        bp = body.points.detach().cpu().double().numpy()
+        bf = body.faces.cpu().numpy()
+        for vi in range(len(views)):
+            fig.add_trace(go.Mesh3d(x=bp[:, 0], y=bp[:, 1], z=bp[:, 2] if bp.shape[1] == 3 else 0 * bp[:, 0], i=bf[:, 0],
+                                   j=bf[:, 1], k=bf[:, 2], color="lightgrey", name="body", showlegend=False, hoverinfo="skip"),
+                          row=1, col=vi + 1)
+            vis.append(-1)
     n_tr = len(vis)
     buttons = [dict(label=name, method="update",
-                    args=[{"visible": [vis[i] == fi for i in range(n_tr)]}, {"title.text": titles[fi]}])
+                    args=[{"visible": [vis[i] in (fi, -1) for i in range(n_tr)]}, {"title.text": titles[fi]}])
                for fi, (name, _, _) in enumerate(data)]
     camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic")) if flat else \
         dict(eye=dict(x=1.8, y=-1.8, z=1.2))

@@ -232,8 +232,8 @@ def render(
     """Draw ``field`` of ``geometry`` to ``out_png`` (with ``truth``, or a ``<field>_true``
     companion field in ``geometry`` as ``geoop predict`` writes: prediction | truth | abs
     error). ``focus = (xmin, xmax, ymin, ymax[, zmin, zmax])`` crops the picture to a box;
-    by default a domain much larger than its body (a 2-D mesh with holes, or ``body`` given)
-    is cropped to the body's surroundings (:func:`geoop.viz.framing.view_box`),
+    by default a domain much larger than its body (a 2-D mesh with holes, or ``body`` given,
+    which is then drawn in grey) is cropped to the body's surroundings (:func:`geoop.viz.framing.view_box`),
     ``far_field=True`` shows everything. The colour range and the title's error come from
     the points in view. ``zoom`` zooms the camera. ``weighted`` uses the quadrature weights
     in the relative L2 error. ``clim``: see :func:`colour_limits` (the error view always
@@ -306,6 +306,8 @@ def render(
                 if mesh.n_points == 0:
                     raise ShapeError(f"render: focus box {list(focus)} contains no part of the geometry")
             actor = _add(plotter, pv, g, mesh, name, clim, cm, point_size, line_width)
+            if body is not None:  # the body itself, in grey, for orientation
+                plotter.add_mesh(body.replace(fields={}, cell_fields={}, normals=None).to_pyvista(), color="lightgrey")
             if sub:
                 plotter.add_text(sub, position="upper_edge", font_size=12, color="black")
             _camera(plotter, g, zoom)
