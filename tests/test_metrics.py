@@ -220,6 +220,7 @@ def test_tensorboard_events_read_back(tmp_path):
     every 10 steps and a prediction picture every 2 evaluations."""
     pytest.importorskip("tensorboard")
     from _train_models import PointNetField, make_samples
+
     from geoop.train import Trainer
 
     samples = make_samples(12)
