@@ -196,6 +196,17 @@ def test_train_predict_evaluate_with_coefficients(airfoils, tmp_path, capsys):
     rows = list(csv.DictReader(open(ev / "evaluation.csv")))
     assert [r["case"] for r in rows] == [entries[0]["case"], entries[1]["case"], "mean"]
     assert "mean" in printed and "cl/mae" in printed
+    # --split all: every case; a folder without a split: a clear error naming the way out
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(root), "--split", "all",
+                 "--out", str(tmp_path / "ev_all")]) == 0
+    assert json.loads((tmp_path / "ev_all" / "evaluation.json").read_text())["n_cases"] == len(entries)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in (f"{case}_surface.vtp", f"{case}_volume.vtu"):
+        (bare / f).write_bytes((root / f).read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(bare)]) == 1
+    assert "no split.json" in capsys.readouterr().err
 
     # TensorBoard: the event file read back with TensorBoard's own reader
     _check_events(tb, epochs=2, val_tags=["val/rel_l2", "val/rel_l2/p", "val/cl/mae", "val/cl/r2", "val/cd/mae"])
