@@ -48,7 +48,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 # Headless Chromium for the test that loads the interactive HTML viewer like a person would
-# (tests/test_viewer_html.py; skipped with a reason where it is absent). GEOOP_SKIP_CHROMIUM=1 skips it.
+# (tests/test_viewer.py; skipped with a reason where it is absent). GEOOP_SKIP_CHROMIUM=1 skips it.
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ "${GEOOP_SKIP_CHROMIUM:-0}" != 1 ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     log "apt-get install chromium (HTML viewer test)"
