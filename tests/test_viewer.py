@@ -113,9 +113,12 @@ def _screenshot(html, png, tmp_path, size=(1500, 650)):
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={tmp_path / 'chrome-profile'}", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
             "--hide-scrollbars", f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=20000",
-            f"--screenshot={png}", f"file://{html}"]
+            "--enable-logging=stderr", "--v=0", f"--screenshot={png}", f"file://{html}"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert png.exists(), f"chromium wrote no screenshot (rc {r.returncode}): {r.stderr[-2000:]}"
+    # the page's JavaScript (plotly.js, the camera link) ran without an error
+    errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("Uncaught" in ln or "Error" in ln)]
+    assert not errors, errors
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (scripts/setup_env.sh installs the "
