@@ -40,6 +40,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     dir = "runs/airfoil"     # required
     save_best = true
     tensorboard = "runs/airfoil/tb"   # optional TensorBoard event folder (geoop train --tensorboard)
+    tensorboard_images_every = 1      # a prediction picture every that many evaluations (0: none)
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -86,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "minutes": 0.0,
     },
-    "output": {"dir": None, "save_best": True, "tensorboard": None},
+    "output": {"dir": None, "save_best": True, "tensorboard": None, "tensorboard_images_every": 1},
     "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 

@@ -308,6 +308,7 @@ class Trainer:
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
             tensorboard=config["output"].get("tensorboard"),
+            tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
             minutes=o.get("minutes"),
             domain=config.get("parallel", {}).get("domain", 1),
         )
