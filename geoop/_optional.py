@@ -32,6 +32,8 @@ _EXTRAS = {
     "torch_cluster": "fast",
     "open3d": "fast",
     "pyvista": "viz",
+    "plotly": "viz",
+    "tensorboard": "tensorboard",
     "torch_harmonics": "core (torch-harmonics)",
     "tensorly": "test (tensorly)",
     "torch_geometric": "core (torch-geometric)",

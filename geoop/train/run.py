@@ -25,7 +25,7 @@ __all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_
 
 log = logging.getLogger(__name__)
 
-_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf")
+_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf", "metrics", "metrics_reference")
 
 
 def data_kwargs(config: Mapping) -> dict:
@@ -161,10 +161,13 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
         val = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
+    from .metrics import CoefficientMetrics
+
+    metrics = CoefficientMetrics.from_data_config(d) if val is not None else None
     trainer = Trainer.from_config(
         model, train, config, val_data=val, normalizers=train.normalizers, data_normalized=True, dist_info=dist_info,
         inputs=[] if by_name else d["inputs"],
-        precompute=False, progress=progress, preprocessor=train.preprocessor,
+        precompute=False, progress=progress, preprocessor=train.preprocessor, metrics=metrics,
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
                               "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
                               "latent_sdf": bool(d.get("latent_sdf"))}},
