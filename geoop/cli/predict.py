@@ -110,10 +110,10 @@ def run(args) -> int:
     from ..geometry.io import read, write
     from ..train.run import load_trained
 
-    trained = load_trained(args.checkpoint)
-    geometry = read(args.geometry)
+    geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on
     queries = read(qfile) if qfile else None
+    trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
     result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size)

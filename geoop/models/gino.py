@@ -211,6 +211,9 @@ class GINO(nn.Module):
         self.coord_dim = int(coord_dim)
         self.latent = resolve_choice(latent, LATENT_KINDS, "GINO latent")
         self.radius_in, self.radius_out = float(radius_in), float(radius_out)
+        for name, r in (("radius_in", self.radius_in), ("radius_out", self.radius_out)):
+            if not (r > 0.0 and math.isfinite(r)):  # a zero ball holds no neighbour
+                raise ConfigError(f"GINO: {name} must be finite and > 0, got {r}")
         self.latent_channels = int(latent_channels)
         self.search_backend = search_backend
         if self.in_channels < 0 or self.out_channels < 1 or self.latent_channels < 0:
@@ -541,6 +544,12 @@ class GINO(nn.Module):
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        for what, t in (("points", q), ("geometry points", pts)):  # before any encoding work
+            if t.dim() != 2 or t.shape[1] != self.coord_dim:
+                raise ShapeError(f"GINO.query: {what} must have shape (N, {self.coord_dim}), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).any(1).sum())
+                raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
         lf = None if latent_features is None else latent_features.unsqueeze(0)
         latent = self.encode(pts, x, w, None, 1, None, lf)
         cs = max(1, int(chunk_size))

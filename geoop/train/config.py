@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
@@ -205,7 +206,55 @@ def resolve_config(
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])
+    check_values(out, source)
     return out
+
+
+def check_values(config: Mapping[str, Any], source: str = "config") -> None:
+    """Values a run cannot use, caught when the config is read (before any data is read or
+    any model built): a non-finite number anywhere (TOML ``nan``/``inf``, YAML ``.nan``), a
+    model radius that is not > 0 (``local_radius``: >= 0), a latent grid or mode count below
+    1, a latent domain whose lower corner is not below its upper corner."""
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: {where} must be finite, got {v}")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    walk(config, "")
+    m = config.get("model") or {}
+
+    def number(k: str) -> float:
+        v = m[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{source}: model.{k} must be a number, got {v!r}")
+        return float(v)
+
+    for k in [k for k in m if k.endswith("radius") or k.startswith("radius")]:
+        r, lo_ok = number(k), k == "local_radius"
+        if r < 0 or (r == 0 and not lo_ok):
+            raise ConfigError(f"{source}: model.{k} must be {'>= 0' if lo_ok else '> 0'}, got {m[k]}")
+    for k in ("latent_shape", "fno_modes"):
+        if m.get(k) is None:
+            continue
+        vals = m[k] if isinstance(m[k], (list, tuple)) else [m[k]]
+        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
+            raise ConfigError(f"{source}: model.{k} must be integers >= 1 (one per axis), got {m[k]!r}")
+    dom = m.get("domain")
+    if dom is not None:
+        ok = isinstance(dom, (list, tuple)) and len(dom) == 2 and all(isinstance(c, (list, tuple)) for c in dom) \
+            and len(dom[0]) == len(dom[1])
+        if not ok or any(isinstance(x, bool) or not isinstance(x, (int, float)) for c in dom for x in c):
+            raise ConfigError(f"{source}: model.domain must be [[lower corner], [upper corner]] numbers, got {dom!r}")
+        flat = [i for i, (a, b) in enumerate(zip(*dom)) if not a < b]
+        if flat:
+            raise ConfigError(f"{source}: model.domain must have lower < upper on every axis; axis {flat[0]}: "
+                              f"{dom[0][flat[0]]} >= {dom[1][flat[0]]}")
 
 
 def load_config(path: Union[str, os.PathLike], **kw) -> dict:
