@@ -87,9 +87,10 @@ def test_gino_query_still_answers(gino):
     assert out.shape == (7, 1) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("kw", [dict(radius_in=-0.1), dict(radius_out=NAN), dict(radius_in=0.0), dict(radius_out=INF)])
-def test_gino_bad_radius(kw):
-    with pytest.raises(ConfigError, match=f"GINO: {next(iter(kw))} must be finite and > 0"):
+@pytest.mark.parametrize("kw", [dict(radius_in=-0.1), dict(radius_out=NAN), dict(radius_in=0.0), dict(radius_out=INF),
+                                dict(latent_shape=(0, 8, 8))])
+def test_gino_bad_arguments(kw):
+    with pytest.raises(ConfigError, match=r"radius must be a finite number > 0|shape must be integers >= 2"):
         GINO(in_channels=0, out_channels=1, fno_modes=2, **kw)
 
 
@@ -115,59 +116,61 @@ def test_predict_bad_query_file_fails_before_loading_the_model(tmp_path, capsys,
 # ---------------------------------------------------------------------------- config files
 def _config(tmp_path, model: str = "", data: str = "", ext: str = ".toml") -> str:
     folder = tmp_path / "cases"
-    text = (f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n{data}\n[model]\n{model}\n'
+    text = (f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n{data}\n{model}\n'
             f'[output]\ndir = "{tmp_path / "run"}"\n')
     p = tmp_path / f"c{ext}"
     p.write_text(text)
     return str(p)
 
 
-@pytest.mark.parametrize("model,match", [
-    ("radius_in = -0.05", r"model.radius_in must be > 0, got -0.05"),
-    ("radius_out = 0", r"model.radius_out must be > 0"),
-    ("local_radius = -1.0", r"model.local_radius must be >= 0"),
-    ("radius_in = nan", r"model.radius_in must be finite, got nan"),
-    ("domain = [[0.0, nan], [1.0, 1.0]]", r"model.domain\[0\]\[1\] must be finite"),
-    ("domain = [[0.0, 0.0], [1.0, inf]]", r"model.domain\[1\]\[1\] must be finite"),
-    ("domain = [[0.0, 1.0], [1.0, 1.0]]", r"model.domain must have lower < upper.*axis 1"),
-    ("latent_shape = [0, 48]", r"model.latent_shape must be integers >= 1"),
-    ("latent_shape = 0", r"model.latent_shape must be integers >= 1"),
-    ("fno_modes = [8, 0]", r"model.fno_modes must be integers >= 1"),
-])
-def test_config_bad_values(tmp_path, model, match):
+def _load(path):
+    """As ``geoop train`` reads a config: with the dataset's and GINO's own checks."""
+    from geoop.data import MeshFolderDataset
     from geoop.train.config import load_config
 
+    return load_config(path, dataset_cls=MeshFolderDataset, model_cls=GINO)
+
+
+@pytest.mark.parametrize("model,match", [
+    ("[model.encoder]\nradius = -0.05", r"EncoderSpec: radius must be a finite number > 0, got -0.05"),
+    ("[model.decoder]\nradius = 0", r"GNOSpec: radius must be a finite number > 0, got 0"),
+    ("[model.local]\nradius = -1.0", r"LocalSpec: radius must be a finite number >= 0"),
+    ("[model.encoder]\nradius = nan", r"radius must be a finite number > 0, got nan"),
+    ("[model.latent]\ndomain = [[0.0, nan], [1.0, 1.0]]", r"model.latent.domain\[0\]\[1\] must be finite, got nan"),
+    ("[model.latent]\ndomain = [[0.0, 0.0], [1.0, inf]]", r"model.latent.domain\[1\]\[1\] must be finite, got inf"),
+    ("[model.latent]\ndomain = [[0.0, 1.0], [1.0, 1.0]]", r"domain upper corner must exceed the lower one"),
+    ("[model.latent]\nshape = [0, 48]", r"shape must be integers >= 2"),
+    ("[model.blocks]\nmodes = [8, 0]", r"modes must be an int >= 1"),
+])
+def test_config_bad_values(tmp_path, model, match):
     path = _config(tmp_path, model=model)
     with pytest.raises(ConfigError, match=match) as e:
-        load_config(path)
+        _load(path)
     assert path in str(e.value)
 
 
 def test_config_nan_anywhere_and_yaml(tmp_path):
-    from geoop.train.config import load_config
-
     with pytest.raises(ConfigError, match=r"optim.lr must be finite|optim.lr must be >= "):
-        load_config(_config(tmp_path, data="[optim]\nlr = nan"))
+        _load(_config(tmp_path, data="[optim]\nlr = nan"))
+    with pytest.raises(ConfigError, match=r"data.subsample.queries must be finite, got nan"):
+        _load(_config(tmp_path, data="subsample = {queries = nan}"))
     y = tmp_path / "c.yaml"
-    y.write_text(f"data: {{folder: {tmp_path}, targets: [p]}}\nmodel: {{domain: [[0, 0], [1, .inf]]}}\n"
+    y.write_text(f"data: {{folder: {tmp_path}, targets: [p]}}\nmodel: {{latent: {{domain: [[0, 0], [1, .inf]]}}}}\n"
                  f"output: {{dir: {tmp_path / 'run'}}}\n")
-    with pytest.raises(ConfigError, match=r"model.domain\[1\]\[1\] must be finite, got inf"):
-        load_config(y)
+    with pytest.raises(ConfigError, match=r"model.latent.domain\[1\]\[1\] must be finite, got inf"):
+        _load(y)
 
 
 def test_config_valid_values_pass(tmp_path):
-    from geoop.train.config import load_config
-
-    cfg = load_config(_config(tmp_path, model="radius_in = 0.05\nlocal_radius = 0.0\nlatent_shape = [4, 4]\n"
-                                              "domain = [[-1.0, 0.0], [1.0, 2.0]]\nfno_modes = 2"))
-    assert cfg["model"]["latent_shape"] == [4, 4]
+    cfg = _load(_config(tmp_path, model="[model.latent]\nshape = [4, 4]\ndomain = [[-1.0, 0.0], [1.0, 2.0]]\n"
+                                        "[model.encoder]\nradius = 0.05\n[model.blocks]\nmodes = 2"))
+    assert cfg["model"]["latent"]["shape"] == [4, 4]
 
 
 def test_config_missing_field_name_is_named_before_training(tmp_path):
     """A field name the files do not hold: a FieldError naming the field, the file and the
     available fields, raised while the model shape is inferred from the first case (before
     any dataset is built)."""
-    from geoop.train.config import load_config
     from geoop.train.run import build_run
 
     folder = tmp_path / "cases"
@@ -175,7 +178,8 @@ def test_config_missing_field_name_is_named_before_training(tmp_path):
     for i in range(3):
         pts = torch.rand(30, 3)
         geoop.write(Geometry(pts, fields={"p": pts[:, :1]}), folder / f"case_{i}.vtp")
-    cfg = load_config(_config(tmp_path, data='inputs = ["pressure"]', model="fno_modes = 2\nlatent_shape = [4, 4, 4]"))
+    cfg = _load(_config(tmp_path, data='inputs = ["pressure"]',
+                        model="[model.latent]\nshape = [4, 4, 4]\n[model.blocks]\nmodes = 2"))
     with pytest.raises(FieldError, match=r"case_0.vtp: input field 'pressure' is missing; available: \['p'\]"):
         build_run(cfg)
     assert not (tmp_path / "run").exists()

@@ -1,6 +1,6 @@
 """Checks of the sizes that file headers declare, done before a file reaches a reader.
 
-Several readers misbehave on malformed files (see ``shared/DESIGN.md``): meshio hangs on a
+Several readers misbehave on malformed files: meshio hangs on a
 PLY truncated inside its header and accepts PLY files declaring more vertices than they
 hold, VTK crashes the process on binary PLY/VTU files declaring absurd counts, open3d pads
 PCD/PTS files that declare more points than they contain. These functions read only the

@@ -25,9 +25,9 @@ import torch
 
 from .._optional import require
 from ..errors import FieldError, ShapeError
-from .geometry import Geometry
+from .geometry import CELL_DIM, Geometry
 
-__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "VTK_TO_CELL", "CELL_TO_VTK"]
+__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK"]
 
 #: VTK cell type id -> (geoop cell type, node permutation or None)
 VTK_TO_CELL = {
@@ -270,3 +270,68 @@ def to_open3d(geometry: Geometry):
     if geometry.normals is not None:
         m.vertex_normals = o3d.utility.Vector3dVector(_pad3(_np(geometry.normals)).astype(np.float64))
     return m
+
+
+# ----------------------------------------------------------------------------- torch-geometric
+#: Data attributes with a fixed meaning (everything else node-sized becomes a point field)
+_PYG_RESERVED = ("pos", "norm", "face", "weight", "edge_index", "edge_attr", "batch", "ptr", "y", "name", "source")
+
+
+def to_pyg(geometry: Geometry, x: Optional[Iterable[str]] = None):
+    """A ``torch_geometric.data.Data`` with PyG's conventions: ``pos`` (N, d) points,
+    ``norm`` (N, d) normals (as ``GenerateMeshNormals`` writes them), ``face`` (3, F)
+    triangles, other cells as ``<type>_index`` (k, M) (PyG offsets every ``*_index`` by the
+    node count when batching, so ``Batch`` keeps them valid), ``weight`` (N,) quadrature
+    weights, every point field under its own name (N, C), and ``x`` the fields ``x`` side by
+    side (PyG's node features; default: none). Round-trips through :func:`from_pyg`."""
+    pyg = require("torch_geometric", "PyG conversion")
+    data = pyg.data.Data(pos=geometry.points)
+    if geometry.normals is not None:
+        data.norm = geometry.normals
+    for kind, cells in geometry.cells.items():
+        if kind == "triangle":
+            data.face = cells.t().contiguous()
+        else:
+            data[f"{kind}_index"] = cells.t().contiguous()
+    if geometry._weights is not None:
+        data.weight = geometry._weights
+    for name, v in geometry.fields.items():
+        if name in _PYG_RESERVED or name == "x" or name.endswith("_index"):
+            raise FieldError(f"{geometry._where()}to_pyg: point field {name!r} clashes with a PyG attribute "
+                             f"({list(_PYG_RESERVED)}, 'x', '*_index'); rename it")
+        data[name] = v
+    if x is not None:
+        names = list(x)
+        missing = [n for n in names if n not in geometry.fields]
+        if missing:
+            raise FieldError(f"{geometry._where()}to_pyg: x fields {missing} are missing; point fields: {sorted(geometry.fields)}")
+        data.x = torch.cat([geometry.fields[n] for n in names], 1) if names else None
+    return data
+
+
+def from_pyg(data, name: Optional[str] = None) -> Geometry:
+    """A Geometry from a ``torch_geometric.data.Data``: ``pos`` -> points, ``norm`` ->
+    normals, ``face`` (3, F) -> triangles, ``<type>_index`` (k, M) -> cells of a known type
+    (``line_index``, ``tetra_index``, ...), ``weight`` -> quadrature weights, and every other
+    tensor with one row per node (``x`` included) -> a point field of that name.
+    ``edge_index`` (graph edges, not cells) is not carried."""
+    if getattr(data, "pos", None) is None:
+        raise ShapeError(f"from_pyg: the Data object has no 'pos' (node coordinates); attributes: {sorted(data.keys())}")
+    pos = data.pos
+    n = pos.shape[0]
+    cells, fields = {}, {}
+    if getattr(data, "face", None) is not None:
+        cells["triangle"] = data.face.t()
+    for key in data.keys():
+        v = data[key]
+        if key in _PYG_RESERVED or not isinstance(v, torch.Tensor):
+            continue
+        if key.endswith("_index"):
+            kind = key[: -len("_index")]
+            if kind in CELL_DIM:
+                cells[kind] = v.t()
+            continue
+        if v.dim() >= 1 and v.shape[0] == n:
+            fields[key] = v
+    return Geometry(pos, cells=cells, normals=getattr(data, "norm", None), weights=getattr(data, "weight", None),
+                    fields=fields, name=name)

@@ -16,7 +16,7 @@ extension                  reader / writer      what is kept
 .npz                       numpy (no pickle)    everything (points, cells, fields, ...)
 =========================  ===================  ==========================================
 
-Readers are not trusted with malformed files (see ``shared/DESIGN.md``): the sizes a
+Readers are not trusted with malformed files: the sizes a
 header declares are checked against the file size first (:mod:`._validate_files`), every
 failure of a reader (``SystemExit`` included) becomes a :class:`GeometryReadError` naming
 the file, and what a reader returns is validated (non-empty, finite coordinates, cell
@@ -448,6 +448,17 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
     Shapes
     ------
     points : (N, d) ; cells[type] : (M, k) ; fields[name] : (N, C)
+
+    Example
+    -------
+    >>> import os, tempfile, torch, geoop
+    >>> tri = geoop.Geometry(torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), faces=torch.tensor([[0, 1, 2]]),
+    ...                      fields={"p": torch.tensor([1.0, 2.0, 3.0])})
+    >>> path = os.path.join(tempfile.mkdtemp(), "tri.vtp")
+    >>> _ = geoop.write(tri, path)
+    >>> g = geoop.read(path)
+    >>> g.n_points, g.faces.tolist(), g.fields["p"].flatten().tolist()
+    (3, [[0, 1, 2]], [1.0, 2.0, 3.0])
     """
     p = os.fspath(path)
     ext = resolve_format(p)

@@ -1,6 +1,21 @@
 """Models composed of geoop.nn layers: :class:`GINO` (GNO encoder -> FNO/SFNO -> GNO decoder)
-and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA graphs)."""
+and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA graphs); their
+nested configuration (:mod:`geoop.models.config`) and inputs by name
+(:mod:`geoop.models.features`)."""
+from .config import (  # noqa: F401
+    BoxLatent,
+    EncoderSpec,
+    FNOSpec,
+    GNOSpec,
+    LocalSpec,
+    MemorySpec,
+    SFNOSpec,
+    SphereLatent,
+)
+from .features import LatentSDF  # noqa: F401
 from .gino import GINO, sphere_grid_points  # noqa: F401
 from .graphed import GraphedGINO  # noqa: F401
+from .nested import LatentLevel, NestedGINO, NestedLatent  # noqa: F401
 
-__all__ = ["GINO", "GraphedGINO", "sphere_grid_points"]
+__all__ = ["GINO", "GraphedGINO", "LatentLevel", "NestedGINO", "NestedLatent", "sphere_grid_points", "BoxLatent",
+           "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec", "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF"]

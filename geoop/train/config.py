@@ -10,17 +10,22 @@ File layout (TOML shown; YAML with the same nesting works too)::
     inputs = []              # input point fields (may be empty)
     targets = ["p"]          # required: target fields
     train_split = "train"
-    val_split = "test"       # "" or null: no validation
+    val_split = "val"        # "" or null: no validation (default "test"; validating on the test
+                             # split selects best.pt on it: give a "val" split or data.val_fraction)
     latent_sdf = false       # signed distance to the input geometry on the latent grid
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
-    [model]                  # keyword arguments of geoop.models.GINO
-    latent_shape = [32, 32]
+    [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
+    shape = [32, 32]         # latent, encoder, blocks, decoder, local, memory
+    [model.encoder]
+    radius = "1.6 cells"     # or coordinates
 
     [optim]
     lr = 1e-3
     weight_decay = 1e-4
-    epochs = 20
+    epochs = 20              # at most this many epochs
+    minutes = 0              # wall-clock budget of training (0: none); the cosine schedule
+                             # follows the epochs that fit (Trainer.fit(max_time=))
     batch_size = 4           # per process (global batch = world size x batch_size)
     warmup = 1.0             # epochs of linear warm-up (float)
     min_lr_ratio = 0.0       # cosine decays to lr * min_lr_ratio
@@ -74,8 +79,10 @@ DEFAULTS: dict[str, Any] = {
         "amp": "none",
         "weighted_loss": False,
         "num_workers": 0,
+        "minutes": 0.0,
     },
     "output": {"dir": None, "save_best": True},
+    "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
@@ -170,8 +177,12 @@ def resolve_config(
                 if extra is None and dataset_cls is not None:
                     valid |= set(value)
             if key == "model":
-                valid = _params(model_cls) if model_cls is not None else set(value)
-                valid = set(value) if valid is None else valid
+                if hasattr(model_cls, "check_config"):  # GINO: nested sections, checked by their specs
+                    model_cls.check_config(value, where=f"{source} [model]")
+                    valid = set(value)
+                else:
+                    valid = _params(model_cls) if model_cls is not None else set(value)
+                    valid = set(value) if valid is None else valid
             check_keys(f"{source} [{key}]", value, valid)
             out[key].update(copy.deepcopy(dict(value)))
         else:
@@ -190,7 +201,7 @@ def resolve_config(
             raise ConfigError(f"{source}: data.{k} must be a list of field names, got {d[k]!r}")
     if not d["targets"]:
         raise ConfigError(f"{source}: data.targets must name at least one field")
-    for k, typ, lo in (("lr", float, 0.0), ("weight_decay", float, 0.0), ("warmup", float, 0.0), ("clip", float, 0.0), ("min_lr_ratio", float, 0.0)):
+    for k, typ, lo in (("lr", float, 0.0), ("weight_decay", float, 0.0), ("warmup", float, 0.0), ("clip", float, 0.0), ("min_lr_ratio", float, 0.0), ("minutes", float, 0.0)):
         try:
             o[k] = typ(o[k] if o[k] is not None else 0.0)
         except (TypeError, ValueError):
@@ -203,6 +214,9 @@ def resolve_config(
     o["amp"] = "none" if o["amp"] in (None, False, "") else str(o["amp"]).lower()
     if o["amp"] not in AMP_MODES:
         raise ConfigError(f"{source}: optim.amp {o['amp']!r} is unknown; valid: {list(AMP_MODES)}")
+    dom = out["parallel"]["domain"]
+    if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
+        raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])
@@ -211,10 +225,10 @@ def resolve_config(
 
 
 def check_values(config: Mapping[str, Any], source: str = "config") -> None:
-    """Values a run cannot use, caught when the config is read (before any data is read or
-    any model built): a non-finite number anywhere (TOML ``nan``/``inf``, YAML ``.nan``), a
-    model radius that is not > 0 (``local_radius``: >= 0), a latent grid or mode count below
-    1, a latent domain whose lower corner is not below its upper corner."""
+    """A non-finite number anywhere in a config (TOML ``nan``/``inf``, YAML ``.nan``) is a
+    :class:`ConfigError` naming its key, when the config is read (before any data is read
+    or any model built); the ranges of the model's values are checked by the model's own
+    ``check_config`` (``model_cls``), which a NaN would pass (``nan <= x`` is false)."""
 
     def walk(v: Any, where: str) -> None:
         if isinstance(v, float) and not math.isfinite(v):
@@ -227,34 +241,6 @@ def check_values(config: Mapping[str, Any], source: str = "config") -> None:
                 walk(x, f"{where}[{i}]")
 
     walk(config, "")
-    m = config.get("model") or {}
-
-    def number(k: str) -> float:
-        v = m[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{source}: model.{k} must be a number, got {v!r}")
-        return float(v)
-
-    for k in [k for k in m if k.endswith("radius") or k.startswith("radius")]:
-        r, lo_ok = number(k), k == "local_radius"
-        if r < 0 or (r == 0 and not lo_ok):
-            raise ConfigError(f"{source}: model.{k} must be {'>= 0' if lo_ok else '> 0'}, got {m[k]}")
-    for k in ("latent_shape", "fno_modes"):
-        if m.get(k) is None:
-            continue
-        vals = m[k] if isinstance(m[k], (list, tuple)) else [m[k]]
-        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
-            raise ConfigError(f"{source}: model.{k} must be integers >= 1 (one per axis), got {m[k]!r}")
-    dom = m.get("domain")
-    if dom is not None:
-        ok = isinstance(dom, (list, tuple)) and len(dom) == 2 and all(isinstance(c, (list, tuple)) for c in dom) \
-            and len(dom[0]) == len(dom[1])
-        if not ok or any(isinstance(x, bool) or not isinstance(x, (int, float)) for c in dom for x in c):
-            raise ConfigError(f"{source}: model.domain must be [[lower corner], [upper corner]] numbers, got {dom!r}")
-        flat = [i for i, (a, b) in enumerate(zip(*dom)) if not a < b]
-        if flat:
-            raise ConfigError(f"{source}: model.domain must have lower < upper on every axis; axis {flat[0]}: "
-                              f"{dom[0][flat[0]]} >= {dom[1][flat[0]]}")
 
 
 def load_config(path: Union[str, os.PathLike], **kw) -> dict:
