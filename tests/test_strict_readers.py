@@ -476,3 +476,26 @@ def test_valid_files_still_read_exactly(tmp_path, ext):
             _save(m if ext != ".vtu" else m.cast_to_unstructured_grid(), q, binary)
             r = geoop.read(q)
             assert r.n_points == 7 and r.cell_fields["c"].shape[0] == 5
+
+
+# ============================================================================ fuzzer findings
+def test_legacy_vtk_decreasing_offset_is_an_error_not_a_crash(tmp_path):
+    """Found by tests/test_fuzz_readers.py: one flipped bit in a binary OFFSETS array made
+    VTK's triangle filter read out of bounds (SIGSEGV)."""
+    m = _pv_mesh(8)
+    data = _save(m, tmp_path / "g.vtk", True)
+    i = data.index(b"OFFSETS vtktypeint64\n") + len(b"OFFSETS vtktypeint64\n")
+    off = np.frombuffer(data[i:i + 8 * 7], dtype=">i8").copy()
+    off[3] += 1 << 40
+    bad = tmp_path / "bad.vtk"
+    bad.write_bytes(data[:i] + off.astype(">i8").tobytes() + data[i + 8 * 7:])
+    _expect(bad, "offsets must start at 0, never decrease")
+
+
+@pytest.mark.skipif(not available("open3d"), reason="open3d not installed")
+def test_pcd_partial_normals_is_an_error_not_a_crash(tmp_path):
+    """Found by the fuzzer: open3d crashes (SIGSEGV) on normal_y/normal_z without normal_x."""
+    p = tmp_path / "n.pcd"
+    p.write_text("VERSION 0.7\nFIELDS x y z oormal_x normal_y normal_z\nSIZE 4 4 4 4 4 4\nTYPE F F F F F F\n"
+                 "COUNT 1 1 1 1 1 1\nWIDTH 1\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 1\nDATA ascii\n0 0 0 0 0 1\n")
+    _expect(p, "normal_x, normal_y, normal_z must come together")
