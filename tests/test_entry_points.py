@@ -2,15 +2,12 @@
 radius_search, GINO.query, ``geoop predict --query``, config files."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 
 import geoop
 from geoop import Geometry
-from geoop.errors import ConfigError, FieldError, GeometryReadError, ShapeError
+from geoop.errors import ConfigError, FieldError, ShapeError
 from geoop.models import GINO
 
 pytestmark = pytest.mark.usefixtures("one_thread")

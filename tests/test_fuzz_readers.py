@@ -29,7 +29,6 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

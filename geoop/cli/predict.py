@@ -120,9 +120,8 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
 
 def run(args) -> int:
     from ..geometry.io import read, write
-    from ..train.run import load_trained
-
     from ..train.distributed import cleanup_distributed, init_distributed
+    from ..train.run import load_trained
 
     geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on

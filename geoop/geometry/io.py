@@ -59,8 +59,8 @@ from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 
-from .._optional import require
 from .._atomic import atomic_path
+from .._optional import require
 from ..errors import (
     BackendUnavailableError,
     FieldError,
