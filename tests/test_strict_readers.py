@@ -532,3 +532,25 @@ def test_vtk_xml_every_writer_mode_still_reads():
                 g = geoop.read(path)
                 assert g.fields["p"].flatten().tolist()[:9] == list(np.arange(9.0) + 10), path
                 assert g.fields["v"].shape[1] == 3 and g.cell_fields["c"].shape[0] == g.n_cells, path
+
+
+def test_counts_must_match_exactly(tmp_path):
+    """Rows beyond a declared count, or a file cut at a row boundary, are not a valid
+    shorter file when the format declares counts (OFF, PCD, ascii STL's closing line)."""
+    cases = {
+        "extra_vertex.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n1 1 0\n3 0 1 2\n",  # trimesh reads '1 1 0' as a face
+        "extra_face.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 0 2 1\n",
+        "cut_facet.stl": "solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\n"
+                         "endloop\nendfacet\n",
+    }
+    if available("open3d"):
+        hdr = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\n"
+               "VIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA ascii\n")
+        cases["extra_rows.pcd"] = hdr + "0 0 0\n1 1 1\n2 2 2\n"
+    for name, text in cases.items():
+        p = tmp_path / name
+        p.write_text(text)
+        _expect(p)
+    ok = tmp_path / "comments.off"
+    ok.write_text("OFF\n# a comment\n3 1 0\n0 0 0\n1 0 0\n\n0 1 0\n3 0 1 2\n")
+    assert geoop.read(ok).n_points == 3

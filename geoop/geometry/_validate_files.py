@@ -43,14 +43,14 @@ def _head(path: str, n: int = _MAX_HEADER) -> bytes:
         return f.read(n)
 
 
-def _count_lines(path: str, start: int, nonblank: bool = False) -> int:
+def _count_lines(path: str, start: int, nonblank: bool = False, comment: Optional[bytes] = None) -> int:
     """An upper bound of the number of data lines from byte offset ``start`` to the end
     (newlines, plus one for an unterminated last line; blank lines are counted too, which
     only makes the checks more lenient). Streams the file in 1 MiB blocks."""
     if nonblank:  # exact count of lines holding something
         with open(path, "rb") as f:
             f.seek(start)
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if line.strip() and not (comment and line.lstrip().startswith(comment)))
     n, last = 0, b"\n"
     with open(path, "rb") as f:
         f.seek(start)
@@ -612,6 +612,9 @@ def check_stl(path: str) -> Optional[int]:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if mm.find(b"facet") < 0 and mm.find(b"FACET") < 0:
                 raise _fail(path, "ascii STL contains no 'facet' (empty or truncated)")
+            tail = mm[max(0, len(mm) - 4096):].lower()
+            if tail.rfind(b"endsolid") < tail.rfind(b"endfacet"):  # cut at a facet boundary
+                raise _fail(path, "ascii STL ends without 'endsolid' after its last facet (truncated file)")
         return
     if size < 84:
         raise _fail(path, f"binary STL must be at least 84 bytes, got {size}")
@@ -673,8 +676,8 @@ def check_pcd(path: str) -> Optional[int]:
     body = os.path.getsize(path) - offset
     row = sum(s * c for s, c in zip(sizes, counts))
     if data == "ascii":
-        have = _count_lines(path, offset)
-        if have < points:
+        have = _count_lines(path, offset, nonblank=True)
+        if have != points:  # open3d pads missing rows and ignores extra ones
             raise _fail(path, f"PCD header declares POINTS={points} but the file holds {have} data lines")
     elif data == "binary":
         if points * row > body:
@@ -707,7 +710,9 @@ def check_pts(path: str) -> Optional[int]:
 
 
 def check_off(path: str) -> Optional[int]:
-    """OFF: the counts line ``nv nf ne`` must not exceed the number of lines."""
+    """OFF: the counts line ``nv nf ne`` must match the number of vertex and face lines
+    (trimesh reads a vertex line beyond the count as a face, and ignores lines beyond the
+    faces)."""
     lines = [ln for ln in _head(path).splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")]
     if not lines or not lines[0].strip().upper().endswith(b"OFF"):
         raise _fail(path, "not an OFF file: first line must be 'OFF'")
@@ -716,9 +721,11 @@ def check_off(path: str) -> Optional[int]:
         nv, nf = int(tok[0]), int(tok[1])
     except (IndexError, ValueError):
         raise _fail(path, "OFF counts line missing or garbled: expected 'NV NF NE'") from None
-    have = _count_lines(path, 0)
-    if nv <= 0 or nv + nf + 1 > have:
-        raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces but the file holds {have} lines")
+    header = 1 if lines[0].split()[1:] else 2
+    have = _count_lines(path, 0, nonblank=True, comment=b"#") - header
+    if nv <= 0 or nf < 0 or nv + nf != have:
+        raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces ({nv + nf} lines) but the file holds "
+                          f"{have} data lines")
     return nv
 
 
