@@ -554,3 +554,27 @@ def test_counts_must_match_exactly(tmp_path):
     ok = tmp_path / "comments.off"
     ok.write_text("OFF\n# a comment\n3 1 0\n0 0 0\n1 0 0\n\n0 1 0\n3 0 1 2\n")
     assert geoop.read(ok).n_points == 3
+
+
+def test_legacy_vtk_garbled_version_is_an_error_not_a_crash(tmp_path):
+    """Found by the fuzzer: 'Version 5/1' (one flipped bit) made VTK read a 5.1 file with
+    the older layout and crash."""
+    data = _save(_pv_mesh(8), tmp_path / "g.vtk", True)
+    bad = tmp_path / "bad.vtk"
+    bad.write_bytes(data.replace(b"Version 5.1", b"Version 5/1", 1))
+    _expect(bad, "Version X.Y")
+
+
+def test_msh_absurd_tag_count_is_an_error_not_a_hang(tmp_path):
+    """Found by the fuzzer: a $NodeData tag count of 10^9 kept meshio reading for minutes."""
+    good = tmp_path / "g.msh"
+    geoop.write(_geom().replace(cell_fields={}), good)
+    data = good.read_bytes()
+    i = data.index(b"$NodeData\n1\n") + len(b"$NodeData\n")
+    for new in (b"1000000000", b"x"):
+        bad = tmp_path / "bad.msh"
+        bad.write_bytes(data[:i] + new + data[i + 1:])
+        _expect(bad, "string tags")
+    j = data.index(b"$Nodes\n") + len(b"$Nodes\n")
+    bad.write_bytes(data[:j] + b"4000000000" + data[j + 1:])
+    _expect(bad, r"\$Nodes declares 4000000000 entries")

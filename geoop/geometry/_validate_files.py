@@ -438,8 +438,10 @@ def check_vtk_legacy(path: str) -> Optional[Declared]:
         lines = head.split(b"\n")
         if len(lines) < 4:
             raise _fail(path, "legacy VTK header is truncated (fewer than 4 lines)")
-        mver = re.search(rb"Version\s+(\d+(?:\.\d+)?)", lines[0])
-        version = float(mver.group(1)) if mver else 3.0
+        mver = re.fullmatch(rb"# vtk DataFile Version (\d+)\.(\d+)\s*", lines[0])
+        if mver is None:  # VTK guesses a layout from a garbled version (and may crash on it)
+            raise _fail(path, f"legacy VTK: first line must be '# vtk DataFile Version X.Y', got {lines[0][:40]!r}")
+        version = float(f"{int(mver.group(1))}.{int(mver.group(2))}")
         kind = lines[2].strip().upper()
         if kind not in (b"ASCII", b"BINARY"):
             raise _fail(path, f"legacy VTK: third line must be ASCII or BINARY, got {lines[2][:20]!r}")
@@ -744,11 +746,40 @@ def check_msh(path: str) -> Optional[int]:
     if not last.startswith(b"$End"):
         raise _fail(path, f"gmsh file is truncated: it ends with {last[-24:]!r} instead of a '$End...' section tag")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        _check_msh_counts(path, mm, size)
         for sec in (b"NodeData", b"ElementData", b"ElementNodeData"):
             # $NodeData / 1 string tag / "name": meshio keeps the last of two of one name
             names = [m.group(1).decode("latin-1") for m in
                      re.finditer(rb"\n\$" + sec + rb"\s*\n\s*\d+\s*\n\s*\"([^\"\n]*)\"", mm)]
             _dup_check(path, names, f"${sec.decode()} sections")
+
+
+def _check_msh_counts(path: str, mm, size: int) -> None:
+    """gmsh 2.x: the counts of ``$Nodes`` / ``$Elements`` and the tag counts and entry
+    count of data sections must fit in the file (meshio loops on a count of 10^9 tags)."""
+    for m in re.finditer(rb"(?:^|\n)\$(Nodes|Elements)[ \t\r]*\n[ \t]*(\d+)[ \t\r]*\n", mm):
+        if int(m.group(2)) > size:
+            raise _fail(path, f"${m.group(1).decode()} declares {int(m.group(2))} entries but the file has {size} bytes")
+    for m in re.finditer(rb"\n\$(NodeData|ElementData|ElementNodeData)[ \t\r]*\n", mm):
+        sec, pos = m.group(1).decode(), m.end()
+
+        def line():
+            nonlocal pos
+            e = mm.find(b"\n", pos)
+            e = len(mm) if e < 0 else e
+            out, pos = mm[pos:e].strip(), e + 1
+            return out
+
+        ints = []
+        for kind in ("string", "real", "integer"):
+            raw = line()
+            if not raw.isdigit() or int(raw) > 64:
+                raise _fail(path, f"${sec}: the number of {kind} tags must be a small integer, found {raw[:20]!r}")
+            vals = [line() for _ in range(int(raw))]
+            if kind == "integer":
+                ints = vals
+        if len(ints) >= 3 and ints[2].lstrip(b"-").isdigit() and int(ints[2]) > size:
+            raise _fail(path, f"${sec} declares {int(ints[2])} entries but the file has {size} bytes")
 
 
 #: extension -> header check
