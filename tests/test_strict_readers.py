@@ -578,3 +578,53 @@ def test_msh_absurd_tag_count_is_an_error_not_a_hang(tmp_path):
     j = data.index(b"$Nodes\n") + len(b"$Nodes\n")
     bad.write_bytes(data[:j] + b"4000000000" + data[j + 1:])
     _expect(bad, r"\$Nodes declares 4000000000 entries")
+
+
+def test_cut_at_a_section_boundary_or_inside_the_last_number(tmp_path):
+    """Found by the fuzzer (read OK, but with fields or cells missing): legacy VTK cut
+    inside the last number of a section, or inside a METADATA block; and the siblings in
+    ascii PLY / OFF, whose writers end every line."""
+    m = _pv_mesh(8)
+    data = _save(m, tmp_path / "g.vtk", False)
+    x = data.index(b"POLYGONS")
+    block = b"METADATA\nINFORMATION 1\nNAME L2_NORM_RANGE LOCATION vtkDataArray\nDATA 2 1 1\n\n"
+    with_meta = tmp_path / "meta.vtk"
+    with_meta.write_bytes(data[:x] + block + data[x:])
+    assert geoop.read(with_meta).n_points == 8  # the complete file is valid
+    cases = {"number.vtk": data[:x].rstrip()[:-1], "metadata.vtk": data[:x] + block[:30]}
+    good = tmp_path / "g.off"
+    geoop.write(_geom().replace(fields={}, cell_fields={}), good)
+    cases["number.off"] = good.read_bytes().rstrip(b"\n")[:-1]
+    ply = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n" \
+          b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2"
+    cases["number.ply"] = ply[:-1] + b"1"  # '3 0 1 1' cut from '3 0 1 12'
+    for name, content in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        _expect(p, "newline|METADATA|truncated")
+
+
+def test_appended_arrays_may_not_share_data(tmp_path):
+    """Found by the fuzzer: an edited offset made one array read another's bytes."""
+    m = _pv_mesh(6).cast_to_unstructured_grid()
+    m.point_data["q"] = np.arange(6.0) * 2
+    path = tmp_path / "a.vtu"
+    _appended_raw(m, path)
+    data = path.read_bytes()
+    offs = re.findall(rb'Name="(\w+)"[^>]*offset="(\d+)"', data)
+    (pn, po), (qn, qo) = [(n, o) for n, o in offs if n in (b"p", b"q")]
+    tag = data.index(b'Name="' + qn + b'"')
+    i = data.index(b'offset="' + qo + b'"', tag)
+    bad = tmp_path / "bad.vtu"
+    bad.write_bytes(data[:i] + b'offset="' + po + b'"' + data[i + len(b'offset="' + qo + b'"'):])
+    _expect(bad, "is also the offset of array")
+
+
+@pytest.mark.skipif(not available("open3d"), reason="open3d not installed")
+def test_pcd_binary_bytes_beyond_the_points(tmp_path):
+    good = tmp_path / "g.pcd"
+    geoop.write(Geometry(torch.rand(5, 3, dtype=torch.float64)), good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pcd"
+    bad.write_bytes(data + data[-24:])
+    _expect(bad, "POINTS=5")

@@ -43,6 +43,15 @@ def _head(path: str, n: int = _MAX_HEADER) -> bytes:
         return f.read(n)
 
 
+def _check_final_newline(path: str, what: str) -> None:
+    """Text formats whose writers end every line: a last line without its newline is a file
+    cut inside its last number, which would otherwise read as a different value."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - 1))
+        if f.read(1) not in (b"\n", b"\r"):
+            raise _fail(path, f"{what} file does not end with a newline: cut short inside its last line")
+
+
 def _count_lines(path: str, start: int, nonblank: bool = False, comment: Optional[bytes] = None) -> int:
     """An upper bound of the number of data lines from byte offset ``start`` to the end
     (newlines, plus one for an unterminated last line; blank lines are counted too, which
@@ -112,6 +121,7 @@ def check_ply(path: str) -> Optional[int]:
         have = _count_lines(path, m.end(), nonblank=True)
         if have != need:  # meshio ignores rows beyond the declared counts
             raise _fail(path, f"PLY header declares {decl} ({need} data lines) but the file holds {have} lines")
+        _check_final_newline(path, "ascii PLY")
     else:
         need = sum(e[1] * e[2] for e in elements)
         has_lists = bool(re.search(rb"property\s+list", head[: m.start()]))
@@ -180,6 +190,7 @@ class _XmlFile:
         self.order = "big" if attrs.get("byte_order", "LittleEndian") == "BigEndian" else "little"
         self.compressed = bool(attrs.get("compressor"))
         self.appended = appended  # (encoding, data start) or None
+        self.offsets: dict = {}  # appended offset -> array name
 
     def _words(self, raw: bytes, n: int) -> Optional[list]:
         if len(raw) < n * self.hs:
@@ -343,6 +354,11 @@ def _check_xml_array(path, mm, start, selfclose, attrs, section, piece, fileinfo
             off = None if off is None else int(off)
         except ValueError:
             raise _fail(path, f"array {name!r}: offset={off!r} is not an integer") from None
+        if fmt == "appended" and off is not None:
+            if off in fileinfo.offsets:  # an edited offset reads another array's bytes
+                raise _fail(path, f"array {name!r} in {where}: offset={off} is also the offset of array "
+                                  f"{fileinfo.offsets[off]!r}; expected each array its own data")
+            fileinfo.offsets[off] = name
         nb = fileinfo.nbytes(name, fmt, content, off)
         size = _XML_SIZES[typ]
         if nb % size:
@@ -452,6 +468,8 @@ def check_vtk_legacy(path: str) -> Optional[Declared]:
             _walk_legacy(walk, dec)
         except _Unknown:
             pass
+        if mm[-1:] not in (b"\n", b"\r"):  # VTK ends every file with a newline
+            raise _fail(path, f"legacy VTK file does not end with a newline: cut short (last bytes {mm[-20:]!r})")
     return dec
 
 
@@ -596,6 +614,7 @@ def _skip_metadata(w: _LegacyWalk) -> None:
         w.pos = e + 1
         if not line:
             return
+    raise _fail(w.path, "METADATA block not closed by an empty line before the end of the file (truncated file)")
 
 
 # ----------------------------------------------------------------------------- STL
@@ -685,6 +704,10 @@ def check_pcd(path: str) -> Optional[int]:
         if points * row > body:
             raise _fail(path, f"PCD header declares POINTS={points} ({points * row} bytes) but only {body} "
                               "bytes of data follow the header")
+        extra = _head(path, offset + points * row + 65)[offset + points * row:]
+        if extra.strip():  # open3d ignores bytes beyond the declared points
+            raise _fail(path, f"PCD header declares POINTS={points} ({points * row} bytes) but {body} bytes of "
+                              "data follow the header")
     elif data == "binary_compressed":
         tail = _head(path, offset + 8)[offset:]
         if len(tail) < 8:
@@ -728,6 +751,7 @@ def check_off(path: str) -> Optional[int]:
     if nv <= 0 or nf < 0 or nv + nf != have:
         raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces ({nv + nf} lines) but the file holds "
                           f"{have} data lines")
+    _check_final_newline(path, "OFF")
     return nv
 
 
