@@ -13,6 +13,9 @@ File layout (TOML shown; YAML with the same nesting works too)::
     val_split = "val"        # "" or null: no validation (default "test"; validating on the test
                              # split selects best.pt on it: give a "val" split or data.val_fraction)
     latent_sdf = false       # signed distance to the input geometry on the latent grid
+    metrics = ["cd", "cl"]   # optional integrated coefficients on the validation split
+    metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
+                             # see geoop.train.metrics
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
@@ -36,6 +39,8 @@ File layout (TOML shown; YAML with the same nesting works too)::
     [output]
     dir = "runs/airfoil"     # required
     save_best = true
+    tensorboard = "runs/airfoil/tb"   # optional TensorBoard event folder (geoop train --tensorboard)
+    tensorboard_images_every = 1      # a prediction picture every that many evaluations (0: none)
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -66,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
         "train_split": "train",
         "val_split": "test",
         "latent_sdf": False,
+        "metrics": [],
+        "metrics_reference": {},
     },
     "model": {},
     "optim": {
@@ -81,7 +88,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "minutes": 0.0,
     },
-    "output": {"dir": None, "save_best": True},
+    "output": {"dir": None, "save_best": True, "tensorboard": None, "tensorboard_images_every": 1},
     "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 
