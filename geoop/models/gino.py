@@ -667,6 +667,12 @@ class GINO(nn.Module):
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        for what, t in (("points", q), ("geometry points", pts)):  # before any encoding work
+            if t.dim() != 2 or t.shape[1] != self.coord_dim:
+                raise ShapeError(f"GINO.query: {what} must have shape (N, {self.coord_dim}), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).any(1).sum())
+                raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
         if x is None and self.point_inputs:
             if not isinstance(geometry, Geometry):
                 raise ShapeError(f"GINO.query: the model's inputs {list(self.point_inputs)} are taken from a Geometry; "

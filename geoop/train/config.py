@@ -56,6 +56,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
@@ -231,7 +232,27 @@ def resolve_config(
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])
+    check_values(out, source)
     return out
+
+
+def check_values(config: Mapping[str, Any], source: str = "config") -> None:
+    """A non-finite number anywhere in a config (TOML ``nan``/``inf``, YAML ``.nan``) is a
+    :class:`ConfigError` naming its key, when the config is read (before any data is read
+    or any model built); the ranges of the model's values are checked by the model's own
+    ``check_config`` (``model_cls``), which a NaN would pass (``nan <= x`` is false)."""
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: {where} must be finite, got {v}")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    walk(config, "")
 
 
 def load_config(path: Union[str, os.PathLike], **kw) -> dict:
