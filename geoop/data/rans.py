@@ -43,8 +43,8 @@ with ``drop_unconverged=True``.
 Outputs (the layout of :mod:`geoop.data.airfoil`)
 -------------------------------------------------
 * ``case_XXXX_surface.vtp``: the airfoil as a closed polyline (z = 0), point data ``Cp`` and
-  ``p`` (both the pressure coefficient), ``wallShearStress`` (N, 3) (skin friction vector
-  ``tau_w / q``), ``Normals`` (outward);
+  ``p`` (both the pressure coefficient), ``wallShearStress`` (N, 3) (OpenFOAM's ``wallShearStress`` over ``q``:
+  the stress of the wall on the fluid, i.e. minus the skin-friction vector on the wall), ``Normals`` (outward);
 * ``case_XXXX_volume.vtu``: the O-grid's quads at z = 0, point data ``p`` (pressure
   coefficient, ``(P - P_inf) / q``), ``U`` (N, 3) and its components ``u``, ``v`` (over
   ``U_inf``), ``nut`` (over ``nu``);
