@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fallback bench clean
+.PHONY: setup demo test lint test-fallback bench clean
+
+# ruff: pyflakes, pycodestyle and import order (configured in pyproject.toml)
+lint: setup
+	$(PY) -m ruff check geoop tests benchmarks examples scripts
 
 setup:
 	bash scripts/setup_env.sh
@@ -12,7 +16,7 @@ setup:
 demo: setup
 	$(PY) -m geoop demo
 
-test: setup
+test: setup lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q $(PYTEST_ARGS)
 	GEOOP_DISABLE_BACKENDS=torch_cluster,open3d OMP_NUM_THREADS=2 $(PY) -m pytest -q tests/test_neighbors.py $(PYTEST_ARGS)
 

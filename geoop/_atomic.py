@@ -53,6 +53,22 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
     except BaseException:
         _remove(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a crash of the machine right after ``os.replace``
+    could otherwise lose it); best effort where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

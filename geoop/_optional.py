@@ -33,7 +33,8 @@ _EXTRAS = {
     "open3d": "fast",
     "pyvista": "viz",
     "torch_harmonics": "core (torch-harmonics)",
-    "tensorly": "core (tensorly)",
+    "tensorly": "test (tensorly)",
+    "torch_geometric": "core (torch-geometric)",
 }
 
 

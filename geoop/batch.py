@@ -169,6 +169,15 @@ class GeometryBatch:
         latent_features : B tensors (C, *grid), stacked to (B, C, *grid)
         neighbors_in / neighbors_out : B precomputed neighbourhoods, concatenated with the
             offsets declared in :data:`INDEX_OFFSETS`
+
+        Example
+        -------
+        >>> import torch, geoop
+        >>> a = geoop.Geometry(torch.rand(5, 3), fields={"p": torch.rand(5, 1)})
+        >>> b = geoop.Geometry(torch.rand(7, 3), fields={"p": torch.rand(7, 1)})
+        >>> batch = geoop.GeometryBatch.from_geometries([a, b], queries=[torch.rand(4, 3), torch.rand(2, 3)])
+        >>> batch.points.shape, batch.ptr.tolist(), batch.query_ptr.tolist(), batch.batch.tolist()
+        (torch.Size([12, 3]), [0, 5, 12], [0, 4, 6], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
         """
         geoms = list(geometries)
         if not geoms:
@@ -244,6 +253,14 @@ class GeometryBatch:
             neighbors_out=nout,
             meta=list(meta) if meta is not None else None,
         )
+
+    @classmethod
+    def from_pyg(cls, batch, queries: Optional[Sequence[Union[Geometry, Tensor]]] = None, **kw) -> "GeometryBatch":
+        """From a ``torch_geometric.data.Batch`` (or a list of ``Data``): each graph becomes a
+        Geometry (:meth:`Geometry.from_pyg`), then :meth:`from_geometries` (``queries`` and
+        the other keywords as there)."""
+        graphs = batch.to_data_list() if hasattr(batch, "to_data_list") else list(batch)
+        return cls.from_geometries([Geometry.from_pyg(g) for g in graphs], queries, **kw)
 
     @classmethod
     def from_samples(cls, samples: Sequence[Union[Sample, Geometry, tuple]]) -> "GeometryBatch":

@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "DatasetError",
+    "DistributedError",
 ]
 
 
@@ -66,3 +67,7 @@ class CheckpointError(GeoopError, RuntimeError):
 
 class DatasetError(GeoopError, RuntimeError):
     """A dataset folder or one of its cases is invalid."""
+
+
+class DistributedError(GeoopError, RuntimeError):
+    """A multi-process run is set up inconsistently (no process group, ranks disagree)."""

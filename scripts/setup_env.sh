@@ -8,10 +8,23 @@
 # Environment knobs:
 #   GEOOP_SKIP_FAST=1   skip the optional fast paths (torch-cluster, open3d)
 #   PYTHON=python3.11   interpreter used to create the venv
+#   GEOOP_WITH_OPENFOAM=1  also install OpenFOAM (Debian package openfoam, as root) for
+#                       `geoop data airfoil --solver rans` and benchmarks/nested.py; CI does not need it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+
+# Optional system dependency of geoop.data.rans (before the stamp check: independent of the venv)
+if [ "${GEOOP_WITH_OPENFOAM:-0}" = 1 ] && ! command -v simpleFoam >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    printf '[setup] %s\n' "apt-get install openfoam openfoam-examples" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openfoam openfoam-examples >/dev/null
+  else
+    printf '[setup] %s\n' "GEOOP_WITH_OPENFOAM=1: install OpenFOAM yourself (Debian: apt-get install openfoam)" >&2
+  fi
+fi
 VENV=.venv
 STAMP=$VENV/.geoop-setup-stamp
 want=$(cat scripts/setup_env.sh pyproject.toml | sha256sum | cut -d' ' -f1)
@@ -45,7 +58,7 @@ $PIP install "torch==2.13.0"
 log "core dependencies"
 $PIP install "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "torch-geometric>=2.5" \
   "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43" \
-  "pytest>=7" "pytest-timeout" "h5py"
+  "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6"
 
 # torch-harmonics: binary wheels are tied to one torch; 0.8.0 builds against 2.13.
 if ! $VENV/bin/python -c "import torch_harmonics" 2>/dev/null; then

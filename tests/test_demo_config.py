@@ -31,11 +31,13 @@ def test_demo_config_latent_grid_spans_the_window(tmp_path, fast):
     m = cfg["model"]
     assert cfg["data"]["geometry_normalization"] == "none"
     assert cfg["data"]["inputs"] == ["freestream", "normal"]
-    assert m["domain"] == [[WINDOW[0], WINDOW[2]], [WINDOW[1], WINDOW[3]]]
-    spacing = max((WINDOW[1] - WINDOW[0]) / (m["latent_shape"][0] - 1), (WINDOW[3] - WINDOW[2]) / (m["latent_shape"][1] - 1))
-    for r in (m["radius_in"], m["radius_out"]):
+    assert m["latent"]["domain"] == [[WINDOW[0], WINDOW[2]], [WINDOW[1], WINDOW[3]]]
+    shape = m["latent"]["shape"]
+    spacing = max((WINDOW[1] - WINDOW[0]) / (shape[0] - 1), (WINDOW[3] - WINDOW[2]) / (shape[1] - 1))
+    for r in (m["encoder"]["radius"], m["decoder"]["radius"]):
         assert spacing < r < 3 * spacing
-    model = GINO.from_config({"in_channels": 2, "out_channels": 3, "coord_dim": 2, "latent_channels": 1, **m})
+    model = GINO.from_config({"in_channels": 2, "out_channels": 3, "coord_dim": 2, **m,
+                              "latent": {**m["latent"], "features": ["sdf"]}})
     pts = model.latent_points()
     assert pts.min(0).values.tolist() == pytest.approx([WINDOW[0], WINDOW[2]])
     assert pts.max(0).values.tolist() == pytest.approx([WINDOW[1], WINDOW[3]])

@@ -99,13 +99,13 @@ def foam(tmp_path_factory):
 
 def count_reads(monkeypatch):
     calls = []
-    real = folder_mod._read_file
+    real = folder_mod.read_file
 
     def counting(path):
         calls.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(folder_mod, "_read_file", counting)
+    monkeypatch.setattr(folder_mod, "read_file", counting)
     return calls
 
 
@@ -422,7 +422,7 @@ def test_empty_folder_and_pattern_matching_nothing(tmp_path, foam):
         MeshFolderDataset(foam, targets=["p"], input_file="{case}_volume.vtu")
     with pytest.raises(DatasetError, match="does not exist"):
         MeshFolderDataset(tmp_path / "nope", targets=["p"])
-    with pytest.raises(DatasetError, match=r"valid: \['train', 'test', 'all'\]"):
+    with pytest.raises(DatasetError, match=r"valid: \['train', 'val', 'test', 'all'\]"):
         MeshFolderDataset(foam, targets=["p"], split="validation", **FOAM)
     with pytest.raises(DatasetError, match=r"valid: \['raise', 'skip'\]"):
         MeshFolderDataset(foam, targets=["p"], on_error="ignore", **FOAM)

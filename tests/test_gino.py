@@ -308,7 +308,7 @@ def test_local_nearest_features_values():
 def test_local_config_roundtrip_and_errors():
     model = box_model(local_radius=0.1, local_channels=4, local_nearest=True)
     cfg = json.loads(json.dumps(model.config))
-    assert cfg["local_radius"] == 0.1 and cfg["local_nearest"] is True
+    assert cfg["local"]["radius"] == 0.1 and cfg["local"]["nearest"] is True
     twin = GINO.from_config(cfg).double()
     twin.load_state_dict(model.state_dict())
     g, q = blob(40, 1), blob(9, 2).points
@@ -328,7 +328,7 @@ def test_checkpointed_encoder_gives_the_plain_gradients():
     grads = []
     for ckpt in (True, False):
         model = box_model(checkpoint_encoder=ckpt)
-        assert model.config["checkpoint_encoder"] is ckpt
+        assert model.config["memory"]["checkpoint_encoder"] is ckpt
         assert model.gno_in.checkpoint == (True if ckpt else "auto")
         x = batch.x(["x"]).clone().requires_grad_()
         out = model(batch, x)
@@ -370,7 +370,7 @@ def test_checkpoint_edges_bounds_the_decoder_activations():
     for edges in (1 << 19, 0):
         torch.manual_seed(0)
         model = box_model(checkpoint_edges=edges)
-        assert model.config["checkpoint_edges"] == edges and model.gno_out.checkpoint_edges == edges
+        assert model.config["memory"]["checkpoint_edges"] == edges and model.gno_out.checkpoint_edges == edges
         x = batch.x(["x"]).clone().requires_grad_()
         n_saved, out = _saved_edge_activations(model, batch, x)
         out.square().sum().backward()

@@ -1,9 +1,11 @@
 """``geoop data``: generate built-in datasets, or check a folder of CFD files.
 
     geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
+    geoop data airfoil --solver rans --n 4 --out data/rans [--param iterations=1500 ...]  (OpenFOAM)
     geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
+    geoop data check CONFIG        (a run config: split, normalisation, field ranges, queries outside the window)
 
 The generators (``geoop.data.<kind>.generate(out_dir, n, seed, **params)``) write
 ``case_XXXX_*.vtp/.vtu`` files and ``manifest.json`` (the parameters of each case); the same
@@ -30,6 +32,10 @@ GENERATORS = {
     "body3d": "geoop.data.body3d",
     "sphere": "geoop.data.sphere",
 }
+
+
+#: ``geoop data airfoil --solver NAME`` -> module providing ``generate``
+SOLVERS = {"panel": "geoop.data.airfoil", "rans": "geoop.data.rans"}
 
 
 def resolve_generator(kind: str):
@@ -80,10 +86,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                        help=f"generator option, repeatable (e.g. alpha_deg=0,8); the keys are those of "
                             f"{GENERATORS[kind]}.generate, an unknown key lists the valid ones")
-    c = sub.add_parser("check", help="check a folder of CFD files as a dataset")
-    c.add_argument("root", help="dataset folder")
+        if kind == "airfoil":
+            g.add_argument("--solver", choices=sorted(SOLVERS), default="panel",
+                           help="panel: inviscid vortex panel method (default); rans: steady RANS with OpenFOAM "
+                                "simpleFoam (geoop.data.rans; needs the Debian package openfoam)")
+    c = sub.add_parser("check", help="check a folder of CFD files as a dataset, or the data of a run config")
+    c.add_argument("root", help="dataset folder, or a run config (.toml/.yaml/.yml/.json): then the split, the "
+                                "coordinate normalisation, per-field ranges and the queries outside the latent "
+                                "window are printed")
     c.add_argument("--inputs", nargs="*", default=[], help="input field names")
-    c.add_argument("--targets", nargs="+", required=True, help="target field names")
+    c.add_argument("--targets", nargs="+", default=None, help="target field names (a folder: required)")
     c.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
     c.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
     p.set_defaults(_data_parser=p)
@@ -98,6 +110,8 @@ def _generate(args) -> int:
     if args.n < 1:
         raise ConfigError(f"geoop data {args.data_kind}: --n must be >= 1, got {args.n}")
     gen = resolve_generator(args.data_kind)
+    if getattr(args, "solver", "panel") != "panel":
+        gen = importlib.import_module(SOLVERS[args.solver]).generate
     params = parse_params(args.param)
     try:
         entries = gen(args.out, args.n, seed=args.seed, **params)
@@ -105,14 +119,96 @@ def _generate(args) -> int:
         raise ConfigError(f"geoop data {args.data_kind}: invalid options {sorted(params)}: {e}") from None
     manifest = os.path.join(args.out, "manifest.json")
     if not os.path.exists(manifest):  # the generators write it; never leave a folder without one
-        _write_json_atomic(manifest, {"generator": GENERATORS[args.data_kind], "seed": args.seed,
+        _write_json_atomic(manifest, {"generator": gen.__module__, "seed": args.seed,
                                       "params": params, "cases": list(entries or [])})
     print(f"geoop data {args.data_kind}: wrote {len(entries or [])} cases to {args.out} (manifest: {manifest})")
     return 0
 
 
+def _check_config(path: str) -> int:
+    """``geoop data check CONFIG``: what training on the config's data would see."""
+    import torch
+
+    from ..data.folder import MeshFolderDataset
+    from ..models.gino import GINO
+    from ..train.config import load_config
+    from ..train.run import data_kwargs, input_fields, model_config
+
+    cfg = load_config(path, dataset_cls=MeshFolderDataset, model_cls=GINO)
+    d = cfg["data"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = GINO.from_config(model_config(cfg))
+    kw = data_kwargs(cfg)
+    kw.setdefault("seed", int(cfg["seed"]))
+    inputs = input_fields(cfg["model"], d["inputs"])
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], **kw)
+    parts = {c: p for c, p in train.split_of.items()}
+    counts = {k: sum(1 for v in parts.values() if v == k) for k in sorted(set(parts.values()))}
+    print(f"{path}: data {d['folder']}: split {counts} (train on {d['train_split']!r}, validate on "
+          f"{d['val_split'] or 'nothing'!r}); {len(train.skipped)} case(s) skipped; points are {train.dim}-D")
+    if d["val_split"] and d["val_split"] == "test":
+        print("  warning: validation (and best.pt) uses the test split; give a 'val' split to keep the test cases unseen")
+    T = train.normalizers.transform
+    rule = train.geometry_normalization
+    if isinstance(rule, dict):
+        from ..data.preprocess import fixed_transform
+
+        T = fixed_transform(rule, 3)
+        print(f"  coordinates: x' = (x - shift) / scale, a fixed rule: shift {rule['shift']}, scale {rule['scale']}")
+    elif rule == "dataset" and T is not None:
+        print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule 'dataset'): "
+              f"shift {[round(float(v), 6) for v in T.shift]}, scale {[round(float(v), 6) for v in T.scale]}")
+    elif rule == "case":
+        print("  coordinates: one transform per case, fitted on its input and query bounds (rule 'case')")
+    else:
+        print("  coordinates: file units, not normalised (rule 'none')")
+    for role, names, attr in (("input", inputs, "geometry"), ("target", d["targets"], "queries")):
+        for n in names:
+            lo = hi = None
+            for c in train.train_cases:
+                gin, gq = train._raw(c)
+                v = (gin if role == "input" else gq).fields[n].double()
+                lo = v.min(0).values if lo is None else torch.minimum(lo, v.min(0).values)
+                hi = v.max(0).values if hi is None else torch.maximum(hi, v.max(0).values)
+            nz = train.normalizers.fields.get(n)
+            stats = f"; normalised with mean {[round(float(m), 4) for m in nz.mean]}, std {[round(float(m), 4) for m in nz.std]}" \
+                if nz is not None and nz.fitted else ""
+            print(f"  {role} field {n!r}: range {[round(float(a), 4) for a in lo]} .. {[round(float(a), 4) for a in hi]} "
+                  f"over the training cases{stats}")
+    if model.latent != "box":
+        print(f"  latent: {model.latent} grid {list(model.latent_shape)} (no window)")
+        return 0
+    dom = torch.tensor(model.domain, dtype=torch.float64)
+    if (rule == "dataset" or isinstance(rule, dict)) and T is not None:
+        k = dom.shape[1]
+        files = torch.stack([dom[0] * T.scale[:k] + T.shift[:k], dom[1] * T.scale[:k] + T.shift[:k]])
+        print(f"  latent window: {dom.tolist()} (normalised) = {files.tolist()} in file units")
+    else:
+        print(f"  latent window: {dom.tolist()}{' (file units)' if rule == 'none' else ' (per-case normalised units)'}")
+    splits = [d["train_split"]] + ([d["val_split"]] if d["val_split"] else [])
+    for split in splits:
+        ds = train if split == d["train_split"] else MeshFolderDataset(
+            d["folder"], inputs=inputs, targets=d["targets"], split=split, **{**kw, "normalize": train.normalizers})
+        ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
+        out = total = 0
+        for i in range(len(ds)):
+            q = ds[i].queries.points.double()
+            inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
+            out, total = out + int((~inside).sum()), total + q.shape[0]
+        pct = 100.0 * out / max(total, 1)
+        print(f"  {split}: {out} of {total} query points ({pct:.1f} %) are outside the latent window"
+              f"{' (their predictions extrapolate)' if out else ''}")
+    return 0
+
+
 def _check(args) -> int:
     from ..data.folder import MeshFolderDataset
+
+    if os.path.isfile(args.root) and os.path.splitext(args.root)[1].lower() in (".toml", ".yaml", ".yml", ".json"):
+        return _check_config(args.root)
+    if not args.targets:
+        raise ConfigError("geoop data check DIR: --targets is required for a folder (or give a run config)")
 
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")

@@ -20,68 +20,12 @@
    PNG pictures and the loss curve, and print the relative L2 error per field on the
    unseen airfoils.
 
-Measured on 2 shared CPU cores (1 torch thread, 2-3 processes running), relative L2 on
-the unseen airfoils, with 512 optimizer steps of batch 4 unless said otherwise (one test set
-per row pair; the test set then depended on the number of training airfoils):
+The settings (body frame with the free stream as an input, 320 training airfoils, a 64 x 48
+latent over the crop window, sub-grid decoder features, the learning-rate schedule) and the
+accuracy each of them bought are recorded in ``docs/experiments.md``.
 
-* the previous demo (wind frame, 32x32 latent over the unit box, about 50 epochs): p 15.2 %,
-  Cp 23.0 %; wind frame, 64x48 latent over the window in chords, 8 octaves: p 14.1 %,
-  Cp 22.5 % after 240 steps, p 12.0 %, Cp 17.9 % after 512;
-  body frame + free-stream input: p 11.3 %, Cp 16.7 %; + trailing-edge stagnation:
-  p 11.3 %, Cp 15.5 % (Cp without the trailing-edge node: 14.5 % and 14.9 %);
-* batch 2 (768 steps), lr 1e-2 with 2000 queries, a nonlinear decoder kernel with a 64-wide
-  MLP: no better (p 11.7-12.6 %, Cp 14.8-17.9 %);
-* 128 instead of 64 training airfoils (another test set: wind frame p 11.1 %, Cp 15.5 %;
-  body frame + stagnation p 9.1 %, Cp 12.7 %).
-
-The whole default demo (4.25 min budget, 1 thread, one other worker on the machine), on the
-same 8 unseen airfoils, mean (median) over them:
-
-* 64 training airfoils, 46 epochs (736 steps), 231 s: p 17.7 %, Cp 20.6 % (train loss
-  0.069: over-fitting);
-* 192, 12 epochs (576 steps), 226 s: p 12.8 % (8.0), Cp 18.9 % (12.3);
-* 320, 8 epochs (640 steps), 249 s (``time``: 4 min 13 s): p 10.4 % (6.6), Cp 16.2 % (10.6),
-  u 1.5 %, v 10.6 %.
-
-The mean is dominated by case_0000 (6.5 %-thick, alpha -3.8 deg): its leading-edge
-suction peak, Cp = -4.4 over about 0.01 chord, comes out near -2 (p 35 %, Cp 48 %); a
-1/32-chord latent grid with a mean-reduction decoder does not resolve it.
-
-Issue #5 (sub-grid geometry for the decoder, surface emphasis). Same 8 unseen airfoils, 320
-training airfoils, 6 epochs (``--epochs 6``, so that the machine's load does not change the
-number of steps; 22-34 s per epoch), mean (median) relative L2, demo wall time; the machine
-was busier than for the runs above (the old default now got 6 epochs in its budget):
-
-* baseline, the old default (budgeted: 6 epochs, 231 s): p 11.9 % (7.7), Cp 19.3 % (12.9);
-* decoder local-geometry features (``GINO(local_radius=0.04, local_nearest=True)``: a
-  0.04-chord GNO from the airfoil nodes + offset to the nearest one), the surface normal as
-  a second input field, and the surface nodes in every epoch's query subsample
-  (``subsample near_input``): p 9.3 % (6.2), Cp 11.5 % (7.7), 226 s; budgeted (4.5 min
-  with the epochs re-estimated after each one: 5 epochs, ``time``: 4 min 15 s): p 9.6 % (7.0),
-  Cp 12.0 % (7.7);
-  without the local features: p 10.2 % (7.1), Cp 15.0 % (12.1) (the local features alone,
-  budgeted, before the BLAS fix below: only 4 epochs, p 14.5 %, Cp 22.9 %); without the normal input:
-  p 11.6 % (7.8), Cp 15.3 % (10.3); local radius 0.08 instead of 0.04: p 9.2 % (6.4),
-  Cp 11.6 % (7.7), 30 % slower epochs; keeping the volume nodes within 0.02 chord of the
-  airfoil too: p 9.3 % (6.1), Cp 12.1 % (7.9); half of the training airfoils mirrored about
-  the chord (``--mirror 0.5``, lower-surface suction peaks): case_0000 Cp 40 -> 36 % but
-  the others worse, p 10.7 % (8.4), Cp 14.8 % (9.4);
-* + 10 NeRF octaves and 32 local channels: p 9.0 % (5.6), Cp 10.6 % (6.7) (case_0000: p 32 %,
-  Cp 38 %); the same with 3 instead of 4 FNO blocks (17 % faster epochs): p 9.5 % (6.8),
-  Cp 12.2 % (7.5); budgeted (4.5 min, 5 epochs, ``time``: 4 min 5 s): p 10.1 % (6.2), Cp 12.0 % (7.7);
-* + peak learning rate 8e-3 (was 5e-3) and half an epoch of warm-up (was 1): p 8.1 % (5.4),
-  Cp 9.7 % (5.7) (case_0000: p 29 %, Cp 37 %).
-
-The default demo with all of the above (4.5 min budget, 1 thread, the other engineer's
-benchmarks on the machine; 7 epochs, 24-28 s each, data 40 s), ``time``: 4 min 29 s (264 s
-internal): **p 7.2 % (4.7), Cp 8.6 % (4.8)**, u 1.0 %, v 7.6 %; case_0000 p 25.6 %, Cp 32.9 %
-(its peak now comes out near -2.5); every other unseen airfoil p <= 6.6 %, Cp <= 7.3 %. A
-second run (7 epochs, ``time``: 4 min 1 s): p 6.9 % (4.3), Cp 8.0 % (4.0), u 1.0 %, v 7.2 %.
-A busier machine gets fewer epochs (5 in the two budgeted runs above, at 30-34 s per epoch).
-
-numpy's and scipy's OpenBLAS threads are limited to ``--threads`` as well (the panel
-solves were 20-100x slower with spinning BLAS threads on the busy machine: data generation
-70 s -> 38-49 s).
+numpy's and scipy's OpenBLAS threads are limited to ``--threads`` as well: spinning BLAS
+threads on a loaded machine slow the panel solves of the data generation down many times.
 """
 from __future__ import annotations
 
@@ -98,7 +42,7 @@ __all__ = ["add_parser", "run", "prepare_cases", "demo_config"]
 log = logging.getLogger(__name__)
 
 WINDOW = (-0.5, 1.5, -0.75, 0.75)  # chords: xmin, xmax, ymin, ymax
-PREDICT_S = 15.0  # seconds kept for prediction and pictures (measured 7-10 s on 2 busy cores)
+PREDICT_S = 15.0  # seconds of the budget kept for prediction and pictures
 FRAMES = ("wind", "body")  # see prepare_cases
 
 
@@ -113,8 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the whole demo (default 4.5; --fast 1.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: the idle cores, at least 1; on a busy machine 2 spinning "
-                        "OpenMP threads were measured 7-16x slower than 1)")
+                   help="torch CPU threads (default: the idle cores, at least 1; on a loaded machine spinning "
+                        "OpenMP threads are much slower than one)")
     p.add_argument("--frame", choices=FRAMES, default="body",
                    help="body: airfoil frame, free-stream direction as an input field (default); wind: rotate "
                         "every case so the free stream is +x, geometry-only input")
@@ -132,8 +76,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _limit_blas_threads(n: int) -> list:
     """Set the thread count of every BLAS loaded in this process (numpy's and scipy's bundled
     OpenBLAS copies) to ``n`` with threadpoolctl; ``torch.set_num_threads`` does not reach
-    them. On the busy 2-core machine numpy's 141 x 141 panel-method solve took 9-60 ms with
-    the default threads and 0.4 ms with one. Returns the paths of the libraries limited."""
+    them (on a loaded machine a small panel-method solve is many times slower with spinning
+    BLAS threads; docs/experiments.md). Returns the paths of the libraries limited."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(limits=int(n), user_api="blas")
@@ -246,16 +190,17 @@ def demo_config(data_dir: Path, out_dir: Path, fast: bool, epochs: int, seed: in
             # (more optimizer steps in the time budget, every node still seen over the epochs)
             "subsample": {"queries": 1000, "near_input": 1e-6},
         },
-        "model": {
-            "latent": "box", "latent_shape": [32, 24] if fast else [64, 48], "domain": [[xmin, ymin], [xmax, ymax]],
-            "radius_in": 0.1 if fast else 0.05, "radius_out": 0.1 if fast else 0.06,
-            "fno_width": 24 if fast else 32, "fno_modes": [8, 8] if fast else [16, 12], "fno_layers": 3 if fast else 4,
-            "gno_mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 10,
+        "model": {  # the nested sections of geoop.models.config
+            "latent": {"kind": "box", "shape": [32, 24] if fast else [64, 48], "domain": [[xmin, ymin], [xmax, ymax]]},
+            "encoder": {"radius": 0.1 if fast else 0.05, "mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 10},
+            "decoder": {"radius": 0.1 if fast else 0.06, "mlp": [32, 32], "pos_embed": "nerf", "n_freqs": 10},
+            "blocks": {"kind": "fno", "width": 24 if fast else 32, "modes": [8, 8] if fast else [16, 12],
+                       "layers": 3 if fast else 4},
             # sub-grid geometry for the decoder: a 0.04-chord GNO from the airfoil nodes and
             # the offset to the nearest one (GINO docstring, step 5)
-            "local_radius": 0.04, "local_channels": 32, "local_nearest": True,
+            "local": {"radius": 0.04, "channels": 32, "nearest": True},
         },
-        # a few epochs only: a short warm-up and a higher peak rate (measured in the module docstring)
+        # a few epochs only: a short warm-up and a higher peak rate (docs/experiments.md)
         "optim": {"epochs": epochs, "batch_size": 4, "lr": 8e-3, "weight_decay": 1e-4, "warmup": 0.5, "clip": 1.0, "min_lr_ratio": 0.02},
         "output": {"dir": str(out_dir), "save_best": True},
     }
@@ -303,7 +248,7 @@ def run(args) -> int:
 
     log.debug("OpenBLAS threads set to %d in %s", int(threads), _limit_blas_threads(int(threads)))
     fast = bool(args.fast)
-    # more airfoils beat more epochs on the same ones (measured in the module docstring)
+    # more airfoils beat more epochs on the same ones (docs/experiments.md)
     n_train = args.train_cases or (16 if fast else 320)
     n_test = args.test_cases or (4 if fast else 8)
     budget_s = 60.0 * (args.minutes if args.minutes else (1.5 if fast else 4.5))
@@ -341,21 +286,10 @@ def run(args) -> int:
     r = build_run(cfg, progress=args.progress)
     tr = r.trainer
     if not args.epochs:
-        tr.fit(until_epoch=2)  # the first epoch also computes neighbourhoods and SDFs
-        # as many epochs as fit in the budget, less PREDICT_S for prediction and pictures,
-        # re-estimated after every epoch from the recent epoch times (the machine's load
-        # changes); the cosine schedule is stretched or shrunk to the current estimate
-        while True:
-            done = tr.epoch
-            per = sum(h["time_s"] for h in tr.history[1:][-3:]) / len(tr.history[1:][-3:])
-            left = budget_s - PREDICT_S - (time.perf_counter() - t_start)
-            epochs = max(3, min(1000, done + int(left / per)), done)
-            tr.epochs = epochs
-            tr.scheduler.total_steps = epochs * tr.steps_per_epoch
-            tr.config["optim"]["epochs"] = epochs
-            if done >= epochs:
-                break
-            tr.fit(until_epoch=done + 1)
+        # as many epochs as fit in the budget, less PREDICT_S for prediction and pictures;
+        # the trainer re-estimates them after every epoch and the cosine schedule follows
+        tr.fit(max_time=budget_s - PREDICT_S - (time.perf_counter() - t_start), min_epochs=3)
+        epochs = tr.epoch
     else:
         tr.fit()
     t_train = time.perf_counter() - t0

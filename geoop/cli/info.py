@@ -49,6 +49,16 @@ def describe(geometry) -> dict:
     }
 
 
+def _origin(g, name: str) -> str:
+    """Where a point field comes from: the file's point data, or its cell data averaged onto
+    the points (renamed ``<name>_cell`` when point data of the same name exist)."""
+    if name.endswith("_cell") and name[:-5] in g.cell_fields:
+        return f"  (cell data {name[:-5]!r} averaged onto the points; the point data of that name win)"
+    if name in g.cell_fields and f"{name}_cell" not in g.fields:
+        return "  (cell data averaged onto the points)"
+    return ""
+
+
 def _fmt(x) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in x) + "]"
 
@@ -77,6 +87,7 @@ def run(args) -> int:
         fields = info[key]
         lines.append(f"{title:12s}{' none' if not fields else ''}")
         for k, v in fields.items():
-            lines.append(f"  {k:20s} width {v['width']:<3d} min {_fmt(v['min'])}  max {_fmt(v['max'])}")
+            lines.append(f"  {k:20s} width {v['width']:<3d} min {_fmt(v['min'])}  max {_fmt(v['max'])}"
+                         f"{_origin(g, k) if key == 'point_fields' else ''}")
     print("\n".join(lines))
     return 0

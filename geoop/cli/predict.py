@@ -2,13 +2,20 @@
 
 ``geoop predict --checkpoint C --geometry FILE [--query POINTS | --on MESH] --out OUT.vtu``
 
-The input geometry (FILE, with the model's input fields) is mapped with the geometry
-normalisation used in training (stored in the checkpoint: one dataset-wide transform, or one
-per case fitted on the input and query bounds), the model answers at the query points
+The input geometry (FILE, with the model's input fields) and the queries are prepared by
+the checkpoint's :class:`~geoop.data.preprocess.Preprocessor`, the code that prepared the
+training cases (coordinate normalisation: one dataset-wide transform, one per case fitted
+on the input and query bounds, or none; field normalisation), the model answers at the query points
 (``--query``: any point file; ``--on``: a mesh whose cells are kept; neither: the points of
 FILE), the fields are decoded to physical units and written onto the query points in their
 ORIGINAL coordinates. When the query file already holds a target field (a ground truth),
 ``<name>_true`` and ``<name>_error`` are written too and the relative L2 error is printed.
+
+Memory stays bounded at any number of queries: they are answered in chunks of
+``--chunk-size`` and decoded into one array per field, written once. Under
+``torchrun --nproc_per_node N -m geoop predict ...`` the N ranks split the input geometry
+(domain parallelism, :class:`geoop.distributed.DomainParallel`) and the queries; rank 0
+writes the file.
 """
 from __future__ import annotations
 
@@ -32,70 +39,75 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--on", help="mesh to write the prediction on (its cells are kept)")
     p.add_argument("--out", required=True, help="output file (.vtu, .vtp, .vtk, ...)")
     p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar over the queries (default: when stderr is a terminal)")
     return p
 
 
-def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536):
+def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress):
+    """The target fields at ``qpts`` in physical units, ``{name: (Q, c)}``: the queries are
+    answered chunk by chunk (:func:`geoop.distributed.stream_query`) and each chunk is decoded
+    straight into one preallocated array per field (no second copy of all outputs). None on
+    the ranks of a domain-parallel run that do not write."""
+    from ..distributed.stream import stream_query
+
+    norm = trained.normalizers
+    widths = [norm[n].channels if norm and n in norm else 1 for n in trained.targets]
+    writer = getattr(model, "rank", 0) == 0
+    out = {n: torch.empty((qpts.shape[0], c), dtype=dtype) for n, c in zip(trained.targets, widths)} if writer else None
+
+    def write(q0, q1, v):
+        c0 = 0
+        for n, c in zip(trained.targets, widths):
+            f = v[:, c0:c0 + c]
+            out[n][q0:q1] = norm.decode(n, f) if norm and n in norm else f
+            c0 += c
+
+    stream_query(model, gin, qpts, x, chunk_size=chunk_size, latent_features=lf, write=write, progress=progress, desc="predict")
+    return out
+
+
+def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None):
     """Prediction of ``trained`` (:class:`geoop.train.run.TrainedModel`) on ``geometry``
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
     ``<name>_true``/``<name>_error`` when ``queries`` held the target already, and a dict of
-    relative L2 errors for those."""
-    from ..data.normalize import fit_box_transform
-    from ..errors import FieldError, ShapeError
-    from ..geometry.geometry import NormalizeTransform
+    relative L2 errors for those. ``model``: what answers (default ``trained.model``; a
+    :class:`geoop.distributed.DomainParallel` under torchrun, then only its rank 0 gets the
+    result, the others ``(None, {})``); ``progress``: a progress bar (None: on a TTY).
+
+    The geometries are prepared by the checkpoint's
+    :class:`~geoop.data.preprocess.Preprocessor` (coordinates, fields), the very code that
+    prepared the training cases; the model's inputs by name and latent features are
+    assembled from the prepared input geometry; the prediction is decoded by its normalisers."""
+    from ..errors import FieldError
 
     q = geometry if queries is None else queries
     where = geometry.source or geometry.name or "geometry"
-    for n in trained.inputs:
-        if n not in geometry.fields:
+    pre = trained.preprocessor
+    for n in pre.inputs:
+        if n not in geometry.fields and n not in geometry.cell_fields:
             raise FieldError(f"{where}: the model needs the input field {n!r}, which the file lacks; "
                              f"available: {sorted(geometry.fields)}")
-    data = trained.data
-    mode = data.get("geometry_normalization", "none")
-    if mode == "dataset":
-        if trained.normalizers is None or trained.normalizers.transform is None:
-            raise FieldError(f"{trained.checkpoint}: the checkpoint lacks the dataset geometry transform")
-        T = trained.normalizers.transform
-    elif mode == "case":
-        T = fit_box_transform([geometry.bounds, q.bounds], isotropic=bool(data.get("isotropic", True)), margin=float(data.get("margin", 0.0)))
-    else:
-        d = geometry.dim
-        T = NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
-    dim = int(data.get("dim", geometry.dim))
-
-    def prep(g):
-        pts = T.apply(g.points.double()).float()
-        if pts.shape[1] != dim:
-            if dim == 2 and pts.shape[1] == 3 and g.is_2d:
-                pts = pts[:, :2]
-            else:
-                raise ShapeError(f"{g.source or g.name or 'geometry'}: the model takes {dim}-D points, the file has {g.dim}-D points")
-        return pts
-
-    # cells are kept: quadrature weights and the latent SDF come from them, as in training
-    gin = geometry.replace(points=prep(geometry), normals=None, fields={}, cell_fields={},
-                           weights=T.apply_geometry(geometry).weights.float())
-    x = None
-    if trained.inputs:
-        parts = [trained.normalizers.encode(n, geometry.fields[n]) if trained.normalizers and n in trained.normalizers
-                 else geometry.fields[n] for n in trained.inputs]
-        x = torch.cat(parts, 1).float()
+    sample, _ = pre.prepare(geometry, q)
+    gin, m = sample.geometry, trained.model
+    if trained.inputs:  # features the trainer assembled (a checkpoint of a flat model config)
+        x = torch.cat([gin.fields[n] if gin.fields[n].dim() == 2 else gin.fields[n][:, None] for n in trained.inputs], 1).float()
+    else:  # the model's inputs by name (None when it takes none)
+        x = m.point_features(gin)
     lf = None
-    if data.get("latent_sdf"):
-        from ..train.run import LatentSDF
+    if m.latent_feature_names:
+        lf = m.latent_features(gin)[0]
+    elif trained.data.get("latent_sdf"):  # a hand-given SDF channel (flat model config)
+        from ..models.features import LatentSDF
 
-        lf = LatentSDF(trained.model).features(gin)
-    with torch.no_grad():
-        pred = trained.model.query(gin, prep(q), x=x, chunk_size=chunk_size, latent_features=lf)
-    out, errors, c0 = {}, {}, 0
+        lf = LatentSDF(m).features(gin)
+    out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
+    if out is None:  # a non-writing rank of a domain-parallel prediction
+        return None, {}
+    errors = {}
     for n in trained.targets:
-        c = trained.normalizers[n].channels if trained.normalizers and n in trained.normalizers else 1
-        v = pred[:, c0:c0 + c]
-        if trained.normalizers and n in trained.normalizers:
-            v = trained.normalizers.decode(n, v)
-        c0 += c
-        out[n] = v.to(q.dtype)
+        c = out[n].shape[1]
         if n in q.fields and q.fields[n].shape[1] == c:
             t = q.fields[n]
             out[f"{n}_true"] = t
@@ -110,16 +122,30 @@ def run(args) -> int:
     from ..geometry.io import read, write
     from ..train.run import load_trained
 
+    from ..train.distributed import cleanup_distributed, init_distributed
+
     trained = load_trained(args.checkpoint)
     geometry = read(args.geometry)
     qfile = args.query or args.on
     queries = read(qfile) if qfile else None
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
-    result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write(result, out)
-    print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
-                      **({"rel_l2": errors} if errors else {})}))
-    return 0
+    info = init_distributed(torch.device("cpu"))  # under torchrun: the ranks share the geometry and the queries
+    try:
+        model = None
+        if info.is_distributed:
+            from ..distributed.domain import DomainParallel
+
+            model = DomainParallel(trained.model)
+        result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size, model=model,
+                                          progress=args.progress)
+        if result is None:
+            return 0
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(result, out)
+        print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
+                          **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {})}))
+        return 0
+    finally:
+        cleanup_distributed(info)

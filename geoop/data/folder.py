@@ -27,6 +27,14 @@ training: a missing field, NaN/Inf values, an unreadable file, a case of another
 the file, or with ``on_error="skip"`` is left out with a ``warnings.warn`` naming the file
 and the reason (listed in :attr:`MeshFolderDataset.skipped`).
 
+A file that becomes unreadable after the dataset was built (while a run reads it) raises a
+:class:`~geoop.errors.DatasetError` too, or with ``on_error="skip"`` its item is replaced
+by the next readable case and the file is reported once for the whole run, across
+DataLoader worker processes: the first process to fail on it claims a marker file in a
+folder shared by all copies of the dataset (made when the dataset is built), warns, and
+records the reason there; every process then skips that case without reading it again
+(:meth:`MeshFolderDataset.skipped_during_run` lists them).
+
 Shapes (one item)
 ------
 sample.geometry.points : (N, d) float in the unit box; fields ``inputs`` each (N, C_i)
@@ -37,11 +45,15 @@ meta["query_index"]    : (K_q,) long, or None
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
+import os
 import re
+import tempfile
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +68,8 @@ from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
 from ..neighbors.neighborhoods import Neighborhoods
 from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
-from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
+from .normalize import DatasetNormalizers
+from .preprocess import Preprocessor, read_file
 
 __all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "resolve_split", "MESH_EXTENSIONS"]
 
@@ -66,7 +79,7 @@ log = logging.getLogger(__name__)
 MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh", ".xdmf", ".xmf", ".npz")
 
 _ON_ERROR = ("raise", "skip")
-_SPLITS = ("train", "test", "all")
+_SPLITS = ("train", "val", "test", "all")
 _GEOM_NORM = ("dataset", "case", "none")
 
 Pattern = Union[str, Callable[[str], Optional[str]], None]
@@ -242,7 +255,7 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
     if isinstance(data, Mapping) and "split" in data:
         data = data["split"]
     out: dict = {}
-    if isinstance(data, Mapping) and any(k in data for k in ("train", "test")):
+    if isinstance(data, Mapping) and any(k in data for k in ("train", "val", "test")):
         for part, names in data.items():
             if isinstance(names, (list, tuple)):
                 for n in names:
@@ -263,12 +276,19 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
 
 
 def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.2,
-                  manifest: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """``{case: "train"|"test"}``. From ``manifest`` when given (cases it does not list are
-    left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
-    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2)."""
+                  manifest: Optional[Mapping[str, str]] = None, val_fraction: float = 0.0) -> dict[str, str]:
+    """``{case: "train"|"val"|"test"}``. From ``manifest`` when given (cases it does not list
+    are left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
+    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2), then
+    ``round(val_fraction * n)`` validation cases (at least one when 0 < fraction) from the rest
+    (with a manifest that names no ``"val"`` case: from its training cases)."""
     if manifest is not None:
-        return {c: manifest[c] for c in cases if c in manifest}
+        out = {c: manifest[c] for c in cases if c in manifest}
+        if val_fraction > 0 and "val" not in out.values():  # draw validation cases from the training ones
+            train = [c for c in sorted(out, key=_natural_key) if out[c] == "train"]
+            part = resolve_split(train, seed, 0.0, None, val_fraction)
+            out.update({c: "val" for c, v in part.items() if v == "val"})
+        return out
     if not 0.0 <= test_fraction < 1.0:
         raise DatasetError(f"MeshFolderDataset: test_fraction must be in [0, 1), got {test_fraction}")
     names = sorted(cases, key=_natural_key)
@@ -276,66 +296,27 @@ def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.
     n_test = int(round(test_fraction * n))
     if test_fraction > 0 and n >= 2:
         n_test = min(max(n_test, 1), n - 1)
+    if not 0.0 <= val_fraction < 1.0 or (val_fraction > 0 and n - n_test < 2):
+        raise DatasetError(f"MeshFolderDataset: val_fraction must be in [0, 1) and leave a training case, got "
+                           f"{val_fraction} for {n} cases ({n_test} test)")
+    n_val = min(max(int(round(val_fraction * n)), 1 if val_fraction > 0 else 0), max(n - n_test - 1, 0))
     perm = np.random.default_rng(seed).permutation(n)
     test = {names[i] for i in perm[:n_test]}
-    return {c: ("test" if c in test else "train") for c in names}
+    val = {names[i] for i in perm[n_test:n_test + n_val]}
+    return {c: ("test" if c in test else "val" if c in val else "train") for c in names}
 
 
 # ---------------------------------------------------------------------------- reading
-def _read_file(path: Path) -> Geometry:
-    """Read with :func:`geoop.read`; raise a GeoopError naming the file on any failure."""
-    from ..geometry.io import read
-
-    try:
-        return read(path)
-    except GeoopError:
-        raise
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except BaseException as e:  # noqa: BLE001  readers raise anything, SystemExit included
-        raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
+class _SkippedCase(Exception):
+    """A case's file became unreadable during the run and ``on_error="skip"``."""
 
 
-def _pick_fields(g: Geometry, names: Sequence[str], path: Path, role: str) -> dict[str, Tensor]:
-    """The named fields as point fields; cell fields are averaged onto the points."""
-    out = {}
-    to_convert = []
-    for n in names:
-        if n in g.fields:
-            out[n] = g.fields[n]
-        elif n in g.cell_fields:
-            to_convert.append(n)
-        else:
-            raise DatasetError(
-                f"{path}: {role} field {n!r} is missing; point fields: {sorted(g.fields)}, "
-                f"cell fields: {sorted(g.cell_fields)}"
-            )
-    if to_convert:
-        if not g.cells:
-            raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
-        conv = g.cell_data_to_point_data(to_convert)
-        out.update({n: conv.fields[n] for n in to_convert})
-    for n, v in out.items():
-        bad = ~torch.isfinite(v)
-        if bad.any():
-            rows = int(bad.any(dim=1).sum())
-            raise DatasetError(f"{path}: {role} field {n!r} has NaN/Inf values at {rows} of {v.shape[0]} points")
-    return out
+def _remove_skip_dir(folder: str, owner: int) -> None:
+    if os.getpid() != owner:  # a forked DataLoader worker: the folder belongs to the main process
+        return
+    import shutil
 
-
-def _pad_z(g: Geometry) -> Geometry:
-    """(N, 2) points -> (N, 3) with z = 0 (normals too); 3-D geometries unchanged."""
-    if g.dim == 3:
-        return g
-    z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
-    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
-                    source=g.source, validate=False)
-
-
-def _drop_z(g: Geometry) -> Geometry:
-    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
-    return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
-                    fields=g.fields, name=g.name, source=g.source, validate=False)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- memory cache
@@ -402,12 +383,7 @@ def _keep_sources(nb: Neighborhoods, keep: Tensor, n_sources: int) -> Neighborho
 
 def _take_queries(nb: Neighborhoods, rows: Tensor) -> Neighborhoods:
     """The neighbourhoods of the queries ``rows`` (K,), in that order."""
-    counts = nb.counts()[rows]
-    ptr = torch.zeros(rows.numel() + 1, dtype=torch.long)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    total = int(ptr[-1])
-    edge = torch.arange(total) - torch.repeat_interleave(ptr[:-1] - nb.ptr[rows], counts, output_size=total)
-    return Neighborhoods(nb.index[edge], ptr, nb.num_sources, nb.radius)
+    return nb.select(rows)
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -451,15 +427,18 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     root : folder holding the cases.
     inputs : names of the input fields (on the input geometry), may be empty.
     targets : names of the target fields (on the query geometry).
-    split : ``"train"``, ``"test"`` or ``"all"``.
+    split : ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
     input_file, query_file : case grouping, see :func:`discover_cases`.
-    test_fraction, seed : the seeded split when no manifest gives one.
+    test_fraction, seed : the seeded split when no manifest gives one (``val_fraction``, a
+        keyword: the share of validation cases drawn from the non-test ones; default 0).
     manifest : None (use ``root/split.json``, else a ``split`` in ``root/manifest.json``,
         else the seed), a path, a dict, or False (ignore manifest files).
     normalize : True (fit field statistics on the training split), False, or a
         :class:`DatasetNormalizers` / its ``state_dict()`` (e.g. from the training dataset
         or a checkpoint) to reuse.
-    geometry_normalization : ``"dataset"`` (one transform from the training split),
+    geometry_normalization : ``{"scale": L, "shift": [x0, y0, z0]}`` (a fixed transform
+        ``x' = (x - shift) / L`` of the user's choosing, e.g. a chord length: latent windows
+        are then the file's coordinates over ``L``), ``"dataset"`` (one transform from the training split),
         ``"case"`` (one per case, stored in ``meta``) or ``"none"``.
     isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`).
     drop_flat_z : when every case is 2-D (z = 0 everywhere), return 2-D points.
@@ -511,6 +490,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         drop_flat_z: bool = False,
         neighbors_key=None,
         memory_cache_mb: float = 1024,
+        val_fraction: float = 0.0,
     ):
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -519,9 +499,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             raise DatasetError("MeshFolderDataset: give at least one of inputs=[...] or targets=[...] field names")
         self.split = _choice(split, _SPLITS, "split")
         self.on_error = _choice(on_error, _ON_ERROR, "on_error")
-        self.geometry_normalization = _choice(geometry_normalization, _GEOM_NORM, "geometry_normalization")
+        self.geometry_normalization = (dict(geometry_normalization) if isinstance(geometry_normalization, Mapping)
+                                       else _choice(geometry_normalization, _GEOM_NORM, "geometry_normalization"))
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
+        #: reading, coordinate and field normalisation of a case (shared with prediction)
+        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin)
+        self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
         self.neighbors_config = _neighbors_config(neighbors, neighbors_key) if neighbors is not None else None
@@ -530,6 +514,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.skipped: list[tuple[str, str, str]] = []
         self._memory = _LRU(int(memory_cache_mb * 2**20))
+        # cases that became unreadable during the run: markers shared by DataLoader workers
+        self._run_bad: set = set()
+        self._skip_dir = None
+        if self.on_error == "skip":
+            self._skip_dir = tempfile.mkdtemp(prefix="geoop-skipped-")
+            weakref.finalize(self, _remove_skip_dir, self._skip_dir, os.getpid())
         self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
 
         # 1. cases and split
@@ -538,7 +528,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             self._bad(case, f, reason)
         man = _load_manifest(self.root, manifest)
         if man is not None:
-            unknown = sorted(set(c for c, part in man.items() if part in ("train", "test")) - set(found), key=_natural_key)
+            unknown = sorted(set(c for c, part in man.items() if part in ("train", "val", "test")) - set(found), key=_natural_key)
             if unknown:
                 self._bad(unknown[0], str(self.root), f"manifest lists {len(unknown)} case(s) with no files: "
                           f"{unknown[:5]}; cases found: {list(found)[:5]}...")
@@ -546,7 +536,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             if unlisted:
                 warnings.warn(f"MeshFolderDataset: {len(unlisted)} case(s) in {self.root} are not in the manifest and "
                               f"are left out: {unlisted[:5]}", stacklevel=2)
-        self.split_of = resolve_split(list(found), self.seed, test_fraction, man)
+        self.split_of = resolve_split(list(found), self.seed, test_fraction, man, val_fraction)
         self._files = {c: found[c] for c in found if c in self.split_of}
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
@@ -568,9 +558,19 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             )
 
         # 3. normalisation (training split only)
+        self.preprocessor.dim = self.dim
         self.normalizers = self._fit(normalize, fit_fields, fit_geom)
         for c in set(need) - set(self.cases):  # training cases read only for the statistics
             self._memory.pop(("raw", c))
+
+    @property
+    def normalizers(self) -> DatasetNormalizers:
+        """The field normalisers and dataset transform (``preprocessor.normalizers``)."""
+        return self.preprocessor.normalizers
+
+    @normalizers.setter
+    def normalizers(self, value: DatasetNormalizers) -> None:
+        self.preprocessor.normalizers = value
 
     def __getstate__(self):
         # DataLoader workers started with "spawn" get the dataset pickled: send no cached data
@@ -614,22 +614,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ reading
     def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields),
-        in file coordinates."""
+        in file coordinates (3-D; see :meth:`Preprocessor.split_geometries`)."""
         cf = self._files[case]
-        g = _read_file(cf.input)
-        fin = _pick_fields(g, self.inputs, cf.input, "input")
-        gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=case, source=str(cf.input), validate=False)
-        if cf.same_file:
-            q = g
-        else:
-            q = _read_file(cf.query)
-        fq = _pick_fields(q, self.targets, cf.query, "target")
-        gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=case, source=str(cf.query), validate=False)
-        for gg in (gin, gq):
-            gg.validate()
+        g = read_file(cf.input)
+        q = None if cf.same_file else read_file(cf.query)
         # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
-        self._cols[case] = max(gin.dim, gq.dim)
-        return _pad_z(gin), _pad_z(gq)
+        self._cols[case] = max(g.dim, (g if q is None else q).dim)
+        return self.preprocessor.split_geometries(g, q, case)
 
     def _scan(self, cases: Sequence[str]) -> set:
         ok = {}
@@ -683,7 +674,45 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         try:
             return self._load_raw(case)
         except GeoopError as e:  # the file changed since the dataset was built
+            if self.on_error == "skip":
+                self._skip_during_run(case, e)
+                raise _SkippedCase(case) from None
             raise DatasetError(f"case {case!r}: {e}") from None
+
+    # ------------------------------------------------------------------ skipping during a run
+    def _marker(self, case: str) -> Path:
+        return Path(self._skip_dir) / (hashlib.sha1(case.encode()).hexdigest() + ".json")
+
+    def _known_bad(self, case: str) -> bool:
+        return case in self._run_bad or (self._skip_dir is not None and self._marker(case).exists())
+
+    def _skip_during_run(self, case: str, err: Exception) -> None:
+        """Mark ``case`` unreadable; warn only if no process (worker) reported it before."""
+        self._run_bad.add(case)
+        cf = self._files[case]
+        msg = str(err)
+        file = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
+        tmp = Path(tempfile.mkstemp(dir=self._skip_dir, suffix=".tmp")[1])
+        tmp.write_text(json.dumps({"case": case, "file": file, "reason": msg}))
+        try:
+            os.link(tmp, self._marker(case))  # atomic claim: fails when another process has it
+        except FileExistsError:
+            return
+        finally:
+            tmp.unlink()
+        warnings.warn(f"MeshFolderDataset: skipping case {case!r} ({file}): it became unreadable during the run: "
+                      f"{msg}", RuntimeWarning, stacklevel=4)
+
+    def skipped_during_run(self) -> list[tuple[str, str, str]]:
+        """``(case, file, reason)`` of the cases skipped because a file became unreadable
+        after the dataset was built, reported by this process or any DataLoader worker."""
+        if self._skip_dir is None or not os.path.isdir(self._skip_dir):
+            return []
+        out = []
+        for p in sorted(Path(self._skip_dir).glob("*.json")):
+            d = json.loads(p.read_text())
+            out.append((d["case"], d["file"], d["reason"]))
+        return sorted(out)
 
     # ------------------------------------------------------------------ normalisation
     def _fit(self, normalize, fit_fields: bool, fit_geom: bool) -> DatasetNormalizers:
@@ -708,31 +737,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 f"MeshFolderDataset: no usable training case in {self.root} to fit the normalisation on "
                 f"(pass normalize=<the training dataset's normalizers> instead)"
             )
-        if fit_fields:
-            norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
-        bounds = []
-        for case in self.train_cases:
-            gin, gq = self._raw(case)
-            if fit_geom:
-                bounds += [gin.bounds, gq.bounds]
-            if fit_fields:
-                for n in self.inputs:
-                    norms.fields[n].update(gin.fields[n])
-                for n in self.targets:
-                    norms.fields[n].update(gq.fields[n])
-        if fit_geom:
-            norms.transform = fit_box_transform(bounds, isotropic=self.isotropic, margin=self.margin)
-        elif self.geometry_normalization != "dataset":
-            norms.transform = None
+        self.preprocessor.normalizers = norms
+        self.preprocessor.fit((self._raw(c) for c in self.train_cases), fields=fit_fields, geometry=fit_geom)
         return norms
 
     def _case_transform(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
-        if self.geometry_normalization == "dataset":
-            return self.normalizers.transform
-        if self.geometry_normalization == "case":
-            return fit_box_transform([gin.bounds, gq.bounds], isotropic=self.isotropic, margin=self.margin)
-        d = gin.dim
-        return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
+        return self.preprocessor.transform_for(gin, gq)
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
@@ -750,16 +760,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             return hit
         gin, gq = self._raw(case)
         self._memory.pop(("raw", case))
-        T = self._case_transform(gin, gq)
-        gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
-        if self.dim == 2:  # 2-D cases: drop the flat z (raw geometries are always 3-D)
-            gin, gq = _drop_z(gin), _drop_z(gq)
-            T = NormalizeTransform(T.shift[:2], T.scale[:2])
-        if self.normalizers.fields:
-            gin = gin.replace(fields={n: self.normalizers.encode(n, v) for n, v in gin.fields.items()})
-            gq = gq.replace(fields={n: self.normalizers.encode(n, v) for n, v in gq.fields.items()})
-        gin.weights, gq.weights  # noqa: B018  computed once here, not every epoch
-        sample = Sample(gin, gq, meta={"case": case})
+        sample, T = self.preprocessor.apply(gin, gq, meta={"case": case})
         if self.neighbors is not None:
             sample = self._with_neighbors(case, sample, T)
         out = (sample, T)
@@ -834,8 +835,19 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"MeshFolderDataset: index {index} out of range for {len(self)} cases")
         index = index % len(self)
-        case = self.cases[index]
-        full, T = self._prepared(case)
+        for step in range(len(self)):  # on_error="skip": the next readable case stands in
+            j = (index + step) % len(self)
+            if self._known_bad(self.cases[j]):
+                continue
+            try:
+                full, T = self._prepared(self.cases[j])
+            except _SkippedCase:
+                continue
+            index, case = j, self.cases[j]
+            break
+        else:
+            raise DatasetError(f"MeshFolderDataset: every case of {self.root} became unreadable during the run: "
+                               f"{self.skipped_during_run()[:3]}")
         g, q = full.geometry, full.queries
         nin, nout = full.neighbors_in, full.neighbors_out
         pidx = qidx = None

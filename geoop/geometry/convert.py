@@ -25,9 +25,9 @@ import torch
 
 from .._optional import require
 from ..errors import FieldError, ShapeError
-from .geometry import Geometry
+from .geometry import CELL_DIM, Geometry
 
-__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "VTK_TO_CELL", "CELL_TO_VTK"]
+__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK"]
 
 #: VTK cell type id -> (geoop cell type, node permutation or None)
 VTK_TO_CELL = {
@@ -132,7 +132,8 @@ def _flat2(arr: np.ndarray) -> np.ndarray:
     return arr.reshape(arr.shape[0], -1) if arr.ndim != 1 else arr
 
 
-def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None) -> Geometry:
+def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[str] = None, name: Optional[str] = None,
+                 on_unknown_cells: str = "warn", validate: bool = True) -> Geometry:
     """A :class:`Geometry` from any PyVista / VTK dataset.
 
     Point data become ``fields`` (the active normals array, else a 3-component ``"Normals"``
@@ -141,7 +142,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
     ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
     available ones when one is missing). A mesh with only vertex cells and no cell data
-    becomes a bare point cloud.
+    becomes a bare point cloud. Cells of other VTK types (quadratic, polyhedra, unknown ids)
+    are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
+    :class:`ShapeError` (``"raise"``, what :func:`geoop.read` does by default).
     """
     pv = require("pyvista", "VTK conversion")
     where = f"{source}: " if source else ""
@@ -186,6 +189,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         if perm is not None:
             c = c[:, perm]
         groups.setdefault(gname, []).append((idx, c))
+    if dropped and on_unknown_cells == "raise":
+        raise ShapeError(f"{where}cells of unsupported VTK cell type id(s) {dropped}; geoop reads VTK types "
+                         f"{sorted(VTK_TO_CELL)} (pass on_unknown_cells='drop' to read the file without them)")
     if dropped:
         warnings.warn(f"{where}dropped cells of unsupported VTK types {dropped}", stacklevel=2)
     cells = {k: np.concatenate([c for _, c in v]) for k, v in groups.items()}
@@ -217,7 +223,7 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         point_fields = {k: v for k, v in point_fields.items() if k in fields}
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
-                    source=source, name=name)
+                    source=source, name=name, validate=validate)
 
 
 def _check_connectivity(ug, where: str) -> None:
@@ -264,3 +270,68 @@ def to_open3d(geometry: Geometry):
     if geometry.normals is not None:
         m.vertex_normals = o3d.utility.Vector3dVector(_pad3(_np(geometry.normals)).astype(np.float64))
     return m
+
+
+# ----------------------------------------------------------------------------- torch-geometric
+#: Data attributes with a fixed meaning (everything else node-sized becomes a point field)
+_PYG_RESERVED = ("pos", "norm", "face", "weight", "edge_index", "edge_attr", "batch", "ptr", "y", "name", "source")
+
+
+def to_pyg(geometry: Geometry, x: Optional[Iterable[str]] = None):
+    """A ``torch_geometric.data.Data`` with PyG's conventions: ``pos`` (N, d) points,
+    ``norm`` (N, d) normals (as ``GenerateMeshNormals`` writes them), ``face`` (3, F)
+    triangles, other cells as ``<type>_index`` (k, M) (PyG offsets every ``*_index`` by the
+    node count when batching, so ``Batch`` keeps them valid), ``weight`` (N,) quadrature
+    weights, every point field under its own name (N, C), and ``x`` the fields ``x`` side by
+    side (PyG's node features; default: none). Round-trips through :func:`from_pyg`."""
+    pyg = require("torch_geometric", "PyG conversion")
+    data = pyg.data.Data(pos=geometry.points)
+    if geometry.normals is not None:
+        data.norm = geometry.normals
+    for kind, cells in geometry.cells.items():
+        if kind == "triangle":
+            data.face = cells.t().contiguous()
+        else:
+            data[f"{kind}_index"] = cells.t().contiguous()
+    if geometry._weights is not None:
+        data.weight = geometry._weights
+    for name, v in geometry.fields.items():
+        if name in _PYG_RESERVED or name == "x" or name.endswith("_index"):
+            raise FieldError(f"{geometry._where()}to_pyg: point field {name!r} clashes with a PyG attribute "
+                             f"({list(_PYG_RESERVED)}, 'x', '*_index'); rename it")
+        data[name] = v
+    if x is not None:
+        names = list(x)
+        missing = [n for n in names if n not in geometry.fields]
+        if missing:
+            raise FieldError(f"{geometry._where()}to_pyg: x fields {missing} are missing; point fields: {sorted(geometry.fields)}")
+        data.x = torch.cat([geometry.fields[n] for n in names], 1) if names else None
+    return data
+
+
+def from_pyg(data, name: Optional[str] = None) -> Geometry:
+    """A Geometry from a ``torch_geometric.data.Data``: ``pos`` -> points, ``norm`` ->
+    normals, ``face`` (3, F) -> triangles, ``<type>_index`` (k, M) -> cells of a known type
+    (``line_index``, ``tetra_index``, ...), ``weight`` -> quadrature weights, and every other
+    tensor with one row per node (``x`` included) -> a point field of that name.
+    ``edge_index`` (graph edges, not cells) is not carried."""
+    if getattr(data, "pos", None) is None:
+        raise ShapeError(f"from_pyg: the Data object has no 'pos' (node coordinates); attributes: {sorted(data.keys())}")
+    pos = data.pos
+    n = pos.shape[0]
+    cells, fields = {}, {}
+    if getattr(data, "face", None) is not None:
+        cells["triangle"] = data.face.t()
+    for key in data.keys():
+        v = data[key]
+        if key in _PYG_RESERVED or not isinstance(v, torch.Tensor):
+            continue
+        if key.endswith("_index"):
+            kind = key[: -len("_index")]
+            if kind in CELL_DIM:
+                cells[kind] = v.t()
+            continue
+        if v.dim() >= 1 and v.shape[0] == n:
+            fields[key] = v
+    return Geometry(pos, cells=cells, normals=getattr(data, "norm", None), weights=getattr(data, "weight", None),
+                    fields=fields, name=name)

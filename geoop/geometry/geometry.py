@@ -389,7 +389,10 @@ class Geometry:
     def cell_data_to_point_data(self, names: Optional[Iterable[str]] = None) -> "Geometry":
         """Average cell fields onto vertices: the plain mean over the cells touching each
         vertex, as VTK's / ParaView's CellDataToPointData. Returns a new geometry whose point
-        fields include the converted ones (point fields of the same name win)."""
+        fields include the converted ones. Point data win over cell data of the same name: a
+        cell field named like a point field (or ``Normals``/``normals`` when the geometry has
+        normals, which come from point data) is converted under ``<name>_cell`` instead, so
+        both stay available and neither is mistaken for the other."""
         from .measures import cell_to_point
 
         names = list(self.cell_fields) if names is None else list(names)
@@ -397,8 +400,8 @@ class Geometry:
         for k in names:
             if k not in self.cell_fields:
                 raise FieldError(f"{self._where()}no cell field {k!r}; available: {sorted(self.cell_fields)}")
-            if k not in self.fields:
-                conv[k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points)
+            taken = k in self.fields or (k in ("Normals", "normals") and self.normals is not None)
+            conv[f"{k}_cell" if taken else k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points)
         return self.replace(fields={**conv, **self.fields})
 
     # ------------------------------------------------------------------ transforms
@@ -490,6 +493,19 @@ class Geometry:
         from .convert import to_open3d
 
         return to_open3d(self)
+
+    def to_pyg(self, x=None):
+        """A ``torch_geometric.data.Data`` (see :func:`geoop.geometry.convert.to_pyg`)."""
+        from .convert import to_pyg
+
+        return to_pyg(self, x)
+
+    @classmethod
+    def from_pyg(cls, data, name=None) -> "Geometry":
+        """From a ``torch_geometric.data.Data`` (see :func:`geoop.geometry.convert.from_pyg`)."""
+        from .convert import from_pyg
+
+        return from_pyg(data, name)
 
     @classmethod
     def from_pyvista(cls, mesh, **kw) -> "Geometry":

@@ -16,11 +16,28 @@ extension                  reader / writer      what is kept
 .npz                       numpy (no pickle)    everything (points, cells, fields, ...)
 =========================  ===================  ==========================================
 
-Readers are not trusted with malformed files (see ``shared/DESIGN.md``): the sizes a
+Readers are not trusted with malformed files: the sizes a
 header declares are checked against the file size first (:mod:`._validate_files`), every
 failure of a reader (``SystemExit`` included) becomes a :class:`GeometryReadError` naming
 the file, and what a reader returns is validated (non-empty, finite coordinates, cell
 indices in range, field lengths) before it becomes a :class:`Geometry`.
+
+Reading is strict: nothing in a file is silently trimmed, padded, dropped or guessed.
+The libraries underneath do all of these on some files (VTK trims a data array longer
+than the point count and keeps one of two arrays of one name, returns a partial mesh for
+a legacy file cut short with only a warning; trimesh drops STL triangles with NaN
+vertices; ``np.load`` keeps the last of two equal keys), so each format is checked
+against its own declarations before and after the reader runs. Each of these is a
+:class:`GeometryReadError` naming the file, the array and the expected vs found value:
+
+* a point / cell data array whose length disagrees with the point / cell count;
+* two arrays of one name (VTK, PLY properties, PCD fields, gmsh data, npz keys);
+* cells of a type geoop does not know (``on_unknown_cells="drop"`` drops them with a
+  warning instead);
+* a file that ends before the data its header declares;
+* NaN / Inf in coordinates, normals, weights or field values
+  (``on_nonfinite="drop"`` drops the affected points, and every cell using one, with a
+  warning instead: e.g. for scans with missing returns).
 
 Cell data are kept as ``cell_fields`` and also averaged onto the points
 (:meth:`Geometry.cell_data_to_point_data`), so a CFD export with only cell data still has
@@ -52,7 +69,7 @@ from ..errors import (
     GeoopError,
     UnsupportedFormatError,
 )
-from ._validate_files import check_header
+from ._validate_files import Declared, check_header
 from .geometry import Geometry
 
 __all__ = ["read", "write", "SUPPORTED_FORMATS", "resolve_format"]
@@ -133,7 +150,18 @@ def _flat2(v: np.ndarray) -> np.ndarray:
     return v.reshape(v.shape[0], -1) if v.ndim > 2 else v
 
 
-def _from_meshio(mesh, path: str) -> Geometry:
+def _unknown_cells(path: str, types, on_unknown_cells: str) -> None:
+    """Raise (default) or warn about cells of types geoop does not represent."""
+    if not types:
+        return
+    if on_unknown_cells == "raise":
+        raise GeometryReadError(f"{path}: cells of unsupported type(s) {sorted(map(str, types))}; geoop reads "
+                                "vertex, line, triangle, quad, tetra, hexahedron, wedge, pyramid (pass "
+                                "on_unknown_cells='drop' to read the file without them)")
+    warnings.warn(f"{path}: dropped cells of unsupported types {sorted(map(str, types))}", stacklevel=4)
+
+
+def _from_meshio(mesh, path: str, on_unknown_cells: str = "raise") -> Geometry:
     """Geometry from a meshio Mesh: blocks of one type are grouped (cell data reordered the
     same way); ``Normals``/``normals``/``obj:vn`` or ``nx, ny, nz`` become normals."""
     from .geometry import CELL_DIM
@@ -147,8 +175,7 @@ def _from_meshio(mesh, path: str) -> Geometry:
             groups.setdefault(block.type, []).append(i)
         elif len(block.data):
             dropped.add(block.type)
-    if dropped:
-        warnings.warn(f"{path}: dropped cells of unsupported types {sorted(dropped)}", stacklevel=3)
+    _unknown_cells(path, dropped, on_unknown_cells)
     cells = {t: np.concatenate([np.array(mesh.cells[i].data, dtype=np.int64) for i in ids]) for t, ids in groups.items()}
     order = [i for ids in groups.values() for i in ids]
     cell_fields = {}
@@ -156,10 +183,17 @@ def _from_meshio(mesh, path: str) -> Geometry:
         try:
             arr = np.concatenate([np.asarray(blocks[i]) for i in order]) if order else None
         except (IndexError, ValueError):
-            continue
+            raise GeometryReadError(f"{path}: cell data array {k!r} does not match the cell blocks (expected one "
+                                    f"block per cell type with one row per cell, found {len(blocks)} blocks)") from None
         if arr is not None and _numeric(arr) and not k.startswith("obj:"):
             cell_fields[k] = arr
     pdata = {k: np.array(v) for k, v in mesh.point_data.items() if _numeric(np.asarray(v))}
+    for k, v in list(pdata.items()) + [(k, v) for k, v in cell_fields.items()]:
+        want = n if k in pdata else sum(len(mesh.cells[i].data) for i in order)
+        if v.shape[0] != want:
+            kind = "point" if k in pdata else "cell"
+            raise GeometryReadError(f"{path}: {kind} data array {k!r}: expected {want} rows (one per {kind}), "
+                                    f"found {v.shape[0]}")
     normals = None
     for key in ("Normals", "normals", "obj:vn"):
         if key in pdata and pdata[key].shape == (n, 3):
@@ -169,17 +203,42 @@ def _from_meshio(mesh, path: str) -> Geometry:
         normals = np.stack([pdata.pop("nx"), pdata.pop("ny"), pdata.pop("nz")], axis=1)
     pdata = {k: _flat2(v) for k, v in _group_columns(pdata).items() if not k.startswith("obj:")}
     cell_fields = {k: _flat2(v) for k, v in _group_columns(cell_fields).items()}
-    return Geometry(pts, cells=cells, normals=normals, fields=pdata, cell_fields=cell_fields, source=path)
+    return Geometry(pts, cells=cells, normals=normals, fields=pdata, cell_fields=cell_fields, source=path,
+                    validate=False)
 
 
 # ============================================================================ readers
-def _read_pyvista(path: str) -> Geometry:
+def _read_pyvista(path: str, declared: Optional[Declared] = None, on_unknown_cells: str = "raise") -> Geometry:
     pv = require("pyvista", "reading VTK files")
     from .convert import from_pyvista
 
     with _quiet_vtk():
         mesh = pv.read(path)
-    return from_pyvista(mesh, source=path)
+    if declared is not None and isinstance(mesh, pv.DataSet):
+        _check_declared(path, mesh, declared)
+    return from_pyvista(mesh, source=path, on_unknown_cells=on_unknown_cells, validate=False)
+
+
+def _check_declared(path: str, mesh, d: Declared) -> None:
+    """What VTK returned must be what the file declares: VTK drops arrays and cells of a
+    file cut short with only a warning."""
+    if d.n_points is not None and mesh.n_points != d.n_points:
+        raise GeometryReadError(f"{path}: the file declares {d.n_points} points, VTK read {mesh.n_points} "
+                                "(truncated or corrupt file)")
+    if d.n_cells is not None and mesh.n_cells != d.n_cells and d.n_cells > 0:
+        raise GeometryReadError(f"{path}: the file declares {d.n_cells} cells, VTK read {mesh.n_cells} "
+                                "(truncated or corrupt file)")
+    for kind, arrays, data, n in (("point", d.point_arrays, mesh.point_data, mesh.n_points),
+                                  ("cell", d.cell_arrays, mesh.cell_data, mesh.n_cells)):
+        for name, ncomp in arrays.items():
+            if name not in data.keys():
+                raise GeometryReadError(f"{path}: {kind} data array {name!r} is declared in the file but VTK "
+                                        "did not read it (truncated or corrupt file)")
+            a = np.asarray(data[name])
+            got = a.size // max(n, 1) if a.shape[0] == n else None
+            if a.shape[0] != n or got != ncomp:
+                raise GeometryReadError(f"{path}: {kind} data array {name!r}: expected ({n}, {ncomp}), VTK read "
+                                        f"{tuple(a.shape)}")
 
 
 @contextlib.contextmanager
@@ -192,7 +251,7 @@ def _captured_output():
         yield buf
 
 
-def _read_meshio(path: str, file_format: Optional[str] = None) -> Geometry:
+def _read_meshio(path: str, file_format: Optional[str] = None, on_unknown_cells: str = "raise") -> Geometry:
     import meshio
 
     with _captured_output() as buf:
@@ -204,17 +263,30 @@ def _read_meshio(path: str, file_format: Optional[str] = None) -> Geometry:
     said = " ".join(buf.getvalue().split())
     if "not closed" in said:  # meshio read a section cut short and returned the rest
         raise GeometryReadError(f"{path}: truncated {file_format} file (meshio: {said})")
-    return _from_meshio(mesh, path)
+    return _from_meshio(mesh, path, on_unknown_cells)
 
 
 def _read_trimesh(path: str, file_type: str) -> Geometry:
     import trimesh
 
-    with open(path, "rb") as f:
-        mesh = trimesh.load(f, file_type=file_type, force="mesh", process=file_type == "stl")
+    with open(path, "rb") as f:  # process=False: trimesh's processing drops triangles with NaN vertices
+        mesh = trimesh.load(f, file_type=file_type, force="mesh", process=False)
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
         raise GeometryReadError(f"{path}: the {file_type.upper()} reader found no triangles (empty or broken file)")
-    return Geometry(np.array(mesh.vertices), np.array(mesh.faces), source=path)
+    return Geometry(np.array(mesh.vertices), np.array(mesh.faces), source=path, validate=False)
+
+
+def _merge_vertices(g: Geometry) -> Geometry:
+    """Merge exactly equal vertices (STL repeats each vertex per triangle), in the order of
+    first appearance: what trimesh's processing does, without its removal of faces."""
+    v, f = g.points.numpy(), g.faces.numpy()
+    if not np.isfinite(v).all():
+        return g  # validation reports it
+    u, first, inv = np.unique(v, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return g.replace(points=u[order], cells={"triangle": rank[inv.reshape(-1)][f]})
 
 
 def _read_xyz(path: str) -> Geometry:
@@ -232,11 +304,11 @@ def _read_xyz(path: str) -> Geometry:
     if c < 2:
         raise GeometryReadError(f"{path}: expected at least 2 columns (x y [z]), got {c}")
     if c == 2:
-        return Geometry(data, source=path)
+        return Geometry(data, source=path, validate=False)
     normals = data[:, 3:6] if c >= 6 else None
     rest = data[:, 6:] if c >= 6 else data[:, 3:]
     fields = {"values": rest} if rest.shape[1] else {}
-    return Geometry(data[:, :3], normals=normals, fields=fields, source=path)
+    return Geometry(data[:, :3], normals=normals, fields=fields, source=path, validate=False)
 
 
 def _read_pcd(path: str) -> Geometry:
@@ -247,12 +319,19 @@ def _read_pcd(path: str) -> Geometry:
         raise GeometryReadError(f"{path}: the PCD reader returned no points (broken file)")
     normals = np.asarray(pc.normals) if pc.has_normals() else None
     fields = {"colors": np.asarray(pc.colors)} if pc.has_colors() else {}
-    return Geometry(pts, normals=normals, fields=fields, source=path)
+    return Geometry(pts, normals=normals, fields=fields, source=path, validate=False)
 
 
 def _read_npz(path: str) -> Geometry:
     with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+        keys = list(z.files)
+        seen = set()
+        for k in keys:  # a zip may hold one name twice; np.load would return only the last one
+            if k in seen:
+                raise GeometryReadError(f"{path}: the npz archive holds {keys.count(k)} arrays named {k!r}; "
+                                        "expected unique names")
+            seen.add(k)
+        data = {k: z[k] for k in keys}
     if "points" not in data:
         raise GeometryReadError(f"{path}: npz archive has no 'points' array; keys: {sorted(data)}")
     pts = data.pop("points")
@@ -269,28 +348,75 @@ def _read_npz(path: str) -> Geometry:
         elif k.startswith("fields/"):
             fields[k[7:]] = _flat2(v)
         elif _numeric(v) and v.shape[0] == n:
+            if f"fields/{k}" in data:
+                raise GeometryReadError(f"{path}: npz archive holds both {k!r} and 'fields/{k}'; expected one "
+                                        "array per field name")
             fields[k] = _flat2(v)
+        else:
+            raise GeometryReadError(
+                f"{path}: npz array {k!r} of shape {tuple(v.shape)} {v.dtype} is neither a cell array "
+                f"('cells/TYPE'), nor a field with one row per point (expected ({n}, ...) numeric, as "
+                f"'points' has {n} rows)")
     return Geometry(pts, faces, cells=cells, normals=normals, weights=weights, fields=fields,
-                    cell_fields=cell_fields, source=path)
+                    cell_fields=cell_fields, source=path, validate=False)
 
 
-_READERS: dict[str, Callable[[str], Geometry]] = {
+#: extension -> reader(path, declared, on_unknown_cells) returning an unvalidated Geometry
+_READERS: dict[str, Callable[[str, Optional[Declared], str], Geometry]] = {
     ".vtu": _read_pyvista,
     ".vtp": _read_pyvista,
     ".vtk": _read_pyvista,
-    ".ply": lambda p: _read_meshio(p, "ply"),
-    ".obj": lambda p: _read_meshio(p, "obj"),
-    ".msh": lambda p: _read_meshio(p, "gmsh"),
-    ".stl": lambda p: _read_trimesh(p, "stl"),
-    ".off": lambda p: _read_trimesh(p, "off"),
-    ".xyz": _read_xyz,
-    ".pts": _read_xyz,
-    ".pcd": _read_pcd,
-    ".npz": _read_npz,
+    ".ply": lambda p, d, u: _read_meshio(p, "ply", u),
+    ".obj": lambda p, d, u: _read_meshio(p, "obj", u),
+    ".msh": lambda p, d, u: _read_meshio(p, "gmsh", u),
+    ".stl": lambda p, d, u: _read_trimesh(p, "stl"),
+    ".off": lambda p, d, u: _read_trimesh(p, "off"),
+    ".xyz": lambda p, d, u: _read_xyz(p),
+    ".pts": lambda p, d, u: _read_xyz(p),
+    ".pcd": lambda p, d, u: _read_pcd(p),
+    ".npz": lambda p, d, u: _read_npz(p),
 }
 
+_ON_NONFINITE = ("raise", "drop")
+_ON_UNKNOWN_CELLS = ("raise", "drop")
 
-def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
+
+def drop_nonfinite(g: Geometry, path: str) -> Geometry:
+    """``g`` without the points whose coordinates, normals, weights or point-field values
+    are NaN/Inf, without every cell that uses such a point or has a non-finite cell-field
+    value; cell indices are renumbered. Warns with the counts when anything is dropped."""
+    import torch
+
+    keep = torch.isfinite(g.points).all(1)
+    parts = [("normals", g.normals), ("weights", None if g._weights is None else g._weights[:, None])]
+    for name, v in parts + [(f"field {k!r}", v) for k, v in g.fields.items()]:
+        if v is not None:
+            keep &= torch.isfinite(v).all(1)
+    new_id = torch.full((g.n_points,), -1, dtype=torch.long)
+    new_id[keep] = torch.arange(int(keep.sum()))
+    cells, cell_keep, start = {}, [], 0
+    for t, c in g.cells.items():
+        ok = keep[c].all(1) if c.numel() else torch.ones(c.shape[0], dtype=torch.bool)
+        for v in g.cell_fields.values():
+            ok &= torch.isfinite(v[start:start + c.shape[0]]).all(1)
+        cells[t] = new_id[c[ok]]
+        cell_keep.append(ok)
+        start += c.shape[0]
+    ck = torch.cat(cell_keep) if cell_keep else torch.zeros(0, dtype=torch.bool)
+    n_drop, c_drop = int((~keep).sum()), int((~ck).sum())
+    if n_drop or c_drop:
+        warnings.warn(f"{path}: on_nonfinite='drop' dropped {n_drop} of {g.n_points} points and {c_drop} of "
+                      f"{ck.numel()} cells with NaN/Inf values", stacklevel=3)
+    return Geometry(g.points[keep], cells={t: c for t, c in cells.items() if c.shape[0]},
+                    normals=None if g.normals is None else g.normals[keep],
+                    weights=None if g._weights is None else g._weights[keep],
+                    fields={k: v[keep] for k, v in g.fields.items()},
+                    cell_fields={k: v[ck] for k, v in g.cell_fields.items()},
+                    name=g.name, source=g.source, validate=False)
+
+
+def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite: str = "raise",
+         on_unknown_cells: str = "raise") -> Geometry:
     """Read a mesh or point cloud file into a :class:`Geometry`.
 
     Parameters
@@ -298,6 +424,12 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
     path : file with one of the extensions in :data:`SUPPORTED_FORMATS`
     fields : names of the point (or cell) fields to keep; ``None`` keeps all. A name that
         is not in the file raises :class:`FieldError` listing the available ones.
+    on_nonfinite : ``"raise"`` (default): NaN/Inf in coordinates, normals, weights or any
+        field value is a :class:`GeometryReadError`; ``"drop"``: drop those points and the
+        cells using them (and cells with non-finite cell-field values), with a warning.
+    on_unknown_cells : ``"raise"`` (default): cells of a type geoop does not represent
+        (quadratic, polyhedra, polygons from meshio readers, unknown VTK ids) are an error;
+        ``"drop"``: read the file without them, with a warning.
 
     Returns
     -------
@@ -307,27 +439,48 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None) -> Geometry:
 
     Raises
     ------
-    GeometryReadError : missing, empty, truncated or corrupt file (never an empty geometry)
+    GeometryReadError : missing, empty, truncated or corrupt file (never an empty geometry),
+        an array whose length disagrees with the point/cell count, two arrays of one name,
+        unknown cell types, non-finite values (see the module docstring)
     UnsupportedFormatError : unknown extension
     FieldError : a requested field is missing
 
     Shapes
     ------
     points : (N, d) ; cells[type] : (M, k) ; fields[name] : (N, C)
+
+    Example
+    -------
+    >>> import os, tempfile, torch, geoop
+    >>> tri = geoop.Geometry(torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), faces=torch.tensor([[0, 1, 2]]),
+    ...                      fields={"p": torch.tensor([1.0, 2.0, 3.0])})
+    >>> path = os.path.join(tempfile.mkdtemp(), "tri.vtp")
+    >>> _ = geoop.write(tri, path)
+    >>> g = geoop.read(path)
+    >>> g.n_points, g.faces.tolist(), g.fields["p"].flatten().tolist()
+    (3, [[0, 1, 2]], [1.0, 2.0, 3.0])
     """
     p = os.fspath(path)
     ext = resolve_format(p)
+    for opt, val, valid in (("on_nonfinite", on_nonfinite, _ON_NONFINITE),
+                            ("on_unknown_cells", on_unknown_cells, _ON_UNKNOWN_CELLS)):
+        if val not in valid:
+            raise ValueError(f"geoop.read: {opt} must be one of {list(valid)}, got {val!r}")
     if not os.path.isfile(p):
         raise GeometryReadError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a regular file")
     if os.path.getsize(p) == 0:
         raise GeometryReadError(f"{p}: file is empty (0 bytes)")
     try:
         declared = check_header(p, ext)
-        g = _READERS[ext](p)
-        g = g.replace(source=p, validate=True)
-        if declared is not None and g.n_points != declared:
-            raise GeometryReadError(f"{p}: the header declares {declared} points but the reader returned "
+        g = _READERS[ext](p, declared, on_unknown_cells)
+        if declared is not None and declared.n_points is not None and g.n_points != declared.n_points:
+            raise GeometryReadError(f"{p}: the header declares {declared.n_points} points but the reader returned "
                                     f"{g.n_points} (corrupt file)")
+        if on_nonfinite == "drop":
+            g = drop_nonfinite(g, p)
+        if ext == ".stl":
+            g = _merge_vertices(g)
+        g = g.replace(source=p, validate=True)
     except (GeometryReadError, UnsupportedFormatError, BackendUnavailableError):
         raise
     except (Exception, SystemExit) as e:  # SystemExit: meshio exits on some corrupt files

@@ -9,8 +9,9 @@ geometry                           boundary                        signed when
 3-D triangle/quad surface          its triangles                   watertight (every edge
                                                                    shared by 2 faces)
 3-D volume mesh (tetra, hex, ...)  its boundary triangles          always
-2-D polyline (d=2, or z = 0)       its segments                    closed (every vertex
-                                                                   in 2 segments)
+2-D polyline (d=2, or z = 0)       its segments                    it has a closed loop
+                                                                   (sign from the closed
+                                                                   loops only)
 2-D triangulated domain            its boundary edges (holes too)  always
 3-D polyline                       its segments                    never
 point cloud                        its points (scipy cKDTree)      never
@@ -19,10 +20,9 @@ point cloud                        its points (scipy cKDTree)      never
 Backends for triangle surfaces: ``"open3d"`` (``RaycastingScene``: BVH closest point and
 ray-parity inside test, float32), ``"trimesh"`` (``proximity.closest_point`` and
 ``contains``, float64), ``"kdtree"`` (distance to the nearest *vertex*, unsigned; also the
-only method for point clouds). ``"auto"`` picks open3d when installed, else trimesh: on a
-9984-triangle sphere with 4096 queries (``benchmarks/sdf.py``, 2 shared CPU cores) open3d
-took 1.05 s signed / 0.94 s unsigned against trimesh's 48.4 s / 10.4 s (46x / 11x), with
-the same accuracy (max error 9.7e-4 vs the exact |x| - 1, identical signs). Curves and 2-D domains use an exact chunked point-to-segment distance in torch
+only method for point clouds). ``"auto"`` picks open3d when installed, else trimesh: its BVH
+is many times faster at the same accuracy (``benchmarks/sdf.py``; numbers in
+``docs/experiments.md``). Curves and 2-D domains use an exact chunked point-to-segment distance in torch
 and an even-odd crossing test for the sign, whatever the backend.
 
 Shapes
@@ -42,7 +42,8 @@ from .._optional import available, require
 from ..errors import ConfigError, ShapeError
 from .geometry import CELL_DIM, Geometry
 
-__all__ = ["sdf", "SDF_BACKENDS", "resolve_sdf_backend", "is_watertight", "segment_distance", "inside_polygon"]
+__all__ = ["sdf", "SDF_BACKENDS", "resolve_sdf_backend", "is_watertight", "segment_distance", "inside_polygon",
+           "closed_loop_segments"]
 
 #: valid ``backend`` strings
 SDF_BACKENDS = ("auto", "open3d", "trimesh", "kdtree")
@@ -84,10 +85,26 @@ def is_watertight(faces: Tensor) -> bool:
     return bool((counts == 2).all())
 
 
-def _is_closed_curve(lines: Tensor) -> bool:
-    deg = torch.bincount(lines.reshape(-1))
-    used = deg[deg > 0]
-    return bool(used.numel() > 0 and (used == 2).all())
+def closed_loop_segments(lines: Tensor) -> Tensor:
+    """(S,) bool: the segments of ``lines`` (S, 2) that lie on a closed loop, i.e. in a
+    connected component whose every vertex is in exactly two segments. A 2-D body drawn as
+    a closed outline plus open chains (a car with an open intake duct, a wing with a
+    dangling wake line) takes its inside/outside from the closed loops only: an open chain
+    has no inside, and counting its crossings would flip the sign beyond its ends."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if lines.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    e = lines.cpu().numpy()
+    n = int(e.max()) + 1
+    adj = coo_matrix((np.ones(e.shape[0]), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, comp = connected_components(adj, directed=False)
+    deg = np.bincount(e.reshape(-1), minlength=n)
+    bad = np.zeros(comp.max() + 1, dtype=bool)
+    used = deg > 0
+    np.logical_or.at(bad, comp[used], deg[used] != 2)
+    return torch.from_numpy(~bad[comp[e[:, 0]]])
 
 
 # ----------------------------------------------------------------------------- curves
@@ -97,8 +114,8 @@ def segment_distance(points: Tensor, a: Tensor, b: Tensor, chunk_elems: int = 1 
 
     Shapes: points (Q, d), a (S, d), b (S, d) -> (Q,). Computed in chunks of queries so
     that at most ``chunk_elems`` query-segment pairs are held at once, one coordinate at a
-    time on ``(q, S)`` planes (no reductions over a length-d axis: 5x faster than the
-    ``(q, S, d)`` form for a 124-segment airfoil and a 64 x 48 grid).
+    time on ``(q, S)`` planes (no reductions over a length-d axis, which are slow on
+    a short axis; see ``docs/experiments.md``).
     """
     ab = b - a
     den = (ab * ab).sum(1).clamp_min(1e-300)
@@ -214,14 +231,14 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
         if top == 2:  # 2-D domain: its boundary edges, always closed
             edges, counts = _edges_count(faces)
             seg = edges[counts == 1]
-            closed = True
+            loop = torch.ones(seg.shape[0], dtype=torch.bool)
         else:
             seg = lines
-            closed = _is_closed_curve(lines)
+            loop = closed_loop_segments(lines)
         a, b = p2[seg[:, 0]], p2[seg[:, 1]]
         d = segment_distance(q2, a, b)
-        if closed:
-            inside = inside_polygon(q2, a, b)
+        if bool(loop.any()):  # sign from the closed loops (see closed_loop_segments)
+            inside = inside_polygon(q2, a[loop], b[loop])
             d = torch.where(inside, -d, d)
         result = d
     elif name == "kdtree" or (faces is None and not has_vol and lines is None):

@@ -88,6 +88,9 @@ def step_inputs(model: GINO, batch: GeometryBatch, x: Optional[Tensor] = None) -
     if not isinstance(batch, GeometryBatch):
         raise ShapeError(f"step_inputs: expected a GeometryBatch, got {type(batch).__name__}")
     B = batch.num_samples
+    if x is None and model.point_inputs:  # as GINO.forward: the inputs named by the model's encoder
+        x = model.point_features(batch)
+    latent_features = model._batch_latent_features(batch)
     with torch.no_grad():
         nin = batch.neighbors_in if batch.neighbors_in is not None else model.neighbors_in(batch.points, batch.batch, B)
         nout = (batch.neighbors_out if batch.neighbors_out is not None
@@ -97,7 +100,7 @@ def step_inputs(model: GINO, batch: GeometryBatch, x: Optional[Tensor] = None) -
             local_nb, nearest = model.local_neighbors(batch.queries, batch.points, batch.query_batch, batch.batch, B)
     weights = batch.weights if model.gno_in.reduction == "weighted" else None
     return StepInputs(
-        batch.points, x, weights, batch.latent_features, nin.edge_list(), batch.queries, nout.edge_list(),
+        batch.points, x, weights, latent_features, nin.edge_list(), batch.queries, nout.edge_list(),
         None if local_nb is None else local_nb.edge_list(),
         None if nearest is None else nearest[0], None if nearest is None else nearest[1],
     )

@@ -62,8 +62,8 @@ output : (ΣQ, out_channels)
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Optional, Sequence, Union
+import warnings
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -75,20 +75,26 @@ from ..neighbors.neighborhoods import Neighborhoods
 from ..nn.gno import GNO, GNO_KERNELS, resolve_choice
 from ..nn.mlp import MLP
 from ..nn.sfno import SPHERE_GRIDS, resolve_sphere_grid, sphere_grid_points  # noqa: F401  (re-exported)
+from .config import (
+    LEGACY_KEYS,
+    BoxLatent,
+    EncoderSpec,
+    FNOSpec,
+    GNOSpec,
+    LocalSpec,
+    MemorySpec,
+    SFNOSpec,
+    SphereLatent,
+    blocks_spec,
+    from_flat,
+    latent_spec,
+    resolve_radius,
+    spec,
+)
 
 __all__ = ["GINO", "LATENT_KINDS", "SPHERE_GRIDS", "sphere_grid_points"]
 
 LATENT_KINDS = ("box", "sphere")
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(a) for a in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(a) for k, a in v.items()}
-    if isinstance(v, Tensor):
-        return _jsonable(v.tolist())
-    return v
 
 
 def _nearest(points: Tensor, queries: Tensor, point_batch: Optional[Tensor], query_batch: Optional[Tensor],
@@ -120,118 +126,116 @@ class GINO(nn.Module):
 
     Parameters
     ----------
-    in_channels : width of the input point features ``x`` (0: geometry only, the encoder
-        kernel is then ``"kernel_only"``)
+    in_channels : width of the input point features ``x``; None (default): the total width
+        of ``encoder.inputs`` (0 without inputs: geometry only, the encoder kernel is then
+        ``"kernel_only"``). When given with ``encoder.inputs`` it must equal their width.
     out_channels : width of the output fields
     coord_dim : dimension d of the points (3 for a sphere latent)
-    latent : ``"box"`` or ``"sphere"``
-    latent_shape : grid size per axis (box, default ``(16,) * d``) or ``(nlat, nlon)``
-        (sphere, default ``(16, 32)``)
-    radius_in, radius_out : radii of the encoder and decoder balls
-    latent_channels : width of extra latent features (e.g. SDF), given as ``(B, C, *grid)``
-    fno_width, fno_modes, fno_layers : latent width, retained modes (int or per-axis tuple,
-        ``FNOBlocks`` convention: ``m`` modes per corner, i.e. ``2m`` frequencies on every
-        axis but the last; neuraloperator's ``n_modes=2m`` keeps about the same set) and number
-        of blocks (box latent; a sphere latent passes ``fno_kwargs`` such as ``lmax``)
-    gno_mlp : hidden widths of both GNO kernel MLPs
-    gno_kernel_in : encoder kernel, default ``"linear"`` (``"kernel_only"`` when
-        ``in_channels == 0``); gno_kernel_out: decoder kernel, ``"linear"`` or ``"nonlinear"``
-    gno_reduction_in, gno_reduction_out : ``"mean"`` (default), ``"weighted"`` (input
-        quadrature weights / latent grid quadrature weights) or ``"sum"``
-    gno_channels : encoder output width (default ``fno_width``)
-    pos_embed, n_freqs : positional embedding of the GNO coordinates
-    activation : activation of every MLP
-    domain : ``(lower (d,), upper (d,))`` corners of the box latent grid, default unit cube
-    chunk_size : max edges per GNO chunk (bounds the memory of the edge MLP)
-    projection_hidden : hidden width of the projection MLP (default ``2 * fno_width``)
-    sphere_grid : ``"equiangular"`` or ``"legendre-gauss"``
-    fno_kwargs : extra keyword arguments of ``FNOBlocks`` / ``SFNOBlocks``
-    search_backend : backend of :func:`geoop.radius_search` when neighbourhoods are computed
-    local_radius : radius of the local GNO branch from the input points to the queries (step
-        5 of the module docstring); 0 (default) leaves it out
-    local_channels : output width of that branch
-    local_nearest : append the nearest-input-point features (step 5); default off
-    checkpoint_encoder : in training, recompute the encoder's per-edge kernel MLP chunk by
-        chunk in backward instead of keeping its ``(E_in, hidden)`` activations (default):
-        they would stay alive through the whole latent and decoder backward, when every
-        spectral weight gradient is allocated too. Measured on the car step of
-        ``benchmarks/gino.py`` (45k encoder edges): live-tensor peak 129 -> 99 MiB for about
-        9 % more step time. First-order gradients only through the encoder (set False for
-        double backward).
-    checkpoint_edges : in training, the decoder (and the local branch; the encoder too when
-        ``checkpoint_encoder=False``) recomputes its edge MLP chunk by chunk in backward when
-        a call has more than this many edges, and keeps the ``(E, hidden)`` activations
-        otherwise (about ``6 * 4 * hidden`` bytes per edge in float32). The default, 2^19,
-        keeps them for a single car-sized sample and most batches; 0 always recomputes.
-        Measured (``benchmarks/gino.py``'s batch of 8 cars, 495k decoder edges, CPU, 1
-        thread): live-tensor peak 884 -> 238 MiB for about 6 % more step time with 0 (-1 to
-        +11 % over four runs).
+    latent : :class:`~geoop.models.config.BoxLatent` (default: 16 nodes per axis over the
+        unit cube) or :class:`~geoop.models.config.SphereLatent`, a dict, or ``"box"``/``"sphere"``;
+        its ``features`` (``["sdf"]``) are computed by the model from the input geometry
+    encoder : :class:`~geoop.models.config.EncoderSpec` (radius, kernel, reduction, point
+        ``inputs`` by name, ...)
+    blocks : :class:`~geoop.models.config.FNOSpec` (box) / :class:`~geoop.models.config.SFNOSpec`
+        (sphere): width, modes, layers, activation of every MLP, projection width
+    decoder : :class:`~geoop.models.config.GNOSpec`
+    local : :class:`~geoop.models.config.LocalSpec`, sub-grid features of the queries (step 5
+        of the module docstring); default off
+    memory : :class:`~geoop.models.config.MemorySpec`: edge chunks and recomputation in
+        backward (the encoder's per-edge activations by default; the decoder's above
+        ``checkpoint_edges`` edges)
+    **legacy : the flat keywords of the first release (``fno_modes=8``, ``radius_in=0.1``,
+        ...; :data:`geoop.models.config.LEGACY_KEYS` maps each to its section), accepted
+        with a :class:`DeprecationWarning`; not together with the nested sections they map to
 
-    ``config`` holds the constructor arguments (JSON-serialisable); :meth:`from_config`
-    rebuilds the model.
+    ``config`` holds the nested configuration (plain types, None left out; it round-trips
+    through JSON, TOML and YAML); :meth:`from_config` rebuilds the model.
+
+    Example
+    -------
+    >>> import torch, geoop
+    >>> from geoop.models import GINO
+    >>> from geoop.models.config import BoxLatent, EncoderSpec, FNOSpec, GNOSpec
+    >>> model = GINO(out_channels=1, coord_dim=2,
+    ...              latent=BoxLatent(shape=(16, 16)),
+    ...              encoder=EncoderSpec(radius="1.5 cells", inputs=["normals"]),
+    ...              blocks=FNOSpec(width=8, modes=4, layers=2),
+    ...              decoder=GNOSpec(radius_cells=1.5))
+    >>> model.in_channels, round(model.radius_in, 4)
+    (2, 0.1)
+    >>> GINO.from_config(model.config).config == model.config
+    True
     """
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
+        in_channels: Optional[int] = None,
+        out_channels: int = 1,
         coord_dim: int = 3,
-        latent: str = "box",
-        latent_shape: Optional[Sequence[int]] = None,
-        radius_in: float = 0.1,
-        radius_out: float = 0.1,
-        latent_channels: int = 0,
-        fno_width: int = 32,
-        fno_modes: Union[int, Sequence[int]] = 8,
-        fno_layers: int = 4,
-        gno_mlp: Sequence[int] = (64, 64),
-        gno_kernel_in: Optional[str] = None,
-        gno_kernel_out: str = "linear",
-        gno_reduction_in: str = "mean",
-        gno_reduction_out: str = "mean",
-        gno_channels: Optional[int] = None,
-        pos_embed: Optional[str] = "nerf",
-        n_freqs: int = 8,
-        activation: str = "gelu",
-        domain: Optional[Sequence[Sequence[float]]] = None,
-        chunk_size: int = 1 << 14,
-        projection_hidden: Optional[int] = None,
-        sphere_grid: str = "equiangular",
-        fno_kwargs: Optional[dict] = None,
-        search_backend: str = "auto",
-        local_radius: float = 0.0,
-        local_channels: int = 16,
-        local_nearest: bool = False,
-        checkpoint_encoder: bool = True,
-        checkpoint_edges: int = 1 << 19,
+        latent: Union[None, str, Mapping, BoxLatent, SphereLatent] = None,
+        encoder: Union[None, Mapping, EncoderSpec] = None,
+        blocks: Union[None, Mapping, FNOSpec, SFNOSpec] = None,
+        decoder: Union[None, Mapping, GNOSpec] = None,
+        local: Union[None, Mapping, LocalSpec] = None,
+        memory: Union[None, Mapping, MemorySpec] = None,
+        **legacy,
     ):
         super().__init__()
-        self.config = _jsonable({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        sections = {"encoder": encoder, "blocks": blocks, "decoder": decoder, "local": local, "memory": memory}
+        if legacy:
+            flat = from_flat(latent, legacy)
+            clash = sorted(s for s, v in flat.items() if v and s != "latent" and sections.get(s) is not None)
+            clash += ["latent"] if len(flat["latent"]) > 1 and not (latent is None or isinstance(latent, str)) else []
+            if clash:
+                raise ConfigError(f"GINO: flat keywords {sorted(legacy)} and the nested sections {clash} they map to "
+                                  "were both given; use the nested sections only")
+            moves = ", ".join(f"{k} -> {LEGACY_KEYS[k][0]}.{LEGACY_KEYS[k][1]}" for k in sorted(legacy))
+            warnings.warn(f"GINO: flat keywords are deprecated, use the nested sections (geoop.models.config): {moves}",
+                          DeprecationWarning, stacklevel=2)
+            if latent is None or isinstance(latent, str):
+                latent = flat["latent"]
+            for s in sections:
+                if sections[s] is None and flat[s]:
+                    sections[s] = flat[s]
+        lat = latent_spec(latent)
+        enc_s = spec(EncoderSpec, sections["encoder"])
+        blk_s = blocks_spec(sections["blocks"], lat)
+        dec_s = spec(GNOSpec, sections["decoder"])
+        loc_s = spec(LocalSpec, sections["local"])
+        mem_s = spec(MemorySpec, sections["memory"])
+        self.specs = {"latent": lat, "encoder": enc_s, "blocks": blk_s, "decoder": dec_s, "local": loc_s, "memory": mem_s}
+
         self.coord_dim = int(coord_dim)
-        self.latent = resolve_choice(latent, LATENT_KINDS, "GINO latent")
-        self.radius_in, self.radius_out = float(radius_in), float(radius_out)
-        self.latent_channels = int(latent_channels)
-        self.search_backend = search_backend
-        if self.in_channels < 0 or self.out_channels < 1 or self.latent_channels < 0:
-            raise ConfigError(
-                f"GINO: need in_channels >= 0, out_channels >= 1, latent_channels >= 0; got "
-                f"{in_channels}, {out_channels}, {latent_channels}"
-            )
         if self.coord_dim not in (1, 2, 3):
             raise ConfigError(f"GINO: coord_dim must be 1, 2 or 3, got {coord_dim}")
-        width = int(fno_width)
-        fno_kwargs = dict(fno_kwargs or {})
+        from .features import parse_point_feature
+
+        self.point_inputs = tuple(enc_s.inputs)
+        width_in = sum(parse_point_feature(f).width(self.coord_dim) for f in self.point_inputs)
+        if in_channels is None:
+            in_channels = width_in
+        elif self.point_inputs and int(in_channels) != width_in:
+            raise ConfigError(f"GINO: in_channels={in_channels} but encoder.inputs {list(self.point_inputs)} are "
+                              f"{width_in} wide; leave in_channels out to derive it")
+        self.latent_feature_names = tuple(lat.features)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.latent = lat.kind
+        self.latent_channels = len(lat.features) + int(lat.channels)
+        self.search_backend = dec_s.search_backend
+        self.encoder_search_backend = enc_s.search_backend
+        if self.in_channels < 0 or self.out_channels < 1:
+            raise ConfigError(f"GINO: need in_channels >= 0 and out_channels >= 1; got {in_channels}, {out_channels}")
+        width = int(blk_s.width)
+        activation = blk_s.activation
 
         if self.latent == "box":
-            shape = tuple(int(n) for n in (latent_shape or (16,) * self.coord_dim))
+            shape = tuple(int(n) for n in (lat.shape or (16,) * self.coord_dim))
             if len(shape) != self.coord_dim:
-                raise ConfigError(f"GINO: latent_shape {shape} must have coord_dim={self.coord_dim} axes for a box latent")
-            if domain is None:
-                domain = [[0.0] * self.coord_dim, [1.0] * self.coord_dim]
+                raise ConfigError(f"GINO: latent shape {shape} must have coord_dim={self.coord_dim} axes for a box latent")
+            domain = lat.domain if lat.domain is not None else [[0.0] * self.coord_dim, [1.0] * self.coord_dim]
             dom = torch.as_tensor(domain, dtype=torch.float64)
             if dom.shape != (2, self.coord_dim):
-                raise ConfigError(f"GINO: domain must be (lower, upper) corners of shape (2, {self.coord_dim}), got {tuple(dom.shape)}")
+                raise ConfigError(f"GINO: latent domain must be (lower, upper) corners of shape (2, {self.coord_dim}), got {tuple(dom.shape)}")
             from ..neighbors.grid import grid_points
 
             pts = grid_points(shape, dom, dtype=torch.float32)
@@ -240,76 +244,106 @@ class GINO(nn.Module):
             self.domain = dom.tolist()
             from ..nn.fno import FNOBlocks
 
+            fno_modes = blk_s.modes
             modes = fno_modes if isinstance(fno_modes, (tuple, list)) else (int(fno_modes),) * self.coord_dim
-            self.blocks = FNOBlocks(width, tuple(int(m) for m in modes), int(fno_layers), act=activation, **fno_kwargs)
+            self.blocks = FNOBlocks(width, tuple(int(m) for m in modes), int(blk_s.layers), act=activation, **blk_s.block_kwargs())
         else:
             if self.coord_dim != 3:
                 raise ConfigError(f"GINO: latent='sphere' needs coord_dim=3, got {coord_dim}")
-            shape = tuple(int(n) for n in (latent_shape or (16, 32)))
-            if len(shape) != 2:
-                raise ConfigError(f"GINO: latent_shape for a sphere latent is (nlat, nlon), got {shape}")
-            grid = resolve_sphere_grid(sphere_grid, "GINO sphere_grid")
+            shape = tuple(int(n) for n in lat.shape)
+            grid = resolve_sphere_grid(lat.grid, "GINO sphere grid")
             pts, wts = sphere_grid_points(shape[0], shape[1], grid)
             self.domain = None
             from ..nn.sfno import SFNOBlocks
 
-            self.blocks = SFNOBlocks(width, shape[0], shape[1], int(fno_layers), grid=grid, **fno_kwargs)
+            self.blocks = SFNOBlocks(width, shape[0], shape[1], int(blk_s.layers), grid=grid, act=activation, **blk_s.block_kwargs())
+        self.sphere_grid = None if self.latent == "box" else lat.grid
         self.latent_shape = shape
         self.num_latent = int(pts.shape[0])
         self.register_buffer("_latent_points", pts, persistent=False)
         self.register_buffer("_latent_weights", wts, persistent=False)
+        self.radius_in = resolve_radius(enc_s, lat, self.coord_dim, 0.1)
+        self.radius_out = resolve_radius(dec_s, lat, self.coord_dim, 0.1)
+        self.config = {"in_channels": self.in_channels, "out_channels": self.out_channels, "coord_dim": self.coord_dim,
+                       **{k: s.to_dict() for k, s in self.specs.items()}}
 
-        kin = gno_kernel_in if gno_kernel_in is not None else ("linear" if self.in_channels else "kernel_only")
-        kin = resolve_choice(kin, GNO_KERNELS, "GINO gno_kernel_in")
+        kin = enc_s.kernel if enc_s.kernel is not None else ("linear" if self.in_channels else "kernel_only")
+        kin = resolve_choice(kin, GNO_KERNELS, "GINO encoder kernel")
         if self.in_channels == 0 and kin != "kernel_only":
-            raise ConfigError(f"GINO: in_channels=0 needs gno_kernel_in='kernel_only' (or None), got {gno_kernel_in!r}")
+            raise ConfigError(f"GINO: in_channels=0 needs encoder kernel 'kernel_only' (or None), got {enc_s.kernel!r}")
         if self.in_channels > 0 and kin == "kernel_only":
-            raise ConfigError(f"GINO: gno_kernel_in='kernel_only' ignores the {in_channels} input channels; set in_channels=0")
-        kout = resolve_choice(gno_kernel_out, ("linear", "nonlinear"), "GINO gno_kernel_out")
-        enc = int(gno_channels) if gno_channels else width
-        if isinstance(checkpoint_edges, bool) or not isinstance(checkpoint_edges, int) or checkpoint_edges < 0:
-            raise ConfigError(f"GINO: checkpoint_edges must be an int >= 0, got {checkpoint_edges!r}")
-        common = dict(coord_dim=self.coord_dim, mlp_hidden=tuple(gno_mlp), pos_embed=pos_embed, n_freqs=n_freqs,
-                      activation=activation, chunk_edges=chunk_size, checkpoint_edges=checkpoint_edges)
-        self.gno_in = GNO(self.in_channels, enc, radius=self.radius_in, kernel=kin, reduction=gno_reduction_in,
-                          checkpoint=True if checkpoint_encoder else "auto", **common)
-        self.gno_out = GNO(width, width, radius=self.radius_out, kernel=kout, reduction=gno_reduction_out, **common)
+            raise ConfigError(f"GINO: encoder kernel 'kernel_only' ignores the {in_channels} input channels; set in_channels=0")
+        kout = resolve_choice(dec_s.kernel or "linear", ("linear", "nonlinear"), "GINO decoder kernel")
+        enc = int(enc_s.channels) if enc_s.channels else width
+
+        def common(s):
+            return dict(coord_dim=self.coord_dim, mlp_hidden=tuple(s.mlp), pos_embed=s.pos_embed, n_freqs=s.n_freqs,
+                        activation=activation, chunk_edges=mem_s.chunk_edges, checkpoint_edges=mem_s.checkpoint_edges)
+
+        self.gno_in = GNO(self.in_channels, enc, radius=self.radius_in, kernel=kin, reduction=enc_s.reduction,
+                          checkpoint=True if mem_s.checkpoint_encoder else "auto", **common(enc_s))
+        self.gno_out = GNO(width, width, radius=self.radius_out, kernel=kout, reduction=dec_s.reduction, **common(dec_s))
         self.lifting = MLP(enc + self.latent_channels + self.coord_dim, width, (2 * width,), act=activation)
-        self.local_radius, self.local_nearest = float(local_radius), bool(local_nearest)
-        if not (self.local_radius >= 0.0 and math.isfinite(self.local_radius)):
-            raise ConfigError(f"GINO: local_radius must be finite and >= 0, got {local_radius}")
+        self.local_radius = resolve_radius(loc_s, lat, self.coord_dim, 0.0)
+        self.local_nearest = bool(loc_s.nearest)
         self.gno_local = None
         extra = 0
         if self.local_radius > 0:
-            if int(local_channels) < 1:
-                raise ConfigError(f"GINO: local_channels must be >= 1 with local_radius > 0, got {local_channels}")
-            self.gno_local = GNO(self.in_channels, int(local_channels), radius=self.local_radius,
-                                 kernel="nonlinear" if self.in_channels else "kernel_only", reduction="mean", **common)
-            extra += int(local_channels)
+            self.gno_local = GNO(self.in_channels, int(loc_s.channels), radius=self.local_radius,
+                                 kernel="nonlinear" if self.in_channels else "kernel_only", reduction="mean", **common(dec_s))
+            extra += int(loc_s.channels)
         if self.local_nearest:
             extra += self.coord_dim + 1 + self.in_channels
-        self.projection = MLP(width + extra, self.out_channels, (int(projection_hidden or 2 * width),), act=activation)
+        self.projection = MLP(width + extra, self.out_channels, (int(blk_s.projection_hidden or 2 * width),), act=activation)
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def from_config(cls, config: dict) -> "GINO":
-        """Rebuild a model from :attr:`config` (unknown keys raise :class:`ConfigError`)."""
-        import inspect
-
-        valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = set(config) - valid
+    def from_config(cls, config: Mapping) -> "GINO":
+        """Rebuild a model from :attr:`config` (nested; a flat config of the first release is
+        accepted with a DeprecationWarning). Unknown keys raise :class:`ConfigError` naming
+        the valid ones."""
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"GINO.from_config: expected a mapping, got {type(config).__name__}")
+        valid = {"in_channels", "out_channels", "coord_dim", "latent", "encoder", "blocks", "decoder", "local", "memory"}
+        unknown = set(config) - valid - set(LEGACY_KEYS)
         if unknown:
             raise ConfigError(f"GINO.from_config: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
         return cls(**config)
 
+    #: top-level keys of :attr:`config`
+    CONFIG_KEYS = ("in_channels", "out_channels", "coord_dim", "latent", "encoder", "blocks", "decoder", "local", "memory")
+
+    @classmethod
+    def check_config(cls, config: Mapping, where: str = "GINO config") -> None:
+        """Validate a (nested or flat) config without building the model: unknown keys and
+        bad values raise :class:`ConfigError` prefixed with ``where`` (e.g. the file and
+        section), naming the valid keys."""
+        unknown = sorted(set(config) - set(cls.CONFIG_KEYS) - set(LEGACY_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; valid keys: "
+                              f"{list(cls.CONFIG_KEYS)} (deprecated flat keys: {sorted(LEGACY_KEYS)})")
+        try:
+            lat = latent_spec(config.get("latent")) if not isinstance(config.get("latent"), str) else None
+            for key, kind in (("encoder", EncoderSpec), ("decoder", GNOSpec), ("local", LocalSpec), ("memory", MemorySpec)):
+                if isinstance(config.get(key), Mapping):
+                    kind.from_dict(config[key])
+            if isinstance(config.get("blocks"), Mapping) and lat is not None:
+                blocks_spec(config["blocks"], lat)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
     def cache_key(self) -> dict:
-        """What determines this model's neighbourhoods (for on-disk neighbourhood caches)."""
-        return {
+        """What determines this model's neighbourhoods and computed latent features (for
+        on-disk caches)."""
+        key = {
             "model": "GINO", "coord_dim": self.coord_dim, "latent": self.latent,
             "latent_shape": list(self.latent_shape), "domain": self.domain,
-            "sphere_grid": self.config.get("sphere_grid"), "radius_in": self.radius_in,
+            "sphere_grid": self.sphere_grid, "radius_in": self.radius_in,
             "radius_out": self.radius_out,
         }
+        if self.latent_feature_names:
+            key["latent_features"] = list(self.latent_feature_names)
+        return key
 
     # ------------------------------------------------------------------ latent grid
     def latent_points(self) -> Tensor:
@@ -360,17 +394,55 @@ class GINO(nn.Module):
         nb.num_sources = num_samples * self.num_latent
         return nb
 
-    def precompute(self, sample: Sample) -> Sample:
-        """A copy of ``sample`` with ``neighbors_in`` (G latent nodes -> its N input points)
-        and ``neighbors_out`` (its queries, or its input points when it has no queries ->
-        G latent nodes) filled in; ``GeometryBatch.from_samples`` concatenates them."""
+    def precompute(self, sample: Sample, decoder: bool = True) -> Sample:
+        """A copy of ``sample`` with ``neighbors_in`` (G latent nodes -> its N input points),
+        ``neighbors_out`` (its queries, or its input points when it has no queries -> G
+        latent nodes; left as it is with ``decoder=False``, e.g. when the queries are drawn
+        afresh every step) and the model's computed latent features (``latent.features``,
+        when the sample has none) filled in; ``GeometryBatch.from_samples`` concatenates them."""
         pts = sample.geometry.points
         q = sample.queries.points if sample.queries is not None else pts
+        dev = self._latent_points.device
         with torch.no_grad():
-            nin = self.neighbors_in(pts.to(self._latent_points.device))
-            nout = self.neighbors_out(q.to(self._latent_points.device))
-        nin, nout = nin.to(pts.device), nout.to(pts.device)
-        return dataclasses.replace(sample, neighbors_in=nin, neighbors_out=nout)
+            nin = self.neighbors_in(pts.to(dev)).to(pts.device)
+            nout = self.neighbors_out(q.to(dev)).to(pts.device) if decoder else sample.neighbors_out
+        lf = sample.latent_features
+        if lf is None and self.latent_feature_names:
+            lf = self.latent_features(sample.geometry)[0]
+        return dataclasses.replace(sample, neighbors_in=nin, neighbors_out=nout, latent_features=lf)
+
+    # ------------------------------------------------------------------ features by name
+    def point_features(self, source: Union[GeometryBatch, Geometry]) -> Optional[Tensor]:
+        """The point inputs ``encoder.inputs`` of a batch or a geometry, (ΣN, in_channels), or
+        None when the model declares none (see :mod:`geoop.models.features`)."""
+        from .features import point_features
+
+        if not self.point_inputs:
+            return None
+        where = "GINO input" if isinstance(source, GeometryBatch) else (source._where().rstrip(": ") or "GINO input")
+        return point_features(self.point_inputs, source.points, source.normals, source.fields, where)
+
+    def latent_features(self, geometries: Union[Geometry, Sequence[Geometry]]) -> Optional[Tensor]:
+        """The computed latent features ``latent.features`` of each geometry,
+        (B, len(features), *latent_shape), or None when the model declares none."""
+        from .features import latent_sdf
+
+        if not self.latent_feature_names:
+            return None
+        geoms = [geometries] if isinstance(geometries, Geometry) else list(geometries)
+        out = []
+        for g in geoms:
+            feats = [latent_sdf(self, g) for name in self.latent_feature_names if name == "sdf"]
+            out.append(torch.cat(feats, 0))
+        return torch.stack(out).to(self._latent_points.device)
+
+    def _batch_latent_features(self, batch: GeometryBatch) -> Optional[Tensor]:
+        if batch.latent_features is not None or not self.latent_feature_names:
+            return batch.latent_features
+        if self.latent_channels != len(self.latent_feature_names):
+            raise ShapeError(f"GINO: the batch has no latent_features; the model computes {list(self.latent_feature_names)} "
+                             f"but also takes {self.latent_channels - len(self.latent_feature_names)} hand-given channels")
+        return self.latent_features(batch.unbatch()).to(batch.points.device)
 
     # ------------------------------------------------------------------ stages
     def encode(
@@ -383,7 +455,27 @@ class GINO(nn.Module):
         neighbors_in: Optional[Neighborhoods] = None,
         latent_features: Optional[Tensor] = None,
     ) -> Tensor:
-        """Encoder, lifting and latent blocks: (ΣN, d) points -> (B, fno_width, *latent_shape)."""
+        """Encoder, lifting and latent blocks: (ΣN, d) points -> (B, fno_width, *latent_shape).
+
+        Equal to :meth:`encode_finish` of :meth:`encode_partial`; the split lets the encoder's
+        additive pieces be summed over shards of the input points first
+        (:class:`geoop.distributed.DomainParallel`)."""
+        sums, counts = self.encode_partial(points, x, weights, point_batch, num_samples, neighbors_in)
+        return self.encode_finish(sums, counts, latent_features, num_samples)
+
+    def encode_partial(
+        self,
+        points: Tensor,
+        x: Optional[Tensor] = None,
+        weights: Optional[Tensor] = None,
+        point_batch: Optional[Tensor] = None,
+        num_samples: int = 1,
+        neighbors_in: Optional[Neighborhoods] = None,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """The encoder GNO's additive pieces over the given input points: ``(sums (B*G, enc),
+        counts (B*G,) or None)`` (see :meth:`geoop.nn.GNO.forward` with ``partial=True``).
+        Pieces of disjoint subsets of a sample's points (with the whole sample's quadrature
+        weights) add up to the pieces of the whole sample."""
         B, G = int(num_samples), self.num_latent
         dtype = self.lifting.net[0].weight.dtype
         if points.dim() != 2 or points.shape[1] != self.coord_dim:
@@ -395,6 +487,12 @@ class GINO(nn.Module):
         elif x is None or x.dim() != 2 or tuple(x.shape) != (n, self.in_channels):
             got = None if x is None else tuple(x.shape)
             raise ShapeError(f"GINO: x must have shape ({n}, {self.in_channels}) (one row per input point), got {got}")
+        if neighbors_in is None:
+            perm = self.locality_order(points, point_batch)
+            if perm is not None:  # same sums, gathered from nearby memory
+                points, point_batch = points[perm], None if point_batch is None else point_batch[perm]
+                x = None if x is None else x[perm]
+                weights = None if weights is None else weights[perm]
         nb = neighbors_in if neighbors_in is not None else self.neighbors_in(points, point_batch, B)
         if nb.num_queries != B * G:
             raise ShapeError(f"GINO: neighbors_in must have B*G = {B}*{G} = {B * G} queries, got {nb.num_queries}")
@@ -404,7 +502,47 @@ class GINO(nn.Module):
             if weights is None:
                 raise ShapeError(f"GINO: gno_reduction_in='weighted' needs quadrature weights of shape ({n},)")
             w = weights.to(dtype)
-        u = self.gno_in(points.to(dtype), lat, nb, None if x is None else x.to(dtype), w)  # (B*G, enc)
+        return self.gno_in(points.to(dtype), lat, nb, None if x is None else x.to(dtype), w, partial=True)
+
+    #: below this many input points :meth:`locality_order` leaves the order alone
+    LOCALITY_MIN_POINTS = 1 << 16
+
+    def locality_order(self, points: Tensor, point_batch: Optional[Tensor] = None) -> Optional[Tensor]:
+        """A permutation (N,) that groups the input points by sample, then by cell of a grid
+        of spacing ``radius_in`` over their bounding box (C order), or None for fewer than
+        :attr:`LOCALITY_MIN_POINTS` points.
+
+        The encoder's sum over a latent node's ball is independent of the point order, but
+        its edges gather the rows of the ``(N, hidden)`` per-point tensors (and scatter their
+        gradients) at the ball's point indices: in a random order (points sampled on a
+        surface, shuffled files) every edge is a cache miss once those tensors outgrow the
+        CPU caches, and time per point grows with N. Sorted by cell, a ball's points lie in a
+        few contiguous runs. :meth:`encode` applies it when it searches the neighbourhoods
+        itself (precomputed ``neighbors_in`` index the given order and are used as given)."""
+        n = int(points.shape[0])
+        if n < self.LOCALITY_MIN_POINTS:
+            return None
+        with torch.no_grad():
+            p = points.detach().to(torch.float64)
+            lo = p.min(0).values
+            h = max(self.radius_in, float((p.max(0).values - lo).max()) / 65535, 1e-12)  # <= 2^16 cells per axis
+            cells = ((p - lo) / h).floor().long()
+            dims = cells.max(0).values + 1
+            key = torch.zeros(n, dtype=torch.long, device=points.device)
+            for k in range(cells.shape[1]):
+                key = key * dims[k] + cells[:, k]
+            if point_batch is not None:
+                key = point_batch.long() * int(dims.prod()) + key
+            return torch.argsort(key, stable=True)
+
+    def encode_finish(self, sums: Tensor, counts: Optional[Tensor] = None, latent_features: Optional[Tensor] = None,
+                      num_samples: int = 1) -> Tensor:
+        """Encoder output from its (summed) pieces, then lifting and latent blocks:
+        -> (B, fno_width, *latent_shape)."""
+        B, G = int(num_samples), self.num_latent
+        dtype = self.lifting.net[0].weight.dtype
+        u = GNO.finish(sums, counts)  # (B*G, enc)
+        lat = self._latent_rep(B, dtype)
         feats = [u]
         if self.latent_channels:
             lf = latent_features
@@ -515,9 +653,10 @@ class GINO(nn.Module):
         Parameters
         ----------
         batch : GeometryBatch of B samples (any numbers of points and queries)
-        x : (ΣN, in_channels) input features on ``batch.points`` (e.g. ``batch.x(names)``),
-            or None when ``in_channels == 0`` (geometry only). It is NOT taken from the batch's
-            fields implicitly.
+        x : (ΣN, in_channels) input features on ``batch.points``; None (default): assembled
+            from the batch by the model's ``encoder.inputs`` (:meth:`point_features`), or none
+            when ``in_channels == 0``. Latent features come from ``batch.latent_features``, or
+            are computed for the model's ``latent.features`` when the batch has none.
 
         Returns
         -------
@@ -526,7 +665,10 @@ class GINO(nn.Module):
         if not isinstance(batch, GeometryBatch):
             raise ShapeError(f"GINO.forward: expected a GeometryBatch, got {type(batch).__name__}")
         B = batch.num_samples
-        latent = self.encode(batch.points, x, batch.weights, batch.batch, B, batch.neighbors_in, batch.latent_features)
+        if x is None and self.point_inputs:
+            x = self.point_features(batch)
+        lf = self._batch_latent_features(batch)
+        latent = self.encode(batch.points, x, batch.weights, batch.batch, B, batch.neighbors_in, lf)
         return self.decode(latent, batch.queries, batch.query_batch, batch.neighbors_out, batch.points, x, batch.batch)
 
     def query(
@@ -548,12 +690,26 @@ class GINO(nn.Module):
         geometry : the input Geometry (its quadrature weights are used by a weighted
             encoder) or its (N, d) points
         points : (Q, d) query points (tensor or array)
-        x : (N, in_channels) input features, None when ``in_channels == 0``
-        latent_features : (latent_channels, *latent_shape) or None
+        x : (N, in_channels) input features; None (default): assembled from ``geometry`` by
+            the model's ``encoder.inputs``, or none when ``in_channels == 0``
+        latent_features : (latent_channels, *latent_shape); None (default): the model's
+            ``latent.features`` computed from ``geometry``, or none
 
         Returns
         -------
         (Q, out_channels)
+
+        Example
+        -------
+        >>> import torch, geoop
+        >>> from geoop.models import GINO
+        >>> model = GINO(out_channels=2, coord_dim=2, blocks={"width": 8, "modes": 4, "layers": 1},
+        ...              encoder={"inputs": ["coords"]})
+        >>> surface = geoop.Geometry(torch.rand(100, 2))
+        >>> with torch.no_grad():
+        ...     y = model.query(surface, torch.rand(1000, 2), chunk_size=256)
+        >>> y.shape
+        torch.Size([1000, 2])
         """
         if isinstance(geometry, Geometry):
             pts, w = geometry.points, geometry.weights
@@ -563,6 +719,16 @@ class GINO(nn.Module):
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        if x is None and self.point_inputs:
+            if not isinstance(geometry, Geometry):
+                raise ShapeError(f"GINO.query: the model's inputs {list(self.point_inputs)} are taken from a Geometry; "
+                                 "got bare points (pass a Geometry, or x=)")
+            x = self.point_features(geometry)
+        if latent_features is None and self.latent_feature_names:
+            if not isinstance(geometry, Geometry):
+                raise ShapeError(f"GINO.query: the latent features {list(self.latent_feature_names)} are computed from a "
+                                 "Geometry; got bare points (pass a Geometry, or latent_features=)")
+            latent_features = self.latent_features(geometry)[0].to(pts.device)
         lf = None if latent_features is None else latent_features.unsqueeze(0)
         latent = self.encode(pts, x, w, None, 1, None, lf)
         cs = max(1, int(chunk_size))

@@ -1,8 +1,8 @@
 r"""CUDA-graph replay of a GINO's forward and backward for one fixed batch geometry.
 
 On a GPU a car-sized GINO training step is bound by the host, not the GPU: about 400 small
-kernels are launched per step, each costing more CPU time than GPU time (measured on an H200:
-~2.3 ms of GPU kernel time in a 12-22 ms step). A CUDA graph records those launches once and
+kernels are launched per step, each costing more CPU time than GPU time (numbers in
+``docs/experiments.md``). A CUDA graph records those launches once and
 replays them with one call. :class:`GraphedGINO` does this with PyTorch's own
 :func:`torch.cuda.make_graphed_callables`: the forward and the backward of the model on ONE
 batch geometry (points, queries, neighbourhoods, quadrature weights, latent features) become
@@ -55,7 +55,7 @@ class _ProxyForward:
     buffer of its backward graph, and autograd installs that buffer itself as ``.grad`` of a
     parameter whose gradient was None: the next replay then overwrites ``.grad``, and zeroing
     in place or accumulating over several backward passes gives wrong gradients without an
-    error (PyTorch issue 181723, open). So the graph is captured on proxies: leaf tensors that
+    error (a known PyTorch bug, linked in ``docs/experiments.md``). So the graph is captured on proxies: leaf tensors that
     share the parameters' storage (optimizer updates reach them) but collect the gradients
     themselves; a post-accumulate hook moves each proxy gradient into the real parameter's
     ``.grad`` (a copy when it is None, an in-place add otherwise) and clears the proxy. The

@@ -285,7 +285,7 @@ BACKENDS: dict[str, Backend] = {
 #: preference of ``backend="auto"`` on CPU, from benchmarks/neighbors.py on the 2-core dev
 #: machine (shared, noisy): open3d fastest on 100k points -> 32^3 grid (scipy 1.2x,
 #: torch_cluster 1.4x, pruned torch brute force 4.4x); on a 3.6k-point car -> 32^3 grid
-#: open3d and scipy tie (medians of 10 runs 0.21 s each), torch_cluster 1.5-2x slower
+#: open3d and scipy tie, torch_cluster is slower (docs/experiments.md)
 AUTO_ORDER_CPU = ("open3d", "scipy", "torch_cluster", "torch")
 #: preference of ``backend="auto"`` on CUDA (open3d / scipy would round-trip through the CPU)
 AUTO_ORDER_CUDA = ("torch_cluster", "torch")

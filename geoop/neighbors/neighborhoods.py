@@ -195,6 +195,22 @@ class Neighborhoods:
         torch.cumsum(new_counts, 0, out=ptr[1:])
         return Neighborhoods(self.index[keep], ptr, self.num_sources, self.radius)
 
+    def select(self, query_rows: Tensor) -> "Neighborhoods":
+        """The neighbourhoods of the queries ``query_rows`` (K,) (long indices, any order,
+        repeats allowed), in that order: query ``k`` of the result is query
+        ``query_rows[k]`` of this one, with the same sources. For training loops that draw
+        a fresh subset of precomputed queries every step instead of searching again."""
+        rows = torch.as_tensor(query_rows, dtype=torch.long, device=self.device).reshape(-1)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.num_queries):
+            raise ShapeError(f"Neighborhoods.select: query rows must be in [0, {self.num_queries}), got "
+                             f"[{int(rows.min())}, {int(rows.max())}]")
+        counts = self.counts()[rows]
+        ptr = torch.zeros(rows.numel() + 1, dtype=torch.long, device=self.device)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        total = int(ptr[-1])
+        edge = torch.arange(total, device=self.device) - torch.repeat_interleave(ptr[:-1] - self.ptr[rows], counts, output_size=total)
+        return Neighborhoods(self.index[edge], ptr, self.num_sources, self.radius)
+
     @staticmethod
     def cat(parts: Sequence["Neighborhoods"], source_offsets: Optional[Sequence[int]] = None) -> "Neighborhoods":
         """Concatenate per-sample neighbourhoods into one over the concatenated queries.

@@ -241,6 +241,14 @@ def radius_search(
         of the wrong length, unsorted or given alone.
     ConfigError / BackendUnavailableError : unknown / unavailable backend.
     NeighborhoodTooLargeError : more than ``max_edges`` edges (estimated before searching).
+
+    Example
+    -------
+    >>> import torch, geoop
+    >>> sources = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.5]])
+    >>> nb = geoop.radius_search(sources, torch.tensor([[0.0, 0.0], [1.0, 0.1]]), radius=0.6)
+    >>> nb.to_sets(), nb.ptr.tolist()
+    ([{0, 2}, {1}], [0, 2, 3])
     """
     qry = _as_points(queries, "queries")
     src = _as_points(sources, "sources")

@@ -86,14 +86,13 @@ class _ModeMatmul(torch.autograd.Function):
       channels ``o`` as ``conj(sum_o conj(g[b,o,k]) W[i,o,k])`` (no conjugated copy of W);
     * ``grad_W[i,o,k] = sum_b conj(x[b,i,k]) g[b,o,k]``, written straight into the gradient
       tensor with one broadcast multiply(-add) per sample (B passes instead of I*B small
-      ones: 1.4-2.7x faster here for B = 1..8, 32 channels, 384-2048 modes).
+      ones).
 
     When a graph of the backward is requested (``create_graph=True``: double backward) the
     gradients are computed with differentiable ``einsum`` s instead. On a GPU forward and
     backward are complex ``einsum`` s (batched cuBLAS products instead of a loop of small
     kernels); as they run inside this function, the mode-major copies of ``x`` and ``W``
-    that ``einsum`` makes for its ``bmm`` are transient, never saved for backward (on an
-    H200 the car step's peak did not change measurably: 142 MiB either way).
+    that ``einsum`` makes for its ``bmm`` are transient, never saved for backward.
 
     Shapes: ``x : (B, I, K)``, ``w : (I, O, K)`` complex (``K`` the flattened modes) ->
     ``(B, O, K)``.
@@ -137,11 +136,9 @@ def complex_mode_matmul(xc: Tensor, w: Tensor) -> Tensor:
     r"""``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` for every retained mode ``k``.
 
     A custom autograd function (:class:`_ModeMatmul`) that loops over the input channels
-    and never forms a ``(B, I, O, K)`` temporary, forward or backward. Measured here (CPU,
-    1 thread, 32 channels, 16x16x8 modes, forward only): B=1 2.4 ms against 17 ms for a
-    broadcast multiply-sum and 41 ms for the complex ``einsum``; B=8 15 ms against 47 ms
-    (einsum) and 151 ms (broadcast). The broadcast version also held a 16 MiB temporary per
-    layer in forward and two in backward. On a GPU complex ``einsum`` s (batched cuBLAS
+    and never forms a ``(B, I, O, K)`` temporary, forward or backward (faster on the CPU than
+    a broadcast multiply-sum or a complex ``einsum``, and without their per-layer
+    temporaries; ``docs/experiments.md``). On a GPU complex ``einsum`` s (batched cuBLAS
     products) replace the channel loop.
 
     Shapes: ``xc : (B, I, *K)`` complex, ``w : (I, O, *K)`` complex -> ``(B, O, *K)`` complex.

@@ -25,7 +25,7 @@ and the kernel form is one of
 with :math:`e` a positional embedding (:mod:`geoop.nn.embeddings`). A query whose ball is
 empty gets exactly 0 (also for ``"mean"``; never NaN); an empty query set gives ``(0, C_out)``.
 
-Implementation (see DESIGN.md, performance notes): the kernel MLP's first layer is split,
+Implementation: the kernel MLP's first layer is split,
 :math:`A e(x) + B e(y) + C f(y) + b`, and evaluated once per query / source point; per edge
 only a gather and an add remain for that layer. Edges are processed in chunks of consecutive
 queries with at most ``chunk_edges`` edges each, reduced with ``index_add_``; in training on
@@ -131,8 +131,7 @@ class GNO(nn.Module):
     n_freqs : number of frequencies of the positional embedding
     activation : activation of the kernel MLP (``"gelu"``, ``"relu"``, ...)
     chunk_edges : maximum number of edges processed at once on the CPU (small chunks keep the
-        per-edge tensors in cache: 16k edges x 64 channels = 4 MB; measured faster than one
-        big chunk)
+        per-edge tensors in cache: 16k edges x 64 channels = 4 MB, faster than one big chunk)
     chunk_edges_cuda : the same on a GPU without checkpointing, where a chunk is a few kernel
         launches and host synchronisations, so chunks are larger (default 256k edges: 64 MiB
         per 64-wide per-edge tensor in float32); checkpointed calls keep ``chunk_edges``,
@@ -253,13 +252,23 @@ class GNO(nn.Module):
         neighbors: Neighborhoods,
         f: Optional[Tensor] = None,
         weights: Optional[Tensor] = None,
-    ) -> Tensor:
-        """Evaluate the integral transform at the queries; see the class docstring for shapes."""
+        *,
+        partial: bool = False,
+    ):
+        """Evaluate the integral transform at the queries; see the class docstring for shapes.
+
+        ``partial=True`` returns the additive pieces ``(sums (Q, out), counts (Q,) or None)``
+        instead: the un-normalised sum over the given edges and, for ``"mean"``, the edge
+        count per query (None for ``"sum"``/``"weighted"``, which are plain sums). Pieces
+        computed on disjoint subsets of the sources add up, and :meth:`finish` of the summed
+        pieces equals the output on all sources (domain parallelism uses this).
+        """
         self._check(sources, queries, neighbors, f, weights)
         dtype = self.lin_query.weight.dtype
         n_q = queries.shape[0]
         if n_q == 0:
-            return queries.new_zeros((0, self.out_channels), dtype=dtype)
+            out = queries.new_zeros((0, self.out_channels), dtype=dtype)
+            return (out, out.new_zeros(0) if self.reduction == "mean" else None) if partial else out
         # per-point parts of the first layer
         hq = self.lin_query(self.embed(queries.to(dtype)))  # (Q, H0)
         hs = self.lin_source(self.embed(sources.to(dtype)))  # (S, H0)
@@ -282,6 +291,8 @@ class GNO(nn.Module):
         )
         if isinstance(neighbors, EdgeList):
             out = self._edge_list(hq, hs, src_mult, neighbors, ckpt)
+            if partial:
+                return out, (neighbors.counts.to(dtype) if self.reduction == "mean" else None)
             if self.reduction == "mean":
                 out = out / neighbors.counts.clamp(min=1).to(dtype)[:, None]
             return out
@@ -295,6 +306,8 @@ class GNO(nn.Module):
             out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
         else:
             out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult, neighbors)
+        if partial:
+            return out, (neighbors.counts().to(dtype) if self.reduction == "mean" else None)
         if self.reduction == "mean":
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
@@ -318,6 +331,14 @@ class GNO(nn.Module):
 
             return checkpoint(run, hq, hs, src_mult, use_reentrant=False, preserve_rng_state=False)
         return run(hq, hs, src_mult)
+
+    @staticmethod
+    def finish(sums: Tensor, counts: Optional[Tensor]) -> Tensor:
+        """Output from (summed) :meth:`forward` ``partial=True`` pieces: ``sums / max(counts, 1)``
+        for ``"mean"`` (an empty ball stays 0), ``sums`` otherwise."""
+        if counts is None:
+            return sums
+        return sums / counts.clamp(min=1)[:, None]
 
     def _plain_edges(self, chunks, index, ptr, hq, hs, src_mult, neighbors: Optional[Neighborhoods] = None) -> Tensor:
         """All chunks under ordinary autograd (double backward works).

@@ -17,14 +17,22 @@ key                content
 ``rng``            torch / numpy / python ``random`` states (tensors and lists)
 ``metrics``        last epoch's metrics
 ``extra``          anything else the caller stores (plain types)
+``checksum``       SHA-256 of everything else (see :func:`state_digest`)
 =================  ==========================================================
 
 Writes go to a temporary file in the destination folder followed by :func:`os.replace`, so a
 failure (full disk, no permission, Ctrl-C) never leaves a truncated checkpoint behind and the
-previous checkpoint at that path stays loadable.
+previous checkpoint at that path stays loadable (also when the process is killed with
+SIGKILL mid-write: the partial data only ever exist under a temporary name).
+
+A checkpoint cut short fails to unzip; one whose bytes were changed afterwards usually
+still unpickles (``torch.load`` checks no checksums, so a flipped bit in a weight loads as a
+slightly different weight): the ``checksum`` written with every checkpoint and verified by
+:func:`load_checkpoint` turns both into a :class:`CheckpointError`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -45,6 +53,7 @@ __all__ = [
     "set_rng_state",
     "check_state_dict",
     "load_model_state",
+    "state_digest",
 ]
 
 FORMAT = "geoop-checkpoint"
@@ -87,6 +96,32 @@ def set_rng_state(state: Mapping) -> None:
 
 
 # --------------------------------------------------------------------------- save / load
+def state_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint state without its ``checksum`` key: keys in sorted order,
+    scalars by ``repr``, tensors by dtype, shape and raw bytes (on the CPU)."""
+    h = hashlib.sha256()
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, Mapping):
+            h.update(f"D{len(obj)}".encode())
+            for k in sorted(obj, key=repr):
+                h.update(repr(k).encode())
+                walk(obj[k])
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"L{len(obj)}".encode())
+            for v in obj:
+                walk(v)
+        else:
+            h.update(f"S{obj!r}".encode())
+
+    walk({k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
 def _check_plain(obj: Any, where: str = "checkpoint") -> None:
     """Refuse objects ``weights_only`` loading would reject, naming the offending key."""
     if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, torch.dtype, torch.device)):
@@ -120,6 +155,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     path = Path(path)
     state = {"format": FORMAT, "version": VERSION, **state}
     _check_plain(state)
+    state["checksum"] = state_digest(state)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "wb") as f:
@@ -152,6 +188,12 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
         )
     if int(state.get("version", -1)) > VERSION:
         raise CheckpointError(f"checkpoint {path} has version {state.get('version')}; this geoop reads up to {VERSION}")
+    if "checksum" in state:  # checkpoints written before checksums load without the check
+        found = state_digest(state)
+        if found != state["checksum"]:
+            raise CheckpointError(f"checkpoint {path} fails its checksum (expected {state['checksum'][:16]}..., "
+                                  f"found {found[:16]}...): its content changed after it was written (tampered "
+                                  "or corrupted file)")
     return state
 
 

@@ -12,17 +12,22 @@ File layout (TOML shown; YAML with the same nesting works too)::
     inputs = []              # input point fields (may be empty)
     targets = ["p"]          # required: target fields
     train_split = "train"
-    val_split = "test"       # "" or null: no validation
+    val_split = "val"        # "" or null: no validation (default "test"; validating on the test
+                             # split selects best.pt on it: give a "val" split or data.val_fraction)
     latent_sdf = false       # signed distance to the input geometry on the latent grid
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
-    [model]                  # keyword arguments of geoop.models.GINO
-    latent_shape = [32, 32]
+    [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
+    shape = [32, 32]         # latent, encoder, blocks, decoder, local, memory
+    [model.encoder]
+    radius = "1.6 cells"     # or coordinates
 
     [optim]
     lr = 1e-3
     weight_decay = 1e-4
-    epochs = 20
+    epochs = 20              # at most this many epochs
+    minutes = 0              # wall-clock budget of training (0: none); the cosine schedule
+                             # follows the epochs that fit (Trainer.fit(max_time=))
     batch_size = 4           # per process (global batch = world size x batch_size)
     warmup = 1.0             # epochs of linear warm-up (float)
     min_lr_ratio = 0.0       # cosine decays to lr * min_lr_ratio
@@ -76,8 +81,10 @@ DEFAULTS: dict[str, Any] = {
         "amp": "none",
         "weighted_loss": False,
         "num_workers": 0,
+        "minutes": 0.0,
     },
     "output": {"dir": None, "save_best": True},
+    "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
@@ -188,8 +195,12 @@ def resolve_config(
                 if extra is None and dataset_cls is not None:
                     valid |= set(value)
             if key == "model":
-                valid = _params(model_cls) if model_cls is not None else set(value)
-                valid = set(value) if valid is None else valid
+                if hasattr(model_cls, "check_config"):  # GINO: nested sections, checked by their specs
+                    model_cls.check_config(value, where=f"{source} [model]")
+                    valid = set(value)
+                else:
+                    valid = _params(model_cls) if model_cls is not None else set(value)
+                    valid = set(value) if valid is None else valid
             check_keys(f"{source} [{key}]", value, valid)
             out[key].update(copy.deepcopy(dict(value)))
         else:
@@ -208,7 +219,7 @@ def resolve_config(
             raise ConfigError(f"{source}: data.{k} must be a list of field names, got {d[k]!r}")
     if not d["targets"]:
         raise ConfigError(f"{source}: data.targets must name at least one field")
-    for k, typ, lo in (("lr", float, 0.0), ("weight_decay", float, 0.0), ("warmup", float, 0.0), ("clip", float, 0.0), ("min_lr_ratio", float, 0.0)):
+    for k, typ, lo in (("lr", float, 0.0), ("weight_decay", float, 0.0), ("warmup", float, 0.0), ("clip", float, 0.0), ("min_lr_ratio", float, 0.0), ("minutes", float, 0.0)):
         try:
             o[k] = typ(o[k] if o[k] is not None else 0.0)
         except (TypeError, ValueError):
@@ -222,6 +233,9 @@ def resolve_config(
     if o["amp"] not in AMP_MODES:
         raise ConfigError(f"{source}: optim.amp {o['amp']!r} is unknown; valid: {list(AMP_MODES)}")
     out["compile"] = resolve_compile(out["compile"], f"{source}: compile")
+    dom = out["parallel"]["domain"]
+    if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
+        raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])

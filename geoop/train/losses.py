@@ -23,7 +23,7 @@ returns      : (B, F) per-sample, per-field relative errors
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -41,8 +41,13 @@ def relative_l2(
     widths: Optional[Sequence[int]] = None,
     weights: Optional[Tensor] = None,
     eps: float = 1e-12,
+    reduce: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
-    """Per-sample, per-field relative L2 error, shape (B, F). See the module docstring."""
+    """Per-sample, per-field relative L2 error, shape (B, F). See the module docstring.
+
+    ``reduce`` (optional) maps the stacked sums ``(2, B, F)`` (numerator, denominator) before
+    the roots: with a sample's queries split across ranks (domain parallelism), a
+    differentiable all-reduce over those ranks gives every rank the whole sample's error."""
     if pred.shape != target.shape:
         raise ShapeError(f"relative_l2: prediction has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
     if pred.dim() == 1:
@@ -65,6 +70,8 @@ def relative_l2(
         d2, t2 = d2 * w, t2 * w
     num = torch.zeros(num_samples, len(widths), dtype=pred.dtype, device=pred.device).index_add_(0, batch, d2)
     den = torch.zeros_like(num).index_add_(0, batch, t2)
+    if reduce is not None:
+        num, den = reduce(torch.stack([num, den]))
     # eps² inside the root keeps the gradient finite when a prediction is exact
     return (num + eps * eps).sqrt() / (den.sqrt() + eps)
 

@@ -18,37 +18,14 @@ import torch
 from ..errors import CheckpointError, ConfigError, FieldError
 from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
+from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
 from .trainer import Trainer
 
-__all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "load_trained", "TrainedModel"]
+__all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "input_fields", "model_config", "load_trained", "TrainedModel"]
 
 log = logging.getLogger(__name__)
 
 _OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf")
-
-
-class LatentSDF:
-    """``neighbors`` callable for datasets: ``model.precompute(sample)`` plus the signed
-    distance from the latent grid nodes to the input geometry as ``latent_features``
-    (1, *latent_shape) (the GINO paper's geometry encoding on the latent grid)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def cache_key(self) -> dict:
-        return {"gino": self.model.cache_key(), "latent_features": "sdf"}
-
-    def features(self, geometry) -> torch.Tensor:
-        from ..geometry.sdf import sdf
-
-        nodes = self.model.latent_points().to(geometry.points.dtype)
-        return sdf(geometry, nodes).reshape(1, *self.model.latent_shape).to(torch.float32)
-
-    def __call__(self, sample):
-        import dataclasses
-
-        out = self.model.precompute(sample)
-        return dataclasses.replace(out, latent_features=self.features(sample.geometry))
 
 
 def data_kwargs(config: Mapping) -> dict:
@@ -56,8 +33,9 @@ def data_kwargs(config: Mapping) -> dict:
     return {k: v for k, v in config["data"].items() if k not in _OWN_DATA_KEYS}
 
 
-def infer_model_shape(config: Mapping) -> dict:
-    """``in_channels``, ``out_channels``, ``coord_dim`` from the first case of the folder."""
+def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
+    """Widths of the input fields ``inputs`` and total target width on the first case of
+    the folder, and the coordinate dimension of the prepared points."""
     from ..data.folder import discover_cases
     from ..geometry.io import read
 
@@ -70,18 +48,64 @@ def infer_model_shape(config: Mapping) -> dict:
     gin = read(cf.input)
     gq = gin if cf.same_file else read(cf.query)
 
-    def width(g, names, role, path):
-        w = 0
-        for n in names:
-            if n not in g.fields:
-                raise FieldError(f"{path}: {role} field {n!r} is missing; available: {sorted(g.fields)}")
-            w += int(g.fields[n].shape[1])
-        return w
+    def width(g, n, role, path):
+        if n in g.fields:
+            return int(g.fields[n].shape[1])
+        if n in g.cell_fields:
+            return int(g.cell_fields[n].shape[1])
+        raise FieldError(f"{path}: {role} field {n!r} is missing; available: {sorted(g.fields)}")
 
     coord = gin.dim
     if kw.get("drop_flat_z") and gin.dim == 3 and gin.is_2d and gq.is_2d:
         coord = 2
-    return {"in_channels": width(gin, d["inputs"], "input", cf.input), "out_channels": width(gq, d["targets"], "target", cf.query), "coord_dim": coord}
+    ins = {n: width(gin, n, "input", cf.input) for n in inputs}
+    return ins, sum(width(gq, n, "target", cf.query) for n in d["targets"]), coord
+
+
+def infer_model_shape(config: Mapping) -> dict:
+    """``in_channels``, ``out_channels``, ``coord_dim`` from the first case of the folder."""
+    ins, out, coord = _first_case_widths(config, config["data"]["inputs"])
+    return {"in_channels": sum(ins.values()), "out_channels": out, "coord_dim": coord}
+
+
+def input_fields(model_cfg: Mapping, data_inputs) -> list:
+    """The point fields a run reads: ``data.inputs`` and the fields named in the model's
+    ``encoder.inputs``."""
+    from ..models.features import parse_point_feature
+
+    enc = model_cfg.get("encoder") if isinstance(model_cfg.get("encoder"), Mapping) else {}
+    named = [f.name for f in map(parse_point_feature, enc.get("inputs", ()) or ()) if f.kind == "field"]
+    return list(dict.fromkeys([*data_inputs, *named]))
+
+
+def model_config(config: Mapping) -> dict:
+    """The GINO config of a run: the ``[model]`` section (nested, see
+    :mod:`geoop.models.config`) with ``out_channels``/``coord_dim`` from the first case
+    unless given, ``data.latent_sdf`` as the latent feature ``"sdf"``, and the point inputs by
+    name: ``[model.encoder] inputs`` when given, else ``data.inputs`` (a field of C > 1
+    components as ``name[0:C]``). A flat (deprecated) ``[model]`` section keeps the old
+    meaning: ``in_channels`` is the width of ``data.inputs``, passed by the trainer."""
+    from ..models.config import LEGACY_KEYS, latent_spec
+
+    m = dict(config["model"])
+    d = config["data"]
+    flat = any(k in LEGACY_KEYS for k in m)
+    ins, out, coord = _first_case_widths(config, input_fields(m, d["inputs"]) if not flat else d["inputs"])
+    shape = {"out_channels": out, "coord_dim": coord}
+    if flat:
+        shape["in_channels"] = sum(ins[n] for n in d["inputs"])
+        if d.get("latent_sdf"):
+            shape["latent_channels"] = 1
+        return {**shape, **m}
+    if d.get("latent_sdf"):
+        lat = latent_spec(m.get("latent")).to_dict()
+        lat["features"] = list(dict.fromkeys([*lat.get("features", []), "sdf"]))
+        m["latent"] = lat
+    enc = dict(m.get("encoder") or {})
+    if not enc.get("inputs") and d["inputs"]:
+        enc["inputs"] = [n if ins[n] == 1 else f"{n}[0:{ins[n]}]" for n in d["inputs"]]
+        m["encoder"] = enc
+    return {**shape, **m}
 
 
 @dataclass
@@ -101,23 +125,28 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
 
     config = dict(config)
     d = config["data"]
-    shape = infer_model_shape(config)
-    if d.get("latent_sdf"):
-        shape["latent_channels"] = 1
-    mcfg = {**shape, **config["model"]}
+    mcfg = model_config(config)
     torch.manual_seed(int(config["seed"]))
     model = GINO.from_config(mcfg)
-    neighbors = LatentSDF(model) if d.get("latent_sdf") else model.precompute
+    # a flat (deprecated) model section takes the SDF as a hand-given latent channel
+    neighbors = LatentSDF(model) if d.get("latent_sdf") and not model.latent_feature_names else model.precompute
     kw = data_kwargs(config)
     kw.setdefault("seed", int(config["seed"]))
-    train = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
+    # the model takes its inputs by name (model_config); a flat model section gets x from the trainer
+    by_name = bool(model.point_inputs) or not d["inputs"]
+    inputs = input_fields(mcfg, d["inputs"])
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
     val = None
+    if d.get("val_split") == "test":
+        log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
+                    "(a 'val' split, or data.val_fraction) and set val_split = 'val' to keep the test cases unseen")
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
-        val = MeshFolderDataset(d["folder"], inputs=d["inputs"], targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
+        val = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
     trainer = Trainer.from_config(
         model, train, config, val_data=val, normalizers=train.normalizers, data_normalized=True, dist_info=dist_info,
-        precompute=False, progress=progress,
+        inputs=[] if by_name else d["inputs"],
+        precompute=False, progress=progress, preprocessor=train.preprocessor,
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
                               "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
                               "latent_sdf": bool(d.get("latent_sdf"))}},
@@ -136,11 +165,13 @@ class TrainedModel:
     config: dict
     data: dict  # dim, geometry_normalization, isotropic, margin
     checkpoint: str
+    preprocessor: Any = None  # geoop.data.preprocess.Preprocessor
 
 
 def load_trained(path, map_location="cpu") -> TrainedModel:
     """Rebuild GINO from a checkpoint's ``model_config`` and load its weights."""
     from ..data.normalize import DatasetNormalizers
+    from ..data.preprocess import Preprocessor
     from ..models.gino import GINO
 
     state = load_checkpoint(path, map_location=map_location)
@@ -152,5 +183,12 @@ def load_trained(path, map_location="cpu") -> TrainedModel:
     model.eval()
     norm = DatasetNormalizers.from_state_dict(state["normalizers"]) if state.get("normalizers") else None
     extra = state.get("extra") or {}
-    return TrainedModel(model, norm, list(state.get("inputs", [])), list(state.get("targets", [])), dict(state.get("config") or {}),
-                        dict(extra.get("data") or {"dim": mc.get("coord_dim", 3), "geometry_normalization": "none"}), str(path))
+    data = dict(extra.get("data") or {"dim": mc.get("coord_dim", 3), "geometry_normalization": "none"})
+    inputs, targets = list(state.get("inputs", [])), list(state.get("targets", []))
+    if state.get("preprocessor"):
+        pre = Preprocessor.from_state_dict(state["preprocessor"])
+    else:  # a checkpoint written before the preprocessor was stored: rebuild it from its parts
+        pre = Preprocessor(inputs, targets, data.get("geometry_normalization", "none"), bool(data.get("isotropic", True)),
+                           float(data.get("margin", 0.0)), int(data.get("dim", mc.get("coord_dim", 3))),
+                           norm if norm is not None else DatasetNormalizers())
+    return TrainedModel(model, pre.normalizers, inputs, targets, dict(state.get("config") or {}), data, str(path), pre)

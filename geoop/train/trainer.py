@@ -117,9 +117,7 @@ _FUSED_DEVICES = ("cpu", "cuda")
 def _adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel where every parameter allows it (floating point, on
     the CPU or a CUDA device): one pass over each parameter instead of ~10 elementwise ops
-    (measured on the airfoil demo's GINO, 59 tensors / 3.2 M values, 1 thread: 3.2 ms per
-    step vs 14.8 ms for the default loop and 24.7 ms for ``foreach``); the per-parameter
-    loop otherwise. Same update rule and state layout either way."""
+    (several times faster; ``docs/experiments.md``); the per-parameter loop otherwise. Same update rule and state layout either way."""
     params = list(params)
     fused = bool(params) and all(
         p.device.type in _FUSED_DEVICES and p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -171,7 +169,18 @@ class Trainer:
         ``config.json``; None = write nothing.
     config : the resolved run configuration (plain dict) stored in checkpoints.
     dist_info : from :func:`geoop.train.distributed.init_distributed`; None = one process.
-    progress : tqdm bar; None = only on rank 0 and when stderr is a TTY.
+    progress : None (default): a tqdm bar on rank 0 when stderr is a TTY, and one line per
+        epoch on stderr (rank 0); True: both always; False: neither.
+    minutes : wall-clock budget of :meth:`fit` (None or 0: none; see ``fit(max_time=)``).
+    preprocessor : the :class:`geoop.data.preprocess.Preprocessor` that made the data (e.g.
+        ``MeshFolderDataset.preprocessor``); stored in checkpoints so that prediction
+        prepares new files the same way; its normalisers are used when ``normalizers`` is None.
+    domain : ranks that share each batch, each training on a spatial shard of it
+        (:class:`geoop.distributed.DomainParallel`; config ``[parallel] domain``). The ranks
+        form a data x domain grid (:func:`geoop.distributed.process_grid`): the samples are
+        split over the ``world_size / domain`` data groups (DDP in each), the points and
+        queries of a batch over the ``domain`` ranks of a domain group, whose loss is the
+        whole batch's (its relative-L2 sums all-reduced) and whose gradients are summed.
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
@@ -212,13 +221,26 @@ class Trainer:
         collate_fn: Callable = collate,
         extra_state: Optional[Mapping] = None,
         compile: Union[bool, str] = False,
+        minutes: Optional[float] = None,
+        preprocessor=None,
+        domain: int = 1,
     ):
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(device, self.dist)
         self.model = model.to(self.device)
+        self.grid = None
+        if domain != 1 or not isinstance(domain, int):
+            from ..distributed.grid import grid_layout, process_grid
+
+            grid_layout(self.dist.world_size, domain)  # ConfigError before any collective
+            self.grid = process_grid(domain)
         self.targets, self.inputs = list(targets), list(inputs)
         if not self.targets:
             raise ConfigError("Trainer: targets must name at least one field")
+        #: the data's :class:`geoop.data.preprocess.Preprocessor` (saved in checkpoints), or None
+        self.preprocessor = preprocessor
+        if normalizers is None and preprocessor is not None:
+            normalizers = preprocessor.normalizers
         if normalizers is not None and not hasattr(normalizers, "decode_concat"):
             from ..data.normalize import DatasetNormalizers
 
@@ -226,6 +248,7 @@ class Trainer:
         self.normalizers = normalizers
         self.data_normalized = bool(data_normalized)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.epochs_cap = self.epochs  # upper bound when a time budget plans the epochs
         self.clip, self.weighted_loss, self.seed = float(clip or 0.0), bool(weighted_loss), int(seed)
         self.amp_dtype = resolve_amp(amp, self.device.type)
         self.amp = "none" if self.amp_dtype is None else str(amp)
@@ -236,6 +259,9 @@ class Trainer:
         self.extra_state = dict(extra_state or {})
         self.progress = progress
         self.collate_fn = collate_fn
+        if minutes is not None and (isinstance(minutes, bool) or not float(minutes) >= 0):
+            raise ConfigError(f"Trainer: minutes must be a number >= 0 (0 or None: no time budget), got {minutes!r}")
+        self.max_time = 60.0 * float(minutes) if minutes else None
 
         pre = getattr(model, "precompute", None) if precompute else None
         self.train_data = _Precomputed(train_data, pre) if callable(pre) else train_data
@@ -245,8 +271,11 @@ class Trainer:
         if len(self.train_data) == 0:
             raise ConfigError("Trainer: the training dataset is empty")
 
+        replicas, data_rank = self.dist.world_size, self.dist.rank
+        if self.grid is not None:  # a domain group shares its batches
+            replicas, data_rank = self.grid.data, self.grid.data_rank
         self.sampler = DistributedSampler(
-            self.train_data, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed, drop_last=False
+            self.train_data, num_replicas=replicas, rank=data_rank, shuffle=True, seed=self.seed, drop_last=False
         )
         self.loader = DataLoader(
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
@@ -259,15 +288,24 @@ class Trainer:
             warmup_steps=round(float(warmup) * self.steps_per_epoch),
             min_lr_ratio=min_lr_ratio,
         )
+        self.domain_parallel = None
+        if self.grid is not None:
+            from ..distributed.domain import DomainParallel
+
+            self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
         self.compile = resolve_compile(compile, "Trainer compile")
-        step_net = _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed, self.amp_dtype)
-        if self.dist.is_distributed:
+        if self.compile != "none" and self.domain_parallel is not None:
+            raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
+        inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
+                                                      self.amp_dtype)
+        if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(step_net, device_ids=ids)
+            group = None if self.grid is None else self.grid.data_group
+            self.net = DistributedDataParallel(inner, device_ids=ids, process_group=group)
         else:
-            self.net = step_net
+            self.net = inner
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.best: Optional[float] = None
@@ -285,6 +323,8 @@ class Trainer:
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
             compile=config.get("compile", False),
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
+            minutes=o.get("minutes"),
+            domain=config.get("parallel", {}).get("domain", 1),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -347,21 +387,34 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not show, leave=False)
         loss_sum, n_samples, t0 = 0.0, 0, time.perf_counter()
         try:
+            dp = self.domain_parallel
             for batch in self.loader:
                 batch = batch.to(self.device)
+                if dp is not None:  # this rank's spatial shard of the batch
+                    from ..distributed.shard import shard
+
+                    batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
                 pred = self.forward(batch)
                 w = batch.query_weights if self.weighted_loss else None
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w)
+                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                  reduce=None if dp is None else dp.all_reduce)
                 loss = err.mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
+                # with domain parallelism every rank of the group computed the whole batch's
+                # loss: its share of the objective is loss / domain (geoop.distributed.domain)
+                scaled = loss if dp is None else loss / dp.world_size
                 if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
+                    self.scaler.scale(scaled).backward()
+                    if dp is not None:
+                        dp.sync_gradients()
                     self.scaler.unscale_(self.optimizer)
                 else:
-                    loss.backward()
+                    scaled.backward()
+                    if dp is not None:
+                        dp.sync_gradients()
                 if self.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
                 if self.scaler is not None:
@@ -370,8 +423,8 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.scheduler.step()
-                b = batch.num_samples
-                loss_sum += float(err.detach().mean(1).sum())
+                b = batch.num_samples if dp is None or dp.rank == 0 else 0  # a domain group counts its batch once
+                loss_sum += float(err.detach().mean(1).sum()) if b else 0.0
                 n_samples += b
                 dt = time.perf_counter() - t0
                 bar.update(1)
@@ -450,6 +503,7 @@ class Trainer:
             "history": _plain(self.history),
             "best": self.best,
             "extra": _plain(self.extra_state),
+            "preprocessor": self.preprocessor.state_dict() if self.preprocessor is not None else {},
         }
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
@@ -539,18 +593,56 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def fit(self, resume: Union[str, os.PathLike, None] = None, until_epoch: Optional[int] = None) -> list[dict]:
+    def _plan_epochs(self, budget_end: float, min_epochs: int = 1) -> int:
+        """Epochs that fit before ``budget_end`` (``time.perf_counter()`` clock): the completed
+        ones plus the remaining time over the mean of the last (up to 3) epoch times, the
+        first epoch left out when later ones exist (it also computes neighbourhoods and
+        latent features); never more than ``epochs``. The cosine schedule is stretched or
+        shrunk to that many epochs (its warm-up is unchanged)."""
+        done = self.epoch
+        times = [h["time_s"] for h in self.history]
+        recent = (times[1:] if len(times) > 1 else times)[-3:]
+        per = sum(recent) / len(recent)
+        left = budget_end - time.perf_counter()
+        planned = max(done, min_epochs, min(self.epochs_cap, done + int(left / max(per, 1e-9))))
+        if self.dist.is_distributed:  # every rank must run the same number of epochs
+            planned = int(all_reduce_sums({"e": float(planned)}, self.dist, self._reduce_device)["e"] / self.dist.world_size)
+        self.epochs = max(planned, done)
+        self.scheduler.total_steps = max(self.epochs, 1) * self.steps_per_epoch
+        if isinstance(self.config.get("optim"), dict):
+            self.config["optim"]["epochs"] = self.epochs
+        return self.epochs
+
+    def _epoch_line(self, metrics: dict) -> None:
+        """One line per epoch on stderr (rank 0), unless ``progress=False``."""
+        if self.progress is False or not self.dist.is_main:
+            return
+        val = " ".join(f"{k[4:]} {v:.4g}" for k, v in metrics.items() if k.startswith("val/"))
+        print(f"epoch {metrics['epoch']}/{self.epochs}: train loss {metrics['train_loss']:.4g}"
+              f"{' | val ' + val if val else ''} | lr {metrics['lr']:.3g} | {metrics['time_s']:.1f} s",
+              file=sys.stderr, flush=True)
+
+    def fit(self, resume: Union[str, os.PathLike, None] = None, until_epoch: Optional[int] = None,
+            max_time: Optional[float] = None, min_epochs: int = 1) -> list[dict]:
         """Train from the current epoch (or from checkpoint ``resume``) up to ``until_epoch``
         (default: ``epochs``); checkpoint after every epoch. Returns the metrics history.
+
+        ``max_time`` (seconds, default: the ``minutes`` budget given at construction): stop
+        when the next epoch would not fit in the time left; after every epoch the number of
+        epochs is re-estimated (:meth:`_plan_epochs`, at most ``epochs``) and the learning-rate
+        schedule follows it, so the cosine ends with the budget. At least ``min_epochs`` run
+        (default 1), whatever the budget.
 
         Raises
         ------
         TrainingInterrupted
             on Ctrl-C; the message names the last complete checkpoint.
         """
+        t_start = time.perf_counter()
         if resume is not None:
             self.resume(resume)
             self._rewrite_metrics()
+        max_time = self.max_time if max_time is None else (float(max_time) if max_time else None)
         stop = self.epochs if until_epoch is None else min(int(until_epoch), self.epochs)
         self.write_config()
         try:
@@ -566,8 +658,12 @@ class Trainer:
                     self.best = float(key)
                 self.history.append(metrics)
                 self.epoch = e + 1
-                self._write_files(metrics, improved, final=self.epoch == stop)
+                if max_time is not None:
+                    planned = self._plan_epochs(t_start + max_time, min(int(min_epochs), self.epochs_cap))
+                    stop = planned if until_epoch is None else min(int(until_epoch), planned)
+                self._write_files(metrics, improved, final=self.epoch >= stop)
                 barrier(self.dist)
+                self._epoch_line(metrics)
                 log.info("epoch %d: %s", e + 1, {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
         except KeyboardInterrupt:
             where = self.out_dir / "last.pt" if self.out_dir is not None else None

@@ -1,0 +1,274 @@
+"""One preprocessing path from files to model-ready samples, shared by training and prediction.
+
+:class:`Preprocessor` owns everything between a case's files and a normalised
+:class:`~geoop.batch.Sample`:
+
+1. **reading** a case (:meth:`Preprocessor.read_case`): the input geometry with the input
+   fields and the query geometry with the target fields; cell data are averaged onto the
+   points; NaN/Inf and missing fields raise a :class:`~geoop.errors.DatasetError` naming the
+   file; points are stored as 3-D (a 2-D file gets z = 0);
+2. **coordinates** (:meth:`Preprocessor.transform_for`): ``x' = (x - shift) / scale`` with one
+   transform fitted on the training cases (``geometry_normalization="dataset"``), one per case
+   from its own input and query bounds (``"case"``), or none (``"none"``); 2-D cases then
+   drop the flat z;
+3. **fields** (:meth:`Preprocessor.apply`): each input and target field normalised per
+   channel, ``(f - mean) / std``, with statistics of the training cases
+   (:class:`~geoop.data.normalize.DatasetNormalizers`); :meth:`Preprocessor.decode` maps
+   predictions back.
+
+:class:`~geoop.data.MeshFolderDataset` builds its items with it, the
+:class:`~geoop.train.Trainer` stores its :meth:`~Preprocessor.state_dict` in every checkpoint,
+and ``geoop predict`` / :func:`geoop.train.run.load_trained` rebuild it from the checkpoint
+alone (:meth:`Preprocessor.from_state_dict`), so a trained model sees new files exactly as
+it saw the training files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..batch import Sample
+from ..errors import DatasetError, GeoopError
+from ..geometry.geometry import Geometry, NormalizeTransform
+from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
+
+__all__ = ["Preprocessor", "GEOMETRY_NORMALIZATIONS"]
+
+#: valid ``geometry_normalization`` rules
+GEOMETRY_NORMALIZATIONS = ("dataset", "case", "none")
+
+
+def read_file(path: Path) -> Geometry:
+    """Read with :func:`geoop.read`; raise a GeoopError naming the file on any failure."""
+    from ..geometry.io import read
+
+    try:
+        return read(path)
+    except GeoopError:
+        raise
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except BaseException as e:  # noqa: BLE001  readers raise anything, SystemExit included
+        raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
+
+
+def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bool = True) -> dict[str, Tensor]:
+    """The named fields as point fields (cell fields averaged onto the points); with
+    ``required=False`` missing ones are left out. Point data win over cell data of the same
+    name: ``Normals``/``normals`` is the file's point normals when it has them (the cell
+    normals averaged onto the points are ``Normals_cell``, see
+    :meth:`Geometry.cell_data_to_point_data`)."""
+    out = {}
+    to_convert = []
+    for n in names:
+        if n in g.fields:
+            out[n] = g.fields[n]
+        elif n in ("Normals", "normals") and g.normals is not None:
+            out[n] = g.normals
+        elif n in g.cell_fields:
+            to_convert.append(n)
+        elif required:
+            raise DatasetError(
+                f"{path}: {role} field {n!r} is missing; point fields: {sorted(g.fields)}, "
+                f"cell fields: {sorted(g.cell_fields)}"
+            )
+    if to_convert:
+        if not g.cells:
+            raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
+        conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
+        out.update({n: conv.fields[n] for n in to_convert})
+    for n, v in out.items():
+        bad = ~torch.isfinite(v)
+        if bad.any():
+            rows = int(bad.any(dim=1).sum())
+            raise DatasetError(f"{path}: {role} field {n!r} has NaN/Inf values at {rows} of {v.shape[0]} points")
+    return out
+
+
+def pad_z(g: Geometry) -> Geometry:
+    """(N, 2) points -> (N, 3) with z = 0 (normals too); 3-D geometries unchanged."""
+    if g.dim == 3:
+        return g
+    z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
+    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
+                    source=g.source, validate=False)
+
+
+def drop_z(g: Geometry) -> Geometry:
+    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
+    return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
+                    fields=g.fields, name=g.name, source=g.source, validate=False)
+
+
+def fixed_rule(rule: Mapping) -> dict:
+    """Validate a fixed coordinate rule ``{"scale": L or [L_x, ...], "shift": x0 or [x0, ...]}``
+    (``shift`` default 0) and return it as plain lists."""
+    unknown = sorted(set(rule) - {"scale", "shift"})
+    if unknown or "scale" not in rule:
+        raise DatasetError(f"geometry_normalization: a fixed rule needs 'scale' (and optionally 'shift'); got keys "
+                           f"{sorted(rule)}; valid keys: ['scale', 'shift']")
+    scale = [float(v) for v in (rule["scale"] if isinstance(rule["scale"], (list, tuple)) else [rule["scale"]])]
+    shift = [float(v) for v in (rule.get("shift", 0.0) if isinstance(rule.get("shift", 0.0), (list, tuple)) else [rule.get("shift", 0.0)])]
+    if not all(v > 0 for v in scale):
+        raise DatasetError(f"geometry_normalization: scale must be > 0, got {rule['scale']!r}")
+    return {"scale": scale, "shift": shift}
+
+
+def fixed_transform(rule: Mapping, d: int) -> NormalizeTransform:
+    """The fixed rule as a (d,) transform: one value broadcasts to every axis; a 2-value
+    shift/scale of 2-D cases gets z shift 0 / scale 1 (their points are stored with z = 0)."""
+    def vec(v, fill):
+        v = list(v)
+        if len(v) == 1:
+            v = v * d
+        if len(v) == 2 and d == 3:
+            v = v + [fill]
+        if len(v) != d:
+            raise DatasetError(f"geometry_normalization: {v} has {len(v)} values for {d}-D points")
+        return torch.tensor(v, dtype=torch.float64)
+
+    return NormalizeTransform(vec(rule["shift"], 0.0), vec(rule["scale"], 1.0))
+
+
+class Preprocessor:
+    """Reading, coordinate and field normalisation of cases (see the module docstring).
+
+    Parameters
+    ----------
+    inputs, targets : field names on the input / query geometry
+    geometry_normalization : ``"dataset"``, ``"case"``, ``"none"``, or a fixed rule
+        ``{"scale": L, "shift": [...]}`` (:func:`fixed_rule`)
+    isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`)
+    dim : point dimension of the prepared samples (2: flat 2-D cases drop z; 3), None until
+        :meth:`fit` or the dataset sets it
+    normalizers : fitted :class:`DatasetNormalizers` (fields and the dataset transform), or
+        None (fit them with :meth:`fit`)
+    """
+
+    def __init__(self, inputs: Sequence[str] = (), targets: Sequence[str] = (), geometry_normalization: str = "dataset",
+                 isotropic: bool = True, margin: float = 0.0, dim: Optional[int] = None,
+                 normalizers: Optional[DatasetNormalizers] = None):
+        if isinstance(geometry_normalization, Mapping):
+            geometry_normalization = fixed_rule(geometry_normalization)
+        elif geometry_normalization not in GEOMETRY_NORMALIZATIONS:
+            raise DatasetError(f"Preprocessor: unknown geometry_normalization {geometry_normalization!r}; "
+                               f"valid: {list(GEOMETRY_NORMALIZATIONS)} or {{'scale': L, 'shift': [...]}}")
+        self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        self.geometry_normalization = geometry_normalization
+        self.isotropic, self.margin = bool(isotropic), float(margin)
+        self.dim = None if dim is None else int(dim)
+        self.normalizers = normalizers if normalizers is not None else DatasetNormalizers()
+
+    # ------------------------------------------------------------------ 1. reading
+    def split_geometries(self, g: Geometry, q: Optional[Geometry], name: Optional[str] = None,
+                         targets_required: bool = True) -> tuple[Geometry, Geometry]:
+        """(input geometry with the input fields, query geometry with the target fields) from
+        read geometries (``q`` None: the same one), 3-D, validated."""
+        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
+        gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=name or g.name, source=g.source,
+                       validate=False)
+        q = g if q is None else q
+        fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
+        gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=name or q.name, source=q.source,
+                      validate=False)
+        for gg in (gin, gq):
+            gg.validate()
+        return pad_z(gin), pad_z(gq)
+
+    def read_case(self, input_file: Union[str, Path], query_file: Union[str, Path, None] = None,
+                  name: Optional[str] = None) -> tuple[Geometry, Geometry]:
+        """Read one case's files (``query_file`` None or equal: one file): raw 3-D geometries
+        in file coordinates with the input / target fields."""
+        g = read_file(Path(input_file))
+        q = None if query_file is None or Path(query_file) == Path(input_file) else read_file(Path(query_file))
+        return self.split_geometries(g, q, name)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, cases: Sequence[tuple[Geometry, Geometry]], fields: bool = True, geometry: bool = True) -> "Preprocessor":
+        """Fit the field normalisers and (``"dataset"`` rule) the coordinate transform on raw
+        training cases ``[(input geometry, query geometry), ...]`` from :meth:`read_case`."""
+        norms = self.normalizers
+        if fields:
+            norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
+        bounds = []
+        for gin, gq in cases:
+            if geometry and self.geometry_normalization == "dataset":
+                bounds += [gin.bounds, gq.bounds]
+            if fields:
+                for n in self.inputs:
+                    norms.fields[n].update(gin.fields[n])
+                for n in self.targets:
+                    norms.fields[n].update(gq.fields[n])
+        if bounds:
+            norms.transform = fit_box_transform(bounds, isotropic=self.isotropic, margin=self.margin)
+        elif self.geometry_normalization != "dataset":
+            norms.transform = None
+        return self
+
+    # ------------------------------------------------------------------ 2.-3. applying
+    def transform_for(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
+        """The coordinate transform of a case (raw 3-D geometries)."""
+        if self.geometry_normalization == "dataset":
+            if self.normalizers.transform is None:
+                raise DatasetError("Preprocessor: the dataset coordinate transform is not fitted (call fit() on the "
+                                   "training cases, or load a fitted state)")
+            return self.normalizers.transform
+        if self.geometry_normalization == "case":
+            return fit_box_transform([gin.bounds, gq.bounds], isotropic=self.isotropic, margin=self.margin)
+        d = gin.dim
+        if isinstance(self.geometry_normalization, Mapping):
+            return fixed_transform(self.geometry_normalization, d)
+        return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
+
+    def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None) -> tuple[Sample, NormalizeTransform]:
+        """Raw 3-D geometries of a case -> (normalised Sample, its transform (d,))."""
+        T = self.transform_for(gin, gq)
+        gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
+        if self.dim == 2:  # 2-D cases: drop the flat z (raw geometries are always 3-D)
+            if not (gin.is_2d and gq.is_2d):
+                raise DatasetError(f"{gin.source or gin.name}: the model takes 2-D points; this case is 3-D")
+            gin, gq = drop_z(gin), drop_z(gq)
+            T = NormalizeTransform(T.shift[:2], T.scale[:2])
+        if self.normalizers.fields:
+            gin = gin.replace(fields={n: self.normalizers.encode(n, v) for n, v in gin.fields.items()})
+            gq = gq.replace(fields={n: self.normalizers.encode(n, v) for n, v in gq.fields.items()})
+        gin.weights, gq.weights  # noqa: B018  computed once here, not every epoch
+        return Sample(gin, gq, meta=dict(meta or {})), T
+
+    def prepare(self, geometry: Geometry, queries: Optional[Geometry] = None) -> tuple[Sample, NormalizeTransform]:
+        """A read geometry (with the input fields) and optional query geometry (default: the
+        same points; target fields optional) -> (normalised Sample, transform), as in training."""
+        gin, gq = self.split_geometries(geometry, queries, targets_required=False)
+        return self.apply(gin, gq)
+
+    def decode(self, values: Tensor, names: Optional[Sequence[str]] = None) -> Tensor:
+        """Normalised values of the fields ``names`` (default: the targets) side by side,
+        (Q, ΣC) -> physical values."""
+        names = self.targets if names is None else list(names)
+        if not self.normalizers.fields:
+            return values
+        return self.normalizers.decode_concat(names, values)
+
+    def target_widths(self) -> list[int]:
+        """Channels of each target (from the fitted normalisers; 1 when not normalised)."""
+        return [self.normalizers[n].channels if n in self.normalizers else 1 for n in self.targets]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Plain types and tensors only (loads with ``torch.load(weights_only=True)``)."""
+        return {"inputs": list(self.inputs), "targets": list(self.targets),
+                "geometry_normalization": self.geometry_normalization, "isotropic": self.isotropic,
+                "margin": self.margin, "dim": self.dim, "normalizers": self.normalizers.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> "Preprocessor":
+        return cls(state["inputs"], state["targets"], state["geometry_normalization"], state["isotropic"],
+                   state["margin"], state["dim"], DatasetNormalizers.from_state_dict(state["normalizers"]))
+
+    def __repr__(self) -> str:
+        return (f"Preprocessor(inputs={self.inputs}, targets={self.targets}, geometry_normalization="
+                f"{self.geometry_normalization!r}, dim={self.dim}, {self.normalizers!r})")

@@ -1,0 +1,423 @@
+r"""Nested latent grids: a GINO whose latent is a coarse grid over the whole domain plus finer
+grids around the geometry.
+
+One uniform latent grid cannot be both large enough for a far field tens of body lengths
+away and fine enough at the wall. :class:`NestedGINO` keeps a hierarchy of ``L`` box grids
+(levels), every level with the same grid shape for every sample, so each level is ONE batched
+FNO call on ``(B, C, *shape_l)``:
+
+* level 0 (coarse): a fixed box (``LatentLevel.domain``), exactly a :class:`~geoop.models.GINO`
+  latent (same encoder, lifting, FNO blocks, decoder, local features and projection);
+* level ``l >= 1`` (fine): a box per sample, either fixed (``box``) or the bounds of the
+  sample's input points widened by ``margin`` on every side (or a fixed ``domain``). Each fine level is a GINO
+  encoder + lifting + FNO blocks + decoder GNO working in the level's **unit frame**: sample
+  ``b``'s points are mapped by :math:`\hat x = (x - lo_b) / (hi_b - lo_b)` (per axis) onto the
+  unit box, where the level's grid is ``grid_points(shape, [0, 1]^d)``. Its radii are in that
+  frame (a fraction of the box per axis), so every sample sees the same neighbour pattern on
+  its grid whatever the size of its box.
+
+Level coupling (coarse to fine, one way)
+----------------------------------------
+The lifting of level ``l`` takes, besides its own GNO encoding and node coordinates, the
+features of level ``l - 1`` after its FNO blocks, interpolated at level ``l``'s nodes
+(multi-linear, :func:`torch.nn.functional.grid_sample` with ``align_corners=True`` since grid
+nodes include the box corners; nodes outside the coarser box take its border values):
+
+.. math::  u_l(z) = \mathrm{GNO}^{in}_l(z),\qquad
+           h_l(z) = \mathrm{FNO}_l\big(P_l[u_l(z), \mathcal I_{l-1}(h_{l-1})(z), \hat z]\big).
+
+This is the coupling of the nested FNO of Wen et al. (2023, "Real-time high-resolution CO2
+geological storage prediction using nested Fourier neural operators"), where every finer
+level's FNO gets the coarser level's prediction on its grid as an input channel and levels run
+coarse to fine. Here the coupling carries the coarse *latent features* (``fno_width``
+channels, not the output fields) and all levels are trained together, end to end, through one
+loss: the coarse level then learns what the fine level needs (the far field, circulation)
+and the fine level a correction near the body. A fine-to-coarse feedback (as in multigrid
+V-cycles) would add a second pass over every level; it is not used.
+
+Decoder
+-------
+Every level decodes the query with its own GNO (radius ``radius_out`` of the level) and the
+results are summed, each fine level masked by containment:
+
+.. math::  v(x) = \mathrm{GNO}^{out}_0(x) + \sum_{l \ge 1} \mathbb 1[x \in \mathrm{box}_l(b)]\,
+           \mathrm{GNO}^{out}_l(\hat x_l),
+
+then GINO's local-geometry features and projection apply to :math:`v` (a query outside every
+fine box uses the coarse level alone). With a single level this is GINO's decoder, operation
+for operation: ``NestedGINO`` with one level and a GINO with the same parameters give the
+same outputs (tested).
+
+Shapes
+------
+batch.points (ΣN, d), x (ΣN, in_channels), batch.queries (ΣQ, d) -> (ΣQ, out_channels);
+level latents (B, fno_width, *shape_l); boxes (B, 2, d) per level.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..batch import GeometryBatch, Sample
+from ..errors import ConfigError, ShapeError
+from ..geometry.geometry import Geometry
+from ..neighbors.neighborhoods import Neighborhoods
+from .gino import GINO
+
+__all__ = ["LatentLevel", "NestedLatent", "NestedGINO", "interpolate_level", "level_boxes", "COUPLINGS"]
+
+#: level couplings: ``"interpolate"`` (coarse features at the fine nodes) or ``"none"``
+#: (independent levels, only summed in the decoder; the ablation of the benchmark)
+COUPLINGS = ("interpolate", "none")
+
+
+@dataclass(frozen=True)
+class LatentLevel:
+    """One level of a nested latent.
+
+    shape : grid nodes per axis (d axes)
+    domain : fixed ``(lower (d,), upper (d,))`` corners (as ``BoxLatent.domain``); ``None``: the bounds of each sample's
+        input points widened by ``margin`` (fine levels only; level 0 needs a domain)
+    margin : added on every side of the input bounds (same units as the points)
+    radius_in, radius_out : GNO radii; level 0 in the points' units, fine levels in the
+        level's unit frame (default: the model's ``radius_in`` / ``radius_out`` for level 0;
+        ``1.5 / (min(shape) - 1)`` for fine levels, 1.5 node spacings of the coarser axis)
+    fno_modes : retained modes (default: the model's ``fno_modes``)
+    """
+
+    shape: tuple
+    domain: Optional[tuple] = None
+    margin: float = 0.0
+    radius_in: Optional[float] = None
+    radius_out: Optional[float] = None
+    fno_modes: Optional[Any] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if self.domain is not None:
+            object.__setattr__(self, "domain", tuple(tuple(float(v) for v in c) for c in self.domain))
+        if isinstance(self.fno_modes, list):
+            object.__setattr__(self, "fno_modes", tuple(self.fno_modes))
+
+
+@dataclass(frozen=True)
+class NestedLatent:
+    """The levels of a nested latent, coarsest first; ``levels[0]`` covers the whole domain
+    with a fixed ``domain``. ``NestedLatent.from_dict(cfg.to_dict())`` round-trips; the dict
+    form (lists, no None) is what a TOML/YAML ``[model.latent]`` section holds, next to the
+    ``kind = "box" | "sphere"`` latents of the typed GINO configs."""
+
+    kind: ClassVar[str] = "nested"
+    levels: tuple = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        def plain(v):
+            return [plain(a) for a in v] if isinstance(v, (tuple, list)) else v
+
+        return {"kind": self.kind, "levels": [{k: plain(v) for k, v in dataclasses.asdict(l).items() if v is not None}
+                                              for l in self.levels]}
+
+    def __post_init__(self):
+        lv = tuple(l if isinstance(l, LatentLevel) else LatentLevel(**l) for l in self.levels)
+        object.__setattr__(self, "levels", lv)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NestedLatent":
+        d = dict(d)
+        if d.pop("kind", cls.kind) != cls.kind:
+            raise ConfigError(f"NestedLatent: kind must be {cls.kind!r}, got {d.get('kind')!r}")
+        if set(d) - {"levels"}:
+            raise ConfigError(f"NestedLatent: unknown keys {sorted(set(d) - {'levels'})}; valid: ['kind', 'levels']")
+        valid = {f.name for f in dataclasses.fields(LatentLevel)}
+        for i, l in enumerate(d.get("levels", ())):
+            if isinstance(l, dict) and set(l) - valid:
+                raise ConfigError(f"NestedLatent level {i}: unknown keys {sorted(set(l) - valid)}; valid: {sorted(valid)}")
+        return cls(levels=tuple(d.get("levels", ())))
+
+    def check(self, coord_dim: int) -> "NestedLatent":
+        if not self.levels:
+            raise ConfigError("NestedLatent: need at least one level (the coarse grid over the domain)")
+        for i, l in enumerate(self.levels):
+            if len(l.shape) != coord_dim or min(l.shape) < 2:
+                raise ConfigError(f"NestedLatent level {i}: shape {l.shape} must have coord_dim={coord_dim} sizes >= 2")
+            if l.domain is not None:
+                b = torch.as_tensor(l.domain, dtype=torch.float64)
+                if b.shape != (2, coord_dim) or bool((b[1] <= b[0]).any()):
+                    raise ConfigError(f"NestedLatent level {i}: domain must be (lower, upper) of shape (2, {coord_dim}) "
+                                      f"with lower < upper, got {l.domain}")
+            elif i == 0:
+                raise ConfigError("NestedLatent level 0 (the coarse grid over the whole domain) needs a fixed domain")
+            elif not l.margin >= 0:
+                raise ConfigError(f"NestedLatent level {i}: margin must be >= 0, got {l.margin}")
+        return self
+
+
+def level_boxes(level: LatentLevel, points: Tensor, point_batch: Optional[Tensor], num_samples: int) -> Tensor:
+    """(B, 2, d) float64 boxes of a level for B samples: its fixed box repeated, or the
+    per-sample bounds of ``points`` widened by ``level.margin`` (no gradient)."""
+    d = points.shape[1]
+    if level.domain is not None:
+        return torch.as_tensor(level.domain, dtype=torch.float64, device=points.device).expand(num_samples, 2, d).clone()
+    p = points.detach().to(torch.float64)
+    pb = point_batch if (point_batch is not None and num_samples > 1) else torch.zeros(p.shape[0], dtype=torch.long, device=p.device)
+    idx = pb[:, None].expand(-1, d)
+    lo = torch.full((num_samples, d), float("inf"), dtype=torch.float64, device=p.device).scatter_reduce(0, idx, p, "amin")
+    hi = torch.full((num_samples, d), float("-inf"), dtype=torch.float64, device=p.device).scatter_reduce(0, idx, p, "amax")
+    if not bool(torch.isfinite(lo).all()):
+        empty = torch.nonzero(~torch.isfinite(lo).all(1)).flatten().tolist()
+        raise ShapeError(f"NestedGINO: samples {empty} have no input points, so a level around the geometry has no box")
+    lo, hi = lo - level.margin, hi + level.margin
+    if bool((hi <= lo).any()):
+        raise ShapeError(f"NestedGINO: a level box around the geometry has zero extent on some axis (flat input, "
+                         f"margin {level.margin}); give margin > 0 or a fixed box")
+    return torch.stack([lo, hi], 1)
+
+
+def interpolate_level(latent: Tensor, boxes: Tensor, nodes: Tensor) -> Tensor:
+    r"""Multi-linear interpolation of a level's grid features at points (the level coupling).
+
+    Parameters
+    ----------
+    latent : (B, C, *shape) features on the level's nodes ``linspace(lo, hi, n)`` per axis
+    boxes : (B, 2, d) the level's box per sample
+    nodes : (B, G, d) points per sample (physical coordinates)
+
+    Returns
+    -------
+    (B, C, G); points outside a box take the values at its border.
+    """
+    B, C = latent.shape[:2]
+    d = latent.dim() - 2
+    if boxes.shape != (B, 2, d) or nodes.dim() != 3 or nodes.shape[0] != B or nodes.shape[2] != d:
+        raise ShapeError(f"interpolate_level: latent {tuple(latent.shape)}, boxes {tuple(boxes.shape)} and nodes "
+                         f"{tuple(nodes.shape)} do not match (expected boxes ({B}, 2, {d}), nodes ({B}, G, {d}))")
+    lo, hi = boxes[:, 0:1].to(nodes.dtype), boxes[:, 1:2].to(nodes.dtype)
+    g = (2.0 * (nodes - lo) / (hi - lo) - 1.0).flip(-1).to(latent.dtype)  # grid_sample wants (x=last axis, ...)
+    G = nodes.shape[1]
+    if d == 1:
+        g = torch.cat([g, torch.zeros_like(g)], -1)  # a 1-D grid as a (1, n) image
+        out = F.grid_sample(latent.unsqueeze(2), g.view(B, 1, G, 2), mode="bilinear", padding_mode="border", align_corners=True)
+    elif d == 2:
+        out = F.grid_sample(latent, g.view(B, 1, G, 2), mode="bilinear", padding_mode="border", align_corners=True)
+    else:
+        out = F.grid_sample(latent, g.view(B, 1, 1, G, 3), mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(B, C, G)
+
+
+class NestedGINO(nn.Module):
+    """GINO with a nested latent (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels, out_channels, coord_dim : as :class:`~geoop.models.GINO`
+    latent : a :class:`NestedLatent` (or its dict form)
+    coupling : ``"interpolate"`` (default, module docstring) or ``"none"`` (levels independent
+        until the decoder's sum)
+    **gino_kwargs : the other GINO arguments (``fno_width``, ``fno_layers``, ``gno_mlp``,
+        ``local_radius``, ``latent_channels`` (level 0 only), ...); ``latent``,
+        ``latent_shape`` and ``domain`` come from the levels. Every level has the same width.
+
+    Attributes
+    ----------
+    coarse : the level-0 :class:`GINO` (its state dict is a plain GINO's)
+    fine : ``nn.ModuleList`` of GINOs, one per fine level, working in the unit frame (their
+        projection is the identity: the shared projection is the coarse one's)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, coord_dim: int = 3,
+                 latent: Union[NestedLatent, dict, None] = None, coupling: str = "interpolate", **gino_kwargs):
+        super().__init__()
+        if latent is None:
+            raise ConfigError("NestedGINO: latent=NestedLatent(levels=[...]) is required")
+        cfg = NestedLatent.from_dict(latent) if isinstance(latent, dict) else latent
+        if not isinstance(cfg, NestedLatent):
+            raise ConfigError(f"NestedGINO: latent must be a NestedLatent or its dict, got {type(latent).__name__}")
+        cfg.check(int(coord_dim))
+        for k in ("latent", "latent_shape", "domain"):
+            if k in gino_kwargs:
+                raise ConfigError(f"NestedGINO: {k!r} comes from the levels of NestedLatent; do not pass it")
+        from ..nn.gno import resolve_choice
+
+        self.coupling = resolve_choice(coupling, COUPLINGS, "NestedGINO coupling")
+        self.levels_config = cfg
+        self.config = {"in_channels": int(in_channels), "out_channels": int(out_channels), "coord_dim": int(coord_dim),
+                       "latent": cfg.to_dict(), "coupling": self.coupling, **gino_kwargs}
+        l0 = cfg.levels[0]
+        kw0 = dict(gino_kwargs)
+        if l0.radius_in is not None:
+            kw0["radius_in"] = l0.radius_in
+        if l0.radius_out is not None:
+            kw0["radius_out"] = l0.radius_out
+        if l0.fno_modes is not None:
+            kw0["fno_modes"] = l0.fno_modes
+        self.coarse = GINO(in_channels, out_channels, coord_dim, latent="box", latent_shape=l0.shape,
+                           domain=[list(l0.domain[0]), list(l0.domain[1])], **kw0)
+        width = int(gino_kwargs.get("fno_width", 32))
+        fine_kw = {k: v for k, v in gino_kwargs.items()
+                   if k not in ("latent_channels", "local_radius", "local_channels", "local_nearest",
+                                "projection_hidden", "radius_in", "radius_out", "fno_modes")}
+        self.fine = nn.ModuleList()
+        for lv in cfg.levels[1:]:
+            r = 1.5 / (min(lv.shape) - 1)
+            m = lv.fno_modes if lv.fno_modes is not None else gino_kwargs.get("fno_modes", 8)
+            g = GINO(in_channels, 1, coord_dim, latent="box", latent_shape=lv.shape, domain=None,
+                     radius_in=lv.radius_in if lv.radius_in is not None else r,
+                     radius_out=lv.radius_out if lv.radius_out is not None else r,
+                     latent_channels=width if self.coupling == "interpolate" else 0, fno_modes=m, **fine_kw)
+            g.projection = nn.Identity()  # the levels' decodings are summed before the shared projection
+            self.fine.append(g)
+        self.coord_dim = int(coord_dim)
+        self.in_channels, self.out_channels = self.coarse.in_channels, self.coarse.out_channels
+
+    @property
+    def num_levels(self) -> int:
+        return 1 + len(self.fine)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "NestedGINO":
+        return cls(**config)
+
+    def cache_key(self) -> dict:
+        return {**self.coarse.cache_key(), "model": "NestedGINO", "levels": self.levels_config.to_dict()}
+
+    # ------------------------------------------------------------------ levels
+    def boxes(self, points: Tensor, point_batch: Optional[Tensor] = None, num_samples: int = 1) -> list:
+        """[(B, 2, d) float64 box per sample] for every level."""
+        return [level_boxes(lv, points, point_batch, num_samples) for lv in self.levels_config.levels]
+
+    def level_nodes(self, level: int, boxes: Tensor) -> Tensor:
+        """(B, G_l, d) physical nodes of ``level`` for the given (B, 2, d) boxes."""
+        g = self.coarse if level == 0 else self.fine[level - 1]
+        unit = g._latent_points.to(torch.float64) if level else None
+        if level == 0:
+            return g._latent_points.to(torch.float64).expand(boxes.shape[0], -1, -1).clone()
+        lo, hi = boxes[:, 0:1], boxes[:, 1:2]
+        return lo + unit[None] * (hi - lo)
+
+    def contains(self, points: Tensor, point_batch: Optional[Tensor], boxes: list) -> Tensor:
+        """(N, L) bool: whether each point lies in each level's box of its sample."""
+        pb = point_batch if point_batch is not None else torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
+        p = points.detach().to(torch.float64)
+        return torch.stack([((p >= b[pb, 0]) & (p <= b[pb, 1])).all(1) for b in boxes], 1)
+
+    @staticmethod
+    def _to_unit(points: Tensor, box: Tensor, batch: Optional[Tensor]) -> Tensor:
+        pb = batch if batch is not None else torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
+        lo, hi = box[pb, 0], box[pb, 1]
+        return ((points.to(torch.float64) - lo) / (hi - lo)).to(points.dtype)
+
+    # ------------------------------------------------------------------ neighbourhoods
+    def precompute(self, sample: Sample) -> Sample:
+        """The coarse level's neighbourhoods as :meth:`GINO.precompute`, plus every fine
+        level's ``(neighbors_in, neighbors_out)`` of this sample in ``meta["nested_neighbors"]``
+        (indices local to the sample; :meth:`forward` concatenates them over a batch)."""
+        s = self.coarse.precompute(sample)
+        pts = sample.geometry.points
+        q = sample.queries.points if sample.queries is not None else pts
+        boxes = self.boxes(pts, None, 1)
+        nn_l = []
+        with torch.no_grad():
+            for l, g in enumerate(self.fine, start=1):
+                nn_l.append((g.neighbors_in(self._to_unit(pts, boxes[l], None)),
+                             g.neighbors_out(self._to_unit(q, boxes[l], None))))
+        return dataclasses.replace(s, meta={**s.meta, "nested_neighbors": nn_l})
+
+    def _batched_neighbors(self, batch: GeometryBatch, level: int):
+        parts = [m.get("nested_neighbors") for m in batch.meta]
+        if not parts or any(p is None for p in parts):
+            return None, None
+        G = self.fine[level - 1].num_latent
+        nin = Neighborhoods.cat([p[level - 1][0] for p in parts])
+        nout = Neighborhoods.cat([p[level - 1][1] for p in parts], [b * G for b in range(len(parts))])
+        nout.num_sources = len(parts) * G
+        return nin, nout
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, points: Tensor, x: Optional[Tensor] = None, weights: Optional[Tensor] = None,
+               point_batch: Optional[Tensor] = None, num_samples: int = 1, neighbors_in: Optional[Neighborhoods] = None,
+               latent_features: Optional[Tensor] = None, boxes: Optional[list] = None,
+               fine_neighbors: Optional[list] = None) -> tuple[list, list]:
+        """All levels, coarse to fine: returns ``(latents, boxes)``, latents[l] of shape
+        (B, fno_width, *shape_l). ``fine_neighbors``: per fine level a neighbors_in or None."""
+        B = int(num_samples)
+        boxes = boxes if boxes is not None else self.boxes(points, point_batch, B)
+        h = self.coarse.encode(points, x, weights, point_batch, B, neighbors_in, latent_features)
+        latents = [h]
+        for l, g in enumerate(self.fine, start=1):
+            coupled = None
+            if self.coupling == "interpolate":
+                nodes = self.level_nodes(l, boxes[l])  # (B, G_l, d)
+                coupled = interpolate_level(latents[-1], boxes[l - 1], nodes.to(h.dtype))
+                coupled = coupled.reshape(B, -1, *g.latent_shape)
+            nb = fine_neighbors[l - 1] if fine_neighbors is not None else None
+            latents.append(g.encode(self._to_unit(points, boxes[l], point_batch if B > 1 else None), x, weights,
+                                    point_batch, B, nb, coupled))
+        return latents, boxes
+
+    def decode(self, latents: list, boxes: list, queries: Tensor, query_batch: Optional[Tensor] = None,
+               neighbors_out: Optional[Neighborhoods] = None, points: Optional[Tensor] = None,
+               x: Optional[Tensor] = None, point_batch: Optional[Tensor] = None,
+               fine_neighbors: Optional[list] = None) -> Tensor:
+        """Sum of the levels' decoder GNOs (fine ones masked by containment), then GINO's
+        local features and projection: (ΣQ, d) -> (ΣQ, out_channels)."""
+        c = self.coarse
+        latent = latents[0]
+        B, G = latent.shape[0], c.num_latent
+        if queries.dim() != 2 or queries.shape[1] != self.coord_dim:
+            raise ShapeError(f"NestedGINO: queries must have shape (Q, {self.coord_dim}), got {tuple(queries.shape)}")
+        dtype = latent.dtype
+        # level 0: GINO.decode's decoder step, unchanged
+        nb = neighbors_out if neighbors_out is not None else c.neighbors_out(queries, query_batch, B)
+        if nb.num_queries != queries.shape[0]:
+            raise ShapeError(f"NestedGINO: neighbors_out has {nb.num_queries} queries, expected {queries.shape[0]}")
+        h = latent.flatten(2).transpose(1, 2).reshape(B * G, -1)
+        w = c._latent_weights.to(dtype).repeat(B) if c.gno_out.reduction == "weighted" else None
+        v = c.gno_out(c._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
+        qb = query_batch if B > 1 else None
+        if len(self.fine):
+            inside = self.contains(queries, qb, boxes)
+            for l, g in enumerate(self.fine, start=1):
+                nbl = fine_neighbors[l - 1] if fine_neighbors is not None else None
+                vl = g.decode(latents[l], self._to_unit(queries, boxes[l], qb), qb, nbl)
+                v = v + vl * inside[:, l : l + 1].to(dtype)
+        if c.gno_local is not None or c.local_nearest:
+            v = torch.cat([v] + c._local_features(queries.to(dtype), points, x, query_batch, point_batch, B), 1)
+        return c.projection(v)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: GeometryBatch, x: Optional[Tensor] = None) -> Tensor:
+        """As :meth:`GINO.forward`: (ΣQ, out_channels) at the queries of every sample."""
+        if not isinstance(batch, GeometryBatch):
+            raise ShapeError(f"NestedGINO.forward: expected a GeometryBatch, got {type(batch).__name__}")
+        B = batch.num_samples
+        pre = [self._batched_neighbors(batch, l) for l in range(1, self.num_levels)]
+        nin = [p[0] for p in pre] if pre and all(p[0] is not None for p in pre) else None
+        nout = [p[1] for p in pre] if pre and all(p[1] is not None for p in pre) else None
+        latents, boxes = self.encode(batch.points, x, batch.weights, batch.batch, B, batch.neighbors_in,
+                                     batch.latent_features, fine_neighbors=nin)
+        return self.decode(latents, boxes, batch.queries, batch.query_batch, batch.neighbors_out, batch.points, x,
+                           batch.batch, fine_neighbors=nout)
+
+    def query(self, geometry: Union[Geometry, Tensor], points: Tensor, x: Optional[Tensor] = None,
+              chunk_size: int = 65536, latent_features: Optional[Tensor] = None) -> Tensor:
+        """As :meth:`GINO.query`: encode every level once, decode ``chunk_size`` queries at a time."""
+        if isinstance(geometry, Geometry):
+            pts, w = geometry.points, geometry.weights
+        else:
+            pts = torch.as_tensor(geometry)
+            w = torch.full((pts.shape[0],), 1.0 / max(pts.shape[0], 1), dtype=pts.dtype, device=pts.device)
+        q = torch.as_tensor(points, device=pts.device)
+        if q.dim() != 2 or q.shape[1] != self.coord_dim:
+            raise ShapeError(f"NestedGINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        lf = None if latent_features is None else latent_features.unsqueeze(0)
+        latents, boxes = self.encode(pts, x, w, None, 1, None, lf)
+        cs = max(1, int(chunk_size))
+        outs = [self.decode(latents, boxes, q[i: i + cs], points=pts, x=x) for i in range(0, q.shape[0], cs)]
+        if not outs:
+            return latents[0].new_zeros((0, self.out_channels))
+        return torch.cat(outs)

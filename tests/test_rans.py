@@ -1,0 +1,101 @@
+"""Tests of geoop.data.rans: the O-grid polyMesh (OpenFOAM's checkMesh), a tiny simpleFoam
+case end to end (when OpenFOAM is installed), the CLI, and the error without OpenFOAM."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from geoop.cli.main import main
+from geoop.data import rans
+from geoop.errors import BackendUnavailableError, ConfigError
+
+needs_foam = pytest.mark.skipif(not rans.openfoam_available(),
+                                reason="OpenFOAM (simpleFoam) not installed: apt-get install openfoam")
+TINY = rans.RansSettings(n_around=64, n_radial=32, first_cell=4e-3, iterations=300, cl_window=50)
+
+
+def test_ogrid_geometry_and_far_field():
+    s, n = rans._surface("2412", 64)
+    grid = rans.ogrid_points(s, n, TINY)
+    assert grid.shape == (33, 64, 2)
+    np.testing.assert_allclose(grid[0], s)
+    # the far field is at least 30 chords from the airfoil, every ring encloses the previous
+    far = np.linalg.norm(grid[-1][:, None] - s[None], axis=2).min()
+    assert far >= 30.0
+    # cells are non-degenerate and consistently oriented (signed quad areas of one sign)
+    a, b, c, d = grid[:-1], np.roll(grid[:-1], -1, 1), np.roll(grid[1:], -1, 1), grid[1:]
+    area = 0.5 * ((c[..., 0] - a[..., 0]) * (d[..., 1] - b[..., 1]) - (c[..., 1] - a[..., 1]) * (d[..., 0] - b[..., 0]))
+    assert (np.sign(area) == np.sign(area.flat[0])).all() and np.abs(area).min() > 0
+    with pytest.raises(ConfigError, match="far_radius"):
+        rans.RansSettings(far_radius=10.0).check()
+
+
+def test_missing_openfoam_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BackendUnavailableError, match="apt-get install openfoam"):
+        rans.generate(str(tmp_path / "out"), 1)
+    assert main(["data", "airfoil", "--solver", "rans", "--n", "1", "--out", str(tmp_path / "o")]) != 0
+    assert "apt-get install openfoam" in capsys.readouterr().err
+
+
+@needs_foam
+def test_polymesh_passes_checkmesh(tmp_path):
+    s, n = rans._surface("0012", 64)
+    info = rans.write_case(str(tmp_path), s, n, 3.0, TINY)
+    assert info["n_cells"] == 64 * 32 and info["min_far_distance"] >= 30
+    r = subprocess.run(["checkMesh", "-case", str(tmp_path)], capture_output=True, text=True, env=rans._foam_env())
+    assert r.returncode == 0 and "Mesh OK." in r.stdout, r.stdout[-2000:]
+    # total area of the 2-D domain: the far-field polygon minus the airfoil
+    far = rans.ogrid_points(s, n, TINY)[-1]
+    poly = lambda p: 0.5 * abs(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1)))  # noqa: E731
+    vol = float(r.stdout.split("Total volume = ")[1].split(".  ")[0])
+    assert vol == pytest.approx((poly(far) - poly(s)) * info["span"], rel=1e-6)
+
+
+@needs_foam
+def test_tiny_case_end_to_end(tmp_path, capsys):
+    """A symmetric airfoil at +-alpha: antisymmetric lift; lift slope near thin-airfoil theory
+    (2 pi per radian, viscous and coarse: within 25 %); Cp integrated over the written surface
+    agrees with OpenFOAM's forceCoeffs; output layout as the panel generator."""
+    out = tmp_path / "rans"
+    assert main(["data", "airfoil", "--solver", "rans", "--n", "1", "--out", str(out), "-p", "m=0", "-p", "t=0.12",
+                 "-p", "alpha_deg=4", "-p", "n_around=64", "-p", "n_radial=32", "-p", "first_cell=0.004",
+                 "-p", "iterations=300", "-p", "cl_window=50"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    case = man["cases"][0]
+    assert case["surface"] == "case_0000_surface.vtp" and case["volume"] == "case_0000_volume.vtu"
+    assert set(case) >= {"cl", "cd", "cm", "converged", "final_residuals", "solver_seconds", "min_far_distance"}
+    assert man["settings"]["iterations"] == 300
+    cl = case["cl"]
+    assert 0.75 * 2 * math.pi * math.radians(4) < cl < 1.1 * 2 * math.pi * math.radians(4)
+    assert 0.003 < case["cd"] < 0.05
+    import geoop
+
+    surf = geoop.read(str(out / "case_0000_surface.vtp"))
+    vol = geoop.read(str(out / "case_0000_volume.vtu"))
+    assert {"Cp", "p", "wallShearStress"} <= set(surf.fields) and surf.normals is not None
+    assert {"p", "U", "u", "v"} <= set(vol.fields)
+    P = surf.points[:, :2].double().numpy()
+    cp = surf.fields["Cp"].double().numpy().ravel()
+    e = np.roll(P, -1, 0) - P
+    nrm = np.stack([-e[:, 1], e[:, 0]], 1)  # outward normal (clockwise polyline) times the panel length
+    Fp = -((0.5 * (cp + np.roll(cp, -1)))[:, None] * nrm).sum(0)
+    a = math.radians(4)
+    cl_p = -Fp[0] * math.sin(a) + Fp[1] * math.cos(a)
+    assert cl_p == pytest.approx(cl, rel=0.03)  # pressure lift (viscous lift is tiny)
+    # far from the body the flow is the free stream; no slip on the wall
+    r = np.linalg.norm(vol.points[:, :2].numpy() - [0.5, 0], axis=1)
+    U = vol.fields["U"].double().numpy()
+    far = r > 20
+    np.testing.assert_allclose(U[far, 0], math.cos(a), atol=0.02)
+    np.testing.assert_allclose(U[far, 1], math.sin(a), atol=0.02)
+    assert np.abs(U[: surf.n_points]).max() == 0
+    # symmetric airfoil at -alpha: lift changes sign
+    s2, v2, rec2 = rans.make_case({"m": 0.0, "p": 0.4, "t": 0.12, "alpha_deg": -4.0}, str(tmp_path / "neg"), TINY)
+    assert rec2["cl"] == pytest.approx(-cl, rel=0.02, abs=2e-3)
+    assert rec2["cd"] == pytest.approx(case["cd"], rel=0.05)
