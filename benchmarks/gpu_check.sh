@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD:$PWD/.gpu_site:$PWD/benchmarks/gpu_shims" PYTHONUNBUFFERED=1
 if [ "${DRY_RUN:-0}" = "1" ]; then
-    DEV=cpu; STEPS=${STEPS:-2}; WARMUP=1; THREADS=1
+    DEV=cpu; STEPS=${STEPS:-2}; WARMUP=1; THREADS=1; ONLY=${ONLY:-neuralop_step,geoop_step,geoop_step_compiled}
     echo "dry run: CPU, $STEPS steps" > "$OUT/gpu.txt"
     echo '{"skipped": "dry run (CPU)"}' > "$OUT/agreement.json"
     PYTEST_SEL=(-m "not slow" tests/test_compiled.py tests/test_graphed.py)
@@ -41,7 +41,7 @@ if $PY -c "import pytest" 2>/dev/null; then
 else
     echo "pytest not importable" > "$OUT/pytest.txt"
 fi
-timeout 200 $PY benchmarks/gino.py --device $DEV --threads $THREADS --steps $STEPS --warmup $WARMUP \
+timeout ${GINO_TIMEOUT:-200} $PY benchmarks/gino.py --device $DEV --threads $THREADS --steps $STEPS --warmup $WARMUP \
     --only ${ONLY:-neuralop_step,geoop_step,geoop_step_compiled,geoop_step_graphed,geoop_step_ragged,geoop_batch8,geoop_single8} \
     --out "$OUT/gino.json" > "$OUT/gino.txt" 2> "$OUT/gino.err"
 $PY benchmarks/gpu_summary.py "$OUT"

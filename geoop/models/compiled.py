@@ -227,7 +227,10 @@ class CompiledGINO(nn.Module):
     region (:func:`step_inputs`), marks the varying axes dynamic and runs the compiled
     :func:`gino_step`; the backward is compiled too (AOT autograd). A new batch size or
     dtype, the other of train/eval or grad/no-grad, or an edge count crossing the model's
-    ``checkpoint_edges`` compiles once more; other geometries do not. ``graphs_compiled``
+    ``checkpoint_edges`` compiles once more; other geometries do not, with one exception on
+    the CPU: Inductor's C++ float sums guard on whether a reduction is longer than 4096
+    (above it they sum in cascades), so the first geometry on the other side of 4096 points,
+    queries or edges compiles once more (a size bucket; then none). ``graphs_compiled``
     counts the graphs compiled so far (forward graphs; the backward is part of each).
 
     Shapes: forward(batch with ΣN points and ΣQ queries, x (ΣN, in_channels)) -> (ΣQ, out_channels)
