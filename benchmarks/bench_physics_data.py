@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-
 _CPU: dict = {}
 
 

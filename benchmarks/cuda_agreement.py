@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import gino as bench  # noqa: E402
 import torch  # noqa: E402
 
-import gino as bench  # noqa: E402
 from geoop import Geometry, radius_search  # noqa: E402
 from geoop.batch import GeometryBatch  # noqa: E402
 

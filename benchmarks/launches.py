@@ -179,9 +179,8 @@ def geoop_step(**overrides):
 
 
 def neuralop_step():
-    import torch
-
     import gino as G
+    import torch
 
     pts, nrm, prs = G._to(*G._car(0)[:3])
     latent = G._latent_grid(torch)

@@ -49,10 +49,6 @@ MODEL = dict(in_channels=3, out_channels=1, latent_shape=(32, 32, 32), radius_in
              fno_modes=8, fno_layers=4, gno_mlp=(64, 64))
 
 
-#: --no-locality: encode the points in the order they were sampled (the "before" of the cost curve)
-LOCALITY = True
-
-
 def _hwm_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -85,11 +81,8 @@ def _model():
 
 
 # --------------------------------------------------------------------------- step worker
-def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str, locality: bool = True) -> None:
+def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str) -> None:
     import torch
-
-    global LOCALITY
-    LOCALITY = locality
 
     torch.set_num_threads(1)
     dp = None
@@ -112,33 +105,43 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
         pts, x, w = s.points, s.normals, s.weights
     del s
     stages = {k: [] for k in ("search", "encoder", "latent", "decoder", "backward")}
+    stages_cpu = {k: [] for k in stages}
     times = []
 
+    cpu_times = []
+
     def step():
+        c0 = time.process_time()
         t = [time.perf_counter()]
+        c = [c0]
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():  # what encode does when it searches itself (locality order included)
-            perm = model.locality_order(pts) if LOCALITY else None
-            pp, xx, ww = (pts, x, w) if perm is None else (pts[perm], x[perm], w[perm])
-            nin = model.neighbors_in(pp)
+        with torch.no_grad():
+            nin = model.neighbors_in(pts)
             nout = model.neighbors_out(q)
         t.append(time.perf_counter())
-        sums, cnt = model.encode_partial(pp, xx, ww, None, 1, nin)
+        c.append(time.process_time())
+        sums, cnt = model.encode_partial(pts, x, w, None, 1, nin)
         if dp is not None:
             both = dp.all_reduce(torch.cat([sums, cnt[:, None]], 1))
             sums, cnt = both[:, :-1], both[:, -1].detach()
         t.append(time.perf_counter())
+        c.append(time.process_time())
         latent = model.encode_finish(sums, cnt, None, 1)
         t.append(time.perf_counter())
+        c.append(time.process_time())
         pred = model.decode(latent, q, None, nout)
         loss = (pred - y).square().sum() / n  # this rank's share of the MSE over all n queries
         t.append(time.perf_counter())
+        c.append(time.process_time())
         loss.backward()
         if dp is not None:
             dp.sync_gradients()
         t.append(time.perf_counter())
-        for k, a, b in zip(stages, t, t[1:]):
+        c.append(time.process_time())
+        for k, a, b, ca, cb in zip(stages, t, t[1:], c, c[1:]):
             stages[k].append(b - a)
+            stages_cpu[k].append(cb - ca)
+        cpu_times.append(time.process_time() - c0)
         return t[-1] - t[0], nin.num_edges, nout.num_edges
 
     full = pts, x, w, q, y
@@ -148,14 +151,17 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
     pts, x, w, q, y = full
     for k in stages:
         stages[k].clear()
+        stages_cpu[k].clear()
+    cpu_times.clear()
     for _ in range(steps):
         dt, e_in, e_out = step()
         times.append(dt)
     times.sort()
-    res = {"rank": rank, "step_s": times[len(times) // 2], "peak_mb": _hwm_mb(), "edges_in": e_in, "edges_out": e_out,
+    res = {"rank": rank, "step_s": times[len(times) // 2], "cpu_s": sorted(cpu_times)[len(times) // 2], "peak_mb": _hwm_mb(), "edges_in": e_in, "edges_out": e_out,
            "points": int(pts.shape[0]), "queries": int(q.shape[0])}
     if profile:
         res["stages_s"] = {k: sorted(v)[len(v) // 2] for k, v in stages.items()}
+        res["stages_cpu_s"] = {k: sorted(v)[len(v) // 2] for k, v in stages_cpu.items()}
     Path(out, f"rank{rank}.json").write_text(json.dumps(res))
     if world > 1:
         torch.distributed.destroy_process_group()
@@ -171,13 +177,15 @@ def run_step(n: int, ranks: int, steps: int, profile: bool) -> dict:
     """One measurement in fresh processes (``--worker step``)."""
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, __file__, "--worker", "step", "--n", str(n), "--world", str(ranks), "--steps", str(steps),
-               "--out", d] + (["--profile"] if profile else []) + ([] if LOCALITY else ["--no-locality"])
+               "--out", d] + (["--profile"] if profile else [])
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         rs = [json.loads(Path(d, f"rank{r}.json").read_text()) for r in range(ranks)]
-    out = {"n": n, "ranks": ranks, "step_s": max(r["step_s"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs),
+    out = {"n": n, "ranks": ranks, "step_s": max(r["step_s"] for r in rs), "cpu_s": max(r["cpu_s"] for r in rs),
+           "peak_mb": max(r["peak_mb"] for r in rs),
            "edges_in": sum(r["edges_in"] for r in rs), "edges_out": sum(r["edges_out"] for r in rs)}
     if profile:
         out["stages_s"] = {k: max(r["stages_s"][k] for r in rs) for k in rs[0]["stages_s"]}
+        out["stages_cpu_s"] = {k: max(r["stages_cpu_s"][k] for r in rs) for k in rs[0]["stages_cpu_s"]}
     return out
 
 
@@ -185,9 +193,9 @@ def _step_worker(a) -> None:
     import torch.multiprocessing as mp
 
     if a.world == 1:
-        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out, LOCALITY)
+        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out)
     else:
-        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out, LOCALITY), nprocs=a.world,
+        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out), nprocs=a.world,
                            start_method="spawn")
 
 
@@ -200,10 +208,11 @@ def _query_worker(a) -> None:
     model = _model().eval()
     g = torch.Generator().manual_seed(2)
     q = torch.rand(a.q, 3, generator=g)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         model.query(s, q, x=s.normals, chunk_size=65536)
-    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "peak_mb": _hwm_mb()}))
+    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "query_cpu_s": time.process_time() - c,
+                                                     "peak_mb": _hwm_mb()}))
 
 
 def run_query(n: int, q: int) -> dict:
@@ -218,7 +227,6 @@ def _predict_files(d: Path, n: int, q: int) -> tuple[Path, Path, Path]:
     """Car file, query point-cloud file and a checkpoint that ``geoop predict`` reads."""
     import numpy as np
     import pyvista as pv
-    import torch
 
     import geoop
     from geoop.train.checkpoint import save_checkpoint
@@ -249,10 +257,11 @@ def _query_files_worker(a) -> None:
     s = geoop.read(a.car)
     q = geoop.read(a.vol).points.float()
     model = _model().eval()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         model.query(s, q, x=s.fields["normal"].float(), chunk_size=65536)
-    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "peak_mb": _hwm_mb()}))
+    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "query_cpu_s": time.process_time() - c,
+                                                     "peak_mb": _hwm_mb()}))
 
 
 def run_predict(n: int, q: int, ranks: int = 1) -> dict:
@@ -267,14 +276,15 @@ def run_predict(n: int, q: int, ranks: int = 1) -> dict:
         launch = [sys.executable, "-m", "geoop"] if ranks == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(_free_port()), "-m", "geoop"]
         wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True); "
-                   "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+                   "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime)")
         cmd = [sys.executable, "-c", wrapper, *launch, "predict", "--checkpoint", str(ck), "--geometry", str(car), "--query", str(vol),
                "--out", str(out), "--no-progress"]
         r = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
-        wall, kib = r.stdout.strip().splitlines()[-1].split()
+        wall, kib, cpu = r.stdout.strip().splitlines()[-1].split()
         size = out.stat().st_size
     return {"n": n, "queries": q, "ranks": ranks, "predict_s": float(wall), "predict_peak_mb": int(kib) / 1024.0,
-            "query_s": qr["query_s"], "query_peak_mb": qr["peak_mb"], "predict_over_query": float(wall) / qr["query_s"],
+            "predict_cpu_s": float(cpu), "query_s": qr["query_s"], "query_cpu_s": qr["query_cpu_s"], "query_peak_mb": qr["peak_mb"],
+            "predict_over_query": float(wall) / qr["query_s"], "predict_over_query_cpu": float(cpu) / qr["query_cpu_s"],
             "out_bytes": size}
 
 
@@ -295,7 +305,6 @@ def main() -> int:
     p.add_argument("--queries", default="1e6,1e7")
     p.add_argument("--predict-ranks", type=int, default=1)
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--no-locality", action="store_true", help="skip GINO.locality_order (the before of the fix)")
     p.add_argument("--worker", default=None)
     p.add_argument("--n", type=int, default=100000)
     p.add_argument("--q", type=int, default=0)
@@ -305,11 +314,8 @@ def main() -> int:
     p.add_argument("--vol", default=None)
     a = p.parse_args()
     if a.worker:
-        global LOCALITY
-        LOCALITY = not a.no_locality
         {"step": _step_worker, "query": _query_worker, "query_files": _query_files_worker}[a.worker](a)
         return 0
-    LOCALITY = not a.no_locality
     only = a.only.split(",")
     report: dict = {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()}}
     if "step" in only:

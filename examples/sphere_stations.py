@@ -110,17 +110,16 @@ def main(argv=None) -> int:
         return torch.cat([norm_out[f].encode(batch.query_fields[f]) for f in FIELDS], 1)
 
     # ---------------------------------------------------------------- model
+    from geoop.models import GNOSpec, SFNOSpec, SphereLatent
+
     model = geoop.GINO(
         in_channels=len(FIELDS),
         out_channels=len(FIELDS),
         coord_dim=3,
-        latent="sphere",
-        latent_shape=tuple(args.latent),
-        radius_in=args.radius,
-        radius_out=args.radius,
-        fno_width=args.width,
-        fno_layers=args.layers,
-        gno_mlp=(32, 32),
+        latent=SphereLatent(shape=tuple(args.latent)),
+        encoder={"radius": args.radius, "mlp": (32, 32)},
+        blocks=SFNOSpec(width=args.width, layers=args.layers),
+        decoder=GNOSpec(radius=args.radius, mlp=(32, 32)),
     )
     n_params = sum(p.numel() for p in model.parameters())
     # neighbourhoods once per case (stations -> latent, latent -> grid), not once per epoch

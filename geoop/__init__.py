@@ -45,14 +45,22 @@ _LAZY = {
     "GraphedGINO": "geoop.models.graphed",
 }
 
-__all__ = sorted(list(_LAZY) + [
+__all__ = sorted(list(_LAZY) + ["physics"] + [
     "GeoopError", "GeometryReadError", "GeometryWriteError", "UnsupportedFormatError", "ShapeError",
     "FieldError", "BackendUnavailableError", "NeighborhoodTooLargeError", "ConfigError",
     "CheckpointError", "DatasetError",
 ])
 
 
+#: sub-packages reachable as attributes (``geoop.physics.forces``) without an explicit import
+_SUBPACKAGES = ("physics",)
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"geoop.{name}")
+        globals()[name] = value
+        return value
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'geoop' has no attribute {name!r}")

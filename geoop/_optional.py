@@ -32,6 +32,8 @@ _EXTRAS = {
     "torch_cluster": "fast",
     "open3d": "fast",
     "pyvista": "viz",
+    "plotly": "viz",
+    "tensorboard": "tensorboard",
     "torch_harmonics": "core (torch-harmonics)",
     "tensorly": "test (tensorly)",
     "torch_geometric": "core (torch-geometric)",
@@ -87,7 +89,7 @@ _FLAGS = {
 
 
 def __getattr__(attr: str) -> bool:
-    """``WITH_*`` flags are computed lazily (importing open3d costs ~1 s), then cached."""
+    """``WITH_*`` flags are computed lazily (importing open3d is slow), then cached."""
     if attr in _FLAGS:
         return available(_FLAGS[attr])
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

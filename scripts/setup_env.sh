@@ -47,6 +47,17 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
+# Headless Chromium for the test that loads the interactive HTML viewer like a person would
+# (tests/test_viewer.py; skipped with a reason where it is absent). GEOOP_SKIP_CHROMIUM=1 skips it.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ "${GEOOP_SKIP_CHROMIUM:-0}" != 1 ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    log "apt-get install chromium (HTML viewer test)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || log "chromium unavailable: the HTML viewer test will be skipped"
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install -U pip setuptools wheel ninja
@@ -58,7 +69,11 @@ $PIP install "torch==2.13.0"
 log "core dependencies"
 $PIP install "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "torch-geometric>=2.5" \
   "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43" \
-  "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6"
+  "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6" "plotly>=5"
+
+# TensorBoard logging of training runs (optional extra geoop[tensorboard]; geoop train --tensorboard DIR)
+log "tensorboard"
+$PIP install "tensorboard>=2.14" || log "tensorboard unavailable: geoop train --tensorboard will say so"
 
 # torch-harmonics: binary wheels are tied to one torch; 0.8.0 builds against 2.13.
 if ! $VENV/bin/python -c "import torch_harmonics" 2>/dev/null; then

@@ -1,7 +1,6 @@
 """Small real models and data for the training tests (not mocks: they train)."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -12,7 +12,6 @@ import geoop
 from geoop.cli.main import main
 from geoop.geometry.geometry import Geometry
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

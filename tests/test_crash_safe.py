@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_models import PointNetField, make_samples
 
 from geoop.errors import CheckpointError
 from geoop.train import Trainer, load_checkpoint, save_checkpoint
-
-from _train_models import PointNetField, make_samples
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(600)]
 

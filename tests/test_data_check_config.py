@@ -80,3 +80,48 @@ def test_fixed_length_scale_rule_maps_file_units_by_the_users_transform(tmp_path
     assert main(["data", "check", str(tmp_path / "c.toml")]) == 0
     out = capsys.readouterr().out
     assert "a fixed rule" in out and "[[-1.0, -2.5], [2.0, 1.5]] in file units" in out  # window * 2 + shift
+
+
+def test_crop_box_cuts_the_query_meshes_in_file_units(tmp_path):
+    from geoop.data import MeshFolderDataset, airfoil
+    from geoop.data.preprocess import Preprocessor
+
+    root = tmp_path / "cases"
+    airfoil.generate(str(root), 2, seed=4, n_volume=500, n_panels=40)
+    box = [[-0.5, -0.75], [1.5, 0.75]]
+    ds = MeshFolderDataset(root, targets=["p"], input_file="{case}_surface.vtp", query_file="{case}_volume.vtu",
+                           drop_flat_z=True, geometry_normalization="none", split="all", crop=box, normalize=False)
+    case = ds.cases[0]
+    vol = geoop.read(root / f"{case}_volume.vtu")
+    xy = vol.points[:, :2].double()
+    inside = ((xy >= torch.tensor(box[0], dtype=torch.float64)) & (xy <= torch.tensor(box[1], dtype=torch.float64))).all(1)
+    q = ds[0].queries
+    assert q.n_points == int(inside.sum()) and torch.allclose(q.points.double(), xy[inside])
+    assert torch.allclose(q.fields["p"].double(), vol.fields["p"].double()[inside], atol=1e-6)
+    tri = ds._raw(case)[1].cells["triangle"]
+    assert tri.max() < q.n_points and 0 < tri.shape[0] < vol.cells["triangle"].shape[0]
+    assert Preprocessor.from_state_dict(ds.preprocessor.state_dict()).crop == box
+
+
+def test_training_warns_about_queries_outside_the_latent_window(tmp_path, caplog):
+    import logging
+
+    from geoop.data import MeshFolderDataset, airfoil
+    from geoop.models import GINO
+    from geoop.train.config import resolve_config
+    from geoop.train.run import build_run, queries_outside
+
+    root = tmp_path / "cases"
+    airfoil.generate(str(root), 2, seed=3, n_volume=300, n_panels=40)
+    cfg = resolve_config({"data": {"folder": str(root), "targets": ["p"], "input_file": "{case}_surface.vtp",
+                                   "query_file": "{case}_volume.vtu", "drop_flat_z": True, "val_split": "", "test_fraction": 0.0},
+                          "model": {"latent": {"shape": [6, 6], "domain": [[0.3, 0.3], [0.7, 0.7]]},
+                                    "blocks": {"width": 4, "modes": 2, "layers": 1}},
+                          "output": {"dir": str(tmp_path / "run")}}, dataset_cls=MeshFolderDataset, model_cls=GINO)
+    with caplog.at_level(logging.WARNING, logger="geoop.train.run"):
+        r = build_run(cfg, progress=False)
+    out, total = queries_outside(r.train_data, r.model)
+    assert 0 < out < total and f"{out} of {total} training query points" in caplog.text
+    # by hand: the prepared (normalised) query points of every case against the window
+    n = sum(int(((s.queries.points < 0.3) | (s.queries.points > 0.7)).any(1).sum()) for s in r.train_data)
+    assert n == out

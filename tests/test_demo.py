@@ -26,6 +26,12 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path, capsys):
     pred = read(vtu[0])
     assert pred.n_points > 1000 and "p" in pred.fields
     assert all(p.stat().st_size > 10_000 for p in pngs)  # real pictures, not empty files
+    # the C_L error on the unseen airfoil, and the true Cp's C_L agreeing with Kutta-Joukowski
+    import json
+
+    lift = json.loads((out / "results.json").read_text())["lift_coefficient"]
+    assert "lift coefficient C_L" in text and math.isfinite(lift["mae"])
+    assert lift["true"][0] == pytest.approx(lift["kutta"][0], rel=0.03, abs=0.01)
 
 
 def test_demo_time_budget_cuts_the_epochs(tmp_path, capsys):

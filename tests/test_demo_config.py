@@ -123,7 +123,6 @@ def test_mirrored_case_is_the_reflection_about_the_chord(tmp_path):
     """prepare_cases(mirror=[case]): y -> -y, v -> -v, free stream (cos a, -sin a), normals
     reflected, u / p / Cp unchanged, triangles still counter-clockwise."""
     from geoop.cli.demo import prepare_cases
-
     from geoop.data import airfoil
 
     entries = airfoil.generate(str(tmp_path / "raw"), 1, seed=3, alpha_deg=6.0, n_volume=800, n_panels=80)

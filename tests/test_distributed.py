@@ -8,11 +8,10 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _train_models import PointNetField, make_samples
 
 from geoop.train import Trainer
-from geoop.train.distributed import DistInfo, all_reduce_sums, init_distributed, cleanup_distributed
-
-from _train_models import PointNetField, make_samples
+from geoop.train.distributed import DistInfo, all_reduce_sums, cleanup_distributed, init_distributed
 
 EPOCHS, N_SAMPLES, PER_RANK_BATCH = 2, 8, 2
 

@@ -243,10 +243,10 @@ def test_train_with_domain_2_under_torchrun(tmp_path):
     import sys
 
     import numpy as np
+    from test_cli import _annulus
 
     import geoop
     from geoop.cli.main import main
-    from test_cli import _annulus
 
     root = tmp_path / "cases"
     root.mkdir()
@@ -321,18 +321,17 @@ domain = {domain}
         Trainer(_model(CASES["box_sum"][0]), [Geometry(torch.rand(5, 3))], targets=["p"], dist_info=DistInfo(0, 3), domain=2)
 
 
-def test_locality_order_keeps_the_encoding():
-    """GINO.encode sorts large inputs by cell before its own search: same latent as the
-    given order with precomputed neighbourhoods; samples stay grouped."""
+def test_decoder_grid_search_equals_tree_search():
+    """GINO.neighbors_out on a box latent (point-major grid search, no sort) finds exactly
+    the pairs of a KD-tree search, per sample of a batch, also for queries outside the box."""
+    from geoop.neighbors.search import radius_search
+
     model = _model(CASES["box_mean"][0])
-    batch, x, _ = _data("ragged_local")
-    model.LOCALITY_MIN_POINTS = 0  # apply it at test size
-    perm = model.locality_order(batch.points, batch.batch)
-    assert sorted(perm.tolist()) == list(range(batch.points.shape[0]))
-    assert bool((batch.batch[perm].diff() >= 0).all())
-    cell = ((batch.points[perm] - batch.points.min(0).values) / model.radius_in).floor()
-    assert int((cell.diff(dim=0).abs().sum(1) > 0).sum()) < 0.6 * batch.points.shape[0]  # runs of points share a cell
-    with torch.no_grad():
-        got = model.encode(batch.points, x, batch.weights, batch.batch, 2)
-        ref = model.encode(batch.points, x, batch.weights, batch.batch, 2, model.neighbors_in(batch.points, batch.batch, 2))
-    assert _rel(got, ref) <= 1e-6
+    g = torch.Generator().manual_seed(3)
+    q = torch.rand(700, 3, generator=g) * 1.2 - 0.1
+    qb = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(300, dtype=torch.long)])
+    got = model.neighbors_out(q, qb, 2)
+    lat = model.latent_points().repeat(2, 1)
+    ref = radius_search(lat, q, model.radius_out, model._latent_batch(2), qb, backend="scipy")
+    assert got.num_sources == 2 * model.num_latent and got.num_edges == ref.num_edges > 0
+    assert torch.equal(got.ptr, ref.ptr) and torch.equal(got.index, ref.index)

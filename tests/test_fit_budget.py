@@ -1,11 +1,10 @@
 """Trainer.fit(max_time=...): the epochs follow a wall-clock budget and the cosine schedule
 ends with them; one progress line per epoch."""
 import pytest
+from _train_models import PointNetField, make_samples
 
 from geoop.errors import ConfigError
 from geoop.train import Trainer, resolve_config
-
-from _train_models import PointNetField, make_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 import geoop.data.folder as folder_mod
-from geoop.batch import collate
-from geoop.data import DatasetNormalizers, FieldNormalizer, MeshFolderDataset, DiskNeighborhoodCache
+from geoop.batch import Sample, collate
+from geoop.data import DatasetNormalizers, DiskNeighborhoodCache, FieldNormalizer, MeshFolderDataset
 from geoop.data.folder import _keep_sources, _take_queries, discover_cases, resolve_split
 from geoop.errors import DatasetError
-from geoop.batch import Sample
 from geoop.neighbors.neighborhoods import Neighborhoods
 
 

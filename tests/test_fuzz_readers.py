@@ -26,10 +26,10 @@ import select
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -112,6 +112,7 @@ class ReaderWorker:
         self.proc = None
         self.restarts = 0
         self.reads = 0
+        self.statuses: dict = {}
 
     def _start(self):
         r, w = os.pipe()
@@ -145,15 +146,21 @@ class ReaderWorker:
             rc = self.proc.poll()
             self.close()
             self.restarts += 1
-            return {"status": "crash" if ready else "timeout", "rc": rc}
-        return json.loads(line)
+            res = {"status": "crash" if ready else "timeout", "rc": rc}
+        else:
+            res = json.loads(line)
+        self.statuses[res["status"]] = self.statuses.get(res["status"], 0) + 1
+        return res
 
 
 @pytest.fixture(scope="module")
 def worker():
     w = ReaderWorker()
+    t0 = time.perf_counter()
     yield w
     w.close()
+    counts = {k: v for k, v in sorted(w.statuses.items())}
+    print(f"\nfuzz: {w.reads} files read in {time.perf_counter() - t0:.0f} s, {counts}, {w.restarts} worker restarts")
 
 
 # ---------------------------------------------------------------------------- seed files

@@ -11,10 +11,12 @@ from geoop.batch import GeometryBatch, Sample
 from geoop.errors import ConfigError, ShapeError
 from geoop.geometry.geometry import Geometry
 from geoop.models import GINO
+from geoop.models.config import BoxLatent, EncoderSpec, FNOSpec, GNOSpec, LocalSpec
 from geoop.models.nested import LatentLevel, NestedGINO, NestedLatent, interpolate_level, level_boxes
 
-KW = dict(fno_width=8, fno_modes=2, fno_layers=2, gno_mlp=(16, 16), n_freqs=3, projection_hidden=16,
-          radius_in=0.3, radius_out=0.3)
+KW = dict(blocks=FNOSpec(width=8, modes=2, layers=2, projection_hidden=16),
+          encoder=EncoderSpec(radius=0.3, mlp=(16, 16), n_freqs=3), decoder=GNOSpec(radius=0.3, mlp=(16, 16), n_freqs=3))
+LOCAL = dict(local=LocalSpec(radius=0.1, nearest=True))
 DOMAIN = ((-2.0, -1.5), (3.0, 1.5))
 
 
@@ -43,10 +45,10 @@ TWO = [LatentLevel((12, 8), domain=DOMAIN), LatentLevel((10, 8), margin=0.25)]
 THREE = TWO + [LatentLevel((8, 8), margin=0.05, fno_modes=(2, 2))]
 
 
-@pytest.mark.parametrize("kw", [{}, dict(local_radius=0.1, local_nearest=True)])
+@pytest.mark.parametrize("kw", [{}, LOCAL])
 def test_one_level_is_gino_exactly(kw):
     torch.manual_seed(1)
-    gino = GINO(2, 3, 2, latent_shape=(12, 8), domain=[list(DOMAIN[0]), list(DOMAIN[1])], **KW, **kw).double()
+    gino = GINO(2, 3, 2, latent=BoxLatent(shape=(12, 8), domain=DOMAIN), **KW, **kw).double()
     model = nested([LatentLevel((12, 8), domain=DOMAIN)], **kw)
     model.coarse.load_state_dict(gino.state_dict())
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in gino.parameters())
@@ -61,7 +63,7 @@ def test_one_level_is_gino_exactly(kw):
 
 @pytest.mark.parametrize("levels", [TWO, THREE])
 def test_ragged_batch_equals_single_calls_and_precompute(levels):
-    model = nested(levels, local_radius=0.1)
+    model = nested(levels, local=LocalSpec(radius=0.1))
     geoms = [blob(40, 1), blob(70, 2, (0.3, 0.1), (0.6, 0.05)), blob(25, 3, (0.8, -0.1), (0.3, 0.2))]
     qs = [queries(30, 4), queries(9, 5), queries(41, 6)]
     batch = GeometryBatch.from_geometries(geoms, qs)
@@ -166,6 +168,22 @@ def test_config_roundtrip_and_errors():
         NestedLatent.from_dict({"levels": [{"shape": (8, 8), "size": 3}]})
     with pytest.raises(ConfigError, match="comes from the levels"):
         NestedGINO(2, 3, 2, latent=NestedLatent(levels=TWO), domain=[[0, 0], [1, 1]])
+    # fine levels: radii in cells of their own grid unless given; level 0 keeps the sections' radii
+    assert model.coarse.radius_in == 0.3
+    assert model.fine[0].radius_in == pytest.approx(1.5 / 7) and model.fine[0].latent_shape == (10, 8)
+    assert nested([TWO[0], LatentLevel((10, 8), margin=0.2, radius_in=0.05)]).fine[0].radius_in == 0.05
+
+
+def test_flat_keywords_still_build_the_same_model():
+    import warnings
+
+    flat = dict(fno_width=8, fno_modes=2, fno_layers=2, gno_mlp=(16, 16), n_freqs=3, projection_hidden=16,
+                radius_in=0.3, radius_out=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.manual_seed(0)
+        a = NestedGINO(2, 3, 2, latent=NestedLatent(levels=TWO), **flat)
+    assert a.config == nested(TWO).config
     flat = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     with pytest.raises(ShapeError, match="zero extent"):
         level_boxes(LatentLevel((8, 8)), flat, None, 1)

@@ -28,3 +28,24 @@ def test_point_normals_and_fields_win_and_cell_data_are_renamed(tmp_path, capsys
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "p_cell" in out and "cell data 'p' averaged onto the points; the point data of that name win" in out
+
+
+def test_vector_components_are_selected_by_name(tmp_path):
+    from geoop.data import MeshFolderDataset
+    from geoop.errors import DatasetError
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    tri = np.array([[0, 1, 2], [0, 2, 3]])
+    U = np.stack([np.arange(4.0), 10 + np.arange(4.0), np.zeros(4)], 1)  # dead z component
+    for i in range(2):
+        meshio.write(tmp_path / f"c{i}.vtu", meshio.Mesh(pts, [("triangle", tri)], point_data={"U": U + i, "p": np.arange(4.0)}))
+    ds = MeshFolderDataset(tmp_path, targets=["U[0:2]", "p"], split="all", normalize=False, geometry_normalization="none",
+                           drop_flat_z=True)
+    q = ds[0].queries.fields
+    assert q["U[0:2]"].shape == (4, 2) and torch.allclose(q["U[0:2]"].double(), torch.from_numpy(U[:, :2]))
+    got = pick_fields(geoop.read(tmp_path / "c1.vtu"), ["U[1]"], "c1.vtu", "target")
+    assert torch.allclose(got["U[1]"].double().flatten(), torch.from_numpy(U[:, 1] + 1))
+    import pytest
+
+    with pytest.raises(DatasetError, match=r"\[2:5\].*has 3"):
+        pick_fields(geoop.read(tmp_path / "c1.vtu"), ["U[2:5]"], "c1.vtu", "target")

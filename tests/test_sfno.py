@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 import torch_harmonics  # noqa: F401  (a core dependency: fail, never skip)
 
 from geoop.errors import ConfigError, ShapeError  # noqa: E402

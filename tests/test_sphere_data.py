@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 import torch_harmonics  # noqa: F401  (a core dependency: fail, never skip)
 
 from geoop.data import sphere  # noqa: E402

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_models import PointNetField, make_samples
 
 from geoop.batch import GeometryBatch
 from geoop.data.normalize import DatasetNormalizers, FieldNormalizer
 from geoop.errors import CheckpointError, ConfigError
 from geoop.train import Trainer, TrainingInterrupted, WarmupCosine, load_checkpoint, relative_l2, resolve_config, save_checkpoint
 from geoop.train.config import load_config
-
-from _train_models import PointNetField, make_samples
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

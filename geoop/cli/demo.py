@@ -107,6 +107,10 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
     leading-edge suction peak on the lower surface). ``window`` must be symmetric in y.
 
     The surface also carries its outward unit normal as the point field ``normal``.
+    ``out_dir/manifest.json`` lists per case ``freestream_deg`` (the free-stream angle in the
+    case's own coordinates: alpha in the body frame, 0 in the wind frame) and the
+    Kutta-Joukowski ``cl`` (sign flipped for mirrored cases): the per-case reference of the
+    coefficient metrics (:mod:`geoop.train.metrics`).
 
     Shapes: surface ``freestream`` (N, 2) (body frame only), ``normal`` (N, 2), ``Cp`` (N, 1); volume ``u``,
     ``v``, ``p`` (M, 1) each.
@@ -124,6 +128,7 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
     if mirror and window[2] != -window[3]:
         raise ConfigError(f"demo: mirrored cases need a window symmetric in y, got {window}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
     for e in entries:
         flip = e["case"] in mirror
         sy = -1.0 if flip else 1.0
@@ -161,6 +166,9 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
         )
         write(surf, out_dir / e["surface"])
         write(vol, out_dir / e["volume"])
+        records.append({"case": e["case"], "freestream_deg": math.degrees(alpha + a), "alpha_deg": math.degrees(alpha),
+                        "cl": sy * float(e["cl"]) if "cl" in e else None, "mirrored": flip})
+    (out_dir / "manifest.json").write_text(json.dumps({"generator": "geoop demo", "frame": frame, "cases": records}, indent=1))
     del torch
 
 
@@ -189,6 +197,9 @@ def demo_config(data_dir: Path, out_dir: Path, fast: bool, epochs: int, seed: in
             # (distance 0 to the input polyline) every time, a fresh random draw of the others
             # (more optimizer steps in the time budget, every node still seen over the epochs)
             "subsample": {"queries": 1000, "near_input": 1e-6},
+            # lift and drag of the surface pressure (p = Cp: q = 1) when a split is validated
+            "metrics": ["cl", "cd"],
+            "metrics_reference": {"field": "p", "dynamic_pressure": 1.0, "length": 1.0, "alpha_deg": "manifest:freestream_deg"},
         },
         "model": {  # the nested sections of geoop.models.config
             "latent": {"kind": "box", "shape": [32, 24] if fast else [64, 48], "domain": [[xmin, ymin], [xmax, ymax]]},
@@ -230,9 +241,8 @@ def run(args) -> int:
     import torch
 
     from ..data import airfoil
-    from ..data.folder import discover_cases
+    from ..data.folder import MeshFolderDataset, discover_cases
     from ..geometry.io import read, write
-    from ..data.folder import MeshFolderDataset
     from ..models.gino import GINO
     from ..train.config import resolve_config
     from ..train.run import build_run, load_trained
@@ -300,6 +310,8 @@ def run(args) -> int:
     trained = load_trained(run_dir / "last.pt")  # no model selection on the unseen airfoils
     cases, _ = discover_cases(data, "{case}_surface.vtp", "{case}_volume.vtu")
     errs = {k: [] for k in ("u", "v", "p", "Cp")}
+    lift = {"pred": [], "true": [], "kutta": []}  # C_L from the surface Cp; Kutta-Joukowski
+    from ..physics import forces
     from ..viz.render import render
 
     for i, name in enumerate(test_names):
@@ -316,6 +328,12 @@ def run(args) -> int:
         for k in ("u", "v", "p"):
             errs[k].append(e_vol[k])
         errs["Cp"].append(e_cp)
+        # lift coefficient: the surface Cp integrated (q = 1, chord 1) in the case's free stream
+        a = math.radians(float(entries[names.index(name)]["params"]["alpha_deg"])) if frame == "body" else 0.0
+        ref = dict(dynamic_pressure=1.0, length=1.0, freestream=(math.cos(a), math.sin(a)))
+        lift["pred"].append(forces(surf, cp_pred, **ref).coefficients["cl"])
+        lift["true"].append(forces(surf, cp_true, **ref).coefficients["cl"])
+        lift["kutta"].append(float(entries[names.index(name)]["cl"]))
         if i < 3:
             truth = vol
             render(pv_, "p", res / f"{name}_p.png", truth=truth, focus=(-0.3, 1.3, -0.4, 0.4), title=name)
@@ -325,7 +343,9 @@ def run(args) -> int:
     summary = {k: float(np.mean(v)) for k, v in errs.items()}
     total = time.perf_counter() - t_start
     median = {k: float(np.median(v)) for k, v in errs.items()}
+    cl_err = np.abs(np.array(lift["pred"]) - np.array(lift["true"]))
     report = {"relative_l2_unseen": summary, "relative_l2_unseen_median": median, "per_case": errs,
+              "lift_coefficient": {**lift, "mae": float(cl_err.mean())},
               "test_case_names": list(test_names), "train_cases": n_train, "test_cases": n_test, "mirrored": len(mirrored),
               "epochs": epochs, "threads": threads, "time_s": {"data": t_data, "train": t_train, "total": total}}
     (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -335,5 +355,9 @@ def run(args) -> int:
         worst = int(np.argmax(errs[k]))
         print(f"  {k:<7} {where:<9} {100 * summary[k]:6.2f} %   ({100 * median[k]:.2f} %, "
               f"{100 * errs[k][worst]:.2f} % on {test_names[worst]})")
+    print(f"[demo] lift coefficient C_L of the surface Cp on unseen airfoils: mean abs. error {cl_err.mean():.4f} "
+          f"(worst {cl_err.max():.4f} on {test_names[int(np.argmax(cl_err))]}; true C_L {min(lift['true']):.3f} .. "
+          f"{max(lift['true']):.3f}, Kutta-Joukowski agrees with the true Cp's C_L to "
+          f"{np.abs(np.array(lift['true']) - np.array(lift['kutta'])).max():.4f})")
     print(f"[demo] results (.vtu/.vtp for ParaView, PNG pictures) in {res}; total time {total:.0f} s")
     return 0

@@ -15,6 +15,7 @@ COMMANDS = {
     "data": "data",
     "train": "train",
     "predict": "predict",
+    "evaluate": "evaluate",
     "render": "render",
     "demo": "demo",
 }

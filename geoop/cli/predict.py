@@ -16,6 +16,13 @@ Memory stays bounded at any number of queries: they are answered in chunks of
 ``torchrun --nproc_per_node N -m geoop predict ...`` the N ranks split the input geometry
 (domain parallelism, :class:`geoop.distributed.DomainParallel`) and the queries; rank 0
 writes the file.
+
+When the checkpoint's config names coefficient metrics (``data.metrics``, see
+:mod:`geoop.train.metrics`), the coefficients of the predicted field on the input surface
+(and of the true field, with their errors, when the queries hold it) are printed and written
+to ``OUT.coefficients.json`` beside the field file. Per-case reference values
+(``"manifest:..."``) come from the ``manifest.json`` beside the geometry file, for the case
+named by ``--case`` or found from the file name.
 """
 from __future__ import annotations
 
@@ -41,7 +48,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar over the queries (default: when stderr is a terminal)")
+    p.add_argument("--case", default=None, help="case name in the manifest beside --geometry (per-case reference values "
+                                                "of the coefficient metrics; default: found from the file name)")
     return p
+
+
+def predict_coefficients(trained, geometry, result, geometry_path, case=None):
+    """Coefficients of the prediction (and truth) in ``result`` on the input surface
+    ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict."""
+    from ..train.metrics import CoefficientMetrics
+    from .evaluate import _stacked
+
+    dcfg = dict(trained.config.get("data") or {})
+    if not dcfg.get("metrics"):
+        return None
+    gpath = Path(geometry_path)
+    metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, gpath.parent, trained.targets)
+    if case is None:
+        case = metrics.case_for_file(gpath)
+    pred, true, cols = _stacked(result, trained.targets)
+    pp, tp = metrics.case_coefficients(str(case), geometry, result.points, pred, true, cols)
+    out = {"case": case, "coefficients": pp, "reference": metrics.case_reference(str(case))}
+    if tp is not None:
+        out["true"] = tp
+        out["abs_error"] = {k: abs(pp[k] - tp[k]) for k in pp}
+    return out
 
 
 def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress):
@@ -120,14 +151,13 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
 
 def run(args) -> int:
     from ..geometry.io import read, write
+    from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.run import load_trained
 
-    from ..train.distributed import cleanup_distributed, init_distributed
-
-    trained = load_trained(args.checkpoint)
-    geometry = read(args.geometry)
+    geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on
     queries = read(qfile) if qfile else None
+    trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
     info = init_distributed(torch.device("cpu"))  # under torchrun: the ranks share the geometry and the queries
@@ -144,8 +174,16 @@ def run(args) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write(result, out)
+        coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None))
+        extra = {}
+        if coef is not None:
+            cpath = out.with_name(out.stem + ".coefficients.json")
+            cpath.write_text(json.dumps(coef, indent=2))
+            extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
+                     "coefficients_file": str(cpath)}
         print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
-                          **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {})}))
+                          **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {}),
+                          **extra}))
         return 0
     finally:
         cleanup_distributed(info)

@@ -28,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="override output.dir")
     p.add_argument("--device", default=None, help="override device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="force the progress bar on/off")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard event files to DIR (needs the tensorboard package; view with tensorboard --logdir DIR)")
     return p
 
 
@@ -40,7 +42,8 @@ def run(args) -> int:
     from ..train.trainer import TrainingInterrupted, resolve_device
 
     raw = load_config_file(args.config)
-    for key, section, value in (("epochs", "optim", args.epochs), ("dir", "output", args.output)):
+    for key, section, value in (("epochs", "optim", args.epochs), ("dir", "output", args.output),
+                                ("tensorboard", "output", getattr(args, "tensorboard", None))):
         if value is not None:
             raw.setdefault(section, {})[key] = value
     if args.device is not None:

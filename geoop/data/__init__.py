@@ -19,12 +19,18 @@ _LAZY = {
     "DiskNeighborhoodCache": "geoop.data.cache",
     "file_sha256": "geoop.data.cache",
     "cache_key": "geoop.data.cache",
+    "Preprocessor": "geoop.data.preprocess",
+    "FilesSpec": "geoop.data.specs",
+    "SplitSpec": "geoop.data.specs",
+    "NormalizationSpec": "geoop.data.specs",
+    "SamplingSpec": "geoop.data.specs",
+    "CacheSpec": "geoop.data.specs",
 }
 
 __all__ = sorted(_LAZY)
 
 
-_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "folder", "normalize", "cache")
+_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "folder", "normalize", "cache", "preprocess", "specs")
 
 
 def __getattr__(name: str):

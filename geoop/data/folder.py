@@ -456,6 +456,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     cache_dir : folder of the on-disk neighbourhood cache (None: memory only).
     memory_cache_mb : bound of the in-memory cache of parsed, prepared cases (0 disables).
     on_error : ``"raise"`` or ``"skip"`` (bad cases warned about and left out).
+    files, splitting, normalization, sampling, caching : typed groups of the settings above
+        (:mod:`geoop.data.specs`: ``FilesSpec``, ``SplitSpec``, ``NormalizationSpec``,
+        ``SamplingSpec``, ``CacheSpec``; dicts work too), in place of their flat keywords.
+    crop : ``[lower corner, upper corner]`` in file units (keyword): every case's query
+        geometry is cut to this box (cells with a node outside are dropped), e.g. the region
+        around a body in a far-field mesh.
     transform : callable ``f(sample) -> sample`` applied last to every item.
 
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
@@ -491,7 +497,29 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         neighbors_key=None,
         memory_cache_mb: float = 1024,
         val_fraction: float = 0.0,
+        crop=None,
+        files=None,
+        splitting=None,
+        normalization=None,
+        sampling=None,
+        caching=None,
     ):
+        if any(g is not None for g in (files, splitting, normalization, sampling, caching)):
+            # typed groups of settings (geoop.data.specs) replace their flat keywords
+            from .specs import dataset_keywords
+
+            sig = inspect.signature(type(self).__init__).parameters
+            flat = {k: v for k, v in locals().items() if k in sig and k not in ("self", "root", "inputs", "targets", "split",
+                                                                                 "neighbors", "transform", "neighbors_key")}
+            kw = dataset_keywords({k: v for k, v in flat.items() if k not in ("files", "splitting", "normalization",
+                                                                              "sampling", "caching")},
+                                  {k: p.default for k, p in sig.items()}, files=files, splitting=splitting,
+                                  normalization=normalization, sampling=sampling, caching=caching)
+            (input_file, query_file, manifest, on_error, test_fraction, val_fraction, seed, normalize, geometry_normalization,
+             isotropic, margin, drop_flat_z, crop, subsample, cache_dir, memory_cache_mb) = (
+                kw[k] for k in ("input_file", "query_file", "manifest", "on_error", "test_fraction", "val_fraction", "seed",
+                                "normalize", "geometry_normalization", "isotropic", "margin", "drop_flat_z", "crop",
+                                "subsample", "cache_dir", "memory_cache_mb"))
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.targets = [targets] if isinstance(targets, str) else list(targets)
@@ -504,7 +532,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
         #: reading, coordinate and field normalisation of a case (shared with prediction)
-        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin)
+        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop)
         self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
@@ -620,7 +648,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         q = None if cf.same_file else read_file(cf.query)
         # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
         self._cols[case] = max(g.dim, (g if q is None else q).dim)
-        return self.preprocessor.split_geometries(g, q, case)
+        return self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
 
     def _scan(self, cases: Sequence[str]) -> set:
         ok = {}
@@ -794,6 +822,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},
+                **({"crop": self.preprocessor.crop} if self.preprocessor.crop is not None else {}),
                 "dim": sample.geometry.dim,
                 "roles": [cf.same_file],
             }

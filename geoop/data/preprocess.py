@@ -24,6 +24,7 @@ it saw the training files.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -55,15 +56,31 @@ def read_file(path: Path) -> Geometry:
         raise DatasetError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from None
 
 
+_COMPONENTS = re.compile(r"^(.+)\[(\d+)(?::(\d+))?\]$")
+
+
 def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bool = True) -> dict[str, Tensor]:
     """The named fields as point fields (cell fields averaged onto the points); with
-    ``required=False`` missing ones are left out. Point data win over cell data of the same
+    ``required=False`` missing ones are left out. ``"U[0:2]"`` / ``"U[2]"`` select components
+    of field ``U`` (e.g. the x and y velocity of a 2-D case whose files carry a dead z
+    component), under that name. Point data win over cell data of the same
     name: ``Normals``/``normals`` is the file's point normals when it has them (the cell
     normals averaged onto the points are ``Normals_cell``, see
     :meth:`Geometry.cell_data_to_point_data`)."""
     out = {}
     to_convert = []
+    selected = {}  # "U[0:2]" -> ("U", 0, 2): components of a vector field
     for n in names:
+        m = _COMPONENTS.match(n)
+        if n not in g.fields and n not in g.cell_fields and m:
+            base, a, b = m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else int(m.group(2)) + 1
+            sub_ = pick_fields(g, [base], path, role, required)
+            if base in sub_:
+                c = sub_[base].shape[1]
+                if not 0 <= a < b <= c:
+                    raise DatasetError(f"{path}: {role} {n!r} selects components [{a}:{b}] of {base!r}, which has {c}")
+                selected[n] = sub_[base][:, a:b]
+            continue
         if n in g.fields:
             out[n] = g.fields[n]
         elif n in ("Normals", "normals") and g.normals is not None:
@@ -80,6 +97,7 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
             raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
         conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
         out.update({n: conv.fields[n] for n in to_convert})
+    out.update(selected)
     for n, v in out.items():
         bad = ~torch.isfinite(v)
         if bad.any():
@@ -133,6 +151,29 @@ def fixed_transform(rule: Mapping, d: int) -> NormalizeTransform:
     return NormalizeTransform(vec(rule["shift"], 0.0), vec(rule["scale"], 1.0))
 
 
+def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -> Geometry:
+    """The part of ``g`` inside the box ``[lower, upper]`` (file units; 2 values for 2-D
+    cases, z is then not cropped): the points inside, and the cells whose nodes are all
+    inside (renumbered); quadrature weights are recomputed from the kept cells."""
+    lo = torch.as_tensor(list(lower), dtype=torch.float64)
+    hi = torch.as_tensor(list(upper), dtype=torch.float64)
+    k = lo.numel()
+    if hi.numel() != k or k > g.dim or bool((hi <= lo).any()):
+        raise DatasetError(f"crop: expected lower < upper corners with at most {g.dim} values each, got {list(lower)}, {list(upper)}")
+    p = g.points[:, :k].double()
+    inside = ((p >= lo) & (p <= hi)).all(1)
+    new_id = torch.full((g.n_points,), -1, dtype=torch.long)
+    keep = inside.nonzero()[:, 0]
+    new_id[keep] = torch.arange(keep.numel())
+    cells = {}
+    for kind, c in g.cells.items():
+        full = inside[c].all(1)
+        if full.any():
+            cells[kind] = new_id[c[full]]
+    return Geometry(g.points[keep], cells=cells, normals=None if g.normals is None else g.normals[keep],
+                    fields={n: v[keep] for n, v in g.fields.items()}, name=g.name, source=g.source, validate=False)
+
+
 class Preprocessor:
     """Reading, coordinate and field normalisation of cases (see the module docstring).
 
@@ -146,11 +187,14 @@ class Preprocessor:
         :meth:`fit` or the dataset sets it
     normalizers : fitted :class:`DatasetNormalizers` (fields and the dataset transform), or
         None (fit them with :meth:`fit`)
+    crop : ``[lower corner, upper corner]`` in file units: the training cases' query
+        geometries are cut to this box when read (:meth:`read_case` / the dataset;
+        :func:`crop_geometry`); prediction answers wherever it is asked
     """
 
     def __init__(self, inputs: Sequence[str] = (), targets: Sequence[str] = (), geometry_normalization: str = "dataset",
                  isotropic: bool = True, margin: float = 0.0, dim: Optional[int] = None,
-                 normalizers: Optional[DatasetNormalizers] = None):
+                 normalizers: Optional[DatasetNormalizers] = None, crop: Optional[Sequence[Sequence[float]]] = None):
         if isinstance(geometry_normalization, Mapping):
             geometry_normalization = fixed_rule(geometry_normalization)
         elif geometry_normalization not in GEOMETRY_NORMALIZATIONS:
@@ -162,6 +206,9 @@ class Preprocessor:
         self.isotropic, self.margin = bool(isotropic), float(margin)
         self.dim = None if dim is None else int(dim)
         self.normalizers = normalizers if normalizers is not None else DatasetNormalizers()
+        if crop is not None and (len(crop) != 2 or len(crop[0]) != len(crop[1])):
+            raise DatasetError(f"Preprocessor: crop must be [lower corner, upper corner] in file units, got {crop!r}")
+        self.crop = None if crop is None else [[float(v) for v in c] for c in crop]
 
     # ------------------------------------------------------------------ 1. reading
     def split_geometries(self, g: Geometry, q: Optional[Geometry], name: Optional[str] = None,
@@ -185,7 +232,16 @@ class Preprocessor:
         in file coordinates with the input / target fields."""
         g = read_file(Path(input_file))
         q = None if query_file is None or Path(query_file) == Path(input_file) else read_file(Path(query_file))
-        return self.split_geometries(g, q, name)
+        return self.crop_queries(*self.split_geometries(g, q, name))
+
+    def crop_queries(self, gin: Geometry, gq: Geometry) -> tuple[Geometry, Geometry]:
+        """``gq`` cut to the crop box (when one is set); the input geometry is kept whole."""
+        if self.crop is None:
+            return gin, gq
+        out = crop_geometry(gq, *self.crop)
+        if out.n_points == 0:
+            raise DatasetError(f"{gq.source or gq.name}: no query point inside the crop box {self.crop}")
+        return gin, out
 
     # ------------------------------------------------------------------ fitting
     def fit(self, cases: Sequence[tuple[Geometry, Geometry]], fields: bool = True, geometry: bool = True) -> "Preprocessor":
@@ -262,12 +318,13 @@ class Preprocessor:
         """Plain types and tensors only (loads with ``torch.load(weights_only=True)``)."""
         return {"inputs": list(self.inputs), "targets": list(self.targets),
                 "geometry_normalization": self.geometry_normalization, "isotropic": self.isotropic,
-                "margin": self.margin, "dim": self.dim, "normalizers": self.normalizers.state_dict()}
+                "margin": self.margin, "dim": self.dim, "normalizers": self.normalizers.state_dict(),
+                **({"crop": self.crop} if self.crop is not None else {})}
 
     @classmethod
     def from_state_dict(cls, state: Mapping) -> "Preprocessor":
         return cls(state["inputs"], state["targets"], state["geometry_normalization"], state["isotropic"],
-                   state["margin"], state["dim"], DatasetNormalizers.from_state_dict(state["normalizers"]))
+                   state["margin"], state["dim"], DatasetNormalizers.from_state_dict(state["normalizers"]), state.get("crop"))
 
     def __repr__(self) -> str:
         return (f"Preprocessor(inputs={self.inputs}, targets={self.targets}, geometry_normalization="

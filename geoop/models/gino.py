@@ -10,20 +10,20 @@ For a sample with input points :math:`y_j` (features :math:`f_j`, quadrature wei
    A node whose ball holds no input point gets exactly 0 (so a sample with no input point in
    any latent ball has an all-zero encoding; the output is still finite).
 2. **Lifting**: a pointwise MLP of :math:`[u(z_g), c(z_g), z_g]` (with optional latent
-   features :math:`c`, e.g. an SDF) to ``fno_width`` channels.
-3. **Latent operator**: ``fno_layers`` FNO blocks on the box grid (``latent="box"``) or SFNO
-   blocks on the equiangular / Gauss lat-lon grid of the unit sphere (``latent="sphere"``),
+   features :math:`c`, e.g. an SDF) to ``blocks.width`` channels.
+3. **Latent operator**: ``blocks.layers`` FNO blocks on the box grid (``BoxLatent``) or SFNO
+   blocks on the equiangular / Gauss lat-lon grid of the unit sphere (``SphereLatent``),
    run once on the stacked ``(B, C, *grid)`` tensor of all samples.
 4. **Decoder** (GNO): :math:`v(x) = \bigoplus_{z_g \in B_{r_{out}}(x)} k_{out}(x, z_g)\odot h(z_g)`.
-5. **Local geometry** (opt-in, ``local_radius > 0`` and/or ``local_nearest``): features of
+5. **Local geometry** (opt-in, ``local.radius > 0`` and/or ``local.nearest``): features of
    each query computed from the sample's own input points at sub-grid resolution,
    concatenated to :math:`v(x)`:
 
-   * ``local_radius > 0``: a second, small-radius GNO straight from the input points,
+   * ``local.radius > 0``: a second, small-radius GNO straight from the input points,
      :math:`l(x) = \mathrm{mean}_{y_j \in B_{r_{loc}}(x)} k_{loc}(x, y_j, f_j)`
-     (``local_channels`` wide, 0 where the ball is empty);
-   * ``local_nearest``: the offset to the nearest input point :math:`y^*(x)` and its length,
-     in units of :math:`s` (``local_radius``, else ``radius_out``), and its features:
+     (``local.channels`` wide, 0 where the ball is empty);
+   * ``local.nearest``: the offset to the nearest input point :math:`y^*(x)` and its length,
+     in units of :math:`s` (the local radius, else the decoder's), and its features:
      :math:`[(x - y^*)/s, |x - y^*|/s, f(y^*)]`.
 
    The latent grid resolves nothing finer than its spacing (e.g. a leading-edge suction
@@ -384,6 +384,13 @@ class GINO(nn.Module):
     def neighbors_out(self, queries: Tensor, query_batch: Optional[Tensor] = None, num_samples: int = 1) -> Neighborhoods:
         """Latent nodes -> queries: Neighborhoods over the queries with indices into the
         ``num_samples * G`` latent nodes."""
+        if self.latent == "box" and self.search_backend == "auto":
+            # the grid search point by point: the same pairs as a tree search, no tree, no sort
+            from ..neighbors.grid import radius_search_grid
+
+            return radius_search_grid(queries, self.latent_shape, self.domain, self.radius_out,
+                                      point_batch=query_batch if num_samples > 1 else None,
+                                      num_batches=num_samples, point_major=True)
         from ..neighbors.search import radius_search
 
         lat = self._latent_rep(num_samples, queries.dtype)
@@ -487,12 +494,6 @@ class GINO(nn.Module):
         elif x is None or x.dim() != 2 or tuple(x.shape) != (n, self.in_channels):
             got = None if x is None else tuple(x.shape)
             raise ShapeError(f"GINO: x must have shape ({n}, {self.in_channels}) (one row per input point), got {got}")
-        if neighbors_in is None:
-            perm = self.locality_order(points, point_batch)
-            if perm is not None:  # same sums, gathered from nearby memory
-                points, point_batch = points[perm], None if point_batch is None else point_batch[perm]
-                x = None if x is None else x[perm]
-                weights = None if weights is None else weights[perm]
         nb = neighbors_in if neighbors_in is not None else self.neighbors_in(points, point_batch, B)
         if nb.num_queries != B * G:
             raise ShapeError(f"GINO: neighbors_in must have B*G = {B}*{G} = {B * G} queries, got {nb.num_queries}")
@@ -503,37 +504,6 @@ class GINO(nn.Module):
                 raise ShapeError(f"GINO: gno_reduction_in='weighted' needs quadrature weights of shape ({n},)")
             w = weights.to(dtype)
         return self.gno_in(points.to(dtype), lat, nb, None if x is None else x.to(dtype), w, partial=True)
-
-    #: below this many input points :meth:`locality_order` leaves the order alone
-    LOCALITY_MIN_POINTS = 1 << 16
-
-    def locality_order(self, points: Tensor, point_batch: Optional[Tensor] = None) -> Optional[Tensor]:
-        """A permutation (N,) that groups the input points by sample, then by cell of a grid
-        of spacing ``radius_in`` over their bounding box (C order), or None for fewer than
-        :attr:`LOCALITY_MIN_POINTS` points.
-
-        The encoder's sum over a latent node's ball is independent of the point order, but
-        its edges gather the rows of the ``(N, hidden)`` per-point tensors (and scatter their
-        gradients) at the ball's point indices: in a random order (points sampled on a
-        surface, shuffled files) every edge is a cache miss once those tensors outgrow the
-        CPU caches, and time per point grows with N. Sorted by cell, a ball's points lie in a
-        few contiguous runs. :meth:`encode` applies it when it searches the neighbourhoods
-        itself (precomputed ``neighbors_in`` index the given order and are used as given)."""
-        n = int(points.shape[0])
-        if n < self.LOCALITY_MIN_POINTS:
-            return None
-        with torch.no_grad():
-            p = points.detach().to(torch.float64)
-            lo = p.min(0).values
-            h = max(self.radius_in, float((p.max(0).values - lo).max()) / 65535, 1e-12)  # <= 2^16 cells per axis
-            cells = ((p - lo) / h).floor().long()
-            dims = cells.max(0).values + 1
-            key = torch.zeros(n, dtype=torch.long, device=points.device)
-            for k in range(cells.shape[1]):
-                key = key * dims[k] + cells[:, k]
-            if point_batch is not None:
-                key = point_batch.long() * int(dims.prod()) + key
-            return torch.argsort(key, stable=True)
 
     def encode_finish(self, sums: Tensor, counts: Optional[Tensor] = None, latent_features: Optional[Tensor] = None,
                       num_samples: int = 1) -> Tensor:
@@ -719,6 +689,12 @@ class GINO(nn.Module):
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        for what, t in (("points", q), ("geometry points", pts)):  # before any encoding work
+            if t.dim() != 2 or t.shape[1] != self.coord_dim:
+                raise ShapeError(f"GINO.query: {what} must have shape (N, {self.coord_dim}), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).any(1).sum())
+                raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
         if x is None and self.point_inputs:
             if not isinstance(geometry, Geometry):
                 raise ShapeError(f"GINO.query: the model's inputs {list(self.point_inputs)} are taken from a Geometry; "

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,7 @@ class LatentLevel:
     margin : added on every side of the input bounds (same units as the points)
     radius_in, radius_out : GNO radii; level 0 in the points' units, fine levels in the
         level's unit frame (default: the model's ``radius_in`` / ``radius_out`` for level 0;
-        ``1.5 / (min(shape) - 1)`` for fine levels, 1.5 node spacings of the coarser axis)
+        ``radius_cells=1.5`` for fine levels: 1.5 of their largest unit-frame node spacing)
     fno_modes : retained modes (default: the model's ``fno_modes``)
     """
 
@@ -216,11 +216,14 @@ class NestedGINO(nn.Module):
     ----------
     in_channels, out_channels, coord_dim : as :class:`~geoop.models.GINO`
     latent : a :class:`NestedLatent` (or its dict form)
+    encoder, blocks, decoder, local, memory : the GINO sections (typed specs of
+        :mod:`geoop.models.config` or dicts; or GINO's flat keywords), shared by every level:
+        level 0 is ``GINO(latent=BoxLatent(level 0), **sections)``; a fine level the same with
+        its own shape and radii, no local features and no projection of its own
     coupling : ``"interpolate"`` (default, module docstring) or ``"none"`` (levels independent
         until the decoder's sum)
-    **gino_kwargs : the other GINO arguments (``fno_width``, ``fno_layers``, ``gno_mlp``,
-        ``local_radius``, ``latent_channels`` (level 0 only), ...); ``latent``,
-        ``latent_shape`` and ``domain`` come from the levels. Every level has the same width.
+    **legacy : GINO's flat keywords (deprecated there too); ``latent_shape`` and ``domain``
+        come from the levels. Every level has the same width.
 
     Attributes
     ----------
@@ -229,48 +232,63 @@ class NestedGINO(nn.Module):
         projection is the identity: the shared projection is the coarse one's)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, coord_dim: int = 3,
-                 latent: Union[NestedLatent, dict, None] = None, coupling: str = "interpolate", **gino_kwargs):
+    def __init__(self, in_channels: Optional[int] = None, out_channels: int = 1, coord_dim: int = 3,
+                 latent: Union[NestedLatent, dict, None] = None, encoder=None, blocks=None, decoder=None, local=None,
+                 memory=None, coupling: str = "interpolate", **legacy):
         super().__init__()
+        import copy
+
+        from ..nn.gno import resolve_choice
+
         if latent is None:
             raise ConfigError("NestedGINO: latent=NestedLatent(levels=[...]) is required")
         cfg = NestedLatent.from_dict(latent) if isinstance(latent, dict) else latent
         if not isinstance(cfg, NestedLatent):
             raise ConfigError(f"NestedGINO: latent must be a NestedLatent or its dict, got {type(latent).__name__}")
         cfg.check(int(coord_dim))
-        for k in ("latent", "latent_shape", "domain"):
-            if k in gino_kwargs:
+        for k in ("latent_shape", "domain"):
+            if k in legacy:
                 raise ConfigError(f"NestedGINO: {k!r} comes from the levels of NestedLatent; do not pass it")
-        from ..nn.gno import resolve_choice
-
         self.coupling = resolve_choice(coupling, COUPLINGS, "NestedGINO coupling")
         self.levels_config = cfg
-        self.config = {"in_channels": int(in_channels), "out_channels": int(out_channels), "coord_dim": int(coord_dim),
-                       "latent": cfg.to_dict(), "coupling": self.coupling, **gino_kwargs}
         l0 = cfg.levels[0]
-        kw0 = dict(gino_kwargs)
-        if l0.radius_in is not None:
-            kw0["radius_in"] = l0.radius_in
-        if l0.radius_out is not None:
-            kw0["radius_out"] = l0.radius_out
-        if l0.fno_modes is not None:
-            kw0["fno_modes"] = l0.fno_modes
-        self.coarse = GINO(in_channels, out_channels, coord_dim, latent="box", latent_shape=l0.shape,
-                           domain=[list(l0.domain[0]), list(l0.domain[1])], **kw0)
-        width = int(gino_kwargs.get("fno_width", 32))
-        fine_kw = {k: v for k, v in gino_kwargs.items()
-                   if k not in ("latent_channels", "local_radius", "local_channels", "local_nearest",
-                                "projection_hidden", "radius_in", "radius_out", "fno_modes")}
+        lat0 = {"kind": "box", "shape": list(l0.shape), "domain": [list(l0.domain[0]), list(l0.domain[1])]}
+        if "latent_channels" in legacy:  # hand-given latent features of level 0 (flat keyword)
+            lat0["channels"] = int(legacy.pop("latent_channels"))
+        # level 0 is a GINO built from the given sections (typed specs, dicts or flat keywords);
+        # its resolved config is the template of every level
+        self.coarse = GINO(in_channels, out_channels, coord_dim, latent=lat0, encoder=encoder, blocks=blocks,
+                           decoder=decoder, local=local, memory=memory, **legacy)
+        base = copy.deepcopy(self.coarse.config)
+
+        def with_level(c: dict, lv: LatentLevel, fine: bool) -> dict:
+            for sec, r in (("encoder", lv.radius_in), ("decoder", lv.radius_out)):
+                if r is not None or fine:
+                    c[sec].pop("radius", None)
+                    c[sec].pop("radius_cells", None)
+                    # fine levels: radii in the unit frame, by default 1.5 cells of the level's grid
+                    c[sec].update({"radius": float(r)} if r is not None else {"radius_cells": 1.5})
+            if lv.fno_modes is not None:
+                c["blocks"]["modes"] = list(lv.fno_modes) if isinstance(lv.fno_modes, (tuple, list)) else int(lv.fno_modes)
+            return c
+
+        if l0.radius_in is not None or l0.radius_out is not None or l0.fno_modes is not None:
+            self.coarse = GINO.from_config(with_level(copy.deepcopy(base), l0, False))
+            base = copy.deepcopy(self.coarse.config)
+        width = int(base["blocks"]["width"])
         self.fine = nn.ModuleList()
         for lv in cfg.levels[1:]:
-            r = 1.5 / (min(lv.shape) - 1)
-            m = lv.fno_modes if lv.fno_modes is not None else gino_kwargs.get("fno_modes", 8)
-            g = GINO(in_channels, 1, coord_dim, latent="box", latent_shape=lv.shape, domain=None,
-                     radius_in=lv.radius_in if lv.radius_in is not None else r,
-                     radius_out=lv.radius_out if lv.radius_out is not None else r,
-                     latent_channels=width if self.coupling == "interpolate" else 0, fno_modes=m, **fine_kw)
+            c = with_level(copy.deepcopy(base), lv, True)
+            c["out_channels"] = 1
+            # the unit box of the level's frame; the coarser level's features as latent channels
+            c["latent"] = {"kind": "box", "shape": list(lv.shape),
+                           "channels": width if self.coupling == "interpolate" else 0}
+            c.pop("local", None)
+            g = GINO.from_config(c)
             g.projection = nn.Identity()  # the levels' decodings are summed before the shared projection
             self.fine.append(g)
+        self.config = {**{k: v for k, v in base.items() if k != "latent"}, "latent": cfg.to_dict(),
+                       "coupling": self.coupling}
         self.coord_dim = int(coord_dim)
         self.in_channels, self.out_channels = self.coarse.in_channels, self.coarse.out_channels
 

@@ -86,8 +86,14 @@ def radius_search_grid(
     generator: Optional[torch.Generator] = None,
     max_edges: int = DEFAULT_MAX_EDGES,
     chunk_points: int = 1 << 16,
+    point_major: bool = False,
 ) -> Neighborhoods:
     """For every node of the latent grid of every sample, the points within ``radius``.
+
+    ``point_major=True`` returns the transpose instead, the same pairs the other way round
+    (what a decoder needs: for every point, the nodes of its own sample's grid within
+    ``radius``): Neighborhoods over the N points with indices into the B*G nodes, sorted
+    within each point. The pairs are produced point by point, so this needs no sort: O(E).
 
     Equal to ``radius_search(points, grid, radius, point_batch, grid_batch)`` where ``grid`` is
     ``grid_points(grid_shape, bounds, points.dtype)`` repeated for each of the B samples and
@@ -179,10 +185,23 @@ def radius_search_grid(
             d2 += sq[k]
         keep = d2 <= r2
         ow = owner[keep]
-        keys.append(((pb_np[a + ow] * G + g[keep]) * N) + (ow + a))
-        total += keys[-1].size
+        if point_major:  # owners ascending, nodes ascending within an owner (C-order slots)
+            keys.append((pb_np[a + ow] * G + g[keep], ow + a))
+            total += ow.size
+        else:
+            keys.append(((pb_np[a + ow] * G + g[keep]) * N) + (ow + a))
+            total += keys[-1].size
         if total > max_edges and max_neighbors is None:
             raise _too_large("found at least", total, max_edges, f" (after {a + p.shape[0]} of {N} points)")
+    if point_major:
+        if max_neighbors is not None:
+            raise ShapeError("radius_search_grid: max_neighbors is not supported with point_major=True")
+        node = np.concatenate([k[0] for k in keys]) if keys else np.zeros(0, dtype=np.int64)
+        owner_all = np.concatenate([k[1] for k in keys]) if keys else np.zeros(0, dtype=np.int64)
+        counts = torch.from_numpy(np.bincount(owner_all, minlength=N)).to(device)
+        ptr = torch.zeros(N + 1, dtype=torch.long, device=device)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        return Neighborhoods(torch.from_numpy(node).to(device), ptr, num_sources=B * G, radius=r)
     key = np.sort(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
     q = key // max(N, 1)
     index = torch.from_numpy(key - q * N).to(device)

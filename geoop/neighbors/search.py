@@ -117,7 +117,7 @@ def exact_filter(qi: Tensor, si: Tensor, queries: Tensor, sources: Tensor, radiu
 
     Keeps the pairs with ``sum_k (float64(q_k) - float64(s_k))**2 <= float64(r)**2`` (terms
     added in axis order) and returns them ordered by query, then by source index. CPU
-    tensors go through numpy (column gathers are ~3x faster there), others through torch;
+    tensors go through numpy (column gathers are faster there), others through torch;
     both evaluate the same float64 expression.
 
     Parameters

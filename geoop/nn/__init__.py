@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 
 from .embeddings import (  # noqa: F401
+    POS_EMBEDDINGS,
     IdentityEmbedding,
     NeRFEmbedding,
-    POS_EMBEDDINGS,
     SinusoidalEmbedding,
     resolve_pos_embed,
 )

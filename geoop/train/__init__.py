@@ -5,6 +5,7 @@ from .config import load_config, resolve_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .losses import relative_l2, relative_l2_loss
 from .schedule import WarmupCosine
+from .specs import CheckpointSpec, OptimSpec, PrecisionSpec, ScheduleSpec
 from .trainer import Trainer, TrainingInterrupted
 
 __all__ = [
@@ -20,4 +21,8 @@ __all__ = [
     "relative_l2",
     "relative_l2_loss",
     "WarmupCosine",
+    "OptimSpec",
+    "ScheduleSpec",
+    "CheckpointSpec",
+    "PrecisionSpec",
 ]

@@ -15,6 +15,9 @@ File layout (TOML shown; YAML with the same nesting works too)::
     val_split = "val"        # "" or null: no validation (default "test"; validating on the test
                              # split selects best.pt on it: give a "val" split or data.val_fraction)
     latent_sdf = false       # signed distance to the input geometry on the latent grid
+    metrics = ["cd", "cl"]   # optional integrated coefficients on the validation split
+    metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
+                             # see geoop.train.metrics
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
@@ -38,6 +41,13 @@ File layout (TOML shown; YAML with the same nesting works too)::
     [output]
     dir = "runs/airfoil"     # required
     save_best = true
+    tensorboard = "runs/airfoil/tb"   # optional TensorBoard event folder (geoop train --tensorboard)
+    tensorboard_images_every = 1      # a prediction picture every that many evaluations (0: none)
+
+    [parallel]
+    domain = 1               # ranks sharing each batch, each a spatial shard of its samples
+                             # (geoop.distributed.DomainParallel); the world size must be a
+                             # multiple; DDP over the world_size / domain data groups
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -48,6 +58,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
@@ -68,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
         "train_split": "train",
         "val_split": "test",
         "latent_sdf": False,
+        "metrics": [],
+        "metrics_reference": {},
     },
     "model": {},
     "optim": {
@@ -83,7 +96,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "minutes": 0.0,
     },
-    "output": {"dir": None, "save_best": True},
+    "output": {"dir": None, "save_best": True, "tensorboard": None, "tensorboard_images_every": 1},
     "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
 }
 
@@ -239,7 +252,27 @@ def resolve_config(
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])
+    check_values(out, source)
     return out
+
+
+def check_values(config: Mapping[str, Any], source: str = "config") -> None:
+    """A non-finite number anywhere in a config (TOML ``nan``/``inf``, YAML ``.nan``) is a
+    :class:`ConfigError` naming its key, when the config is read (before any data is read
+    or any model built); the ranges of the model's values are checked by the model's own
+    ``check_config`` (``model_cls``), which a NaN would pass (``nan <= x`` is false)."""
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: {where} must be finite, got {v}")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    walk(config, "")
 
 
 def load_config(path: Union[str, os.PathLike], **kw) -> dict:

@@ -15,17 +15,17 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, FieldError
+from ..errors import CheckpointError, ConfigError
+from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
 from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
-from ..models.features import LatentSDF  # noqa: F401  (moved to the model layer; kept importable here)
 from .trainer import Trainer
 
 __all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "input_fields", "model_config", "load_trained", "TrainedModel"]
 
 log = logging.getLogger(__name__)
 
-_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf")
+_OWN_DATA_KEYS = ("folder", "inputs", "targets", "train_split", "val_split", "latent_sdf", "metrics", "metrics_reference")
 
 
 def data_kwargs(config: Mapping) -> dict:
@@ -48,12 +48,10 @@ def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
     gin = read(cf.input)
     gq = gin if cf.same_file else read(cf.query)
 
-    def width(g, n, role, path):
-        if n in g.fields:
-            return int(g.fields[n].shape[1])
-        if n in g.cell_fields:
-            return int(g.cell_fields[n].shape[1])
-        raise FieldError(f"{path}: {role} field {n!r} is missing; available: {sorted(g.fields)}")
+    def width(g, n, role, path):  # as the dataset will read it (cell data, components "U[0:2]")
+        from ..data.preprocess import pick_fields
+
+        return int(pick_fields(g, [n], path, role)[n].shape[1])
 
     coord = gin.dim
     if kw.get("drop_flat_z") and gin.dim == 3 and gin.is_2d and gq.is_2d:
@@ -108,6 +106,21 @@ def model_config(config: Mapping) -> dict:
     return {**shape, **m}
 
 
+def queries_outside(dataset, model) -> tuple[int, int]:
+    """(query points of ``dataset`` outside ``model``'s box latent window, all query points),
+    in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
+    if getattr(model, "latent", None) != "box":
+        return 0, 0
+    dom = torch.tensor(model.domain, dtype=torch.float64)
+    out = total = 0
+    for case in dataset.cases:
+        gin, gq = dataset._raw(case)
+        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, : dom.shape[1]]
+        inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
+        out, total = out + int((~inside).sum()), total + int(q.shape[0])
+    return out, total
+
+
 @dataclass
 class TrainingRun:
     model: torch.nn.Module
@@ -136,6 +149,11 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     by_name = bool(model.point_inputs) or not d["inputs"]
     inputs = input_fields(mcfg, d["inputs"])
     train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
+    out, total = queries_outside(train, model)
+    if out:
+        log.warning("%d of %d training query points (%.1f %%) lie outside the latent window %s: their predictions "
+                    "extrapolate (geoop data check CONFIG shows the window in file units)", out, total,
+                    100.0 * out / total, model.domain)
     val = None
     if d.get("val_split") == "test":
         log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
@@ -143,10 +161,13 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
         val = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
+    from .metrics import CoefficientMetrics
+
+    metrics = CoefficientMetrics.from_data_config(d) if val is not None else None
     trainer = Trainer.from_config(
         model, train, config, val_data=val, normalizers=train.normalizers, data_normalized=True, dist_info=dist_info,
         inputs=[] if by_name else d["inputs"],
-        precompute=False, progress=progress, preprocessor=train.preprocessor,
+        precompute=False, progress=progress, preprocessor=train.preprocessor, metrics=metrics,
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
                               "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
                               "latent_sdf": bool(d.get("latent_sdf"))}},

@@ -172,9 +172,18 @@ class Trainer:
     progress : None (default): a tqdm bar on rank 0 when stderr is a TTY, and one line per
         epoch on stderr (rank 0); True: both always; False: neither.
     minutes : wall-clock budget of :meth:`fit` (None or 0: none; see ``fit(max_time=)``).
+    optim, schedule, checkpointing, precision : the typed groups of settings of
+        :mod:`geoop.train.specs` (:class:`~geoop.train.specs.OptimSpec`, ...; dicts work too),
+        in place of their flat keywords above; :meth:`specs` returns them.
     preprocessor : the :class:`geoop.data.preprocess.Preprocessor` that made the data (e.g.
         ``MeshFolderDataset.preprocessor``); stored in checkpoints so that prediction
         prepares new files the same way; its normalisers are used when ``normalizers`` is None.
+    metrics : optional :class:`geoop.train.metrics.CoefficientMetrics`: integrated
+        coefficients (drag, lift...) of the validation items, reported as ``<c>/mae`` and
+        ``<c>/r2`` by :meth:`evaluate`.
+    tensorboard : folder for TensorBoard event files (rank 0; needs the ``tensorboard``
+        package, :mod:`geoop.train.tracking`); ``tensorboard_images_every`` : a prediction
+        picture every that many evaluations (0: none).
     domain : ranks that share each batch, each training on a spatial shard of it
         (:class:`geoop.distributed.DomainParallel`; config ``[parallel] domain``). The ranks
         form a data x domain grid (:func:`geoop.distributed.process_grid`): the samples are
@@ -221,10 +230,29 @@ class Trainer:
         collate_fn: Callable = collate,
         extra_state: Optional[Mapping] = None,
         compile: Union[bool, str] = False,
+        metrics=None,
+        tensorboard: Union[str, os.PathLike, None] = None,
+        tensorboard_images_every: int = 1,
         minutes: Optional[float] = None,
         preprocessor=None,
         domain: int = 1,
+        optim=None,
+        schedule=None,
+        checkpointing=None,
+        precision=None,
     ):
+        # typed groups of settings (geoop.train.specs) replace their flat keywords
+        flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
+                    num_workers=num_workers, epochs=epochs, warmup=warmup, min_lr_ratio=min_lr_ratio,
+                    minutes=minutes, out_dir=out_dir, save_best=save_best, amp=amp)
+        if any(g is not None for g in (optim, schedule, checkpointing, precision)):
+            from .specs import apply_specs, trainer_defaults
+
+            flat = apply_specs(flat, trainer_defaults(type(self)), optim=optim, schedule=schedule,
+                               checkpointing=checkpointing, precision=precision)
+            (lr, weight_decay, clip, batch_size, weighted_loss, num_workers, epochs, warmup, min_lr_ratio, minutes,
+             out_dir, save_best, amp) = flat.values()
+        self._settings = flat
         self.dist = dist_info or DistInfo()
         self.device = resolve_device(device, self.dist)
         self.model = model.to(self.device)
@@ -311,6 +339,24 @@ class Trainer:
         self.best: Optional[float] = None
         self.plot_every_s = 10.0
         self._last_plot = -math.inf
+        # coefficient metrics (geoop.train.metrics.CoefficientMetrics) and TensorBoard (rank 0)
+        self.metrics = metrics
+        self.tracker = None
+        if tensorboard is not None and self.dist.is_main:
+            from .tracking import TensorBoardLogger
+
+            self.tracker = TensorBoardLogger(tensorboard, image_every=tensorboard_images_every)
+        self._picture = None
+
+    def specs(self) -> dict:
+        """The trainer's settings as the typed groups of :mod:`geoop.train.specs`, plain dicts
+        (``Trainer(..., **{k: v for k, v in trainer.specs().items()})`` rebuilds them)."""
+        from .specs import TRAINER_GROUPS
+
+        s = {**self._settings, "minutes": float(self._settings["minutes"] or 0.0),
+             "out_dir": None if self._settings["out_dir"] is None else str(self._settings["out_dir"]),
+             "amp": "none" if self._settings["amp"] in (None, False, "") else str(self._settings["amp"]).lower()}
+        return {name: cls(**{k: s[k] for k in cls.keys()}).to_dict() for name, cls in TRAINER_GROUPS.items()}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -323,6 +369,8 @@ class Trainer:
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
             compile=config.get("compile", False),
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
+            tensorboard=config["output"].get("tensorboard"),
+            tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
             minutes=o.get("minutes"),
             domain=config.get("parallel", {}).get("domain", 1),
         )
@@ -423,6 +471,8 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.scheduler.step()
+                if self.tracker is not None:
+                    self.tracker.step(self.scheduler.last_epoch, loss.detach())
                 b = batch.num_samples if dp is None or dp.rank == 0 else 0  # a domain group counts its batch once
                 loss_sum += float(err.detach().mean(1).sum()) if b else 0.0
                 n_samples += b
@@ -444,7 +494,8 @@ class Trainer:
         """Relative L2 error per target field in physical units, averaged over the samples of
         ``data`` (default: the validation set), all-reduced over ranks.
 
-        Returns ``{"rel_l2/<field>": float, ..., "rel_l2": mean over fields}``.
+        Returns ``{"rel_l2/<field>": float, ..., "rel_l2": mean over fields}``, plus
+        ``"<c>/mae"`` and ``"<c>/r2"`` per coefficient with ``metrics``.
         """
         data = self.val_data if data is None else data
         if data is None:
@@ -455,6 +506,9 @@ class Trainer:
         loader = DataLoader(shard, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
         sums = {f"rel_l2/{n}": 0.0 for n in self.targets}
         count = 0
+        if self.metrics is not None:
+            self.metrics.reset()
+        picture = self.tracker is not None and data is self.val_data and self.tracker.wants_picture()
         for batch in loader:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
@@ -467,13 +521,43 @@ class Trainer:
             for j, n in enumerate(self.targets):
                 sums[f"rel_l2/{n}"] += float(err[:, j].sum())
             count += batch.num_samples
+            if self.metrics is not None or picture:
+                self._per_sample(batch, pred, y, widths, picture)
+                picture = False
         sums["n"] = count
-        s = all_reduce_sums(sums, self.dist, self._reduce_device)
+        coef = {}
+        if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
+            coef = {f"coef:{k}": v for k, v in self.metrics.sums.items()}
+        s = all_reduce_sums({**sums, **coef}, self.dist, self._reduce_device)
+        coef = {k[5:]: s.pop(k) for k in list(s) if k.startswith("coef:")}
         n = max(s.pop("n"), 1)
         out = {k: v / n for k, v in s.items()}
         out["rel_l2"] = sum(out.values()) / len(self.targets)
+        if self.metrics is not None:
+            out.update(self.metrics.summary(coef))
         self.model.train(was)
         return out
+
+    def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
+        """Coefficient metrics of every item of a validation batch (decoded values) and, when
+        ``picture``, the TensorBoard picture of its first item."""
+        cols, c0 = {}, 0
+        for n, c in zip(self.targets, widths):
+            cols[n] = slice(c0, c0 + c)
+            c0 += c
+        qs, ps, ys = batch.split_queries(batch.queries), batch.split_queries(pred), batch.split_queries(y)
+        if picture:
+            from .tracking import prediction_picture
+
+            c = cols[self.targets[0]]
+            name = batch.meta[0].get("case", "item 0") if batch.meta else "item 0"
+            def scalar(v):  # a scalar field as is, a vector field by its magnitude
+                return (v[:, c][:, 0] if v[:, c].shape[1] == 1 else v[:, c].norm(dim=1)).cpu().numpy()
+
+            self._picture = prediction_picture(qs[0].cpu().numpy(), scalar(ps[0]), scalar(ys[0]), f"{name}: {self.targets[0]}")
+        if self.metrics is not None:
+            for meta, q, p_, y_ in zip(batch.meta, qs, ps, ys):
+                self.metrics.add_sample(meta, q, p_, y_, cols)
 
     @torch.no_grad()
     def predict(self, batch: GeometryBatch) -> Tensor:
@@ -662,6 +746,9 @@ class Trainer:
                     planned = self._plan_epochs(t_start + max_time, min(int(min_epochs), self.epochs_cap))
                     stop = planned if until_epoch is None else min(int(until_epoch), planned)
                 self._write_files(metrics, improved, final=self.epoch >= stop)
+                if self.tracker is not None:
+                    self.tracker.epoch(self.epoch, metrics, self._picture)
+                    self._picture = None
                 barrier(self.dist)
                 self._epoch_line(metrics)
                 log.info("epoch %d: %s", e + 1, {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})

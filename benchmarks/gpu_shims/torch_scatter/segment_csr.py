@@ -1,6 +1,7 @@
 """``segment_csr`` of the benchmark-only torch_scatter stand-in (see ``__init__``)."""
 import torch
 
+
 def segment_csr(src, indptr, out=None, reduce="sum"):
     if reduce not in ("sum", "mean"):
         raise ValueError(f"segment_csr shim: reduce must be 'sum' or 'mean', got {reduce!r}")

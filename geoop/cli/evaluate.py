@@ -1,0 +1,153 @@
+"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases.
+
+The model is loaded once and every case is predicted in this one process (no per-case
+start-up): cases are found with the checkpoint's ``input_file``/``query_file`` patterns
+(:func:`geoop.data.folder.discover_cases`), the split comes from the folder's
+``split.json``/``manifest.json`` (``--split all``: every case), each case goes through the
+same path as ``geoop predict`` (:func:`geoop.cli.predict.predict_geometry`) and its
+prediction is written to ``OUT/<case>_pred.<ext>`` with ``<name>_true``/``<name>_error``.
+
+Reported per case and as the mean over cases (printed, and written to
+``OUT/evaluation.json`` and ``OUT/evaluation.csv``): the relative L2 error of every target
+field, and, when the checkpoint's config names coefficient metrics
+(``data.metrics``, :mod:`geoop.train.metrics`), the predicted and true coefficients, their
+absolute errors, and over the cases their MAE and R^2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+__all__ = ["add_parser", "run", "evaluate_folder"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evaluate", help="predict every case of a folder and tabulate field and coefficient errors",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("cases", help="folder of cases (the layout the model was trained on)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
+    p.add_argument("--split", default="test", choices=("train", "test", "all"),
+                   help="which cases (from split.json / manifest.json; default test)")
+    p.add_argument("--out", default=None, help="folder for predictions and tables (default: CASES/evaluation)")
+    p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
+    return p
+
+
+def _split(root: Path, names, split: str) -> list:
+    from ..data.folder import _load_manifest, resolve_split
+    from ..errors import DatasetError
+
+    if split == "all":
+        return list(names)
+    man = _load_manifest(root, None)
+    if man is None:
+        raise DatasetError(f"{root}: no split.json / manifest.json with a split; use --split all to evaluate every case")
+    part = resolve_split(list(names), manifest=man)
+    chosen = [c for c in names if part.get(c) == split]
+    if not chosen:
+        raise DatasetError(f"{root}: no {split!r} case in the split (cases: {len(names)}; splits: {sorted(set(part.values()))})")
+    return chosen
+
+
+def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, chunk_size: int = 65536, log=print) -> dict:
+    """Predict every case of ``split`` in ``cases_dir`` with one loaded model; returns the
+    report ``{"cases": [row, ...], "mean": {...}, "coefficients": {...}}`` (also written)."""
+    import numpy as np
+
+    from ..data.folder import discover_cases
+    from ..errors import DatasetError
+    from ..geometry.io import read, write
+    from ..train.metrics import CoefficientMetrics
+    from ..train.run import load_trained
+    from .predict import predict_geometry
+
+    root = Path(cases_dir)
+    trained = load_trained(checkpoint)
+    dcfg = dict(trained.config.get("data") or {})
+    cases, problems = discover_cases(root, dcfg.get("input_file"), dcfg.get("query_file"))
+    if not cases:
+        raise DatasetError(f"{root}: no case found with input_file={dcfg.get('input_file')!r}, query_file={dcfg.get('query_file')!r}")
+    names = _split(root, list(cases), split)
+    out = Path(out_dir) if out_dir is not None else root / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = None
+    if dcfg.get("metrics"):
+        metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
+    rows = []
+    for name in names:
+        cf = cases[name]
+        geometry = read(cf.input)
+        queries = geometry if cf.same_file else read(cf.query)
+        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+        ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
+        write(result, out / f"{name}_pred{ext}")
+        row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
+        if metrics is not None:
+            pred, true, cols = _stacked(result, trained.targets)
+            pp, tp = metrics.case_coefficients(name, geometry, result.points, pred, true, cols)
+            if tp is not None:
+                metrics.add(name, pp, tp)
+            for c in metrics.names:
+                row[f"{c}_pred"] = pp[c]
+                if tp is not None:
+                    row[f"{c}_true"] = tp[c]
+                    row[f"{c}_abs_error"] = abs(pp[c] - tp[c])
+        rows.append(row)
+    keys = [k for k in rows[0] if k != "case"]
+    mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
+    report = {"checkpoint": str(checkpoint), "cases_dir": str(root), "split": split, "n_cases": len(rows), "cases": rows,
+              "mean": mean, "skipped": [list(p) for p in problems]}
+    if metrics is not None:
+        report["coefficients"] = metrics.summary()
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["case"] + keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    w.writerow({"case": "mean", **mean})
+    (out / "evaluation.csv").write_text(buf.getvalue())
+    log(_table(rows, mean, keys, report.get("coefficients")))
+    log(f"predictions, evaluation.json and evaluation.csv in {out}")
+    return report
+
+
+def _stacked(result, targets):
+    """(Q, ΣC) prediction and truth (None when the query file had no truth) and columns."""
+    import torch
+
+    cols, c0, preds, trues = {}, 0, [], []
+    for n in targets:
+        v = result.fields[n]
+        cols[n] = slice(c0, c0 + v.shape[1])
+        c0 += v.shape[1]
+        preds.append(v.double())
+        trues.append(result.fields.get(f"{n}_true"))
+    true = None if any(t is None for t in trues) else torch.cat([t.double() for t in trues], 1)
+    return torch.cat(preds, 1), true, cols
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _table(rows, mean, keys, coef) -> str:
+    head = ["case"] + keys
+    body = [[r["case"]] + [_fmt(r.get(k, "")) for k in keys] for r in rows] + [["mean"] + [_fmt(mean.get(k, "")) for k in keys]]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    if coef:
+        lines.append("coefficients over the cases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in coef.items()))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    evaluate_folder(args.checkpoint, args.cases, args.split, args.out, args.chunk_size)
+    return 0
