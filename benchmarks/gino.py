@@ -743,6 +743,8 @@ def main(argv=None) -> int:
     for name in names:
         res[name] = _run_worker(name, args)
         print(f"# {name}: {json.dumps(res[name])}", file=sys.stderr, flush=True)
+        if args.out:  # partial report after every worker: a run cut short keeps what it measured
+            Path(args.out).write_text(json.dumps({"results": res, "summary": summarize(res), "partial": True}, indent=1))
     s = summarize(res)
     env = {"torch": torch.__version__, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}

@@ -43,6 +43,7 @@ def summary(out: Path) -> dict:
             if (out / "gino.err").exists() else "no gino.json"
         return res
     s, r = g["summary"], g["results"]
+    res["gino_partial"] = bool(g.get("partial", False))  # cut short by its timeout: the workers it reached
     graphed = [v for v in (s.get("step_time_ratio_graphed"), s.get("step_time_ratio_ragged")) if v is not None]
     res.update({
         "step_ratio_eager": s.get("step_time_ratio"),

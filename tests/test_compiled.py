@@ -243,10 +243,10 @@ def test_cuda_compiled_equals_eager():
     torch._dynamo.reset()
     model = make_model(torch.float32, "cuda")
     cm = compile_gino(model)
-    for s, sz in enumerate((((70, 30),), ((95, 95),), ((52, 41), (30, 20)))):
+    for s, sz in enumerate((((70, 30),), ((95, 95),), ((52, 41),))):
         batch, x = make_batch(sz, seed=s, dtype=torch.float32, device="cuda")
         assert_same(out_and_grads(lambda: cm(batch, x), model), out_and_grads(lambda: model(batch, x), model), 1e-4, 1e-5)
-    assert cm.graphs_compiled <= 2  # batch size 1, then 2
+    assert cm.graphs_compiled == 1  # three geometries, one compilation
 
 
 def test_trainer_with_compile_trains_like_eager(monkeypatch, tmp_path):
