@@ -208,10 +208,11 @@ def _query_worker(a) -> None:
     model = _model().eval()
     g = torch.Generator().manual_seed(2)
     q = torch.rand(a.q, 3, generator=g)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         model.query(s, q, x=s.normals, chunk_size=65536)
-    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "peak_mb": _hwm_mb()}))
+    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "query_cpu_s": time.process_time() - c,
+                                                     "peak_mb": _hwm_mb()}))
 
 
 def run_query(n: int, q: int) -> dict:
@@ -256,10 +257,11 @@ def _query_files_worker(a) -> None:
     s = geoop.read(a.car)
     q = geoop.read(a.vol).points.float()
     model = _model().eval()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         model.query(s, q, x=s.fields["normal"].float(), chunk_size=65536)
-    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "peak_mb": _hwm_mb()}))
+    Path(a.out, "query.json").write_text(json.dumps({"query_s": time.perf_counter() - t, "query_cpu_s": time.process_time() - c,
+                                                     "peak_mb": _hwm_mb()}))
 
 
 def run_predict(n: int, q: int, ranks: int = 1) -> dict:
@@ -274,14 +276,15 @@ def run_predict(n: int, q: int, ranks: int = 1) -> dict:
         launch = [sys.executable, "-m", "geoop"] if ranks == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(_free_port()), "-m", "geoop"]
         wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True); "
-                   "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+                   "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime)")
         cmd = [sys.executable, "-c", wrapper, *launch, "predict", "--checkpoint", str(ck), "--geometry", str(car), "--query", str(vol),
                "--out", str(out), "--no-progress"]
         r = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
-        wall, kib = r.stdout.strip().splitlines()[-1].split()
+        wall, kib, cpu = r.stdout.strip().splitlines()[-1].split()
         size = out.stat().st_size
     return {"n": n, "queries": q, "ranks": ranks, "predict_s": float(wall), "predict_peak_mb": int(kib) / 1024.0,
-            "query_s": qr["query_s"], "query_peak_mb": qr["peak_mb"], "predict_over_query": float(wall) / qr["query_s"],
+            "predict_cpu_s": float(cpu), "query_s": qr["query_s"], "query_cpu_s": qr["query_cpu_s"], "query_peak_mb": qr["peak_mb"],
+            "predict_over_query": float(wall) / qr["query_s"], "predict_over_query_cpu": float(cpu) / qr["query_cpu_s"],
             "out_bytes": size}
 
 

@@ -118,8 +118,14 @@ def all_gather_rows(t: Tensor, group=None) -> Tensor:
 
 
 def parameter_checksums(module: nn.Module) -> Tensor:
-    """(P, 2) float64: sum and sum of squares of every parameter tensor (replica check)."""
-    rows = [torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]) for p in module.parameters()]
+    """(P, 2) float64: sum and sum of squares of every parameter tensor (real and imaginary
+    parts of a complex one), for the replica check."""
+
+    def two(p: Tensor) -> Tensor:
+        r = torch.view_as_real(p.detach()) if p.is_complex() else p.detach()
+        return torch.stack([r.sum(dtype=torch.float64), r.square().sum(dtype=torch.float64)])
+
+    rows = [two(p) for p in module.parameters()]
     return torch.stack(rows) if rows else torch.zeros(0, 2, dtype=torch.float64)
 
 

@@ -42,6 +42,11 @@ File layout (TOML shown; YAML with the same nesting works too)::
     tensorboard = "runs/airfoil/tb"   # optional TensorBoard event folder (geoop train --tensorboard)
     tensorboard_images_every = 1      # a prediction picture every that many evaluations (0: none)
 
+    [parallel]
+    domain = 1               # ranks sharing each batch, each a spatial shard of its samples
+                             # (geoop.distributed.DomainParallel); the world size must be a
+                             # multiple; DDP over the world_size / domain data groups
+
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
 in) that is stored in checkpoints and written as ``config.json``.
