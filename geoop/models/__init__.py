@@ -4,6 +4,7 @@ and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA g
 (CUDA graphs for batches of any geometry, padded to capacity buckets); their
 nested configuration (:mod:`geoop.models.config`) and inputs by name
 (:mod:`geoop.models.features`)."""
+from .compiled import CompiledGINO, RaggedGraphedGINO, compile_gino  # noqa: F401
 from .config import (  # noqa: F401
     BoxLatent,
     EncoderSpec,
@@ -17,7 +18,6 @@ from .config import (  # noqa: F401
 from .features import LatentSDF  # noqa: F401
 from .gino import GINO, sphere_grid_points  # noqa: F401
 from .graphed import GraphedGINO  # noqa: F401
-from .compiled import CompiledGINO, RaggedGraphedGINO, compile_gino  # noqa: F401
 from .nested import LatentLevel, NestedGINO, NestedLatent  # noqa: F401
 
 __all__ = ["GINO", "GraphedGINO", "CompiledGINO", "RaggedGraphedGINO", "compile_gino", "LatentLevel", "NestedGINO",
