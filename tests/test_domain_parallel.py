@@ -335,3 +335,19 @@ def test_decoder_grid_search_equals_tree_search():
     ref = radius_search(lat, q, model.radius_out, model._latent_batch(2), qb, backend="scipy")
     assert got.num_sources == 2 * model.num_latent and got.num_edges == ref.num_edges > 0
     assert torch.equal(got.ptr, ref.ptr) and torch.equal(got.index, ref.index)
+
+
+def test_large_vtk_results_are_written_uncompressed(tmp_path, monkeypatch):
+    """Streamed predictions of millions of points skip zlib (geoop.geometry.io.LARGE_VTK_POINTS);
+    the file reads back exactly."""
+    import geoop
+    import geoop.geometry.io as gio
+
+    g = Geometry(torch.rand(50, 3, dtype=torch.float64), fields={"p": torch.randn(50, 1, dtype=torch.float64)})
+    geoop.write(g, tmp_path / "small.vtu")
+    monkeypatch.setattr(gio, "LARGE_VTK_POINTS", 10)
+    geoop.write(g, tmp_path / "large.vtu")
+    assert b"compressor=" in (tmp_path / "small.vtu").read_bytes()[:2000]
+    assert b"compressor=" not in (tmp_path / "large.vtu").read_bytes()[:2000]
+    back = geoop.read(tmp_path / "large.vtu")
+    assert torch.allclose(back.points.double(), g.points) and torch.allclose(back.fields["p"].double().reshape(50, 1), g.fields["p"])

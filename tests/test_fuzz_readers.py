@@ -44,7 +44,7 @@ from geoop._optional import available  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = int(os.environ.get("GEOOP_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("GEOOP_FUZZ_EXAMPLES", "100"))
 MEMORY_LIMIT = 6 << 30  # bytes of address space for the reading process
 READ_TIMEOUT = 30.0  # seconds for one file
 

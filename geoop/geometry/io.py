@@ -512,6 +512,10 @@ def _pad3(a: np.ndarray) -> np.ndarray:
     return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((a.shape[0], 3 - a.shape[1]), a.dtype)], 1)
 
 
+#: from this many points on, VTK XML files are written without compression
+LARGE_VTK_POINTS = 1 << 21
+
+
 def _write_vtk(g: Geometry, path: str, ext: str) -> None:
     pv = require("pyvista", "writing VTK files")
     from .convert import to_pyvista
@@ -523,7 +527,10 @@ def _write_vtk(g: Geometry, path: str, ext: str) -> None:
         raise GeometryWriteError(f"{path}: VTP holds points, lines and surfaces only; this geometry has volume "
                                  f"cells {sorted(g.cells)}: write .vtu or .vtk instead")
     with _quiet_vtk():
-        mesh.save(path, binary=True)
+        # zlib (~50 MB/s) would take longer than answering the queries of a streamed
+        # prediction: meshes of millions of points are written as plain binary (any VTK
+        # reader; about 2x larger files)
+        mesh.save(path, binary=True, compression=None if mesh.n_points >= LARGE_VTK_POINTS else "zlib")
 
 
 def _split_columns(fields: dict, keep_widths: tuple = (1,)) -> dict:
