@@ -5,7 +5,9 @@ on the CPU; (2) a GINO (the car configuration of ``benchmarks/gino.py``) on a ba
 different geometries gives the same outputs and parameter gradients on CUDA as on the CPU
 (relative difference, float32); (3) ``GINO.query`` in chunks on CUDA equals one shot;
 (4) ``GraphedGINO`` (CUDA-graph replay) gives the eager outputs and gradients on that batch,
-for three different input fields; and it reports the host synchronisations of one CUDA
+for three different input fields; (5) so do ``RaggedGraphedGINO`` (CUDA graphs of padded
+capacity buckets, on that batch and on each of its geometries alone) and ``compile_gino``
+(torch.compile, on each geometry alone: one compilation); and it reports the host synchronisations of one CUDA
 training step (sync debug mode).
 Exit status 1 when a check fails.
 """
@@ -98,6 +100,30 @@ def main() -> int:
     except Exception as exc:  # report and fail, keep the other checks
         out["graphed_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         ok = False
+
+    # CUDA graphs of padded capacity buckets and torch.compile, on the batch of 3 and on each
+    # of its geometries alone (new geometries: new buckets / no recompilation expected)
+    from geoop.models import RaggedGraphedGINO, compile_gino
+
+    singles = [GeometryBatch.from_samples([model.precompute(s)]).to("cuda") for s in samples]
+    for name, make in (("ragged", lambda: RaggedGraphedGINO(model_cuda)), ("compiled", lambda: compile_gino(model_cuda))):
+        try:
+            net, diffs = make(), []
+            for b in ([bt] if name == "ragged" else []) + singles:  # compiled: batch size 1 only (one compilation)
+                model_cuda.zero_grad(set_to_none=True)
+                yo = net(b, b.fields["x"]).clone()
+                yo.square().mean().backward()
+                go = {n: p.grad.detach().clone() for n, p in model_cuda.named_parameters() if p.grad is not None}
+                model_cuda.zero_grad(set_to_none=True)
+                ye = model_cuda(b, b.fields["x"])
+                ye.square().mean().backward()
+                diffs.append(max([_rel(yo, ye)] + [_rel(go[n], p.grad) for n, p in model_cuda.named_parameters() if p.grad is not None]))
+            out[f"{name}_max_rel_diff"] = max(diffs)
+            out[f"{name}_graphs"] = len(net.graphs) if name == "ragged" else net.graphs_compiled
+            ok &= out[f"{name}_max_rel_diff"] < 1e-4
+        except Exception as exc:  # report and fail, keep the other checks
+            out[f"{name}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            ok = False
 
     pts, nrm, _, _ = bench._car(0)
     geom = Geometry(pts.cuda(), fields={"x": nrm.cuda()}, validate=False)

@@ -41,6 +41,10 @@ Measurements (``--worker`` names)
 ``geoop_step_graphed``  (CUDA only) geoop GINO step with forward and backward replayed as
                    CUDA graphs (``geoop.models.GraphedGINO``): the car step is bound by kernel
                    launches on a GPU, which a graph replays with one call.
+``geoop_step_compiled``  geoop GINO step through ``torch.compile`` (``compile_gino``,
+                   Inductor, dynamic sizes; compiled during the warm-up).
+``geoop_step_ragged``  (CUDA only) the step replayed as CUDA graphs of a padded capacity
+                   bucket (``RaggedGraphedGINO``, for folders of different geometries).
 ``geoop_batch8`` / ``geoop_single8``  8 different geometries (2k..8k points: vertices and
                    triangle centroids of the 3 cars, subsampled) in one batched step vs 8
                    single steps ("live peak" of single8: the largest of the 8 steps).
@@ -454,6 +458,37 @@ def worker_geoop_step_graphed(args) -> dict:
     return {**_timed(step, args.warmup, args.steps), "peak_mb": peak.mb(), "params": _n_params(model)}
 
 
+def worker_geoop_step_compiled(args) -> dict:
+    """geoop step through ``torch.compile`` (``geoop.models.compile_gino``: Inductor, dynamic
+    point / query / edge counts); compilation happens in the warm-up steps."""
+    from geoop.models import compile_gino
+
+    model, sample = _geoop_car()
+    batch = _geoop_batch(model, [sample], precompute=True)
+    cm = compile_gino(model)
+    peak = _Peak()
+    step = _geoop_step_fn(cm, batch)
+    return {**_timed(step, max(args.warmup, 2), args.steps, peak, model), "peak_mb": peak.mb(),
+            "peak_incl_first_step_mb": peak.first, "live_peak_mb": _live_peak_mb(step),
+            "graphs_compiled": cm.graphs_compiled, "params": _n_params(model)}
+
+
+def worker_geoop_step_ragged(args) -> dict:
+    """(CUDA only) geoop step replayed as CUDA graphs of a padded capacity bucket
+    (``geoop.models.RaggedGraphedGINO``: what a folder of different geometries uses)."""
+    if not DEVICE.startswith("cuda"):
+        return {"skipped": "CUDA graphs need a GPU"}
+    from geoop.models import RaggedGraphedGINO
+
+    model, sample = _geoop_car()
+    batch = _geoop_batch(model, [sample], precompute=True)
+    peak = _Peak()
+    ragged = RaggedGraphedGINO(model)
+    step = _geoop_step_fn(ragged, batch)
+    return {**_timed(step, args.warmup, args.steps), "peak_mb": peak.mb(), "graphs": len(ragged.graphs),
+            "params": _n_params(model)}
+
+
 def worker_geoop_batch8(args, **overrides) -> dict:
     model = _geoop_model(**overrides).to(DEVICE)
     samples = [_geoop_sample(*_to(*g)) for g in _eight_geometries()]
@@ -548,6 +583,8 @@ WORKERS = {
     "geoop_step_search": worker_geoop_step_search,
     "geoop_step_plain_encoder": worker_geoop_step_plain_encoder,
     "geoop_step_graphed": worker_geoop_step_graphed,
+    "geoop_step_compiled": worker_geoop_step_compiled,
+    "geoop_step_ragged": worker_geoop_step_ragged,
     "geoop_batch8": worker_geoop_batch8,
     "geoop_batch8_ckpt": worker_geoop_batch8_ckpt,
     "geoop_single8": worker_geoop_single8,
@@ -556,7 +593,8 @@ WORKERS = {
     "query_1m": worker_query_1m,
 }
 GROUPS = {
-    "step": ["neuralop_step", "geoop_step", "geoop_step_search", "geoop_step_plain_encoder", "geoop_step_graphed"],
+    "step": ["neuralop_step", "geoop_step", "geoop_step_search", "geoop_step_plain_encoder", "geoop_step_graphed",
+             "geoop_step_ragged", "geoop_step_compiled"],
     "batch8": ["geoop_batch8", "geoop_single8", "geoop_batch8_ckpt", "neuralop_batch8"],
     "gno": ["gno_10m"],
     "query": ["query_1m"],
@@ -603,6 +641,11 @@ def summarize(res: dict) -> dict:
         "step_time_ratio_with_search": _ratio(gst, nt),
         "step_time_ratio_graphed": _ratio(_get(res, "geoop_step_graphed", "time_s"), nt),
         "step_memory_ratio_graphed": _ratio(_get(res, "geoop_step_graphed", "peak_mb"), nm),
+        "step_time_ratio_ragged": _ratio(_get(res, "geoop_step_ragged", "time_s"), nt),
+        "step_memory_ratio_ragged": _ratio(_get(res, "geoop_step_ragged", "peak_mb"), nm),
+        "step_time_ratio_compiled": _ratio(_get(res, "geoop_step_compiled", "time_s"), nt),
+        "step_memory_ratio_compiled": _ratio(_mem(res, "geoop_step_compiled"), _mem(res, "neuralop_step")),
+        "compiled_over_eager": _ratio(_get(res, "geoop_step_compiled", "time_s"), gt),
         "step_cpu_ratio": _ratio(_get(res, "geoop_step", "cpu_s"), _get(res, "neuralop_step", "cpu_s")),
         "step_cpu_ratio_with_search": _ratio(_get(res, "geoop_step_search", "cpu_s"), _get(res, "neuralop_step", "cpu_s")),
         # the target's memory: live tensor bytes on both devices (torch.profiler's allocation
@@ -656,7 +699,8 @@ def print_table(res: dict, s: dict) -> None:
     print()
     for key, target in TARGETS.items():
         print(f"{key:30s} {_fmt(s.get(key)):>10s}   target <= {target}   ok={s['meets_target'][key]}")
-    for key in ("step_time_ratio_graphed", "step_memory_ratio_graphed", "step_rss_ratio", "step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
+    for key in ("step_time_ratio_graphed", "step_memory_ratio_graphed", "step_time_ratio_ragged",
+                "step_memory_ratio_ragged", "step_time_ratio_compiled", "step_memory_ratio_compiled", "compiled_over_eager", "step_rss_ratio", "step_cpu_ratio", "step_time_ratio_with_search", "step_cpu_ratio_with_search",
                 "step_memory_ratio_with_search", "step_time_ratio_plain_encoder", "step_memory_ratio_plain_encoder",
                 "batch8_cpu_ratio", "batch8_vs_neuralop_8_calls",
                 "batch8_memory_vs_single_peak", "batch8_ckpt_time_ratio", "batch8_ckpt_memory_ratio",
@@ -694,11 +738,13 @@ def main(argv=None) -> int:
         item = item.strip()
         names += GROUPS.get(item, [item] if item in WORKERS else [])
     if not args.device.startswith("cuda"):  # CUDA graphs: GPU only
-        names = [n for n in names if not n.endswith("_graphed")]
+        names = [n for n in names if not n.endswith(("_graphed", "_ragged"))]
     res = {}
     for name in names:
         res[name] = _run_worker(name, args)
         print(f"# {name}: {json.dumps(res[name])}", file=sys.stderr, flush=True)
+        if args.out:  # partial report after every worker: a run cut short keeps what it measured
+            Path(args.out).write_text(json.dumps({"results": res, "summary": summarize(res), "partial": True}, indent=1))
     s = summarize(res)
     env = {"torch": torch.__version__, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The prepared GPU check for a lent device machine (one call, ~5 min): geoop on CUDA agrees
-# with the CPU (and GraphedGINO's CUDA-graph replay with eager), the CUDA tests when pytest is
-# importable, then benchmarks/gino.py on CUDA (geoop eager and CUDA-graphed vs neuraloperator,
-# batch of 8, GNO with 10 M edges, query at 1 M points).
+# The prepared GPU check for a lent device machine: one call, under 5 minutes (timeouts 90 +
+# 75 + 130 s; Inductor's cache makes the later compilations of the same graph fast), ends with ONE
+# JSON line (benchmarks/gpu_summary.py): the CUDA tests, CPU/CUDA agreement (eager, GraphedGINO,
+# RaggedGraphedGINO, compile_gino), and the ratios of the GPU floors: car step
+# geoop/neuraloperator (eager, compiled, graphed), batch of 8 different cars in one call /
+# 8 single calls, peak memory geoop/neuraloperator.
+#
+#   bash benchmarks/gpu_check.sh             # on the GPU machine
+#   DRY_RUN=1 bash benchmarks/gpu_check.sh   # anywhere: the same pipeline on the CPU, short
+#                                            # (CUDA-only pieces report "skipped")
 #
 # Needs, next to the repo checkout: .gpu_site/ holding the pure-Python packages the
 # machine lacks (neuralop 2.0.0, tensorly, tltorch, torch_harmonics, configmypy, zencfg,
@@ -12,16 +18,32 @@
 #   SP=.venv-bench/lib/python3.11/site-packages; mkdir -p .gpu_site
 #   cp -r $SP/{neuralop,tensorly,tltorch,torch_harmonics,configmypy,zencfg,opt_einsum} .gpu_site/
 #   echo /.gpu_site/ >> .git/info/exclude
-# and sent with the device tool's carry=[".gpu_site"].
+# and sent with the device tool's carry=[".gpu_site"]. Without neuralop the geoop-only
+# numbers are still measured (the neuralop ratios are then null).
 set -u
 OUT=${OUT:-/tmp/geoop_gpu}
 mkdir -p "$OUT"
+PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD:$PWD/.gpu_site:$PWD/benchmarks/gpu_shims" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
-python3 -c "import torch, neuralop; print('torch', torch.__version__, 'neuralop', neuralop.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
-python3 benchmarks/cuda_agreement.py 2>&1 | tee "$OUT/agreement.txt"
-if python3 -c "import pytest" 2>/dev/null; then
-    python3 -m pytest -q -p no:cacheprovider tests/test_graphed.py 2>&1 | tail -15 | tee "$OUT/pytest_cuda.txt"
+if [ "${DRY_RUN:-0}" = "1" ]; then
+    DEV=cpu; STEPS=${STEPS:-2}; WARMUP=1; THREADS=1; ONLY=${ONLY:-neuralop_step,geoop_step,geoop_step_compiled}
+    GINO_TIMEOUT=${GINO_TIMEOUT:-400}  # CPU Inductor compiles for minutes
+    echo "dry run: CPU, $STEPS steps" > "$OUT/gpu.txt"
+    echo '{"skipped": "dry run (CPU)"}' > "$OUT/agreement.json"
+    PYTEST_SEL=(-m "not slow" tests/test_compiled.py tests/test_graphed.py)
+else
+    DEV=cuda; STEPS=${STEPS:-10}; WARMUP=3; THREADS=4
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+    timeout 90 $PY benchmarks/cuda_agreement.py > "$OUT/agreement.json" 2> "$OUT/agreement.err"
+    PYTEST_SEL=(-k cuda tests/test_compiled.py tests/test_graphed.py)
 fi
-python3 benchmarks/gino.py --device cuda --threads 4 --steps ${STEPS:-10} --warmup 3 --only ${ONLY:-step,batch8,gno,query} \
-    --out "$OUT/gino_cuda.json" 2>&1 | tee "$OUT/gino_cuda.txt"
+$PY -c "import torch; print('torch', torch.__version__)" >> "$OUT/gpu.txt" 2>&1
+if $PY -c "import pytest" 2>/dev/null; then
+    timeout ${PYTEST_TIMEOUT:-75} $PY -m pytest -q -p no:cacheprovider "${PYTEST_SEL[@]}" > "$OUT/pytest.txt" 2>&1
+else
+    echo "pytest not importable" > "$OUT/pytest.txt"
+fi
+timeout ${GINO_TIMEOUT:-130} $PY benchmarks/gino.py --device $DEV --threads $THREADS --steps $STEPS --warmup $WARMUP \
+    --only ${ONLY:-neuralop_step,geoop_step,geoop_step_graphed,geoop_step_ragged,geoop_batch8,geoop_single8,geoop_step_compiled} \
+    --out "$OUT/gino.json" > "$OUT/gino.txt" 2> "$OUT/gino.err"
+$PY benchmarks/gpu_summary.py "$OUT"

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json", "file_mode"]
+__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json", "file_mode", "remove_stale_temps"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -44,7 +44,7 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
 
     ``suffix`` keeps an extension some writers need (``.vtu``, ``.png``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -54,6 +54,37 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
         _remove(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temporary files of writes to ``path`` whose writing process is gone (a
+    process killed mid-write, e.g. by SIGKILL or the OOM killer, leaves its temporary file
+    ``.NAME.PID.XXXX.tmp*`` behind). Files of live processes are kept. Returns the removed
+    paths."""
+    path = Path(path)
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    head = f".{path.name}."
+    for name in names:
+        if not name.startswith(head) or ".tmp" not in name:
+            continue
+        pid = name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): maybe writing right now
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path.parent / name)
+            removed.append(path.parent / name)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

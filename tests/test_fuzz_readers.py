@@ -26,6 +26,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from geoop._optional import available  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = int(os.environ.get("GEOOP_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("GEOOP_FUZZ_EXAMPLES", "100"))
 MEMORY_LIMIT = 6 << 30  # bytes of address space for the reading process
 READ_TIMEOUT = 30.0  # seconds for one file
 
@@ -111,6 +112,7 @@ class ReaderWorker:
         self.proc = None
         self.restarts = 0
         self.reads = 0
+        self.statuses: dict = {}
 
     def _start(self):
         r, w = os.pipe()
@@ -144,15 +146,21 @@ class ReaderWorker:
             rc = self.proc.poll()
             self.close()
             self.restarts += 1
-            return {"status": "crash" if ready else "timeout", "rc": rc}
-        return json.loads(line)
+            res = {"status": "crash" if ready else "timeout", "rc": rc}
+        else:
+            res = json.loads(line)
+        self.statuses[res["status"]] = self.statuses.get(res["status"], 0) + 1
+        return res
 
 
 @pytest.fixture(scope="module")
 def worker():
     w = ReaderWorker()
+    t0 = time.perf_counter()
     yield w
     w.close()
+    counts = {k: v for k, v in sorted(w.statuses.items())}
+    print(f"\nfuzz: {w.reads} files read in {time.perf_counter() - t0:.0f} s, {counts}, {w.restarts} worker restarts")
 
 
 # ---------------------------------------------------------------------------- seed files

@@ -476,3 +476,155 @@ def test_valid_files_still_read_exactly(tmp_path, ext):
             _save(m if ext != ".vtu" else m.cast_to_unstructured_grid(), q, binary)
             r = geoop.read(q)
             assert r.n_points == 7 and r.cell_fields["c"].shape[0] == 5
+
+
+# ============================================================================ fuzzer findings
+def test_legacy_vtk_decreasing_offset_is_an_error_not_a_crash(tmp_path):
+    """Found by tests/test_fuzz_readers.py: one flipped bit in a binary OFFSETS array made
+    VTK's triangle filter read out of bounds (SIGSEGV)."""
+    m = _pv_mesh(8)
+    data = _save(m, tmp_path / "g.vtk", True)
+    i = data.index(b"OFFSETS vtktypeint64\n") + len(b"OFFSETS vtktypeint64\n")
+    off = np.frombuffer(data[i:i + 8 * 7], dtype=">i8").copy()
+    off[3] += 1 << 40
+    bad = tmp_path / "bad.vtk"
+    bad.write_bytes(data[:i] + off.astype(">i8").tobytes() + data[i + 8 * 7:])
+    _expect(bad, "offsets must start at 0, never decrease")
+
+
+@pytest.mark.skipif(not available("open3d"), reason="open3d not installed")
+def test_pcd_partial_normals_is_an_error_not_a_crash(tmp_path):
+    """Found by the fuzzer: open3d crashes (SIGSEGV) on normal_y/normal_z without normal_x."""
+    p = tmp_path / "n.pcd"
+    p.write_text("VERSION 0.7\nFIELDS x y z oormal_x normal_y normal_z\nSIZE 4 4 4 4 4 4\nTYPE F F F F F F\n"
+                 "COUNT 1 1 1 1 1 1\nWIDTH 1\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 1\nDATA ascii\n0 0 0 0 0 1\n")
+    _expect(p, "normal_x, normal_y, normal_z must come together")
+
+
+def test_vtk_xml_every_writer_mode_still_reads():
+    """The array-length checks follow VTK's own encodings: ascii, inline binary, appended
+    raw or base64, every compressor, 32/64-bit headers, several pieces per file."""
+    import itertools
+    import tempfile
+
+    import vtk
+
+    m = _pv_mesh(9)
+    m.point_data["v"] = np.random.default_rng(0).random((9, 3))
+    u = m.cast_to_unstructured_grid()
+    with tempfile.TemporaryDirectory() as tmp:
+        for mesh, W, ext in ((m, vtk.vtkXMLPolyDataWriter, "vtp"), (u, vtk.vtkXMLUnstructuredGridWriter, "vtu")):
+            for mode, comp, enc, ht, pieces in itertools.product(["ascii", "binary", "appended"],
+                                                                 ["None", "ZLib", "LZ4", "LZMA"], [True, False],
+                                                                 ["UInt32", "UInt64"], [1, 2]):
+                if (mode == "ascii" and (comp != "None" or not enc or ht != "UInt32")) or (mode == "binary" and not enc):
+                    continue
+                w = W()
+                path = f"{tmp}/w_{mode}_{comp}_{enc}_{ht}_{pieces}.{ext}"
+                w.SetFileName(path)
+                w.SetInputData(mesh)
+                getattr(w, f"SetDataModeTo{mode.capitalize()}")()
+                getattr(w, f"SetCompressorTypeTo{comp}")()
+                w.SetEncodeAppendedData(enc)
+                getattr(w, f"SetHeaderTypeTo{ht}")()
+                w.SetNumberOfPieces(pieces)
+                w.Write()
+                g = geoop.read(path)
+                assert g.fields["p"].flatten().tolist()[:9] == list(np.arange(9.0) + 10), path
+                assert g.fields["v"].shape[1] == 3 and g.cell_fields["c"].shape[0] == g.n_cells, path
+
+
+def test_counts_must_match_exactly(tmp_path):
+    """Rows beyond a declared count, or a file cut at a row boundary, are not a valid
+    shorter file when the format declares counts (OFF, PCD, ascii STL's closing line)."""
+    cases = {
+        "extra_vertex.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n1 1 0\n3 0 1 2\n",  # trimesh reads '1 1 0' as a face
+        "extra_face.off": "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 0 2 1\n",
+        "cut_facet.stl": "solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\n"
+                         "endloop\nendfacet\n",
+    }
+    if available("open3d"):
+        hdr = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\n"
+               "VIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA ascii\n")
+        cases["extra_rows.pcd"] = hdr + "0 0 0\n1 1 1\n2 2 2\n"
+    for name, text in cases.items():
+        p = tmp_path / name
+        p.write_text(text)
+        _expect(p)
+    ok = tmp_path / "comments.off"
+    ok.write_text("OFF\n# a comment\n3 1 0\n0 0 0\n1 0 0\n\n0 1 0\n3 0 1 2\n")
+    assert geoop.read(ok).n_points == 3
+
+
+def test_legacy_vtk_garbled_version_is_an_error_not_a_crash(tmp_path):
+    """Found by the fuzzer: 'Version 5/1' (one flipped bit) made VTK read a 5.1 file with
+    the older layout and crash."""
+    data = _save(_pv_mesh(8), tmp_path / "g.vtk", True)
+    bad = tmp_path / "bad.vtk"
+    bad.write_bytes(data.replace(b"Version 5.1", b"Version 5/1", 1))
+    _expect(bad, "Version X.Y")
+
+
+def test_msh_absurd_tag_count_is_an_error_not_a_hang(tmp_path):
+    """Found by the fuzzer: a $NodeData tag count of 10^9 kept meshio reading for minutes."""
+    good = tmp_path / "g.msh"
+    geoop.write(_geom().replace(cell_fields={}), good)
+    data = good.read_bytes()
+    i = data.index(b"$NodeData\n1\n") + len(b"$NodeData\n")
+    for new in (b"1000000000", b"x"):
+        bad = tmp_path / "bad.msh"
+        bad.write_bytes(data[:i] + new + data[i + 1:])
+        _expect(bad, "string tags")
+    j = data.index(b"$Nodes\n") + len(b"$Nodes\n")
+    bad.write_bytes(data[:j] + b"4000000000" + data[j + 1:])
+    _expect(bad, r"\$Nodes declares 4000000000 entries")
+
+
+def test_cut_at_a_section_boundary_or_inside_the_last_number(tmp_path):
+    """Found by the fuzzer (read OK, but with fields or cells missing): legacy VTK cut
+    inside the last number of a section, or inside a METADATA block; and the siblings in
+    ascii PLY / OFF, whose writers end every line."""
+    m = _pv_mesh(8)
+    data = _save(m, tmp_path / "g.vtk", False)
+    x = data.index(b"POLYGONS")
+    block = b"METADATA\nINFORMATION 1\nNAME L2_NORM_RANGE LOCATION vtkDataArray\nDATA 2 1 1\n\n"
+    with_meta = tmp_path / "meta.vtk"
+    with_meta.write_bytes(data[:x] + block + data[x:])
+    assert geoop.read(with_meta).n_points == 8  # the complete file is valid
+    cases = {"number.vtk": data[:x].rstrip()[:-1], "metadata.vtk": data[:x] + block[:30]}
+    good = tmp_path / "g.off"
+    geoop.write(_geom().replace(fields={}, cell_fields={}), good)
+    cases["number.off"] = good.read_bytes().rstrip(b"\n")[:-1]
+    ply = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n" \
+          b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2"
+    cases["number.ply"] = ply[:-1] + b"1"  # '3 0 1 1' cut from '3 0 1 12'
+    for name, content in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        _expect(p, "newline|METADATA|truncated")
+
+
+def test_appended_arrays_may_not_share_data(tmp_path):
+    """Found by the fuzzer: an edited offset made one array read another's bytes."""
+    m = _pv_mesh(6).cast_to_unstructured_grid()
+    m.point_data["q"] = np.arange(6.0) * 2
+    path = tmp_path / "a.vtu"
+    _appended_raw(m, path)
+    data = path.read_bytes()
+    offs = re.findall(rb'Name="(\w+)"[^>]*offset="(\d+)"', data)
+    (pn, po), (qn, qo) = [(n, o) for n, o in offs if n in (b"p", b"q")]
+    tag = data.index(b'Name="' + qn + b'"')
+    i = data.index(b'offset="' + qo + b'"', tag)
+    bad = tmp_path / "bad.vtu"
+    bad.write_bytes(data[:i] + b'offset="' + po + b'"' + data[i + len(b'offset="' + qo + b'"'):])
+    _expect(bad, "is also the offset of array")
+
+
+@pytest.mark.skipif(not available("open3d"), reason="open3d not installed")
+def test_pcd_binary_bytes_beyond_the_points(tmp_path):
+    good = tmp_path / "g.pcd"
+    geoop.write(Geometry(torch.rand(5, 3, dtype=torch.float64)), good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pcd"
+    bad.write_bytes(data + data[-24:])
+    _expect(bad, "POINTS=5")

@@ -198,7 +198,7 @@ def test_config_resolution_and_errors(tmp_path):
     assert cfg["optim"]["lr"] == 1e-3 and cfg["optim"]["epochs"] == 2 and cfg["data"]["inputs"] == []
     with pytest.raises(ConfigError, match=r"unknown key \['lrr'\]; valid keys: \[.*'lr'.*'weight_decay'"):
         resolve_config(_raw(optim={"lrr": 1}))
-    with pytest.raises(ConfigError, match=r"unknown key \['trainer'\]; valid keys: \['data', 'device'"):
+    with pytest.raises(ConfigError, match=r"unknown key \['trainer'\]; valid keys: \['compile', 'data', 'device'"):
         resolve_config(_raw(trainer={}))
     with pytest.raises(ConfigError, match="missing required key data.targets"):
         resolve_config({"data": {"folder": "x"}, "output": {"dir": "o"}})

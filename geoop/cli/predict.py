@@ -154,10 +154,10 @@ def run(args) -> int:
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.run import load_trained
 
-    trained = load_trained(args.checkpoint)
-    geometry = read(args.geometry)
+    geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on
     queries = read(qfile) if qfile else None
+    trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
     info = init_distributed(torch.device("cpu"))  # under torchrun: the ranks share the geometry and the queries

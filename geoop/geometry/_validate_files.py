@@ -43,14 +43,23 @@ def _head(path: str, n: int = _MAX_HEADER) -> bytes:
         return f.read(n)
 
 
-def _count_lines(path: str, start: int, nonblank: bool = False) -> int:
+def _check_final_newline(path: str, what: str) -> None:
+    """Text formats whose writers end every line: a last line without its newline is a file
+    cut inside its last number, which would otherwise read as a different value."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - 1))
+        if f.read(1) not in (b"\n", b"\r"):
+            raise _fail(path, f"{what} file does not end with a newline: cut short inside its last line")
+
+
+def _count_lines(path: str, start: int, nonblank: bool = False, comment: Optional[bytes] = None) -> int:
     """An upper bound of the number of data lines from byte offset ``start`` to the end
     (newlines, plus one for an unterminated last line; blank lines are counted too, which
     only makes the checks more lenient). Streams the file in 1 MiB blocks."""
     if nonblank:  # exact count of lines holding something
         with open(path, "rb") as f:
             f.seek(start)
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if line.strip() and not (comment and line.lstrip().startswith(comment)))
     n, last = 0, b"\n"
     with open(path, "rb") as f:
         f.seek(start)
@@ -112,6 +121,7 @@ def check_ply(path: str) -> Optional[int]:
         have = _count_lines(path, m.end(), nonblank=True)
         if have != need:  # meshio ignores rows beyond the declared counts
             raise _fail(path, f"PLY header declares {decl} ({need} data lines) but the file holds {have} lines")
+        _check_final_newline(path, "ascii PLY")
     else:
         need = sum(e[1] * e[2] for e in elements)
         has_lists = bool(re.search(rb"property\s+list", head[: m.start()]))
@@ -180,6 +190,7 @@ class _XmlFile:
         self.order = "big" if attrs.get("byte_order", "LittleEndian") == "BigEndian" else "little"
         self.compressed = bool(attrs.get("compressor"))
         self.appended = appended  # (encoding, data start) or None
+        self.offsets: dict = {}  # appended offset -> array name
 
     def _words(self, raw: bytes, n: int) -> Optional[list]:
         if len(raw) < n * self.hs:
@@ -343,6 +354,11 @@ def _check_xml_array(path, mm, start, selfclose, attrs, section, piece, fileinfo
             off = None if off is None else int(off)
         except ValueError:
             raise _fail(path, f"array {name!r}: offset={off!r} is not an integer") from None
+        if fmt == "appended" and off is not None:
+            if off in fileinfo.offsets:  # an edited offset reads another array's bytes
+                raise _fail(path, f"array {name!r} in {where}: offset={off} is also the offset of array "
+                                  f"{fileinfo.offsets[off]!r}; expected each array its own data")
+            fileinfo.offsets[off] = name
         nb = fileinfo.nbytes(name, fmt, content, off)
         size = _XML_SIZES[typ]
         if nb % size:
@@ -438,8 +454,10 @@ def check_vtk_legacy(path: str) -> Optional[Declared]:
         lines = head.split(b"\n")
         if len(lines) < 4:
             raise _fail(path, "legacy VTK header is truncated (fewer than 4 lines)")
-        mver = re.search(rb"Version\s+(\d+(?:\.\d+)?)", lines[0])
-        version = float(mver.group(1)) if mver else 3.0
+        mver = re.fullmatch(rb"# vtk DataFile Version (\d+)\.(\d+)\s*", lines[0])
+        if mver is None:  # VTK guesses a layout from a garbled version (and may crash on it)
+            raise _fail(path, f"legacy VTK: first line must be '# vtk DataFile Version X.Y', got {lines[0][:40]!r}")
+        version = float(f"{int(mver.group(1))}.{int(mver.group(2))}")
         kind = lines[2].strip().upper()
         if kind not in (b"ASCII", b"BINARY"):
             raise _fail(path, f"legacy VTK: third line must be ASCII or BINARY, got {lines[2][:20]!r}")
@@ -450,6 +468,8 @@ def check_vtk_legacy(path: str) -> Optional[Declared]:
             _walk_legacy(walk, dec)
         except _Unknown:
             pass
+        if mm[-1:] not in (b"\n", b"\r"):  # VTK ends every file with a newline
+            raise _fail(path, f"legacy VTK file does not end with a newline: cut short (last bytes {mm[-20:]!r})")
     return dec
 
 
@@ -594,6 +614,7 @@ def _skip_metadata(w: _LegacyWalk) -> None:
         w.pos = e + 1
         if not line:
             return
+    raise _fail(w.path, "METADATA block not closed by an empty line before the end of the file (truncated file)")
 
 
 # ----------------------------------------------------------------------------- STL
@@ -612,6 +633,9 @@ def check_stl(path: str) -> Optional[int]:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if mm.find(b"facet") < 0 and mm.find(b"FACET") < 0:
                 raise _fail(path, "ascii STL contains no 'facet' (empty or truncated)")
+            tail = mm[max(0, len(mm) - 4096):].lower()
+            if tail.rfind(b"endsolid") < tail.rfind(b"endfacet"):  # cut at a facet boundary
+                raise _fail(path, "ascii STL ends without 'endsolid' after its last facet (truncated file)")
         return
     if size < 84:
         raise _fail(path, f"binary STL must be at least 84 bytes, got {size}")
@@ -673,13 +697,17 @@ def check_pcd(path: str) -> Optional[int]:
     body = os.path.getsize(path) - offset
     row = sum(s * c for s, c in zip(sizes, counts))
     if data == "ascii":
-        have = _count_lines(path, offset)
-        if have < points:
+        have = _count_lines(path, offset, nonblank=True)
+        if have != points:  # open3d pads missing rows and ignores extra ones
             raise _fail(path, f"PCD header declares POINTS={points} but the file holds {have} data lines")
     elif data == "binary":
         if points * row > body:
             raise _fail(path, f"PCD header declares POINTS={points} ({points * row} bytes) but only {body} "
                               "bytes of data follow the header")
+        extra = _head(path, offset + points * row + 65)[offset + points * row:]
+        if extra.strip():  # open3d ignores bytes beyond the declared points
+            raise _fail(path, f"PCD header declares POINTS={points} ({points * row} bytes) but {body} bytes of "
+                              "data follow the header")
     elif data == "binary_compressed":
         tail = _head(path, offset + 8)[offset:]
         if len(tail) < 8:
@@ -707,7 +735,9 @@ def check_pts(path: str) -> Optional[int]:
 
 
 def check_off(path: str) -> Optional[int]:
-    """OFF: the counts line ``nv nf ne`` must not exceed the number of lines."""
+    """OFF: the counts line ``nv nf ne`` must match the number of vertex and face lines
+    (trimesh reads a vertex line beyond the count as a face, and ignores lines beyond the
+    faces)."""
     lines = [ln for ln in _head(path).splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")]
     if not lines or not lines[0].strip().upper().endswith(b"OFF"):
         raise _fail(path, "not an OFF file: first line must be 'OFF'")
@@ -716,9 +746,12 @@ def check_off(path: str) -> Optional[int]:
         nv, nf = int(tok[0]), int(tok[1])
     except (IndexError, ValueError):
         raise _fail(path, "OFF counts line missing or garbled: expected 'NV NF NE'") from None
-    have = _count_lines(path, 0)
-    if nv <= 0 or nv + nf + 1 > have:
-        raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces but the file holds {have} lines")
+    header = 1 if lines[0].split()[1:] else 2
+    have = _count_lines(path, 0, nonblank=True, comment=b"#") - header
+    if nv <= 0 or nf < 0 or nv + nf != have:
+        raise _fail(path, f"OFF header declares {nv} vertices and {nf} faces ({nv + nf} lines) but the file holds "
+                          f"{have} data lines")
+    _check_final_newline(path, "OFF")
     return nv
 
 
@@ -737,11 +770,40 @@ def check_msh(path: str) -> Optional[int]:
     if not last.startswith(b"$End"):
         raise _fail(path, f"gmsh file is truncated: it ends with {last[-24:]!r} instead of a '$End...' section tag")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        _check_msh_counts(path, mm, size)
         for sec in (b"NodeData", b"ElementData", b"ElementNodeData"):
             # $NodeData / 1 string tag / "name": meshio keeps the last of two of one name
             names = [m.group(1).decode("latin-1") for m in
                      re.finditer(rb"\n\$" + sec + rb"\s*\n\s*\d+\s*\n\s*\"([^\"\n]*)\"", mm)]
             _dup_check(path, names, f"${sec.decode()} sections")
+
+
+def _check_msh_counts(path: str, mm, size: int) -> None:
+    """gmsh 2.x: the counts of ``$Nodes`` / ``$Elements`` and the tag counts and entry
+    count of data sections must fit in the file (meshio loops on a count of 10^9 tags)."""
+    for m in re.finditer(rb"(?:^|\n)\$(Nodes|Elements)[ \t\r]*\n[ \t]*(\d+)[ \t\r]*\n", mm):
+        if int(m.group(2)) > size:
+            raise _fail(path, f"${m.group(1).decode()} declares {int(m.group(2))} entries but the file has {size} bytes")
+    for m in re.finditer(rb"\n\$(NodeData|ElementData|ElementNodeData)[ \t\r]*\n", mm):
+        sec, pos = m.group(1).decode(), m.end()
+
+        def line():
+            nonlocal pos
+            e = mm.find(b"\n", pos)
+            e = len(mm) if e < 0 else e
+            out, pos = mm[pos:e].strip(), e + 1
+            return out
+
+        ints = []
+        for kind in ("string", "real", "integer"):
+            raw = line()
+            if not raw.isdigit() or int(raw) > 64:
+                raise _fail(path, f"${sec}: the number of {kind} tags must be a small integer, found {raw[:20]!r}")
+            vals = [line() for _ in range(int(raw))]
+            if kind == "integer":
+                ints = vals
+        if len(ints) >= 3 and ints[2].lstrip(b"-").isdigit() and int(ints[2]) > size:
+            raise _fail(path, f"${sec} declares {int(ints[2])} entries but the file has {size} bytes")
 
 
 #: extension -> header check

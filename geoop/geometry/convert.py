@@ -155,12 +155,16 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     if mesh.n_points == 0:
         raise ShapeError(f"{where}mesh has no points")
     if isinstance(mesh, pv.PolyData):
+        for kind, ca in (("verts", mesh.GetVerts()), ("lines", mesh.GetLines()), ("polys", mesh.GetPolys()),
+                         ("strips", mesh.GetStrips())):
+            _check_cell_array(ca, mesh.n_points, f"{where}{kind}: ")  # before VTK walks them
         ug = mesh.cast_to_unstructured_grid()
         _check_connectivity(ug, where)  # before any VTK filter touches bad indices
         if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
             ug = mesh.triangulate().cast_to_unstructured_grid()  # polygons, strips, poly-lines
     elif isinstance(mesh, pv.UnstructuredGrid):
         ug = mesh
+        _check_cell_array(mesh.GetCells(), mesh.n_points, where)
         _check_connectivity(ug, where)
         if ug.n_cells and np.isin(np.asarray(ug.celltypes), list(_NEEDS_TRIANGULATION)).any():
             warnings.warn(f"{where}polygons/strips/poly-lines in an unstructured grid are triangulated", stacklevel=2)
@@ -224,6 +228,30 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
                     source=source, name=name, validate=validate)
+
+
+def _check_cell_array(ca, n_points: int, where: str) -> None:
+    """A vtkCellArray must have offsets starting at 0, never decreasing, ending at the
+    connectivity length, and indices in range: VTK's filters read out of bounds (and crash
+    the process) on corrupt ones."""
+    if ca is None:
+        return
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    oa, connarr = ca.GetOffsetsArray(), ca.GetConnectivityArray()
+    if oa is None or connarr is None:
+        return
+    offs = vtk_to_numpy(oa)
+    conn = vtk_to_numpy(connarr)
+    if offs.size == 0:
+        return
+    if int(offs[0]) != 0 or int(offs[-1]) != conn.size or (np.diff(offs) < 0).any():
+        raise ShapeError(f"{where}cell offsets must start at 0, never decrease and end at the connectivity length "
+                         f"{conn.size}; found first {int(offs[0])}, last {int(offs[-1])}, "
+                         f"{int((np.diff(offs) < 0).sum())} decreasing")
+    if conn.size and (int(conn.min()) < 0 or int(conn.max()) >= n_points):
+        raise ShapeError(f"{where}cell connectivity must index [0, {n_points - 1}], got range "
+                         f"[{int(conn.min())}, {int(conn.max())}]")
 
 
 def _check_connectivity(ug, where: str) -> None:

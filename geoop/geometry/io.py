@@ -188,12 +188,12 @@ def _from_meshio(mesh, path: str, on_unknown_cells: str = "raise") -> Geometry:
         if arr is not None and _numeric(arr) and not k.startswith("obj:"):
             cell_fields[k] = arr
     pdata = {k: np.array(v) for k, v in mesh.point_data.items() if _numeric(np.asarray(v))}
-    for k, v in list(pdata.items()) + [(k, v) for k, v in cell_fields.items()]:
-        want = n if k in pdata else sum(len(mesh.cells[i].data) for i in order)
-        if v.shape[0] != want:
-            kind = "point" if k in pdata else "cell"
-            raise GeometryReadError(f"{path}: {kind} data array {k!r}: expected {want} rows (one per {kind}), "
-                                    f"found {v.shape[0]}")
+    n_cells = sum(len(mesh.cells[i].data) for i in order)
+    for kind, arrays, want in (("point", pdata, n), ("cell", cell_fields, n_cells)):
+        for k, v in arrays.items():
+            if v.shape[0] != want:
+                raise GeometryReadError(f"{path}: {kind} data array {k!r}: expected {want} rows (one per {kind}), "
+                                        f"found {v.shape[0]}")
     normals = None
     for key in ("Normals", "normals", "obj:vn"):
         if key in pdata and pdata[key].shape == (n, 3):

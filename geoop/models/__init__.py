@@ -1,7 +1,10 @@
 """Models composed of geoop.nn layers: :class:`GINO` (GNO encoder -> FNO/SFNO -> GNO decoder)
-and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA graphs); their
+and :class:`GraphedGINO` (a GINO bound to one batch geometry, replayed as CUDA graphs);
+:func:`compile_gino` (``torch.compile`` with dynamic sizes) and :class:`RaggedGraphedGINO`
+(CUDA graphs for batches of any geometry, padded to capacity buckets); their
 nested configuration (:mod:`geoop.models.config`) and inputs by name
 (:mod:`geoop.models.features`)."""
+from .compiled import CompiledGINO, RaggedGraphedGINO, compile_gino  # noqa: F401
 from .config import (  # noqa: F401
     BoxLatent,
     EncoderSpec,
@@ -17,5 +20,6 @@ from .gino import GINO, sphere_grid_points  # noqa: F401
 from .graphed import GraphedGINO  # noqa: F401
 from .nested import LatentLevel, NestedGINO, NestedLatent  # noqa: F401
 
-__all__ = ["GINO", "GraphedGINO", "LatentLevel", "NestedGINO", "NestedLatent", "sphere_grid_points", "BoxLatent",
-           "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec", "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF"]
+__all__ = ["GINO", "GraphedGINO", "CompiledGINO", "RaggedGraphedGINO", "compile_gino", "LatentLevel", "NestedGINO",
+           "NestedLatent", "sphere_grid_points", "BoxLatent", "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec",
+           "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF"]

@@ -536,12 +536,14 @@ class GINO(nn.Module):
         points: Optional[Tensor] = None,
         x: Optional[Tensor] = None,
         point_batch: Optional[Tensor] = None,
+        local: Optional[tuple] = None,
     ) -> Tensor:
         """Decoder and projection: latent (B, W, *grid) and (ΣQ, d) queries -> (ΣQ, out).
 
         ``points`` (ΣN, d), ``x`` (ΣN, in_channels) and ``point_batch`` (ΣN,) are the input
         points of the samples; only the local-geometry features need them (required when
         ``local_radius > 0`` or ``local_nearest``; ``point_batch`` and ``query_batch`` when B > 1).
+        ``local``: their searches done beforehand (:meth:`local_neighbors`), else done here.
         """
         B, G = latent.shape[0], self.num_latent
         if queries.dim() != 2 or queries.shape[1] != self.coord_dim:
@@ -554,36 +556,56 @@ class GINO(nn.Module):
         w = self._latent_weights.to(dtype).repeat(B) if self.gno_out.reduction == "weighted" else None
         v = self.gno_out(self._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
         if self.gno_local is not None or self.local_nearest:
-            v = torch.cat([v] + self._local_features(queries.to(dtype), points, x, query_batch, point_batch, B), 1)
+            v = torch.cat([v] + self._local_features(queries.to(dtype), points, x, query_batch, point_batch, B, local), 1)
         return self.projection(v)
 
-    def _local_features(self, queries: Tensor, points: Optional[Tensor], x: Optional[Tensor],
-                        query_batch: Optional[Tensor], point_batch: Optional[Tensor], B: int) -> list:
-        """Local-geometry features of the queries (module docstring, step 5): a list of
-        (ΣQ, local_channels) and/or (ΣQ, d + 1 + in_channels) tensors."""
-        if points is None or points.dim() != 2 or points.shape[1] != self.coord_dim:
-            got = None if points is None else tuple(points.shape)
-            raise ShapeError(f"GINO: local_radius/local_nearest need the input points (N, {self.coord_dim}) in decode, got {got}")
-        if self.in_channels and (x is None or tuple(x.shape) != (points.shape[0], self.in_channels)):
-            raise ShapeError(f"GINO: local features need x of shape ({points.shape[0]}, {self.in_channels}), "
-                             f"got {None if x is None else tuple(x.shape)}")
-        if B > 1 and (point_batch is None or query_batch is None):
-            raise ShapeError("GINO: local features of a batch of several samples need point_batch and query_batch")
+    def local_neighbors(self, queries: Tensor, points: Tensor, query_batch: Optional[Tensor] = None,
+                        point_batch: Optional[Tensor] = None, num_samples: int = 1) -> tuple:
+        """The searches of the local-geometry features (module docstring, step 5), no gradient:
+        ``(nb, nearest)`` with ``nb`` the local branch's Neighborhoods (queries -> input
+        points; None without the branch) and ``nearest = (index (ΣQ,), has (ΣQ,))`` of
+        :func:`_nearest` (None without ``local_nearest``). ``decode(..., local=...)`` takes
+        them, so a compiled or graph-captured decoder runs no search."""
         dtype = queries.dtype
         pts = points.to(dtype)
-        xf = None if not self.in_channels else x.to(dtype)
-        pb, qb = (point_batch, query_batch) if B > 1 else (None, None)
-        out = []
+        pb, qb = (point_batch, query_batch) if num_samples > 1 else (None, None)
+        nb = nearest = None
         if self.gno_local is not None:
             from ..neighbors.search import radius_search
 
             with torch.no_grad():
                 nb = radius_search(pts, queries, self.local_radius, pb, qb, backend=self.search_backend)
             nb.num_sources = int(pts.shape[0])
+        if self.local_nearest:
+            nearest = _nearest(pts, queries, pb, qb, num_samples)
+        return nb, nearest
+
+    def _local_features(self, queries: Tensor, points: Optional[Tensor], x: Optional[Tensor],
+                        query_batch: Optional[Tensor], point_batch: Optional[Tensor], B: int,
+                        local: Optional[tuple] = None) -> list:
+        """Local-geometry features of the queries (module docstring, step 5): a list of
+        (ΣQ, local_channels) and/or (ΣQ, d + 1 + in_channels) tensors. ``local``: the result
+        of :meth:`local_neighbors` (searched here when None)."""
+        if points is None or points.dim() != 2 or points.shape[1] != self.coord_dim:
+            got = None if points is None else tuple(points.shape)
+            raise ShapeError(f"GINO: local_radius/local_nearest need the input points (N, {self.coord_dim}) in decode, got {got}")
+        if self.in_channels and (x is None or tuple(x.shape) != (points.shape[0], self.in_channels)):
+            raise ShapeError(f"GINO: local features need x of shape ({points.shape[0]}, {self.in_channels}), "
+                             f"got {None if x is None else tuple(x.shape)}")
+        if local is None:
+            if B > 1 and (point_batch is None or query_batch is None):
+                raise ShapeError("GINO: local features of a batch of several samples need point_batch and query_batch")
+            local = self.local_neighbors(queries, points, query_batch, point_batch, B)
+        dtype = queries.dtype
+        pts = points.to(dtype)
+        xf = None if not self.in_channels else x.to(dtype)
+        nb, nearest = local
+        out = []
+        if self.gno_local is not None:
             out.append(self.gno_local(pts, queries, nb, xf))
         if self.local_nearest:
             s = self.local_radius if self.local_radius > 0 else self.radius_out
-            idx, has = _nearest(pts, queries, pb, qb, B)
+            idx, has = nearest
             off = (queries - pts[idx]) * has[:, None]
             d2 = off.square().sum(1, keepdim=True)
             pos = d2 > 0
@@ -667,6 +689,12 @@ class GINO(nn.Module):
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
+        for what, t in (("points", q), ("geometry points", pts)):  # before any encoding work
+            if t.dim() != 2 or t.shape[1] != self.coord_dim:
+                raise ShapeError(f"GINO.query: {what} must have shape (N, {self.coord_dim}), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).any(1).sum())
+                raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
         if x is None and self.point_inputs:
             if not isinstance(geometry, Geometry):
                 raise ShapeError(f"GINO.query: the model's inputs {list(self.point_inputs)} are taken from a Geometry; "

@@ -8,14 +8,44 @@ ptr   : (Q+1,) long edges of query q are ``index[ptr[q]:ptr[q+1]]``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import ShapeError
 
-__all__ = ["Neighborhoods"]
+__all__ = ["Neighborhoods", "EdgeList"]
+
+
+class EdgeList(NamedTuple):
+    """Neighbourhoods as three tensors, for code that must not read anything on the host
+    (``torch.compile``d or CUDA-graph-captured steps): a :class:`Neighborhoods` needs its
+    offsets on the host to cut the edges into chunks, an EdgeList is processed in one piece.
+
+    ``query[e] == num_queries`` (one past the last query) marks a padding edge: its value
+    lands in a spare row that is dropped, so it contributes exactly nothing (see
+    :meth:`Neighborhoods.edge_list` and ``geoop.models.compiled``).
+
+    Shapes
+    ------
+    index  : (E,) long, source index of each edge (any valid index for a padding edge)
+    query  : (E,) long, query of each edge, in ``[0, Q]``
+    counts : (Q,) neighbours of each query (padding edges not counted; the ``"mean"``
+             reduction divides by it)
+    """
+
+    index: Tensor
+    query: Tensor
+    counts: Tensor
+
+    @property
+    def num_queries(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def num_edges(self) -> int:
+        return self.index.shape[0]
 
 
 @dataclass
@@ -60,6 +90,10 @@ class Neighborhoods:
         return torch.repeat_interleave(
             torch.arange(self.num_queries, device=self.device), self.counts(), output_size=self.num_edges
         )
+
+    def edge_list(self) -> EdgeList:
+        """The same neighbourhoods as an :class:`EdgeList` (index, query of every edge, counts)."""
+        return EdgeList(self.index, self.query_index(), self.counts())
 
     def host_value(self, key, compute):
         """``compute()`` once per Neighborhoods and ``key``: a host-side value derived from

@@ -215,19 +215,24 @@ class SpectralConv(nn.Module):
         a forward gathers and scatters the retained corners with one ``index_select`` and
         one ``index_copy`` instead of a gather per axis and a copy per corner (on a GPU each
         of those is a kernel launch, and the car step is launch-bound)."""
+        if torch.compiler.is_compiling():  # built in the graph: filling the cache while tracing would
+            return self._build_mode_index(grid, device)  # fail the next call's guard on it (one recompilation)
         key = (grid, str(device))
         idx = self._index_cache.get(key)
         if idx is None:
-            half = list(grid[:-1]) + [grid[-1] // 2 + 1]
-            axes = [torch.cat([torch.arange(m, device=device), torch.arange(n - m, n, device=device)])
-                    for m, n in zip(self.n_modes[:-1], grid[:-1])]
-            axes.append(torch.arange(self.n_modes[-1], device=device))
-            idx = torch.zeros((), dtype=torch.long, device=device)
-            for ax, n in zip(axes, half):  # C order: idx * N_j + i_j, one axis at a time
-                idx = idx[..., None] * n + ax
-            idx = idx.reshape(-1)
-            self._index_cache[key] = idx
+            idx = self._index_cache[key] = self._build_mode_index(grid, device)
         return idx
+
+    def _build_mode_index(self, grid: tuple, device: torch.device) -> Tensor:
+        """The flat mode positions of :meth:`_mode_index`, computed."""
+        half = list(grid[:-1]) + [grid[-1] // 2 + 1]
+        axes = [torch.cat([torch.arange(m, device=device), torch.arange(n - m, n, device=device)])
+                for m, n in zip(self.n_modes[:-1], grid[:-1])]
+        axes.append(torch.arange(self.n_modes[-1], device=device))
+        idx = torch.zeros((), dtype=torch.long, device=device)
+        for ax, n in zip(axes, half):  # C order: idx * N_j + i_j, one axis at a time
+            idx = idx[..., None] * n + ax
+        return idx.reshape(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
-from ..neighbors.neighborhoods import Neighborhoods
+from ..neighbors.neighborhoods import EdgeList, Neighborhoods
 from .embeddings import resolve_pos_embed
 from .mlp import resolve_activation
 from .segment import segment_index
@@ -220,13 +220,13 @@ class GNO(nn.Module):
             if t.dim() != 2 or t.shape[1] != d:
                 raise ShapeError(f"GNO: {name} must have shape (N, {d}), got {tuple(t.shape)}")
         s, q = sources.shape[0], queries.shape[0]
-        if not isinstance(neighbors, Neighborhoods):
-            raise ShapeError(f"GNO: neighbors must be a Neighborhoods, got {type(neighbors).__name__}")
+        if not isinstance(neighbors, (Neighborhoods, EdgeList)):
+            raise ShapeError(f"GNO: neighbors must be a Neighborhoods or an EdgeList, got {type(neighbors).__name__}")
         if neighbors.num_queries != q:
             raise ShapeError(
                 f"GNO: neighbors has {neighbors.num_queries} queries, expected one per query point ({q})"
             )
-        if neighbors.num_sources is not None and neighbors.num_sources != s:
+        if isinstance(neighbors, Neighborhoods) and neighbors.num_sources is not None and neighbors.num_sources != s:
             raise ShapeError(f"GNO: neighbors refer to {neighbors.num_sources} sources, got {s} source points")
         if self.kernel == "kernel_only":
             if f is not None:
@@ -283,14 +283,21 @@ class GNO(nn.Module):
             w = weights.to(dtype)[:, None]
             src_mult = w if src_mult is None else src_mult * w
 
-        ptr = neighbors.ptr
-        index = neighbors.index
         need_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (hq, hs, src_mult)
         )
         ckpt = need_grad and (
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
+        if isinstance(neighbors, EdgeList):
+            out = self._edge_list(hq, hs, src_mult, neighbors, ckpt)
+            if partial:
+                return out, (neighbors.counts.to(dtype) if self.reduction == "mean" else None)
+            if self.reduction == "mean":
+                out = out / neighbors.counts.clamp(min=1).to(dtype)[:, None]
+            return out
+        ptr = neighbors.ptr
+        index = neighbors.index
         # chunk bounds are read on the host (no GPU syncs); the checkpointed path's chunk
         # bounds its memory: chunk_edges on every device
         chunks = _edge_chunks(neighbors.ptr_host(), self.chunk_edges_cuda if hq.is_cuda and not ckpt else self.chunk_edges)
@@ -305,6 +312,25 @@ class GNO(nn.Module):
             cnt = neighbors.counts().clamp(min=1).to(dtype)
             out = out / cnt[:, None]
         return out
+
+    def _edge_list(self, hq: Tensor, hs: Tensor, src_mult: Optional[Tensor], edges: EdgeList, ckpt: bool) -> Tensor:
+        """All edges of an :class:`EdgeList` in one piece, reading nothing on the host (for
+        ``torch.compile`` and CUDA-graph capture). Padding edges (``query == Q``) gather a
+        zero query row and are summed into a spare row ``Q`` that is dropped. With ``ckpt``
+        the edge MLP is recomputed in backward (``torch.utils.checkpoint``, non-reentrant,
+        which ``torch.compile`` traces), whole rather than chunk by chunk."""
+        n_q = hq.shape[0]
+
+        def run(hq, hs, src_mult):
+            hq1 = torch.cat([hq, hq.new_zeros((1, hq.shape[1]))])  # (Q+1, H0): row Q for padding edges
+            mult_e = src_mult.index_select(0, edges.index) if src_mult is not None else None
+            return self._chunk_gathered(hq1, hs.index_select(0, edges.index), mult_e, edges.query)[:n_q]
+
+        if ckpt:
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(run, hq, hs, src_mult, use_reentrant=False, preserve_rng_state=False)
+        return run(hq, hs, src_mult)
 
     @staticmethod
     def finish(sums: Tensor, counts: Optional[Tensor]) -> Tensor:

@@ -138,6 +138,23 @@ def sphere_grid_points(nlat: int, nlon: int, grid: str = "equiangular", dtype=No
     return pts.reshape(-1, 3).to(dtype), wts.to(dtype)
 
 
+def _inverse_sht_traceable(isht, xh: Tensor) -> Tensor:
+    """``torch_harmonics.InverseRealSHT.forward`` without its in-place ``x[..., 0].imag = 0``,
+    which ``torch.compile`` cannot trace (a graph break): the same Legendre contraction with
+    its ``pct`` buffer, the imaginary parts of the m = 0 (and Nyquist) column zeroed by a
+    multiplication, then the same ``irfft``. Tested against the library's module.
+
+    Shapes: ``xh`` (..., lmax, mmax) complex -> (..., nlat, nlon) real."""
+    x = torch.view_as_real(xh)
+    xs = torch.einsum("...lmr, mlk->...kmr", x, isht.pct.to(x.dtype))  # (..., nlat, mmax, 2)
+    keep = torch.ones(isht.mmax, 2, dtype=xs.dtype, device=xs.device)
+    keep[0, 1] = 0.0
+    if isht.nlon % 2 == 0 and isht.nlon // 2 < isht.mmax:
+        keep[isht.nlon // 2, 1] = 0.0
+    x = torch.view_as_complex((xs * keep).contiguous())
+    return torch.fft.irfft(x, n=isht.nlon, dim=-1, norm="forward")
+
+
 def sphere_quadrature_weights(nlat: int, nlon: int, grid: str = "equiangular", dtype=None) -> Tensor:
     """The weights of :func:`sphere_grid_points` alone: ``(nlat * nlon,)``, summing to ``4 pi``."""
     return sphere_grid_points(nlat, nlon, grid, dtype)[1]
@@ -213,7 +230,7 @@ class SphericalConv(nn.Module):
         xh = self.sht(x)  # (B, C_in, lmax, mmax) complex
         w = self.weight().to(xh.dtype)  # (C_in, C_out, lmax), same for every order m
         yh = torch.einsum("bilm,iol->bolm", xh, w)
-        y = self.isht(yh)
+        y = _inverse_sht_traceable(self.isht, yh) if torch.compiler.is_compiling() else self.isht(yh)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y

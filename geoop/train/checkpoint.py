@@ -41,7 +41,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from .._atomic import atomic_open
+from .._atomic import atomic_open, remove_stale_temps
 from ..errors import CheckpointError
 
 __all__ = [
@@ -158,6 +158,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     state["checksum"] = state_digest(state)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)  # left by a writer killed mid-write
         with atomic_open(path, "wb") as f:
             torch.save(state, f)
     except (OSError, RuntimeError) as e:

@@ -4,6 +4,8 @@ File layout (TOML shown; YAML with the same nesting works too)::
 
     seed = 0                 # optional, default 0
     device = "auto"          # optional: "auto" | "cpu" | "cuda" | "cuda:1" ...
+    compile = false          # optional: true / "inductor" (torch.compile, dynamic sizes) |
+                             # "cuda_graphs" (padded capacity buckets, CUDA only) | false
 
     [data]
     folder = "data/airfoil"  # required: a folder for geoop.data.MeshFolderDataset
@@ -56,18 +58,20 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "load_config_file", "resolve_config", "load_config", "resolve_amp", "check_keys"]
+__all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "COMPILE_MODES", "resolve_compile", "load_config_file", "resolve_config", "load_config", "resolve_amp", "check_keys"]
 
 #: defaults of every known key, per section (None at top level = scalar key)
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
+    "compile": False,
     "data": {
         "folder": None,
         "inputs": [],
@@ -113,6 +117,22 @@ def resolve_amp(mode: Optional[str], device_type: str) -> Optional["torch.dtype"
     if mode == "fp16" and device_type != "cuda":
         raise ConfigError("optim.amp: 'fp16' needs a CUDA device (use 'bf16' on CPU)")
     return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+COMPILE_MODES = ("none", "inductor", "cuda_graphs")
+
+
+def resolve_compile(value: Any, what: str = "compile") -> str:
+    """The one place that maps the ``compile`` setting to a mode of :data:`COMPILE_MODES`
+    (``true`` means ``"inductor"``, ``false``/None ``"none"``)."""
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "inductor"
+    key = str(value).lower()
+    if key not in COMPILE_MODES:
+        raise ConfigError(f"{what}: {value!r} is unknown; valid: true, false or one of {list(COMPILE_MODES)}")
+    return key
 
 
 def check_keys(where: str, given: Iterable[str], valid: Iterable[str]) -> None:
@@ -225,13 +245,34 @@ def resolve_config(
     o["amp"] = "none" if o["amp"] in (None, False, "") else str(o["amp"]).lower()
     if o["amp"] not in AMP_MODES:
         raise ConfigError(f"{source}: optim.amp {o['amp']!r} is unknown; valid: {list(AMP_MODES)}")
+    out["compile"] = resolve_compile(out["compile"], f"{source}: compile")
     dom = out["parallel"]["domain"]
     if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
         raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])
+    check_values(out, source)
     return out
+
+
+def check_values(config: Mapping[str, Any], source: str = "config") -> None:
+    """A non-finite number anywhere in a config (TOML ``nan``/``inf``, YAML ``.nan``) is a
+    :class:`ConfigError` naming its key, when the config is read (before any data is read
+    or any model built); the ranges of the model's values are checked by the model's own
+    ``check_config`` (``model_cls``), which a NaN would pass (``nan <= x`` is false)."""
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: {where} must be finite, got {v}")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    walk(config, "")
 
 
 def load_config(path: Union[str, os.PathLike], **kw) -> dict:

@@ -40,7 +40,7 @@ from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
 from ..errors import CheckpointError, ConfigError, FieldError
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
-from .config import resolve_amp
+from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
 from .losses import relative_l2
 from .schedule import WarmupCosine
@@ -126,6 +126,29 @@ def _adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def _compiled_net(model: nn.Module, mode: str, device: torch.device, distributed: bool, amp_dtype) -> nn.Module:
+    """The module the training steps call: ``model`` itself, or it compiled
+    (``geoop.models.compile_gino``) / replayed as CUDA graphs of padded capacity buckets
+    (``geoop.models.RaggedGraphedGINO``), sharing its parameters. Evaluation stays eager."""
+    if mode == "none":
+        return model
+    from ..models import GINO
+
+    if not isinstance(model, GINO):
+        raise ConfigError(f"Trainer: compile={mode!r} needs a geoop GINO, got {type(model).__name__}")
+    if mode == "inductor":
+        from ..models import compile_gino
+
+        return compile_gino(model)
+    if device.type != "cuda":
+        raise ConfigError(f"Trainer: compile='cuda_graphs' needs a CUDA device, got {device}; use 'inductor' or false")
+    if distributed or amp_dtype is not None:
+        raise ConfigError("Trainer: compile='cuda_graphs' runs without DDP and without amp; use 'inductor' there")
+    from ..models import RaggedGraphedGINO
+
+    return RaggedGraphedGINO(model)
+
+
 class Trainer:
     """Train a model ``model(batch: GeometryBatch, x) -> (ΣQ, C_out)`` on a dataset of samples.
 
@@ -170,6 +193,10 @@ class Trainer:
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
+    compile : training steps through ``torch.compile`` (``True`` / ``"inductor"``:
+        :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
+        buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
+        DDP, no amp); evaluation and prediction stay eager. Default False.
     """
 
     def __init__(
@@ -202,6 +229,7 @@ class Trainer:
         data_normalized: bool = False,
         collate_fn: Callable = collate,
         extra_state: Optional[Mapping] = None,
+        compile: Union[bool, str] = False,
         metrics=None,
         tensorboard: Union[str, os.PathLike, None] = None,
         tensorboard_images_every: int = 1,
@@ -293,7 +321,11 @@ class Trainer:
             from ..distributed.domain import DomainParallel
 
             self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
-        inner = self.domain_parallel or self.model
+        self.compile = resolve_compile(compile, "Trainer compile")
+        if self.compile != "none" and self.domain_parallel is not None:
+            raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
+        inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
+                                                      self.amp_dtype)
         if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
@@ -335,6 +367,7 @@ class Trainer:
             targets=d["targets"], inputs=d["inputs"], lr=o["lr"], weight_decay=o["weight_decay"], epochs=o["epochs"],
             batch_size=o["batch_size"], warmup=o["warmup"], min_lr_ratio=o["min_lr_ratio"], clip=o["clip"], amp=o["amp"],
             weighted_loss=o["weighted_loss"], num_workers=o["num_workers"], seed=config["seed"],
+            compile=config.get("compile", False),
             out_dir=config["output"]["dir"], save_best=config["output"]["save_best"], device=config["device"], config=config,
             tensorboard=config["output"].get("tensorboard"),
             tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
