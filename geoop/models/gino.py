@@ -545,6 +545,16 @@ class GINO(nn.Module):
         ``local_radius > 0`` or ``local_nearest``; ``point_batch`` and ``query_batch`` when B > 1).
         ``local``: their searches done beforehand (:meth:`local_neighbors`), else done here.
         """
+        v = self.decode_latent(latent, queries, query_batch, neighbors_out)
+        if self.gno_local is not None or self.local_nearest:
+            B = latent.shape[0]
+            v = torch.cat([v] + self._local_features(queries.to(latent.dtype), points, x, query_batch, point_batch, B, local), 1)
+        return self.projection(v)
+
+    def decode_latent(self, latent: Tensor, queries: Tensor, query_batch: Optional[Tensor] = None,
+                      neighbors_out: Optional[Neighborhoods] = None) -> Tensor:
+        """The decoder GNO alone: latent (B, W, *grid) -> (ΣQ, W) at the queries (no local
+        features, no projection; :meth:`decode` adds them)."""
         B, G = latent.shape[0], self.num_latent
         if queries.dim() != 2 or queries.shape[1] != self.coord_dim:
             raise ShapeError(f"GINO: queries must have shape (Q, {self.coord_dim}), got {tuple(queries.shape)}")
@@ -554,10 +564,7 @@ class GINO(nn.Module):
             raise ShapeError(f"GINO: neighbors_out has {nb.num_queries} queries, expected {queries.shape[0]}")
         h = latent.flatten(2).transpose(1, 2).reshape(B * G, -1)
         w = self._latent_weights.to(dtype).repeat(B) if self.gno_out.reduction == "weighted" else None
-        v = self.gno_out(self._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
-        if self.gno_local is not None or self.local_nearest:
-            v = torch.cat([v] + self._local_features(queries.to(dtype), points, x, query_batch, point_batch, B, local), 1)
-        return self.projection(v)
+        return self.gno_out(self._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
 
     def local_neighbors(self, queries: Tensor, points: Tensor, query_batch: Optional[Tensor] = None,
                         point_batch: Optional[Tensor] = None, num_samples: int = 1) -> tuple:

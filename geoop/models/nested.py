@@ -385,17 +385,8 @@ class NestedGINO(nn.Module):
         local features and projection: (ΣQ, d) -> (ΣQ, out_channels)."""
         c = self.coarse
         latent = latents[0]
-        B, G = latent.shape[0], c.num_latent
-        if queries.dim() != 2 or queries.shape[1] != self.coord_dim:
-            raise ShapeError(f"NestedGINO: queries must have shape (Q, {self.coord_dim}), got {tuple(queries.shape)}")
-        dtype = latent.dtype
-        # level 0: GINO.decode's decoder step, unchanged
-        nb = neighbors_out if neighbors_out is not None else c.neighbors_out(queries, query_batch, B)
-        if nb.num_queries != queries.shape[0]:
-            raise ShapeError(f"NestedGINO: neighbors_out has {nb.num_queries} queries, expected {queries.shape[0]}")
-        h = latent.flatten(2).transpose(1, 2).reshape(B * G, -1)
-        w = c._latent_weights.to(dtype).repeat(B) if c.gno_out.reduction == "weighted" else None
-        v = c.gno_out(c._latent_rep(B, dtype), queries.to(dtype), nb, h, w)
+        B, dtype = latent.shape[0], latent.dtype
+        v = c.decode_latent(latent, queries, query_batch, neighbors_out)  # level 0: GINO's decoder step
         qb = query_batch if B > 1 else None
         if len(self.fine):
             inside = self.contains(queries, qb, boxes)
