@@ -694,11 +694,9 @@ class GINO(nn.Module):
             pts = torch.as_tensor(geometry)
             w = torch.full((pts.shape[0],), 1.0 / max(pts.shape[0], 1), dtype=pts.dtype, device=pts.device)
         q = torch.as_tensor(points, device=pts.device)
-        if q.dim() != 2 or q.shape[1] != self.coord_dim:
-            raise ShapeError(f"GINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")
-        for what, t in (("points", q), ("geometry points", pts)):  # before any encoding work
+        for what, t, n in (("points", q, "Q"), ("geometry points", pts, "N")):  # before any encoding work
             if t.dim() != 2 or t.shape[1] != self.coord_dim:
-                raise ShapeError(f"GINO.query: {what} must have shape (N, {self.coord_dim}), got {tuple(t.shape)}")
+                raise ShapeError(f"GINO.query: {what} must have shape ({n}, {self.coord_dim}), got {tuple(t.shape)}")
             if not torch.isfinite(t).all():
                 bad = int((~torch.isfinite(t)).any(1).sum())
                 raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
