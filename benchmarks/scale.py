@@ -46,8 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODEL = dict(in_channels=3, out_channels=1, latent_shape=(32, 32, 32), radius_in=0.05, radius_out=0.05, fno_width=32,
-             fno_modes=8, fno_layers=4, gno_mlp=(64, 64))
+MODEL = dict(in_channels=3, out_channels=1, latent={"shape": [32, 32, 32]},
+             encoder={"radius": 0.05, "mlp": [64, 64]}, decoder={"radius": 0.05, "mlp": [64, 64]},
+             blocks={"width": 32, "modes": 8, "layers": 4})
 
 
 def _hwm_mb() -> float:
