@@ -85,7 +85,7 @@ def run(args) -> dict:
     import torch
 
     from geoop.models import RaggedGraphedGINO, compile_gino
-    from geoop.models.compiled import _step_fn, step_inputs
+    from geoop.models.compiled import gino_step, step_inputs
 
     bench.DEVICE = args.device
     torch.set_num_threads(args.threads)
@@ -100,7 +100,7 @@ def run(args) -> dict:
     if "explain" in groups:
         torch._dynamo.reset()
         inp = step_inputs(model, car, car.fields["x"])
-        ex = torch._dynamo.explain(_step_fn)(model, inp, 1)
+        ex = torch._dynamo.explain(gino_step)(model, inp, 1)
         res["explain"] = {"graph_count": ex.graph_count, "graph_break_count": ex.graph_break_count,
                           "op_count": ex.op_count, "break_reasons": [str(r.reason) for r in ex.break_reasons]}
         torch._dynamo.reset()

@@ -11,7 +11,7 @@ from geoop.batch import GeometryBatch
 from geoop.errors import ConfigError
 from geoop.geometry.geometry import Geometry
 from geoop.models import GINO, RaggedGraphedGINO, compile_gino
-from geoop.models.compiled import _step_fn, bucket_capacity, gino_step, pad_step_inputs, step_inputs
+from geoop.models.compiled import bucket_capacity, gino_step, pad_step_inputs, step_inputs
 from geoop.neighbors.neighborhoods import EdgeList
 from geoop.nn.gno import GNO
 
@@ -167,7 +167,7 @@ def test_step_traces_as_one_graph_without_breaks():
     batch, x = make_batch(((60, 25), (90, 40)), dtype=torch.float32)
     inp = step_inputs(model, batch, x)
     torch._dynamo.reset()
-    ex = torch._dynamo.explain(_step_fn)(model, inp, batch.num_samples)
+    ex = torch._dynamo.explain(gino_step)(model, inp, batch.num_samples)
     assert ex.graph_break_count == 0, [str(r.reason) for r in ex.break_reasons]
     assert ex.graph_count == 1
 

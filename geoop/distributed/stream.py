@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from ..geometry.geometry import Geometry
+from ..models.gino import points_and_weights
 from .domain import DomainParallel
 from .shard import shard_index
 
@@ -69,11 +70,7 @@ def stream_query(
     q_all = torch.as_tensor(points)
     if q_all.dim() != 2 or q_all.shape[1] != m.coord_dim:
         raise ShapeError(f"stream_query: points must have shape (Q, {m.coord_dim}), got {tuple(q_all.shape)}")
-    if isinstance(geometry, Geometry):
-        gpts, w = geometry.points, geometry.weights
-    else:
-        gpts = torch.as_tensor(geometry)
-        w = torch.full((gpts.shape[0],), 1.0 / max(gpts.shape[0], 1), dtype=gpts.dtype, device=gpts.device)
+    gpts, w = points_and_weights(geometry)
     rank, world = (dp.rank, dp.world_size) if dp is not None else (0, 1)
     Q, cs = int(q_all.shape[0]), max(1, int(chunk_size))
     result = None

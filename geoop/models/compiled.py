@@ -209,10 +209,6 @@ def _counting_backend(owner: "CompiledGINO", backend, mode: Optional[str], optio
     return counting
 
 
-def _step_fn(model: GINO, inp: StepInputs, num_samples: int) -> Tensor:
-    return gino_step(model, inp, num_samples)
-
-
 class CompiledGINO(nn.Module):
     """``model(batch, x)`` through ``torch.compile`` with dynamic point, query and edge counts.
 
@@ -243,7 +239,7 @@ class CompiledGINO(nn.Module):
             raise ConfigError(f"compile_gino: expected a geoop GINO, got {type(model).__name__}")
         self.model = model
         self.graphs_compiled = 0
-        fn = torch.compile(_step_fn, backend=_counting_backend(self, backend, mode, options), fullgraph=fullgraph,
+        fn = torch.compile(gino_step, backend=_counting_backend(self, backend, mode, options), fullgraph=fullgraph,
                            dynamic=None)
         object.__setattr__(self, "_compiled", fn)  # a function, not a submodule
 

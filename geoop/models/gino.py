@@ -97,6 +97,15 @@ __all__ = ["GINO", "LATENT_KINDS", "SPHERE_GRIDS", "sphere_grid_points"]
 LATENT_KINDS = ("box", "sphere")
 
 
+def points_and_weights(geometry: Union[Geometry, Tensor]) -> tuple[Tensor, Tensor]:
+    """The input points (N, d) and quadrature weights (N,) of a model call: a Geometry's own,
+    or bare points with uniform weights 1 / N."""
+    if isinstance(geometry, Geometry):
+        return geometry.points, geometry.weights
+    pts = torch.as_tensor(geometry)
+    return pts, torch.full((pts.shape[0],), 1.0 / max(pts.shape[0], 1), dtype=pts.dtype, device=pts.device)
+
+
 def _nearest(points: Tensor, queries: Tensor, point_batch: Optional[Tensor], query_batch: Optional[Tensor],
              num_samples: int) -> tuple[Tensor, Tensor]:
     """Index (ΣQ,) of the nearest point of the same sample for every query (scipy KD-tree per
@@ -688,11 +697,7 @@ class GINO(nn.Module):
         >>> y.shape
         torch.Size([1000, 2])
         """
-        if isinstance(geometry, Geometry):
-            pts, w = geometry.points, geometry.weights
-        else:
-            pts = torch.as_tensor(geometry)
-            w = torch.full((pts.shape[0],), 1.0 / max(pts.shape[0], 1), dtype=pts.dtype, device=pts.device)
+        pts, w = points_and_weights(geometry)
         q = torch.as_tensor(points, device=pts.device)
         for what, t, n in (("points", q, "Q"), ("geometry points", pts, "N")):  # before any encoding work
             if t.dim() != 2 or t.shape[1] != self.coord_dim:

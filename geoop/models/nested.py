@@ -67,7 +67,7 @@ from ..batch import GeometryBatch, Sample
 from ..errors import ConfigError, ShapeError
 from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
-from .gino import GINO
+from .gino import GINO, points_and_weights
 
 __all__ = ["LatentLevel", "NestedLatent", "NestedGINO", "interpolate_level", "level_boxes", "COUPLINGS"]
 
@@ -415,11 +415,7 @@ class NestedGINO(nn.Module):
     def query(self, geometry: Union[Geometry, Tensor], points: Tensor, x: Optional[Tensor] = None,
               chunk_size: int = 65536, latent_features: Optional[Tensor] = None) -> Tensor:
         """As :meth:`GINO.query`: encode every level once, decode ``chunk_size`` queries at a time."""
-        if isinstance(geometry, Geometry):
-            pts, w = geometry.points, geometry.weights
-        else:
-            pts = torch.as_tensor(geometry)
-            w = torch.full((pts.shape[0],), 1.0 / max(pts.shape[0], 1), dtype=pts.dtype, device=pts.device)
+        pts, w = points_and_weights(geometry)
         q = torch.as_tensor(points, device=pts.device)
         if q.dim() != 2 or q.shape[1] != self.coord_dim:
             raise ShapeError(f"NestedGINO.query: points must have shape (Q, {self.coord_dim}), got {tuple(q.shape)}")

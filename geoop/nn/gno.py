@@ -291,11 +291,8 @@ class GNO(nn.Module):
         )
         if isinstance(neighbors, EdgeList):
             out = self._edge_list(hq, hs, src_mult, neighbors, ckpt)
-            if partial:
-                return out, (neighbors.counts.to(dtype) if self.reduction == "mean" else None)
-            if self.reduction == "mean":
-                out = out / neighbors.counts.clamp(min=1).to(dtype)[:, None]
-            return out
+            counts = neighbors.counts.to(dtype) if self.reduction == "mean" else None
+            return (out, counts) if partial else self.finish(out, counts)
         ptr = neighbors.ptr
         index = neighbors.index
         # chunk bounds are read on the host (no GPU syncs); the checkpointed path's chunk
@@ -306,12 +303,8 @@ class GNO(nn.Module):
             out = _CheckpointedEdges.apply(self, chunks, index, ptr, hq, hs, src_mult, *params)
         else:
             out = self._plain_edges(chunks, index, ptr, hq, hs, src_mult, neighbors)
-        if partial:
-            return out, (neighbors.counts().to(dtype) if self.reduction == "mean" else None)
-        if self.reduction == "mean":
-            cnt = neighbors.counts().clamp(min=1).to(dtype)
-            out = out / cnt[:, None]
-        return out
+        counts = neighbors.counts().to(dtype) if self.reduction == "mean" else None
+        return (out, counts) if partial else self.finish(out, counts)
 
     def _edge_list(self, hq: Tensor, hs: Tensor, src_mult: Optional[Tensor], edges: EdgeList, ckpt: bool) -> Tensor:
         """All edges of an :class:`EdgeList` in one piece, reading nothing on the host (for
