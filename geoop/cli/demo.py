@@ -118,6 +118,7 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
     import numpy as np
     import torch
 
+    from ..data._case_io import write_manifest
     from ..errors import ConfigError
     from ..geometry.geometry import Geometry
     from ..geometry.io import read, write
@@ -168,7 +169,7 @@ def prepare_cases(raw_dir: Path, out_dir: Path, entries: list, window=WINDOW, fr
         write(vol, out_dir / e["volume"])
         records.append({"case": e["case"], "freestream_deg": math.degrees(alpha + a), "alpha_deg": math.degrees(alpha),
                         "cl": sy * float(e["cl"]) if "cl" in e else None, "mirrored": flip})
-    (out_dir / "manifest.json").write_text(json.dumps({"generator": "geoop demo", "frame": frame, "cases": records}, indent=1))
+    write_manifest(str(out_dir), {"generator": "geoop demo", "frame": frame, "cases": records})
     del torch
 
 

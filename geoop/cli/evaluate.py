@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
@@ -58,6 +57,7 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     report ``{"cases": [row, ...], "mean": {...}, "coefficients": {...}}`` (also written)."""
     import numpy as np
 
+    from .._atomic import atomic_write_json, atomic_write_text
     from ..data.folder import discover_cases
     from ..errors import DatasetError
     from ..geometry.io import read, write
@@ -103,14 +103,14 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
               "mean": mean, "skipped": [list(p) for p in problems]}
     if metrics is not None:
         report["coefficients"] = metrics.summary()
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "evaluation.json", report)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["case"] + keys)
     w.writeheader()
     for r in rows:
         w.writerow(r)
     w.writerow({"case": "mean", **mean})
-    (out / "evaluation.csv").write_text(buf.getvalue())
+    atomic_write_text(out / "evaluation.csv", buf.getvalue())
     log(_table(rows, mean, keys, report.get("coefficients")))
     log(f"predictions, evaluation.json and evaluation.csv in {out}")
     return report

@@ -150,6 +150,7 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
 
 
 def run(args) -> int:
+    from .._atomic import atomic_write_json
     from ..geometry.io import read, write
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.run import load_trained
@@ -178,7 +179,7 @@ def run(args) -> int:
         extra = {}
         if coef is not None:
             cpath = out.with_name(out.stem + ".coefficients.json")
-            cpath.write_text(json.dumps(coef, indent=2))
+            atomic_write_json(cpath, coef)
             extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
                      "coefficients_file": str(cpath)}
         print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
