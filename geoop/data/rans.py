@@ -72,6 +72,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, GeoopError
+from .airfoil import DEFAULT_RANGES as _PANEL_RANGES
 
 __all__ = [
     "RansSettings",
@@ -90,13 +91,9 @@ __all__ = [
     "INSTALL_HINT",
 ]
 
-#: sampling ranges of :func:`generate` (uniform in [lo, hi])
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "m": (0.0, 0.06),
-    "p": (0.2, 0.6),
-    "t": (0.06, 0.18),
-    "alpha_deg": (-4.0, 10.0),
-}
+#: sampling ranges of :func:`generate` (uniform in [lo, hi]): the panel-method generator's
+#: airfoil design (camber, its position, thickness, angle of attack), without its mesh sizes
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {k: _PANEL_RANGES[k] for k in ("m", "p", "t", "alpha_deg")}
 
 INSTALL_HINT = (
     "OpenFOAM (simpleFoam) is needed for --solver rans. On Debian/Ubuntu: "
