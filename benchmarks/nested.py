@@ -10,27 +10,34 @@ Sets (a fixed split: the last ``--test`` cases of the folder's manifest are the 
 Task (all models): input = the airfoil's surface nodes with the free-stream direction
 ``(cos a, sin a)`` and the outward normal (4 channels, body frame, chords); output ``p, u, v``
 at the volume nodes. Models (same width, depth, GNO MLPs, NeRF embedding and decoder
-local-geometry features as the demo; see ``MODELS``):
+local-geometry features as the demo; see :func:`build`):
 
 * ``single``: one 64 x 64 grid over the whole domain (spacing ~1.3 chords);
 * ``window``: one 64 x 48 grid on the demo's hand-placed near-body window
   ``[-0.5, 1.5] x [-0.75, 0.75]`` (nodes outside it get no latent features);
-* ``nested``: a 32 x 32 grid over the whole domain, a 32 x 32 level around each airfoil
-  (margin 2 chords) and a 64 x 48 level (margin 0.3 chord), coupled coarse to fine;
-* ``nested_nocoupling``: the same levels without the coupling (the ablation).
+* ``nested_window``: a 32 x 32 grid over the whole domain + the window's 64 x 48 grid as a
+  fixed fine level (the nested model of the results table);
+* ``nested_fine``: the same with the fine level on a box around each airfoil (margin 0.3 chord);
+* ``nested``: three levels, 32 x 32 over the domain, 32 x 32 around each airfoil (margin 2
+  chords) and 64 x 48 (margin 0.3 chord); ``nested_nocoupling``: the same, ``coupling="none"``.
+
+Every model takes the signed distance to the airfoil as a latent feature (on every level;
+``--no-sdf``: none). Nested options: ``--coupling`` (default ``none``, the library's),
+``--mix`` (``partition``), ``--taper`` (2 cells). Every case's neighbourhoods (all its volume
+nodes) and latent features are computed once before the clock; a step selects its nodes' rows.
 
 Training: AdamW, batch 4, 1500 random volume nodes + every surface node per case and step,
 loss MSE of the fields normalised by the training set's mean and std, learning rate with a
 5 % warm-up and a cosine decay over the time budget (``--budget`` seconds of the process's
 CPU time with one torch thread, so that a busy shared machine does not change the number of
-steps much; neighbour searches included, evaluation excluded). Metrics on the test cases (every volume
+steps much; the per-case precomputation and the evaluation excluded). Metrics on the test cases (every volume
 node): relative L2 of p and of the velocity vector (u, v), of p on the near-body window, of
 the surface Cp (p at the surface nodes); C_L from the predicted surface Cp (pressure lift,
 trapezoidal) against the manifest's C_L (R^2 over the test cases; on the RANS set the
 converged ones); the fraction of volume nodes inside some latent box.
 
     python benchmarks/nested.py --make-panel /tmp/panel30 --n 48
-    flock -x /work/bench.lock python benchmarks/nested.py --data /tmp/rans48 --model nested --budget 240 --out r.json
+    python benchmarks/nested.py --data /tmp/rans48 --model nested_window --budget 150 --seed 0 --out r.json
     python benchmarks/nested.py --summary r.json     # table of every run in r.json
 
 Prints one JSON line per run (also appended to ``--out``) and, with ``--summary``, a table.
@@ -50,13 +57,23 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import geoop  # noqa: E402
-from geoop.batch import GeometryBatch  # noqa: E402
+from geoop.batch import GeometryBatch, Sample  # noqa: E402
 from geoop.geometry.geometry import Geometry  # noqa: E402
 from geoop.models import GINO, LatentLevel, NestedGINO, NestedLatent  # noqa: E402
 
 WINDOW = ((-0.5, -0.75), (1.5, 0.75))
 COMMON = dict(fno_width=24, fno_layers=3, gno_mlp=(32, 32), n_freqs=10, local_radius=0.04, local_channels=16,
               local_nearest=True)
+#: lengths unit: coordinates are divided by SCALE chords (``--scale``), and so are every
+#: length of the models below (window, radii, margins)
+SCALE = 1.0
+
+
+def _set_scale(s: float) -> None:
+    global SCALE, WINDOW
+    SCALE = float(s)
+    WINDOW = tuple(tuple(v / SCALE for v in c) for c in ((-0.5, -0.75), (1.5, 0.75)))
+    COMMON["local_radius"] = 0.04 / SCALE
 
 
 def make_panel(out: str, n: int, seed: int = 0) -> None:
@@ -87,10 +104,10 @@ def load(folder: str):
         s = geoop.read(os.path.join(folder, c["surface"]))
         v = geoop.read(os.path.join(folder, c["volume"]))
         a = math.radians(c["params"]["alpha_deg"])
-        sp = s.points[:, :2].float()
+        sp = s.points[:, :2].float() / SCALE
         nrm = s.normals[:, :2].float()
         x = torch.cat([torch.tensor([[math.cos(a), math.sin(a)]]).expand(sp.shape[0], 2), nrm], 1)
-        vp = v.points[:, :2].float()
+        vp = v.points[:, :2].float() / SCALE
         y = torch.stack([v.fields["p"].float().reshape(-1), v.fields["u"].float().reshape(-1),
                          v.fields["v"].float().reshape(-1)], 1)
         # surface nodes inside the volume mesh (same coordinates)
@@ -99,29 +116,52 @@ def load(folder: str):
         d, idx = cKDTree(vp.numpy()).query(sp.numpy())
         if d.max() > 1e-6:
             raise ValueError(f"{c['case']}: surface nodes are not volume nodes (max distance {d.max()})")
-        out.append(dict(case=c["case"], points=sp, x=x, queries=vp, y=y, surf_idx=torch.from_numpy(idx),
+        # the 2-D outline (its line cells give the SDF's inside) in the body frame
+        geom = Geometry(sp, cells={k: v for k, v in s.cells.items() if k == "line"}, validate=False)
+        out.append(dict(case=c["case"], points=sp, geometry=geom, x=x, queries=vp, y=y, surf_idx=torch.from_numpy(idx),
                         cl=float(c["cl"]), converged=bool(c.get("converged", True)), alpha=a))
     return out
 
 
-def build(kind: str, bounds) -> torch.nn.Module:
+def box(shape, domain, sdf: bool) -> dict:
+    return {"kind": "box", "shape": list(shape), "domain": [list(domain[0]), list(domain[1])],
+            "features": ["sdf"] if sdf else []}
+
+
+def build(kind: str, bounds, sdf: bool = True, taper: float = 2.0, mix: str = "partition",
+          coupling: str = "interpolate") -> torch.nn.Module:
     lo, hi = bounds
     if kind == "single":
         h = max((hi[0] - lo[0]) / 63, (hi[1] - lo[1]) / 63)
-        return GINO(4, 3, 2, latent_shape=(64, 64), domain=[lo, hi], radius_in=1.6 * h, radius_out=1.9 * h,
+        return GINO(4, 3, 2, latent=box((64, 64), (lo, hi), sdf), radius_in=1.6 * h, radius_out=1.9 * h,
                     fno_modes=(16, 16), **COMMON)
     if kind == "window":
-        return GINO(4, 3, 2, latent_shape=(64, 48), domain=[list(WINDOW[0]), list(WINDOW[1])], radius_in=0.05,
-                    radius_out=0.06, fno_modes=(16, 12), **COMMON)
+        return GINO(4, 3, 2, latent=box((64, 48), WINDOW, sdf), radius_in=0.05 / SCALE, radius_out=0.06 / SCALE,
+                    fno_modes=(16, 12),
+                    **COMMON)
+    if kind in ("nested_window", "nested_fine"):
+        # two levels: the coarse grid + one fine level, on the fixed window (nested_window: the
+        # window GINO's grid as a level) or around each airfoil (nested_fine, margin 0.3 chord)
+        h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
+        fine = (LatentLevel((64, 48), domain=WINDOW, fno_modes=(16, 12), taper=taper) if kind == "nested_window"
+                else LatentLevel((64, 48), margin=0.3 / SCALE, fno_modes=(16, 12), taper=taper))
+        lv = NestedLatent(levels=[
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
+            fine], features=("sdf",) if sdf else ())
+        return NestedGINO(4, 3, 2, latent=lv, mix=mix, coupling=coupling, **COMMON)
     if kind in ("nested", "nested_nocoupling"):
         h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         lv = NestedLatent(levels=[
             LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
-            LatentLevel((32, 32), margin=2.0, fno_modes=(8, 8)),
-            LatentLevel((64, 48), margin=0.3, fno_modes=(16, 12)),
-        ])
-        return NestedGINO(4, 3, 2, latent=lv, coupling="none" if kind == "nested_nocoupling" else "interpolate", **COMMON)
+            LatentLevel((32, 32), margin=2.0 / SCALE, fno_modes=(8, 8), taper=taper),
+            LatentLevel((64, 48), margin=0.3 / SCALE, fno_modes=(16, 12), taper=taper),
+        ], features=("sdf",) if sdf else ())
+        return NestedGINO(4, 3, 2, latent=lv, coupling="none" if kind == "nested_nocoupling" else coupling, mix=mix,
+                          **COMMON)
     raise ValueError(kind)
+
+
+
 
 
 def coverage(model, case) -> float:
@@ -148,14 +188,22 @@ def rel(a, b) -> float:
 
 
 def run(args) -> dict:
+    _set_scale(args.scale)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     data = load(args.data)
     test, train = data[-args.test:], data[: -args.test]
     allq = torch.cat([c["queries"] for c in data])
-    lo = (allq.min(0).values - 0.5).tolist()
-    hi = (allq.max(0).values + 0.5).tolist()
-    model = build(args.model, (lo, hi))
+    lo = (allq.min(0).values - 0.5 / SCALE).tolist()
+    hi = (allq.max(0).values + 0.5 / SCALE).tolist()
+    model = build(args.model, (lo, hi), sdf=not args.no_sdf, taper=args.taper, mix=args.mix, coupling=args.coupling)
+    # every case's neighbourhoods (all its volume nodes) and latent features, once, before the
+    # clock: each step then selects its random nodes' rows instead of searching again
+    tp = time.perf_counter()
+    with torch.no_grad():
+        for c in train:
+            c["sample"] = model.precompute(Sample(c["geometry"], Geometry(c["queries"], validate=False)))
+    prep_s = time.perf_counter() - tp
     ys = torch.cat([c["y"] for c in train])
     mu, sd = ys.mean(0), ys.std(0)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -172,15 +220,14 @@ def run(args) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         pick = torch.randperm(len(train), generator=gen)[:4]
-        geoms, qs, xs, yt = [], [], [], []
+        samples, xs, yt = [], [], []
         for i in pick.tolist():
             c = train[i]
             sel = torch.unique(torch.cat([c["surf_idx"], torch.randint(c["queries"].shape[0], (1500,), generator=gen)]))
-            geoms.append(Geometry(c["points"], validate=False))
-            qs.append(c["queries"][sel])
+            samples.append(model.select_queries(c["sample"], sel))
             xs.append(c["x"])
             yt.append((c["y"][sel] - mu) / sd)
-        batch = GeometryBatch.from_geometries(geoms, qs)
+        batch = GeometryBatch.from_samples(samples)
         pred = model(batch, torch.cat(xs))
         loss = torch.nn.functional.mse_loss(pred, torch.cat(yt))
         opt.zero_grad()
@@ -194,7 +241,7 @@ def run(args) -> dict:
     m = {"p": [], "U": [], "p_near": [], "cp": [], "cl_pred": [], "cl_true": [], "conv": [], "cov": []}
     with torch.no_grad():
         for c in test:
-            out = model.query(c["points"], c["queries"], c["x"], chunk_size=8192) * sd + mu
+            out = model.query(c["geometry"], c["queries"], c["x"], chunk_size=8192) * sd + mu
             y = c["y"]
             m["p"].append(rel(out[:, 0], y[:, 0]))
             m["U"].append(rel(out[:, 1:], y[:, 1:]))
@@ -203,7 +250,7 @@ def run(args) -> dict:
             m["p_near"].append(rel(out[near, 0], y[near, 0]))
             cp_hat, cp = out[c["surf_idx"], 0], y[c["surf_idx"], 0]
             m["cp"].append(rel(cp_hat, cp))
-            m["cl_pred"].append(cl_from_cp(c["points"], cp_hat, c["alpha"]))
+            m["cl_pred"].append(cl_from_cp(c["points"] * SCALE, cp_hat, c["alpha"]))
             m["cl_true"].append(c["cl"])
             m["conv"].append(c["converged"])
             m["cov"].append(coverage(model, c))
@@ -211,7 +258,8 @@ def run(args) -> dict:
     clp, clt = np.array(m["cl_pred"])[conv], np.array(m["cl_true"])[conv]
     r2 = float(1 - ((clp - clt) ** 2).sum() / max(((clt - clt.mean()) ** 2).sum(), 1e-12)) if conv.sum() > 1 else float("nan")
     res = {"data": os.path.basename(os.path.normpath(args.data)), "model": args.model, "budget_s": args.budget,
-           "train_s": round(train_s, 1), "train_wall_s": round(train_wall, 1), "steps": steps, "final_loss": float(np.mean(losses[-20:])),
+           "train_s": round(train_s, 1), "train_wall_s": round(train_wall, 1), "prep_s": round(prep_s, 1),
+           "sdf": not args.no_sdf, "scale": args.scale, "taper": args.taper, "mix": args.mix, "coupling": args.coupling, "seed": args.seed, "steps": steps, "final_loss": float(np.mean(losses[-20:])),
            "params": sum(p.numel() for p in model.parameters()), "n_train": len(train), "n_test": len(test),
            "n_test_converged": int(conv.sum()),
            "p_rel_l2": float(np.mean(m["p"])), "U_rel_l2": float(np.mean(m["U"])),
@@ -232,11 +280,16 @@ def summary(path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="case folder (manifest.json + case_*_surface.vtp / _volume.vtu)")
-    ap.add_argument("--model", choices=["single", "window", "nested", "nested_nocoupling"])
+    ap.add_argument("--model", choices=["single", "window", "nested", "nested_nocoupling", "nested_window", "nested_fine"])
     ap.add_argument("--budget", type=float, default=240.0, help="training seconds")
     ap.add_argument("--test", type=int, default=12, help="the last N cases are the test set")
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="divide every coordinate and model length by this")
+    ap.add_argument("--no-sdf", action="store_true", help="no signed-distance latent features (on every level)")
+    ap.add_argument("--coupling", default="none", choices=["interpolate", "detached", "none"], help="nested level coupling")
+    ap.add_argument("--mix", default="partition", choices=["partition", "sum"], help="nested decoders' mix")
+    ap.add_argument("--taper", type=float, default=2.0, help="fine levels' decoder taper, in their cells (0: hard mask)")
     ap.add_argument("--out", default=None, help="append the JSON result to this file")
     ap.add_argument("--make-panel", default=None, metavar="DIR", help="write the panel set (far field 30 chords)")
     ap.add_argument("--n", type=int, default=48)

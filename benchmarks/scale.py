@@ -14,12 +14,19 @@ features (3 channels), n random query points in the unit box (seed 1), target
 FNO width 32, 8 modes, 4 layers, GNO MLPs (64, 64), mean reductions. One step = zero_grad +
 forward (neighbourhood search included) + MSE backward, no optimizer.
 
-Every measurement runs in fresh processes (``--worker``): a step with R ranks starts R gloo
-processes (``torch.set_num_threads(1)`` each) that each encode their ORB shard of the car and
-decode their share of the queries; the reported memory is each process's resident-set
-high-water mark (``VmHWM``, absolute: it includes the ~0.3 GB of torch itself), the maximum
-over ranks; the time is the slowest rank's median step after one warm-up step. ``--profile``
-adds the stage times of the step (search, encoder, latent, decoder, backward).
+Every measurement runs in fresh processes (``--worker``): the parent samples the car once and
+writes every rank's ORB shard (points, normals, weights, queries, targets) to a file, as a
+sharded reader would give them; a step with R ranks starts R gloo processes
+(``torch.set_num_threads(1)`` each) that each load their own shard, encode it and decode its
+queries (no worker reads the mesh or holds the whole car). The reported memory is each
+process's resident-set high-water mark (``VmHWM``, absolute: it includes the ~0.23 GB of
+torch itself; reset after the shard is loaded), the maximum over ranks; the time is the
+slowest rank's median step after one warm-up step. ``--profile`` adds the stage times of the
+step (search, encoder, latent, decoder, backward) and each stage's memory: the resident set
+at its end and its own peak (``VmHWM`` reset at the stage's start). ``--checkpoint-latent``
+builds the model with ``memory.checkpoint_latent`` (the latent blocks recomputed in
+backward). ``allocator`` in the output says whether the workers ran on glibc's malloc or on
+a preloaded jemalloc/tcmalloc (``LD_PRELOAD``, inherited by the workers).
 
 ``query``: ``GINO.query`` of the 1e5-point car at Q random points (no grad, chunks of 64k).
 ``predict``: ``geoop predict`` from files: the car (.vtp, 1e5 points) and a point-cloud .vtu
@@ -84,17 +91,51 @@ def _car(n: int):
     return s, q, y
 
 
-def _model():
+def _model(checkpoint_latent: bool = False):
     import torch
 
     from geoop.models import GINO
 
     torch.manual_seed(0)
-    return GINO(**MODEL)
+    return GINO(**MODEL, memory={"checkpoint_latent": True}) if checkpoint_latent else GINO(**MODEL)
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _allocator() -> str:
+    """The malloc this process runs on: a preloaded jemalloc / tcmalloc, else glibc."""
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    for name in ("jemalloc", "tcmalloc"):
+        if name in maps:
+            return name
+    return "glibc"
+
+
+def _write_shards(d: str, n: int, world: int) -> None:
+    """Sample the car once and write rank r's ORB shard of the points and of the queries to
+    ``d/shard{r}.pt`` (what each worker loads)."""
+    import torch
+
+    from geoop.distributed import shard_index
+
+    s, q, y = _car(n)
+    pis = shard_index(s.points, world) if world > 1 else [torch.arange(n)]
+    qis = shard_index(q, world) if world > 1 else [torch.arange(n)]
+    for r, (pi, qi) in enumerate(zip(pis, qis)):
+        torch.save({"points": s.points[pi].clone(), "x": s.normals[pi].clone(), "weights": s.weights[pi].clone(),
+                    "queries": q[qi].clone(), "y": y[qi].clone()}, Path(d, f"shard{r}.pt"))
 
 
 # --------------------------------------------------------------------------- step worker
-def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str) -> None:
+def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bool, out: str,
+               checkpoint_latent: bool = False) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -106,25 +147,27 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
 
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=1800))
-    s, q, y = _car(n)
-    model = _model()
+    model = _model(checkpoint_latent)
     if world > 1:
-        from geoop.distributed import shard_index
-
         dp = DomainParallel(model)
-        pi, qi = shard_index(s.points, world)[rank], shard_index(q, world)[rank]
-        pts, x, w, q, y = s.points[pi], s.normals[pi], s.weights[pi], q[qi], y[qi]
-    else:
-        pts, x, w = s.points, s.normals, s.weights
-    del s
+    sh = torch.load(Path(out, f"shard{rank}.pt"))
+    pts, x, w, q, y = sh["points"], sh["x"], sh["weights"], sh["queries"], sh["y"]
+    del sh
     prep_peak_mb = _hwm_mb()
     gc.collect()
     _reset_hwm()
     stages = {k: [] for k in ("search", "encoder", "latent", "decoder", "backward")}
     stages_cpu = {k: [] for k in stages}
+    stages_mem: dict = {}  # profile: stage -> (RSS at its end, its own peak) [MB], of the last step
     times = []
 
     cpu_times = []
+
+    def mark(k):
+        """End of stage k (profile only): its end RSS and peak; the next stage's peak starts here."""
+        if profile:
+            stages_mem[k] = (_status_mb("VmRSS"), _hwm_mb())
+            _reset_hwm()
 
     def step():
         c0 = time.process_time()
@@ -136,24 +179,29 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
             nout = model.neighbors_out(q)
         t.append(time.perf_counter())
         c.append(time.process_time())
+        mark("search")
         sums, cnt = model.encode_partial(pts, x, w, None, 1, nin)
         if dp is not None:
             both = dp.all_reduce(torch.cat([sums, cnt[:, None]], 1))
             sums, cnt = both[:, :-1], both[:, -1].detach()
         t.append(time.perf_counter())
         c.append(time.process_time())
+        mark("encoder")
         latent = model.encode_finish(sums, cnt, None, 1)
         t.append(time.perf_counter())
         c.append(time.process_time())
+        mark("latent")
         pred = model.decode(latent, q, None, nout)
         loss = (pred - y).square().sum() / n  # this rank's share of the MSE over all n queries
         t.append(time.perf_counter())
         c.append(time.process_time())
+        mark("decoder")
         loss.backward()
         if dp is not None:
             dp.sync_gradients()
         t.append(time.perf_counter())
         c.append(time.process_time())
+        mark("backward")
         for k, a, b, ca, cb in zip(stages, t, t[1:], c, c[1:]):
             stages[k].append(b - a)
             stages_cpu[k].append(cb - ca)
@@ -169,15 +217,20 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
         stages[k].clear()
         stages_cpu[k].clear()
     cpu_times.clear()
+    before_mb = _status_mb("VmRSS")  # the resident set the step starts from (runtime, model, data, allocator)
+    peak_mb = before_mb
     for _ in range(steps):
         dt, e_in, e_out = step()
         times.append(dt)
+        peak_mb = max([peak_mb, _hwm_mb()] + [m[1] for m in stages_mem.values()])
     times.sort()
-    res = {"rank": rank, "step_s": times[len(times) // 2], "cpu_s": sorted(cpu_times)[len(times) // 2], "peak_mb": _hwm_mb(), "prep_peak_mb": prep_peak_mb, "edges_in": e_in, "edges_out": e_out,
-           "points": int(pts.shape[0]), "queries": int(q.shape[0])}
+    res = {"rank": rank, "step_s": times[len(times) // 2], "cpu_s": sorted(cpu_times)[len(times) // 2], "peak_mb": peak_mb,
+           "prep_peak_mb": prep_peak_mb, "before_step_mb": before_mb, "edges_in": e_in, "edges_out": e_out,
+           "points": int(pts.shape[0]), "queries": int(q.shape[0]), "allocator": _allocator()}
     if profile:
         res["stages_s"] = {k: sorted(v)[len(v) // 2] for k, v in stages.items()}
         res["stages_cpu_s"] = {k: sorted(v)[len(v) // 2] for k, v in stages_cpu.items()}
+        res["stages_mem_mb"] = {k: {"end": round(m[0]), "peak": round(m[1])} for k, m in stages_mem.items()}
     Path(out, f"rank{rank}.json").write_text(json.dumps(res))
     if world > 1:
         torch.distributed.destroy_process_group()
@@ -189,19 +242,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_step(n: int, ranks: int, steps: int, profile: bool) -> dict:
-    """One measurement in fresh processes (``--worker step``)."""
+def run_step(n: int, ranks: int, steps: int, profile: bool, checkpoint_latent: bool = False) -> dict:
+    """One measurement in fresh processes (``--worker step``), on shards written here."""
     with tempfile.TemporaryDirectory() as d:
+        _write_shards(d, n, ranks)
         cmd = [sys.executable, __file__, "--worker", "step", "--n", str(n), "--world", str(ranks), "--steps", str(steps),
-               "--out", d] + (["--profile"] if profile else [])
+               "--out", d] + (["--profile"] if profile else []) + (["--checkpoint-latent"] if checkpoint_latent else [])
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         rs = [json.loads(Path(d, f"rank{r}.json").read_text()) for r in range(ranks)]
-    out = {"n": n, "ranks": ranks, "step_s": max(r["step_s"] for r in rs), "cpu_s": max(r["cpu_s"] for r in rs),
-           "peak_mb": max(r["peak_mb"] for r in rs), "prep_peak_mb": max(r["prep_peak_mb"] for r in rs),
+    out = {"n": n, "ranks": ranks, "checkpoint_latent": checkpoint_latent, "allocator": rs[0]["allocator"],
+           "step_s": max(r["step_s"] for r in rs), "cpu_s": max(r["cpu_s"] for r in rs),
+           "peak_mb": max(r["peak_mb"] for r in rs), "peak_mb_ranks": [round(r["peak_mb"]) for r in rs],
+           "before_step_mb": max(r["before_step_mb"] for r in rs), "prep_peak_mb": max(r["prep_peak_mb"] for r in rs),
            "edges_in": sum(r["edges_in"] for r in rs), "edges_out": sum(r["edges_out"] for r in rs)}
     if profile:
         out["stages_s"] = {k: max(r["stages_s"][k] for r in rs) for k in rs[0]["stages_s"]}
         out["stages_cpu_s"] = {k: max(r["stages_cpu_s"][k] for r in rs) for k in rs[0]["stages_cpu_s"]}
+        out["stages_mem_mb"] = {k: {"end": max(r["stages_mem_mb"][k]["end"] for r in rs),
+                                    "peak": max(r["stages_mem_mb"][k]["peak"] for r in rs)} for k in rs[0]["stages_mem_mb"]}
     return out
 
 
@@ -209,10 +267,10 @@ def _step_worker(a) -> None:
     import torch.multiprocessing as mp
 
     if a.world == 1:
-        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out)
+        _step_rank(0, 1, 0, a.n, a.steps, a.profile, a.out, a.checkpoint_latent)
     else:
-        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out), nprocs=a.world,
-                           start_method="spawn")
+        mp.start_processes(_step_rank, args=(a.world, _free_port(), a.n, a.steps, a.profile, a.out, a.checkpoint_latent),
+                           nprocs=a.world, start_method="spawn")
 
 
 # --------------------------------------------------------------------------- query / predict
@@ -321,6 +379,7 @@ def main() -> int:
     p.add_argument("--queries", default="1e6,1e7")
     p.add_argument("--predict-ranks", type=int, default=1)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--checkpoint-latent", action="store_true", help="model with memory.checkpoint_latent")
     p.add_argument("--worker", default=None)
     p.add_argument("--n", type=int, default=100000)
     p.add_argument("--q", type=int, default=0)
@@ -338,7 +397,7 @@ def main() -> int:
         rows = []
         for n in [int(float(s)) for s in a.sizes.split(",")]:
             for r in [int(s) for s in a.ranks.split(",")]:
-                rows.append(run_step(n, r, a.steps, a.profile))
+                rows.append(run_step(n, r, a.steps, a.profile, a.checkpoint_latent))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         report["step"] = rows
         for r in sorted({row["ranks"] for row in rows}):

@@ -34,10 +34,11 @@ fi
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# System libraries: open3d needs libusb; VTK off-screen rendering needs GL/X libs.
+# System libraries: open3d needs libusb; VTK off-screen rendering needs GL/X libs; jemalloc is
+# the optional allocator (LD_PRELOAD) for large CPU cases (README: "One large car across ranks").
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
-  for pkg in libusb-1.0-0 libgl1 libxrender1 libgomp1 libosmesa6; do
+  for pkg in libusb-1.0-0 libgl1 libxrender1 libgomp1 libosmesa6 libjemalloc2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

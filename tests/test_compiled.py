@@ -40,18 +40,10 @@ def make_model(dtype=torch.float64, device="cpu", **kw):
 
 
 def sphere_case(dtype=torch.float64):
-    pytest.importorskip("torch_harmonics")
-    torch.manual_seed(0)
-    model = GINO(2, 2, latent="sphere", latent_shape=(8, 16), radius_in=0.6, radius_out=0.6, fno_width=8,
-                 fno_layers=2, gno_mlp=(16,), n_freqs=2, gno_reduction_in="weighted").to(dtype)
-    geoms, queries = [], []
-    for i, n in enumerate((60, 90)):
-        g = torch.Generator().manual_seed(i)
-        p = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=dtype), dim=1)
-        geoms.append(Geometry(p, weights=torch.full((n,), 4 * torch.pi / n, dtype=dtype), fields={"x": p[:, 1:]}))
-        queries.append(torch.nn.functional.normalize(torch.randn(10 + 5 * i, 3, generator=g, dtype=dtype), dim=1))
-    batch = GeometryBatch.from_geometries(geoms, queries)
-    return model, batch, batch.x(["x"])
+    """The SFNO-latent GINO and ragged batch on the unit sphere of tests/test_graphed.py."""
+    from test_graphed import sphere_model_and_batch
+
+    return sphere_model_and_batch(dtype=dtype)
 
 
 def out_and_grads(fn, model):

@@ -341,6 +341,62 @@ def test_checkpointed_encoder_gives_the_plain_gradients():
         torch.testing.assert_close(p1[n], p2[n], rtol=1e-9, atol=1e-12, msg=n)
 
 
+def _block_saves(model) -> int:
+    """Number of tensors that the latent blocks save for backward on a (2, width, *grid)
+    input, as an outer saved-tensor hook sees them (a checkpointed block shows its input
+    only; what it saves inside is recomputed in backward)."""
+    count = [0]
+
+    def pack(t):
+        count[0] += 1
+        return t
+
+    h = torch.randn(2, model.blocks.channels, *model.latent_shape, dtype=torch.float64, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.blocks(h)
+    return count[0]
+
+
+@pytest.mark.parametrize("latent", ["box", "sphere"])
+def test_checkpointed_latent_gives_the_plain_outputs_and_gradients(latent):
+    """memory.checkpoint_latent recomputes every latent block in backward: the same outputs,
+    input and parameter gradients as keeping the activations, and the blocks keep nothing
+    for backward but their inputs."""
+    if latent == "sphere":
+        pytest.importorskip("torch_harmonics")
+        kw = dict(latent={"kind": "sphere", "shape": [8, 16]}, encoder={"radius": 0.6, "mlp": [16]},
+                  decoder={"radius": 0.6, "mlp": [16]}, blocks={"width": 8, "layers": 3})
+    else:
+        kw = dict(latent={"shape": [8, 8, 8]}, encoder={"radius": 0.25, "mlp": [16]}, decoder={"radius": 0.25, "mlp": [16]},
+                  blocks={"width": 8, "modes": 2, "layers": 3})
+    geoms, queries = three_samples()
+    if latent == "sphere":  # points on the unit sphere
+        geoms = [Geometry(g.points / g.points.norm(dim=1, keepdim=True), weights=g.weights, fields=g.fields) for g in geoms]
+        queries = [q / q.norm(dim=1, keepdim=True) for q in queries]
+    batch = GeometryBatch.from_geometries(geoms, queries)
+    res, saves = [], []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = GINO(2, 3, memory={"checkpoint_latent": ckpt}, **kw).double()
+        assert model.config["memory"]["checkpoint_latent"] is ckpt and model.blocks.checkpoint is ckpt
+        x = batch.x(["x"]).clone().requires_grad_()
+        out = model(batch, x)
+        out.square().sum().backward()
+        res.append((out.detach(), x.grad, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        saves.append(_block_saves(model))
+        with torch.no_grad():  # inference is unchanged by the flag
+            torch.testing.assert_close(model(batch, x), out.detach(), rtol=0, atol=0)
+    (o1, x1, p1), (o2, x2, p2) = res
+    torch.testing.assert_close(o2, o1, rtol=0, atol=0)
+    torch.testing.assert_close(x2, x1, rtol=1e-12, atol=1e-14)
+    assert p1.keys() == p2.keys() and any(n.startswith("blocks.") for n in p1)
+    for n in p1:
+        torch.testing.assert_close(p2[n], p1[n], rtol=1e-12, atol=1e-14, msg=n)
+    assert saves[0] >= 3 * 4 and saves[1] == 3, saves  # plain: several per block; checkpointed: each block's input
+    with pytest.raises(ConfigError, match="checkpoint_latent"):
+        GINO(2, 3, memory={"checkpoint_latent": "yes"}, **kw)
+
+
 def _saved_edge_activations(model, batch, x) -> tuple:
     """(number of float tensors with one row per decoder edge that a training forward saves
     for backward, i.e. the ``(E_out, hidden)`` activations checkpointing avoids; the output)."""

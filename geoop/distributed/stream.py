@@ -28,6 +28,7 @@ from torch import Tensor
 from ..errors import ShapeError
 from ..geometry.geometry import Geometry
 from ..models.gino import points_and_weights
+from ..models.nested import NestedGINO
 from .domain import DomainParallel
 from .shard import shard_index
 
@@ -46,7 +47,8 @@ def stream_query(
     progress: Optional[bool] = None,
     desc: str = "query",
 ) -> Optional[Tensor]:
-    """Answer ``model`` (a GINO, or a :class:`DomainParallel` wrapping one) at ``points``.
+    """Answer ``model`` (a GINO or a NestedGINO, or a :class:`DomainParallel` wrapping a GINO)
+    at ``points``.
 
     Parameters
     ----------
@@ -75,7 +77,7 @@ def stream_query(
     Q, cs = int(q_all.shape[0]), max(1, int(chunk_size))
     result = None
     if write is None and rank == 0:
-        result = torch.empty((Q, m.out_channels), dtype=m.lifting.net[0].weight.dtype)
+        result = torch.empty((Q, m.out_channels), dtype=next(m.parameters()).dtype)
 
         def write(q0: int, q1: int, v: Tensor) -> None:
             result[q0:q1] = v
@@ -89,6 +91,9 @@ def stream_query(
             idx = shard_index(gpts, world)[rank]
             part = Geometry(gpts[idx], weights=w[idx], validate=False)
             latent, lp, lx = dp.encode_geometry(part, None if x is None else x[idx], latent_features)
+        elif isinstance(m, NestedGINO):  # every level encoded once
+            latents, boxes = m.encode_geometry(geometry, x, latent_features)
+            lp, lx = gpts, x
         else:
             lf = None if latent_features is None else latent_features.unsqueeze(0)
             latent = m.encode(gpts, x, w, None, 1, None, lf)
@@ -100,8 +105,12 @@ def stream_query(
         try:
             for k in range(rounds):
                 a, b = min(lo + k * cs, hi), min(lo + (k + 1) * cs, hi)
-                y = m.decode(latent, q_all[a:b].to(device=lp.device, dtype=latent.dtype), points=lp, x=lx) if b > a \
-                    else latent.new_zeros((0, C))
+                if b <= a:
+                    y = lp.new_zeros((0, C))
+                elif isinstance(m, NestedGINO):
+                    y = m.decode(latents, boxes, q_all[a:b].to(device=lp.device, dtype=latents[0].dtype), points=lp, x=lx)
+                else:
+                    y = m.decode(latent, q_all[a:b].to(device=lp.device, dtype=latent.dtype), points=lp, x=lx)
                 if dp is None:
                     write(a, b, y)
                     bar.update(b - a)

@@ -18,8 +18,8 @@ from .config import (  # noqa: F401
 from .features import LatentSDF  # noqa: F401
 from .gino import GINO, sphere_grid_points  # noqa: F401
 from .graphed import GraphedGINO  # noqa: F401
-from .nested import LatentLevel, NestedGINO, NestedLatent  # noqa: F401
+from .nested import LatentLevel, NestedGINO, NestedLatent, model_from_config  # noqa: F401
 
 __all__ = ["GINO", "GraphedGINO", "CompiledGINO", "RaggedGraphedGINO", "compile_gino", "LatentLevel", "NestedGINO",
-           "NestedLatent", "sphere_grid_points", "BoxLatent", "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec",
+           "NestedLatent", "model_from_config", "sphere_grid_points", "BoxLatent", "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec",
            "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF"]

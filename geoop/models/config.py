@@ -429,17 +429,22 @@ class MemorySpec(_Spec):
     """Memory bounds of the GNOs: ``chunk_edges`` edges per kernel-MLP chunk;
     ``checkpoint_encoder`` recomputes the encoder's edge MLP in backward (first-order
     gradients only; False for double backward); calls with more than ``checkpoint_edges``
-    edges recompute the decoder's (and local branch's) edge MLP in backward (0: always)."""
+    edges recompute the decoder's (and local branch's) edge MLP in backward (0: always).
+    ``checkpoint_latent`` recomputes each latent (FNO/SFNO) block in backward instead of
+    keeping its activations (about ten ``(B, width, *grid)`` tensors per block; costs one
+    more forward of the blocks); default off."""
 
     chunk_edges: int = 1 << 14
     checkpoint_encoder: bool = True
     checkpoint_edges: int = 1 << 19
+    checkpoint_latent: bool = False
 
     def __post_init__(self):
         self._int("chunk_edges", 1)
         self._int("checkpoint_edges", 0)
-        if not isinstance(self.checkpoint_encoder, bool):
-            raise self._err(f"checkpoint_encoder must be true or false, got {self.checkpoint_encoder!r}")
+        for key in ("checkpoint_encoder", "checkpoint_latent"):
+            if not isinstance(getattr(self, key), bool):
+                raise self._err(f"{key} must be true or false, got {getattr(self, key)!r}")
 
 
 def spec(cls, v):

@@ -152,7 +152,7 @@ class GINO(nn.Module):
         of the module docstring); default off
     memory : :class:`~geoop.models.config.MemorySpec`: edge chunks and recomputation in
         backward (the encoder's per-edge activations by default; the decoder's above
-        ``checkpoint_edges`` edges)
+        ``checkpoint_edges`` edges; the latent blocks' with ``checkpoint_latent``)
     **legacy : the flat keywords of the first release (``fno_modes=8``, ``radius_in=0.1``,
         ...; :data:`geoop.models.config.LEGACY_KEYS` maps each to its section), accepted
         with a :class:`DeprecationWarning`; not together with the nested sections they map to
@@ -255,7 +255,8 @@ class GINO(nn.Module):
 
             fno_modes = blk_s.modes
             modes = fno_modes if isinstance(fno_modes, (tuple, list)) else (int(fno_modes),) * self.coord_dim
-            self.blocks = FNOBlocks(width, tuple(int(m) for m in modes), int(blk_s.layers), act=activation, **blk_s.block_kwargs())
+            self.blocks = FNOBlocks(width, tuple(int(m) for m in modes), int(blk_s.layers), act=activation,
+                                    checkpoint=mem_s.checkpoint_latent, **blk_s.block_kwargs())
         else:
             if self.coord_dim != 3:
                 raise ConfigError(f"GINO: latent='sphere' needs coord_dim=3, got {coord_dim}")
@@ -265,7 +266,8 @@ class GINO(nn.Module):
             self.domain = None
             from ..nn.sfno import SFNOBlocks
 
-            self.blocks = SFNOBlocks(width, shape[0], shape[1], int(blk_s.layers), grid=grid, act=activation, **blk_s.block_kwargs())
+            self.blocks = SFNOBlocks(width, shape[0], shape[1], int(blk_s.layers), grid=grid, act=activation,
+                                     checkpoint=mem_s.checkpoint_latent, **blk_s.block_kwargs())
         self.sphere_grid = None if self.latent == "box" else lat.grid
         self.latent_shape = shape
         self.num_latent = int(pts.shape[0])
@@ -326,7 +328,13 @@ class GINO(nn.Module):
     def check_config(cls, config: Mapping, where: str = "GINO config") -> None:
         """Validate a (nested or flat) config without building the model: unknown keys and
         bad values raise :class:`ConfigError` prefixed with ``where`` (e.g. the file and
-        section), naming the valid keys."""
+        section), naming the valid keys. A nested latent (``kind = "nested"``) is checked as
+        :class:`~geoop.models.nested.NestedGINO`'s config."""
+        lat = config.get("latent") if isinstance(config, Mapping) else None
+        if isinstance(lat, Mapping) and lat.get("kind") == "nested":
+            from .nested import NestedGINO  # the nested model is built from GINOs, above this module
+
+            return NestedGINO.check_config(dict(config), where)
         unknown = sorted(set(config) - set(cls.CONFIG_KEYS) - set(LEGACY_KEYS))
         if unknown:
             raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; valid keys: "
@@ -426,6 +434,17 @@ class GINO(nn.Module):
         if lf is None and self.latent_feature_names:
             lf = self.latent_features(sample.geometry)[0]
         return dataclasses.replace(sample, neighbors_in=nin, neighbors_out=nout, latent_features=lf)
+
+    @staticmethod
+    def select_queries(sample: Sample, rows: Tensor) -> Sample:
+        """A precomputed sample (:meth:`precompute`) restricted to its queries ``rows`` (K,)
+        (long indices, any order, repeats allowed), in that order, with ``neighbors_out``
+        selected to match (:meth:`Neighborhoods.select`, no new search): for training loops
+        that draw a subset of precomputed queries every step."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        q = sample.queries if sample.queries is not None else sample.geometry
+        nout = None if sample.neighbors_out is None else sample.neighbors_out.select(rows)
+        return dataclasses.replace(sample, queries=q.select(rows), neighbors_out=nout)
 
     # ------------------------------------------------------------------ features by name
     def point_features(self, source: Union[GeometryBatch, Geometry]) -> Optional[Tensor]:

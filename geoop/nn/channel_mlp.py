@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,6 +32,7 @@ __all__ = [
     "ChannelLinear",
     "ChannelMLP",
     "SpectralBlock",
+    "run_blocks",
 ]
 
 #: norm name -> factory(channels). Both are dimension agnostic (GroupNorm over (C, *grid)).
@@ -154,3 +156,22 @@ class SpectralBlock(nn.Module):
         if self.mlp is not None:
             x = x + self.mlp(x)
         return x
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, checkpoint: bool = False) -> Tensor:
+    """Apply ``blocks`` in order. With ``checkpoint`` (and gradients needed) each block runs
+    under ``torch.utils.checkpoint`` (non-reentrant): its activations are not kept for
+    backward but recomputed there, one block at a time, so a training step holds the
+    blocks' inputs ``(B, C, *grid)`` (one tensor per block) instead of every block's
+    intermediates (the FFT spectra, the pre-activation, the channel MLP's hidden layer: about
+    ten such tensors per block), for one more forward of the blocks in backward. The blocks
+    draw no random numbers, so the RNG state is not saved."""
+    if checkpoint and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint as ckpt
+
+        for block in blocks:
+            x = ckpt(block, x, use_reentrant=False, preserve_rng_state=False)
+        return x
+    for block in blocks:
+        x = block(x)
+    return x

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
-from .channel_mlp import SpectralBlock
+from .channel_mlp import SpectralBlock, run_blocks
 from .spectral import SpectralWeight
 
 __all__ = ["SpectralConv", "FNOBlock", "FNOBlocks"]
@@ -314,6 +314,8 @@ class FNOBlocks(nn.Module):
     act : "gelu" | "relu" | "silu" | "tanh" | "identity"
     skip : "linear" | "identity"
     norm : None | "instance" | "group"
+    checkpoint : recompute each block's activations in backward instead of keeping them
+        (:func:`geoop.nn.channel_mlp.run_blocks`); same outputs and gradients
 
     Shapes
     ------
@@ -331,10 +333,12 @@ class FNOBlocks(nn.Module):
         act="gelu",
         skip: str = "linear",
         norm: Optional[str] = None,
+        checkpoint: bool = False,
     ):
         super().__init__()
         if int(n_layers) < 1:
             raise ConfigError(f"n_layers: expected >= 1, got {n_layers}")
+        self.checkpoint = bool(checkpoint)
         self.channels = int(channels)
         self.n_modes = _check_modes(n_modes)
         self.blocks = nn.ModuleList(
@@ -349,6 +353,4 @@ class FNOBlocks(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if len(self.blocks):
             self.blocks[0].spectral.check_input(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.checkpoint)

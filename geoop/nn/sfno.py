@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .._optional import require
 from ..errors import ConfigError, ShapeError
-from .channel_mlp import SpectralBlock
+from .channel_mlp import SpectralBlock, run_blocks
 from .spectral import SpectralWeight
 
 __all__ = [
@@ -286,6 +286,8 @@ class SFNOBlocks(nn.Module):
     complex_weights : bool
     mlp_expansion : float or None; act : activation name; skip : "linear" | "identity";
     norm : None | "instance" | "group"
+    checkpoint : recompute each block's activations in backward instead of keeping them
+        (:func:`geoop.nn.channel_mlp.run_blocks`); same outputs and gradients
 
     Shapes
     ------
@@ -308,10 +310,12 @@ class SFNOBlocks(nn.Module):
         act="gelu",
         skip: str = "linear",
         norm: Optional[str] = None,
+        checkpoint: bool = False,
     ):
         super().__init__()
         if int(n_layers) < 1:
             raise ConfigError(f"n_layers: expected >= 1, got {n_layers}")
+        self.checkpoint = bool(checkpoint)
         self.channels, self.nlat, self.nlon = int(channels), int(nlat), int(nlon)
         self.grid = resolve_sphere_grid(grid)
         self.blocks = nn.ModuleList(
@@ -336,6 +340,4 @@ class SFNOBlocks(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.blocks[0].spectral.check_input(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.checkpoint)

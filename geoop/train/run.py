@@ -96,7 +96,8 @@ def model_config(config: Mapping) -> dict:
             shape["latent_channels"] = 1
         return {**shape, **m}
     if d.get("latent_sdf"):
-        lat = latent_spec(m.get("latent")).to_dict()
+        lat = m.get("latent")
+        lat = dict(lat) if isinstance(lat, Mapping) and lat.get("kind") == "nested" else latent_spec(lat).to_dict()
         lat["features"] = list(dict.fromkeys([*lat.get("features", []), "sdf"]))
         m["latent"] = lat
     enc = dict(m.get("encoder") or {})
@@ -134,13 +135,13 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     """Datasets (normalisation fitted on the training split), GINO and Trainer from a
     resolved config (see :mod:`geoop.train.config`)."""
     from ..data.folder import MeshFolderDataset
-    from ..models.gino import GINO
+    from ..models.nested import model_from_config
 
     config = dict(config)
     d = config["data"]
     mcfg = model_config(config)
     torch.manual_seed(int(config["seed"]))
-    model = GINO.from_config(mcfg)
+    model = model_from_config(mcfg)
     # a flat (deprecated) model section takes the SDF as a hand-given latent channel
     neighbors = LatentSDF(model) if d.get("latent_sdf") and not model.latent_feature_names else model.precompute
     kw = data_kwargs(config)
@@ -193,13 +194,13 @@ def load_trained(path, map_location="cpu") -> TrainedModel:
     """Rebuild GINO from a checkpoint's ``model_config`` and load its weights."""
     from ..data.normalize import DatasetNormalizers
     from ..data.preprocess import Preprocessor
-    from ..models.gino import GINO
+    from ..models.nested import model_from_config
 
     state = load_checkpoint(path, map_location=map_location)
     mc = state.get("model_config") or {}
     if not mc:
         raise CheckpointError(f"{path}: the checkpoint has no model_config; it was not written by geoop train")
-    model = GINO.from_config(dict(mc))
+    model = model_from_config(dict(mc))
     load_model_state(model, state["model"], str(path))
     model.eval()
     norm = DatasetNormalizers.from_state_dict(state["normalizers"]) if state.get("normalizers") else None
