@@ -18,11 +18,14 @@ local-geometry features as the demo; see :func:`build`):
 * ``nested_window``: a 32 x 32 grid over the whole domain + the window's 64 x 48 grid as a
   fixed fine level (the nested model of the results table);
 * ``nested_fine``: the same with the fine level on a box around each airfoil (margin 0.3 chord);
+* ``nested_le``: ``nested_window`` + a third level, 32 x 32 on the leading edge
+  ``[-0.1, 0.21] x [-0.15, 0.15]`` (spacing 0.01 chord);
 * ``nested``: three levels, 32 x 32 over the domain, 32 x 32 around each airfoil (margin 2
   chords) and 64 x 48 (margin 0.3 chord); ``nested_nocoupling``: the same, ``coupling="none"``.
 
 Every model takes the signed distance to the airfoil as a latent feature (on every level;
-``--no-sdf``: none). Nested options: ``--coupling`` (default ``none``, the library's),
+``--no-sdf``: none) and the decoder's local-geometry features (``--no-local``: none, so a
+query near the wall sees only what its latent grid resolves). Nested options: ``--coupling`` (default ``none``, the library's),
 ``--mix`` (``partition``), ``--taper`` (2 cells). Every case's neighbourhoods (all its volume
 nodes) and latent features are computed once before the clock; a step selects its nodes' rows.
 
@@ -62,11 +65,22 @@ from geoop.geometry.geometry import Geometry  # noqa: E402
 from geoop.models import GINO, LatentLevel, NestedGINO, NestedLatent  # noqa: E402
 
 WINDOW = ((-0.5, -0.75), (1.5, 0.75))
+#: the leading-edge box of ``nested_le``, body frame, chords (in ``SCALE`` units at run time)
+LEADING_EDGE = ((-0.1, -0.15), (0.21, 0.15))
 COMMON = dict(fno_width=24, fno_layers=3, gno_mlp=(32, 32), n_freqs=10, local_radius=0.04, local_channels=16,
               local_nearest=True)
 #: lengths unit: coordinates are divided by SCALE chords (``--scale``), and so are every
 #: length of the models below (window, radii, margins)
 SCALE = 1.0
+
+
+def _set_local(on: bool) -> None:
+    """``--no-local``: no decoder local-geometry features in any model, so that near the wall
+    a query sees only what its latent grid resolves (the ablation of the results table)."""
+    for k in ("local_radius", "local_channels", "local_nearest"):
+        COMMON.pop(k, None)
+    if on:
+        COMMON.update(local_radius=0.04 / SCALE, local_channels=16, local_nearest=True)
 
 
 def _set_scale(s: float) -> None:
@@ -149,6 +163,18 @@ def build(kind: str, bounds, sdf: bool = True, taper: float = 2.0, mix: str = "p
             LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
             fine], features=("sdf",) if sdf else ())
         return NestedGINO(4, 3, 2, latent=lv, mix=mix, coupling=coupling, **COMMON)
+    if kind == "nested_le":
+        # three levels: nested_window's two + a 32 x 32 grid on the leading edge (spacing 0.01
+        # chord, finer than the leading-edge radius of most airfoils of the design), where the
+        # suction peak varies fastest; a single grid that fine over the window would be 200 x 150
+        h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
+        le = tuple(tuple(v / SCALE for v in c) for c in LEADING_EDGE)
+        lv = NestedLatent(levels=[
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
+            LatentLevel((64, 48), domain=WINDOW, fno_modes=(16, 12), taper=taper),
+            LatentLevel((32, 32), domain=le, fno_modes=(8, 8), taper=taper),
+        ], features=("sdf",) if sdf else ())
+        return NestedGINO(4, 3, 2, latent=lv, mix=mix, coupling=coupling, **COMMON)
     if kind in ("nested", "nested_nocoupling"):
         h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         lv = NestedLatent(levels=[
@@ -189,6 +215,7 @@ def rel(a, b) -> float:
 
 def run(args) -> dict:
     _set_scale(args.scale)
+    _set_local(not args.no_local)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     data = load(args.data)
@@ -259,7 +286,7 @@ def run(args) -> dict:
     r2 = float(1 - ((clp - clt) ** 2).sum() / max(((clt - clt.mean()) ** 2).sum(), 1e-12)) if conv.sum() > 1 else float("nan")
     res = {"data": os.path.basename(os.path.normpath(args.data)), "model": args.model, "budget_s": args.budget,
            "train_s": round(train_s, 1), "train_wall_s": round(train_wall, 1), "prep_s": round(prep_s, 1),
-           "sdf": not args.no_sdf, "scale": args.scale, "taper": args.taper, "mix": args.mix, "coupling": args.coupling, "seed": args.seed, "steps": steps, "final_loss": float(np.mean(losses[-20:])),
+           "sdf": not args.no_sdf, "local": not args.no_local, "scale": args.scale, "taper": args.taper, "mix": args.mix, "coupling": args.coupling, "seed": args.seed, "steps": steps, "final_loss": float(np.mean(losses[-20:])),
            "params": sum(p.numel() for p in model.parameters()), "n_train": len(train), "n_test": len(test),
            "n_test_converged": int(conv.sum()),
            "p_rel_l2": float(np.mean(m["p"])), "U_rel_l2": float(np.mean(m["U"])),
@@ -270,23 +297,27 @@ def run(args) -> dict:
 
 def summary(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    cols = ["data", "model", "steps", "train_s", "p_rel_l2", "U_rel_l2", "p_near_rel_l2", "cp_rel_l2", "cl_r2", "coverage"]
+    cols = ["data", "model", "coupling", "local", "seed", "n_train", "steps", "train_s", "final_loss", "p_rel_l2",
+            "U_rel_l2", "p_near_rel_l2", "cp_rel_l2", "cl_r2", "coverage"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        r.setdefault("local", True)
+        print("| " + " | ".join(f"{r.get(c):.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="case folder (manifest.json + case_*_surface.vtp / _volume.vtu)")
-    ap.add_argument("--model", choices=["single", "window", "nested", "nested_nocoupling", "nested_window", "nested_fine"])
+    ap.add_argument("--model", choices=["single", "window", "nested", "nested_nocoupling", "nested_window", "nested_fine",
+                                             "nested_le"])
     ap.add_argument("--budget", type=float, default=240.0, help="training seconds")
     ap.add_argument("--test", type=int, default=12, help="the last N cases are the test set")
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="divide every coordinate and model length by this")
     ap.add_argument("--no-sdf", action="store_true", help="no signed-distance latent features (on every level)")
+    ap.add_argument("--no-local", action="store_true", help="no decoder local-geometry features (every model)")
     ap.add_argument("--coupling", default="none", choices=["interpolate", "detached", "none"], help="nested level coupling")
     ap.add_argument("--mix", default="partition", choices=["partition", "sum"], help="nested decoders' mix")
     ap.add_argument("--taper", type=float, default=2.0, help="fine levels' decoder taper, in their cells (0: hard mask)")

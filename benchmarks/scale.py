@@ -26,7 +26,10 @@ step (search, encoder, latent, decoder, backward) and each stage's memory: the r
 at its end and its own peak (``VmHWM`` reset at the stage's start). ``--checkpoint-latent``
 builds the model with ``memory.checkpoint_latent`` (the latent blocks recomputed in
 backward). ``allocator`` in the output says whether the workers ran on glibc's malloc or on
-a preloaded jemalloc/tcmalloc (``LD_PRELOAD``, inherited by the workers).
+a preloaded jemalloc/tcmalloc (``LD_PRELOAD``, inherited by the workers). ``file_mb`` is the
+file-backed part of the resident set after the steps (``RssFile``: mostly the shared
+libraries' code, the same physical pages for every rank of a node, and reclaimable);
+``peak_anon_mb`` = ``peak_mb - file_mb``, the peak a rank adds to a node's memory by itself.
 
 ``query``: ``GINO.query`` of the 1e5-point car at Q random points (no grad, chunks of 64k).
 ``predict``: ``geoop predict`` from files: the car (.vtp, 1e5 points) and a point-cloud .vtu
@@ -224,7 +227,9 @@ def _step_rank(rank: int, world: int, port: int, n: int, steps: int, profile: bo
         times.append(dt)
         peak_mb = max([peak_mb, _hwm_mb()] + [m[1] for m in stages_mem.values()])
     times.sort()
+    file_mb = _status_mb("RssFile")
     res = {"rank": rank, "step_s": times[len(times) // 2], "cpu_s": sorted(cpu_times)[len(times) // 2], "peak_mb": peak_mb,
+           "file_mb": file_mb, "peak_anon_mb": peak_mb - file_mb,
            "prep_peak_mb": prep_peak_mb, "before_step_mb": before_mb, "edges_in": e_in, "edges_out": e_out,
            "points": int(pts.shape[0]), "queries": int(q.shape[0]), "allocator": _allocator()}
     if profile:
@@ -253,6 +258,7 @@ def run_step(n: int, ranks: int, steps: int, profile: bool, checkpoint_latent: b
     out = {"n": n, "ranks": ranks, "checkpoint_latent": checkpoint_latent, "allocator": rs[0]["allocator"],
            "step_s": max(r["step_s"] for r in rs), "cpu_s": max(r["cpu_s"] for r in rs),
            "peak_mb": max(r["peak_mb"] for r in rs), "peak_mb_ranks": [round(r["peak_mb"]) for r in rs],
+           "file_mb": max(r["file_mb"] for r in rs), "peak_anon_mb": max(r["peak_anon_mb"] for r in rs),
            "before_step_mb": max(r["before_step_mb"] for r in rs), "prep_peak_mb": max(r["prep_peak_mb"] for r in rs),
            "edges_in": sum(r["edges_in"] for r in rs), "edges_out": sum(r["edges_out"] for r in rs)}
     if profile:
@@ -405,7 +411,8 @@ def main() -> int:
             report[f"slopes_{r}rank"] = {"time": slopes(rr, "step_s"), "memory": slopes(rr, "peak_mb")}
         ones = {row["n"]: row for row in rows if row["ranks"] == 1}
         report["two_over_one"] = [{"n": row["n"], "time": row["step_s"] / ones[row["n"]]["step_s"],
-                                   "memory": row["peak_mb"] / ones[row["n"]]["peak_mb"]}
+                                   "memory": row["peak_mb"] / ones[row["n"]]["peak_mb"],
+                                   "memory_anon": row["peak_anon_mb"] / ones[row["n"]]["peak_anon_mb"]}
                                   for row in rows if row["ranks"] == 2 and row["n"] in ones]
     if "query" in only:
         report["query"] = [run_query(100000, int(float(s))) for s in a.queries.split(",")]
