@@ -1,7 +1,7 @@
 """``geoop data``: generate built-in datasets, or check a folder of CFD files.
 
     geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
-    geoop data airfoil --solver rans --n 4 --out data/rans [--param iterations=1500 ...]  (OpenFOAM)
+    geoop data airfoil --solver rans --n 4 --out data/rans [--jobs 2] [--param iterations=1500 ...]  (OpenFOAM)
     geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
@@ -90,6 +90,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             g.add_argument("--solver", choices=sorted(SOLVERS), default="panel",
                            help="panel: inviscid vortex panel method (default); rans: steady RANS with OpenFOAM "
                                 "simpleFoam (geoop.data.rans; needs the Debian package openfoam)")
+            g.add_argument("--jobs", "-j", type=int, default=1,
+                           help="--solver rans: cases solved at once, one serial simpleFoam each (default 1; "
+                                "up to the number of cores)")
     c = sub.add_parser("check", help="check a folder of CFD files as a dataset, or the data of a run config")
     c.add_argument("root", help="dataset folder, or a run config (.toml/.yaml/.yml/.json): then the split, the "
                                 "coordinate normalisation, per-field ranges and the queries outside the latent "
@@ -113,6 +116,13 @@ def _generate(args) -> int:
     if getattr(args, "solver", "panel") != "panel":
         gen = importlib.import_module(SOLVERS[args.solver]).generate
     params = parse_params(args.param)
+    jobs = getattr(args, "jobs", 1)
+    if jobs != 1:
+        if getattr(args, "solver", "panel") != "rans":
+            raise ConfigError(f"geoop data {args.data_kind}: --jobs applies to --solver rans only, got --jobs {jobs}")
+        if jobs < 1:
+            raise ConfigError(f"geoop data {args.data_kind}: --jobs must be >= 1, got {jobs}")
+        params["jobs"] = jobs
     try:
         entries = gen(args.out, args.n, seed=args.seed, **params)
     except TypeError as e:  # an option the generator's signature does not take

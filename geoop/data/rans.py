@@ -727,8 +727,23 @@ def make_case(params: Mapping, case_dir: str, settings: Optional[RansSettings] =
     return surface, volume, rec
 
 
+def _write_one(out_dir: str, i: int, prm: dict, st: RansSettings, keep_cases: bool) -> dict:
+    """Solve case ``i`` and write its two files; the manifest entry (``_converged`` mirrors the
+    record so the caller can drop unconverged cases)."""
+    from ._case_io import write_geometry
+
+    name = f"case_{i:04d}"
+    surface, volume, rec = make_case(prm, os.path.join(out_dir, "openfoam", name), st, keep_case=keep_cases)
+    sname, vname = f"{name}_surface.vtp", f"{name}_volume.vtu"
+    write_geometry(surface, os.path.join(out_dir, sname))
+    write_geometry(volume, os.path.join(out_dir, vname))
+    return {"case": name, "surface": sname, "volume": vname, "params": prm,
+            "n_surface": surface.n_points, "n_volume": volume.n_points, **rec}
+
+
 def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSettings] = None,
-             drop_unconverged: bool = False, keep_cases: bool = False, start: int = 0, **ranges) -> list[dict]:
+             drop_unconverged: bool = False, keep_cases: bool = False, start: int = 0, jobs: int = 1,
+             **ranges) -> list[dict]:
     """Write ``n`` RANS airfoil cases to ``out_dir`` plus ``manifest.json``.
 
     Parameters (``m, p, t, alpha_deg``) are drawn uniformly from :data:`DEFAULT_RANGES`,
@@ -739,15 +754,20 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     cases out of the files and the manifest (default: keep them, marked). ``keep_cases``: keep
     the OpenFOAM case folders under ``out_dir/openfoam/``. ``start``: first case index (to
     generate a set in chunks into one folder; the manifest lists every case in the folder's
-    previous manifest plus the new ones).
+    previous manifest plus the new ones). ``jobs``: cases solved at once, each one serial
+    ``simpleFoam`` process (a case's mesh, solve and files are independent of the others';
+    the manifest lists them in index order and is written once all have finished, so the
+    files do not depend on ``jobs``).
 
     Returns the manifest entries of the new cases.
     """
-    from ._case_io import resolve_ranges, write_geometry, write_manifest
+    from ._case_io import resolve_ranges, write_manifest
 
     require_openfoam()
     if int(n) != n or n < 0:
         raise ConfigError(f"n: expected a non-negative integer, got {n!r}")
+    if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
+        raise ConfigError(f"jobs: expected a positive integer, got {jobs!r}")
     if isinstance(settings, Mapping):
         valid = set(RansSettings.__dataclass_fields__)
         bad = set(settings) - valid
@@ -767,20 +787,31 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     mpath = os.path.join(out_dir, "manifest.json")
     if start > 0 and os.path.exists(mpath):
         old = [c for c in json.load(open(mpath)).get("cases", []) if int(c["case"].split("_")[1]) < start]
-    entries = []
+    design = []
     for i in range(int(start), int(start) + int(n)):
         rng = np.random.default_rng([int(seed), i])
-        prm = {k: float(rng.uniform(*rg[k])) for k in ("m", "p", "t", "alpha_deg")}
-        name = f"case_{i:04d}"
-        cdir = os.path.join(out_dir, "openfoam", name)
-        surface, volume, rec = make_case(prm, cdir, st, keep_case=keep_cases)
-        if not rec["converged"] and drop_unconverged:
-            continue
-        sname, vname = f"{name}_surface.vtp", f"{name}_volume.vtu"
-        write_geometry(surface, os.path.join(out_dir, sname))
-        write_geometry(volume, os.path.join(out_dir, vname))
-        entries.append({"case": name, "surface": sname, "volume": vname, "params": prm,
-                        "n_surface": surface.n_points, "n_volume": volume.n_points, **rec})
+        design.append((i, {k: float(rng.uniform(*rg[k])) for k in ("m", "p", "t", "alpha_deg")}))
+    if int(jobs) == 1 or len(design) <= 1:
+        entries = [_write_one(out_dir, i, prm, st, keep_cases) for i, prm in design]
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
+        with cf.ProcessPoolExecutor(max_workers=min(int(jobs), len(design)), mp_context=mp.get_context("spawn")) as ex:
+            futures = [ex.submit(_write_one, out_dir, i, prm, st, keep_cases) for i, prm in design]
+            try:
+                entries = [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    if drop_unconverged:
+        for e in entries:
+            if not e["converged"]:
+                for k in ("surface", "volume"):
+                    os.remove(os.path.join(out_dir, e[k]))
+        entries = [e for e in entries if e["converged"]]
     if not keep_cases:
         shutil.rmtree(os.path.join(out_dir, "openfoam"), ignore_errors=True)
     write_manifest(out_dir, {"generator": "geoop.data.rans", "seed": int(seed), "ranges": rg,
