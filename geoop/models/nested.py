@@ -38,9 +38,10 @@ channels, not the output fields) and all levels are trained together, end to end
 loss (``"detached"``: no gradient from the finer level into the coarser one, closer to the
 level-by-level training of that paper). A fine-to-coarse feedback (as in multigrid V-cycles)
 would add a second pass over every level; it is not used. Without coupling
-(``coupling="none"``, the default) the levels meet only in the decoder's mix below; on the
-far-field airfoil sets of ``benchmarks/nested.py`` both couplings trained and tested worse
-than none (benchmarks/README.md), so they are opt-in.
+(``coupling="none"``, the default) the levels meet only in the decoder's mix below; the
+couplings are opt-in because they cost an interpolation and a wider lifting and did not test
+better than none on the far-field airfoil sets of ``benchmarks/nested.py``
+(docs/experiments.md).
 
 Decoder
 -------
