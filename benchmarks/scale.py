@@ -62,11 +62,7 @@ MODEL = dict(in_channels=3, out_channels=1, latent={"shape": [32, 32, 32]},
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 def _reset_hwm() -> None:
