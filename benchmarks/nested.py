@@ -87,6 +87,7 @@ def _set_scale(s: float) -> None:
     global SCALE, WINDOW
     SCALE = float(s)
     WINDOW = tuple(tuple(v / SCALE for v in c) for c in ((-0.5, -0.75), (1.5, 0.75)))
+    COMMON["local_radius"] = 0.04 / SCALE
 
 
 def make_panel(out: str, n: int, seed: int = 0) -> None:
@@ -142,7 +143,7 @@ def box(shape, domain, sdf: bool) -> dict:
 
 
 def build(kind: str, bounds, sdf: bool = True, taper: float = 2.0, mix: str = "partition",
-          coupling: str = "none") -> torch.nn.Module:
+          coupling: str = "interpolate") -> torch.nn.Module:
     lo, hi = bounds
     if kind == "single":
         h = max((hi[0] - lo[0]) / 63, (hi[1] - lo[1]) / 63)
@@ -152,37 +153,41 @@ def build(kind: str, bounds, sdf: bool = True, taper: float = 2.0, mix: str = "p
         return GINO(4, 3, 2, latent=box((64, 48), WINDOW, sdf), radius_in=0.05 / SCALE, radius_out=0.06 / SCALE,
                     fno_modes=(16, 12),
                     **COMMON)
-    # every nested model's level 0: 32 x 32 over the whole domain
-    h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
-    coarse = LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h,
-                         fno_modes=(8, 8))
     if kind in ("nested_window", "nested_fine"):
         # two levels: the coarse grid + one fine level, on the fixed window (nested_window: the
         # window GINO's grid as a level) or around each airfoil (nested_fine, margin 0.3 chord)
+        h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         fine = (LatentLevel((64, 48), domain=WINDOW, fno_modes=(16, 12), taper=taper) if kind == "nested_window"
                 else LatentLevel((64, 48), margin=0.3 / SCALE, fno_modes=(16, 12), taper=taper))
-        lv = NestedLatent(levels=[coarse, fine], features=("sdf",) if sdf else ())
+        lv = NestedLatent(levels=[
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
+            fine], features=("sdf",) if sdf else ())
         return NestedGINO(4, 3, 2, latent=lv, mix=mix, coupling=coupling, **COMMON)
     if kind == "nested_le":
         # three levels: nested_window's two + a 32 x 32 grid on the leading edge (spacing 0.01
         # chord, finer than the leading-edge radius of most airfoils of the design), where the
         # suction peak varies fastest; a single grid that fine over the window would be 200 x 150
+        h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         le = tuple(tuple(v / SCALE for v in c) for c in LEADING_EDGE)
         lv = NestedLatent(levels=[
-            coarse,
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
             LatentLevel((64, 48), domain=WINDOW, fno_modes=(16, 12), taper=taper),
             LatentLevel((32, 32), domain=le, fno_modes=(8, 8), taper=taper),
         ], features=("sdf",) if sdf else ())
         return NestedGINO(4, 3, 2, latent=lv, mix=mix, coupling=coupling, **COMMON)
     if kind in ("nested", "nested_nocoupling"):
+        h = max((hi[0] - lo[0]) / 31, (hi[1] - lo[1]) / 31)
         lv = NestedLatent(levels=[
-            coarse,
+            LatentLevel((32, 32), domain=(tuple(lo), tuple(hi)), radius_in=1.6 * h, radius_out=1.9 * h, fno_modes=(8, 8)),
             LatentLevel((32, 32), margin=2.0 / SCALE, fno_modes=(8, 8), taper=taper),
             LatentLevel((64, 48), margin=0.3 / SCALE, fno_modes=(16, 12), taper=taper),
         ], features=("sdf",) if sdf else ())
         return NestedGINO(4, 3, 2, latent=lv, coupling="none" if kind == "nested_nocoupling" else coupling, mix=mix,
                           **COMMON)
     raise ValueError(kind)
+
+
+
 
 
 def coverage(model, case) -> float:

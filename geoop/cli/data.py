@@ -120,7 +120,9 @@ def _generate(args) -> int:
     if jobs != 1:
         if getattr(args, "solver", "panel") != "rans":
             raise ConfigError(f"geoop data {args.data_kind}: --jobs applies to --solver rans only, got --jobs {jobs}")
-        params["jobs"] = jobs  # rans.generate checks the value
+        if jobs < 1:
+            raise ConfigError(f"geoop data {args.data_kind}: --jobs must be >= 1, got {jobs}")
+        params["jobs"] = jobs
     try:
         entries = gen(args.out, args.n, seed=args.seed, **params)
     except TypeError as e:  # an option the generator's signature does not take

@@ -727,16 +727,13 @@ def make_case(params: Mapping, case_dir: str, settings: Optional[RansSettings] =
     return surface, volume, rec
 
 
-def _write_one(out_dir: str, i: int, prm: dict, st: RansSettings, keep_cases: bool,
-               drop_unconverged: bool) -> Optional[dict]:
-    """Solve case ``i`` and write its two files; returns its manifest entry, or None (and no
-    files) for an unconverged case with ``drop_unconverged``."""
+def _write_one(out_dir: str, i: int, prm: dict, st: RansSettings, keep_cases: bool) -> dict:
+    """Solve case ``i`` and write its two files; the manifest entry (``_converged`` mirrors the
+    record so the caller can drop unconverged cases)."""
     from ._case_io import write_geometry
 
     name = f"case_{i:04d}"
     surface, volume, rec = make_case(prm, os.path.join(out_dir, "openfoam", name), st, keep_case=keep_cases)
-    if drop_unconverged and not rec["converged"]:
-        return None
     sname, vname = f"{name}_surface.vtp", f"{name}_volume.vtu"
     write_geometry(surface, os.path.join(out_dir, sname))
     write_geometry(volume, os.path.join(out_dir, vname))
@@ -794,23 +791,27 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     for i in range(int(start), int(start) + int(n)):
         rng = np.random.default_rng([int(seed), i])
         design.append((i, {k: float(rng.uniform(*rg[k])) for k in ("m", "p", "t", "alpha_deg")}))
-    args = (st, keep_cases, drop_unconverged)
     if int(jobs) == 1 or len(design) <= 1:
-        entries = [_write_one(out_dir, i, prm, *args) for i, prm in design]
+        entries = [_write_one(out_dir, i, prm, st, keep_cases) for i, prm in design]
     else:
         import concurrent.futures as cf
         import multiprocessing as mp
 
         # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
         with cf.ProcessPoolExecutor(max_workers=min(int(jobs), len(design)), mp_context=mp.get_context("spawn")) as ex:
-            futures = [ex.submit(_write_one, out_dir, i, prm, *args) for i, prm in design]
+            futures = [ex.submit(_write_one, out_dir, i, prm, st, keep_cases) for i, prm in design]
             try:
                 entries = [f.result() for f in futures]
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
-    entries = [e for e in entries if e is not None]
+    if drop_unconverged:
+        for e in entries:
+            if not e["converged"]:
+                for k in ("surface", "volume"):
+                    os.remove(os.path.join(out_dir, e[k]))
+        entries = [e for e in entries if e["converged"]]
     if not keep_cases:
         shutil.rmtree(os.path.join(out_dir, "openfoam"), ignore_errors=True)
     write_manifest(out_dir, {"generator": "geoop.data.rans", "seed": int(seed), "ranges": rg,

@@ -209,13 +209,6 @@ def _check_latent_features(s) -> None:
 LatentSpec = Union[BoxLatent, SphereLatent]
 
 
-def is_nested_latent(v: Any) -> bool:
-    """Whether a latent config describes nested levels (``{"kind": "nested", ...}`` or a
-    ``geoop.models.NestedLatent``): such a config builds a ``NestedGINO``, not a ``GINO``."""
-    kind = v.get("kind") if isinstance(v, Mapping) else getattr(v, "kind", None)
-    return kind == "nested"
-
-
 def latent_spec(v: Union[None, str, Mapping, LatentSpec]) -> LatentSpec:
     """``None``/``"box"``/``{"kind": "box", ...}``/a spec -> :class:`BoxLatent` or :class:`SphereLatent`."""
     kinds = {"box": BoxLatent, "sphere": SphereLatent}

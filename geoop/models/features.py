@@ -121,24 +121,13 @@ def point_features(specs: Sequence[str], points: Tensor, normals: Optional[Tenso
 
 
 # ---------------------------------------------------------------------------- latent features
-def latent_feature_values(names: Sequence[str], geometry, nodes: Tensor) -> Tensor:
-    """The computed latent features ``names`` (``LATENT_FEATURES``) of ``geometry`` at
-    ``nodes`` (G, d): (len(names), G) float32, in the order of ``names``."""
-    from ..geometry.sdf import sdf
-
-    out = []
-    for name in names:
-        if name != "sdf":
-            raise ConfigError(f"unknown latent feature {name!r}; valid: ['sdf']")
-        out.append(sdf(geometry, nodes))
-    return torch.stack(out).to(torch.float32)
-
-
 def latent_sdf(model, geometry) -> Tensor:
     """Signed distance from the latent nodes of ``model`` to ``geometry``: (1, *latent_shape)
     float32 (the geometry's cells give the boundary; see :func:`geoop.geometry.sdf.sdf`)."""
+    from ..geometry.sdf import sdf
+
     nodes = model.latent_points().to(geometry.points.dtype)
-    return latent_feature_values(("sdf",), geometry, nodes).reshape(1, *model.latent_shape)
+    return sdf(geometry, nodes).reshape(1, *model.latent_shape).to(torch.float32)
 
 
 class LatentSDF:

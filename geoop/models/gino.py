@@ -87,7 +87,6 @@ from .config import (
     SphereLatent,
     blocks_spec,
     from_flat,
-    is_nested_latent,
     latent_spec,
     resolve_radius,
     spec,
@@ -331,7 +330,8 @@ class GINO(nn.Module):
         bad values raise :class:`ConfigError` prefixed with ``where`` (e.g. the file and
         section), naming the valid keys. A nested latent (``kind = "nested"``) is checked as
         :class:`~geoop.models.nested.NestedGINO`'s config."""
-        if isinstance(config, Mapping) and is_nested_latent(config.get("latent")):
+        lat = config.get("latent") if isinstance(config, Mapping) else None
+        if isinstance(lat, Mapping) and lat.get("kind") == "nested":
             from .nested import NestedGINO  # the nested model is built from GINOs, above this module
 
             return NestedGINO.check_config(dict(config), where)
@@ -460,15 +460,15 @@ class GINO(nn.Module):
     def latent_features(self, geometries: Union[Geometry, Sequence[Geometry]]) -> Optional[Tensor]:
         """The computed latent features ``latent.features`` of each geometry,
         (B, len(features), *latent_shape), or None when the model declares none."""
-        from .features import latent_feature_values
+        from .features import latent_sdf
 
-        names = self.latent_feature_names
-        if not names:
+        if not self.latent_feature_names:
             return None
         geoms = [geometries] if isinstance(geometries, Geometry) else list(geometries)
-        nodes = self.latent_points()
-        out = [latent_feature_values(names, g, nodes.to(g.points.dtype)).reshape(len(names), *self.latent_shape)
-               for g in geoms]
+        out = []
+        for g in geoms:
+            feats = [latent_sdf(self, g) for name in self.latent_feature_names if name == "sdf"]
+            out.append(torch.cat(feats, 0))
         return torch.stack(out).to(self._latent_points.device)
 
     def _batch_latent_features(self, batch: GeometryBatch) -> Optional[Tensor]:

@@ -39,8 +39,9 @@ loss (``"detached"``: no gradient from the finer level into the coarser one, clo
 level-by-level training of that paper). A fine-to-coarse feedback (as in multigrid V-cycles)
 would add a second pass over every level; it is not used. Without coupling
 (``coupling="none"``, the default) the levels meet only in the decoder's mix below; the
-couplings are opt-in: they cost an interpolation and a wider lifting (their measurements
-against none: docs/experiments.md).
+couplings are opt-in because they cost an interpolation and a wider lifting and did not test
+better than none on the far-field airfoil sets of ``benchmarks/nested.py``
+(docs/experiments.md).
 
 Decoder
 -------
@@ -95,7 +96,6 @@ from ..batch import GeometryBatch, Sample
 from ..errors import ConfigError, ShapeError
 from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
-from .config import is_nested_latent
 from .gino import GINO, points_and_weights
 
 __all__ = ["LatentLevel", "NestedLatent", "NestedGINO", "model_from_config", "interpolate_level", "level_boxes", "level_weight", "COUPLINGS", "MIXES"]
@@ -300,7 +300,8 @@ class NestedGINO(nn.Module):
     coupling : ``"none"`` (default: levels independent until the decoder's mix),
         ``"interpolate"`` (the coarser level's features interpolated into every finer level's
         lifting, module docstring) or ``"detached"`` (the same without gradient into the coarser
-        level); the couplings are opt-in (module docstring, Level coupling)
+        level). The default is the one that trained and tested best on the far-field airfoil
+        sets of ``benchmarks/nested.py`` (see benchmarks/README.md)
     mix : ``"partition"`` (default) or ``"sum"``: how the decoder combines the levels (module
         docstring, Decoder)
     **legacy : GINO's flat keywords (deprecated there too); ``latent_shape`` and ``domain``
@@ -478,7 +479,7 @@ class NestedGINO(nn.Module):
         """The computed latent features (``NestedLatent.features``) of every fine level:
         ``[(B, F, *shape_l)]`` at the level's physical nodes of each sample, or None when the
         model declares none. ``boxes``: the levels' (B, 2, d) boxes of these geometries."""
-        from .features import latent_feature_values
+        from ..geometry.sdf import sdf
 
         names = self.levels_config.features
         if not names or not len(self.fine):
@@ -487,8 +488,9 @@ class NestedGINO(nn.Module):
         out = []
         for l, g in enumerate(self.fine, start=1):
             nodes = self.level_nodes(l, boxes[l])  # (B, G_l, d) float64
-            out.append(torch.stack([latent_feature_values(names, geo, nodes[b]).reshape(len(names), *g.latent_shape)
-                                    for b, geo in enumerate(geoms)]))
+            per = [torch.stack([sdf(geo, nodes[b]) for name in names if name == "sdf"]).reshape(len(names), *g.latent_shape)
+                   for b, geo in enumerate(geoms)]
+            out.append(torch.stack(per).to(torch.float32))
         return out
 
     def _batch_fine_features(self, batch: GeometryBatch, boxes: list) -> Optional[list]:
@@ -692,5 +694,6 @@ class NestedGINO(nn.Module):
 def model_from_config(config) -> nn.Module:
     """The model a config describes: a :class:`NestedGINO` when its ``latent`` is a nested one
     (``{"kind": "nested", ...}`` or a :class:`NestedLatent`), else a :class:`GINO`."""
-    nested = isinstance(config, dict) and is_nested_latent(config.get("latent"))
+    lat = config.get("latent") if isinstance(config, dict) else None
+    nested = isinstance(lat, NestedLatent) or (isinstance(lat, dict) and lat.get("kind") == NestedLatent.kind)
     return NestedGINO.from_config(dict(config)) if nested else GINO.from_config(config)

@@ -83,7 +83,7 @@ def model_config(config: Mapping) -> dict:
     name: ``[model.encoder] inputs`` when given, else ``data.inputs`` (a field of C > 1
     components as ``name[0:C]``). A flat (deprecated) ``[model]`` section keeps the old
     meaning: ``in_channels`` is the width of ``data.inputs``, passed by the trainer."""
-    from ..models.config import LEGACY_KEYS, is_nested_latent, latent_spec
+    from ..models.config import LEGACY_KEYS, latent_spec
 
     m = dict(config["model"])
     d = config["data"]
@@ -97,7 +97,7 @@ def model_config(config: Mapping) -> dict:
         return {**shape, **m}
     if d.get("latent_sdf"):
         lat = m.get("latent")
-        lat = dict(lat) if is_nested_latent(lat) else latent_spec(lat).to_dict()
+        lat = dict(lat) if isinstance(lat, Mapping) and lat.get("kind") == "nested" else latent_spec(lat).to_dict()
         lat["features"] = list(dict.fromkeys([*lat.get("features", []), "sdf"]))
         m["latent"] = lat
     enc = dict(m.get("encoder") or {})
