@@ -11,7 +11,9 @@ Reported per case and as the mean over cases (printed, and written to
 ``OUT/evaluation.json`` and ``OUT/evaluation.csv``): the relative L2 error of every target
 field, and, when the checkpoint's config names coefficient metrics
 (``data.metrics``, :mod:`geoop.train.metrics`), the predicted and true coefficients, their
-absolute errors, and over the cases their MAE and R^2.
+absolute errors, and over the cases their MAE and R^2. Extrapolation is reported per case as
+``geoop predict`` reports it (``"extrapolation"`` in ``evaluation.json``, a warning on stderr
+and under ``"warnings"`` for every case above the threshold).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import argparse
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run", "evaluate_folder"]
@@ -77,12 +80,17 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     metrics = None
     if dcfg.get("metrics"):
         metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
-    rows = []
+    rows, warnings_, extrapolation = [], [], {}
     for name in names:
         cf = cases[name]
         geometry = read(cf.input)
         queries = geometry if cf.same_file else read(cf.query)
-        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+        ex: dict = {}
+        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, extrapolation=ex)
+        for w in ex.get("warnings", []):
+            warnings_.append(f"{name}: {w}")
+            print(f"geoop evaluate: warning: {name}: {w}", file=sys.stderr)
+        extrapolation[name] = {k: v for k, v in ex.items() if k != "warnings"}
         ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
         write(result, out / f"{name}_pred{ext}")
         row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
@@ -100,7 +108,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     keys = [k for k in rows[0] if k != "case"]
     mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
     report = {"checkpoint": str(checkpoint), "cases_dir": str(root), "split": split, "n_cases": len(rows), "cases": rows,
-              "mean": mean, "skipped": [list(p) for p in problems]}
+              "mean": mean, "skipped": [list(p) for p in problems], "extrapolation": extrapolation,
+              **({"warnings": warnings_} if warnings_ else {})}
     if metrics is not None:
         report["coefficients"] = metrics.summary()
     atomic_write_json(out / "evaluation.json", report)
