@@ -4,7 +4,8 @@ A file is written to a temporary name in the destination folder, flushed and fsy
 given the permissions a normal ``open(path, "w")`` would give (``0o666 & ~umask``; plain
 ``tempfile.mkstemp`` files are ``0o600``), then moved into place with :func:`os.replace`.
 On any failure (``KeyboardInterrupt`` included) the temporary file is removed and the
-previous file at ``path``, if any, is untouched.
+previous file at ``path``, if any, is untouched; an ``OSError`` that names no file (a full
+disk reported by ``write``/``fsync``) is re-raised naming ``path``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
         yield tmp
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.filename is None and e.errno is not None:  # a failed write() names no file: name the destination
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
     except BaseException:
         _remove(tmp)
         raise

@@ -112,10 +112,10 @@ class RunLock:
                 log.warning("run folder %s: taking over the stale lock of %s; that process ended without releasing it",
                             self.folder, _describe(prev))
             rec = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps(rec).encode())
-            os.fsync(fd)
+            with contextlib.suppress(OSError):  # the record only informs; the flock is the lock (a full disk)
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps(rec).encode())
             self.fd = fd
             for name in RUN_FILES:  # temp files of writers killed mid-write
                 remove_stale_temps(self.folder / name)

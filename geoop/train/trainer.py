@@ -458,7 +458,7 @@ class Trainer:
                                   reduce=None if dp is None else dp.all_reduce)
                 loss = err.mean()
                 if not torch.isfinite(loss):
-                    self._diverged(epoch, step, f"loss {float(loss)}")
+                    self._diverged(epoch, step, f"loss {float(loss.detach())}")
                 self.optimizer.zero_grad(set_to_none=True)
                 # with domain parallelism every rank of the group computed the whole batch's
                 # loss: its share of the objective is loss / domain (geoop.distributed.domain)
