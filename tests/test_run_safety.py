@@ -116,6 +116,13 @@ def test_existing_run_folder_is_refused_without_resume_and_moved_aside_with_over
     assert not (run / ".geoop-run.lock").exists() and not _temps(run)
     # --resume and --overwrite together: refused
     assert main(["train", str(cfg), "--resume", "--overwrite"]) == 2
+    # starting from a checkpoint elsewhere does not overwrite the run in the folder either
+    elsewhere = tmp_path / "other.pt"
+    elsewhere.write_bytes((backups[0] / "last.pt").read_bytes())
+    now = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--resume", str(elsewhere), "--epochs", "2"]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (run / "last.pt").read_bytes() == now
     # --resume on a folder without last.pt: refused with a hint
     assert main(["train", str(config(tmp_path, folder, out="empty", name="e.toml")), "--resume"]) == 2
     assert "no epoch of this run completed" in capsys.readouterr().err

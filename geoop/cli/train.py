@@ -61,17 +61,21 @@ def run(args) -> int:
     if args.device is not None:
         raw["device"] = args.device
     cfg = resolve_config(raw, source=str(args.config), dataset_cls=MeshFolderDataset, model_cls=GINO)
-    if args.resume is not None and getattr(args, "overwrite", False):
+    out_dir = Path(cfg["output"]["dir"])
+    overwrite = getattr(args, "overwrite", False)
+    # continuing the folder's own run (its last.pt, or another checkpoint in it) vs. starting a
+    # run in the folder from a checkpoint elsewhere (which must not overwrite a run there)
+    in_place = args.resume == "last" or (args.resume is not None and Path(args.resume).resolve().parent == out_dir.resolve())
+    if in_place and overwrite:
         raise ConfigError("geoop train: --resume continues the run in the output folder and --overwrite starts afresh; "
                           "give one of them")
     device = resolve_device(cfg["device"])
     info = init_distributed(device)
-    out_dir = Path(cfg["output"]["dir"])
     lock = RunLock(out_dir) if info.is_main else None
     try:
         if lock is not None:  # one writer per folder; an earlier run is continued, moved aside, or refused
             lock.acquire()
-            claim_run_folder(out_dir, resume=args.resume is not None, overwrite=getattr(args, "overwrite", False))
+            claim_run_folder(out_dir, resume=in_place, overwrite=overwrite)
         resume = None
         if args.resume is not None:
             resume = out_dir / "last.pt" if args.resume == "last" else Path(args.resume)
