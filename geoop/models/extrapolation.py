@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["WARN_FRACTION", "ExtrapolationWarning", "extrapolation_report", "extrapolation_messages", "warn_extrapolation"]
+__all__ = ["WARN_FRACTION", "ExtrapolationWarning", "extrapolation_report", "extrapolation_messages", "warn_extrapolation",
+           "outside_window"]
 
 #: a fraction of query or input points outside the latent window above this is warned about
 WARN_FRACTION = 0.0
@@ -38,7 +39,9 @@ class ExtrapolationWarning(UserWarning):
     """A prediction extrapolates: points outside the latent window, or no input seen by the grid."""
 
 
-def _outside(model, pts: Tensor) -> int:
+def outside_window(model, pts: Tensor) -> int:
+    """Number of the (prepared) points ``pts`` (N, d) outside ``model``'s box latent window
+    (``model.domain``, both ends included up to 1e-9); the rule of training's warning too."""
     dom = torch.as_tensor(model.domain, dtype=torch.float64, device=pts.device)
     p = pts.double()[:, : dom.shape[1]]
     inside = ((p >= dom[0] - 1e-9) & (p <= dom[1] + 1e-9)).all(1)
@@ -54,12 +57,12 @@ def extrapolation_report(model, points: Tensor, queries: Optional[Tensor] = None
     rep: dict = {"n_inputs": int(points.shape[0])}
     box = getattr(model, "latent", None) == "box" and getattr(model, "domain", None) is not None
     if box:
-        rep["inputs_outside"] = _outside(model, points) / max(points.shape[0], 1)
+        rep["inputs_outside"] = outside_window(model, points) / max(points.shape[0], 1)
     if queries is not None:
         queries = torch.as_tensor(queries)
         rep["n_queries"] = int(queries.shape[0])
         if box:
-            rep["queries_outside"] = _outside(model, queries) / max(queries.shape[0], 1)
+            rep["queries_outside"] = outside_window(model, queries) / max(queries.shape[0], 1)
     if empty_balls and callable(getattr(model, "neighbors_in", None)) and getattr(model, "num_latent", 0):
         with torch.no_grad():
             nb = model.neighbors_in(points.to(model.latent_points().dtype) if points.is_floating_point() else points)

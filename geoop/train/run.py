@@ -110,15 +110,15 @@ def model_config(config: Mapping) -> dict:
 def queries_outside(dataset, model) -> tuple[int, int]:
     """(query points of ``dataset`` outside ``model``'s box latent window, all query points),
     in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
+    from ..models.extrapolation import outside_window
+
     if getattr(model, "latent", None) != "box":
         return 0, 0
-    dom = torch.tensor(model.domain, dtype=torch.float64)
     out = total = 0
     for case in dataset.cases:
         gin, gq = dataset._raw(case)
-        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, : dom.shape[1]]
-        inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
-        out, total = out + int((~inside).sum()), total + int(q.shape[0])
+        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())
+        out, total = out + outside_window(model, q), total + int(q.shape[0])
     return out, total
 
 
