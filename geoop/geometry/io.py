@@ -448,12 +448,14 @@ def drop_nonfinite(g: Geometry, path: str) -> Geometry:
 
 
 def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite: str = "raise",
-         on_unknown_cells: str = "raise") -> Geometry:
-    """Read a mesh or point cloud file into a :class:`Geometry`.
+         on_unknown_cells: str = "raise", **case_options) -> Geometry:
+    """Read a mesh or point cloud file, or an OpenFOAM case, into a :class:`Geometry`.
 
     Parameters
     ----------
-    path : file with one of the extensions in :data:`SUPPORTED_FORMATS`
+    path : file with one of the extensions in :data:`SUPPORTED_FORMATS`, or an OpenFOAM
+        case: its folder, a ``.foam`` file in it, or either followed by ``::region``
+        (``"case::wall*"``, the patches matching ``wall*``)
     fields : names of the point (or cell) fields to keep; ``None`` keeps all. A name that
         is not in the file raises :class:`FieldError` listing the available ones.
     on_nonfinite : ``"raise"`` (default): NaN/Inf in coordinates, normals, weights or any
@@ -462,6 +464,10 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
     on_unknown_cells : ``"raise"`` (default): cells of a type geoop does not represent
         (quadratic, polyhedra, polygons from meshio readers, unknown VTK ids) are an error;
         ``"drop"``: read the file without them, with a warning.
+    region, time, decomposed, data : OpenFOAM cases only (:mod:`geoop.geometry.openfoam`):
+        ``region="internalMesh"`` or patch names / glob patterns, ``time="latest"`` or a
+        time value, ``decomposed=None`` (auto) / True / False, ``data="cell"`` or
+        ``"point"``.
 
     Returns
     -------
@@ -492,12 +498,33 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
     >>> g.n_points, g.faces.tolist(), g.fields["p"].flatten().tolist()
     (3, [[0, 1, 2]], [1.0, 2.0, 3.0])
     """
+    from .openfoam import OPENFOAM_OPTIONS, read_openfoam, split_region
+
     p = os.fspath(path)
-    ext = resolve_format(p)
     for opt, val, valid in (("on_nonfinite", on_nonfinite, _ON_NONFINITE),
                             ("on_unknown_cells", on_unknown_cells, _ON_UNKNOWN_CELLS)):
         if val not in valid:
             raise ValueError(f"geoop.read: {opt} must be one of {list(valid)}, got {val!r}")
+    bad = sorted(set(case_options) - set(OPENFOAM_OPTIONS))
+    if bad:
+        raise TypeError(f"geoop.read: unexpected keyword argument(s) {bad}")
+    case_path = split_region(p)[0]
+    if os.path.isdir(case_path) or case_path.lower().endswith(".foam"):
+        fields = None if fields is None else list(fields)
+        try:
+            g = read_openfoam(p, fields, **case_options)
+            if on_nonfinite == "drop":
+                g = drop_nonfinite(g, p)
+            g = g.replace(source=p, validate=True)
+        except GeometryReadError:
+            raise
+        except GeoopError as e:
+            raise GeometryReadError(f"{p}: geometry is invalid: {str(e).replace(f'{p}: ', '')}") from e
+        return _finish(g, p, fields)
+    if case_options:
+        raise GeometryReadError(f"{p}: options {sorted(case_options)} apply to OpenFOAM cases only (a case folder "
+                                "or a .foam file)")
+    ext = resolve_format(p)
     if not os.path.isfile(p):
         raise GeometryReadError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a regular file")
     if os.path.getsize(p) == 0:
@@ -519,6 +546,11 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
         what = "geometry is invalid" if isinstance(e, GeoopError) else f"{SUPPORTED_FORMATS[ext]} reader failed"
         msg = str(e).replace(f"{p}: ", "")
         raise GeometryReadError(f"{p}: {what}: {type(e).__name__}: {msg}") from e
+    return _finish(g, p, fields)
+
+
+def _finish(g: Geometry, p: str, fields) -> Geometry:
+    """Cell fields averaged onto the points, and the selection of ``fields``."""
     convertible = [k for k in g.cell_fields if not k.startswith("gmsh:")]
     if convertible and (g.cells or g.polyhedra is not None):
         g = g.cell_data_to_point_data(convertible)
