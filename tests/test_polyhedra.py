@@ -213,6 +213,22 @@ def test_warped_cells_against_fine_tetrahedra():
         np.testing.assert_allclose(cen[i], m_sum / v_sum, atol=1e-12)
 
 
+def test_frustum_volume_and_centroid_are_exact():
+    """A square frustum (planar faces, not an affine hexahedron): V = h/3 (a^2 + ab + b^2),
+    centroid height h (a^2 + 2ab + 3b^2) / (4 (a^2 + ab + b^2)), as a hexahedron and as a
+    polyhedron."""
+    a, b, h = 2.0, 1.0, 1.5
+    pts = torch.tensor([[-a / 2, -a / 2, 0], [a / 2, -a / 2, 0], [a / 2, a / 2, 0], [-a / 2, a / 2, 0],
+                        [-b / 2, -b / 2, h], [b / 2, -b / 2, h], [b / 2, b / 2, h], [-b / 2, b / 2, h]])
+    faces = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [1, 2, 6, 5], [2, 3, 7, 6], [3, 0, 4, 7]]
+    poly = Polyhedra([x for f in faces for x in f], np.arange(0, 25, 4), [0, 6])
+    zc = h * (a * a + 2 * a * b + 3 * b * b) / (4 * (a * a + a * b + b * b))
+    for g, key in ((Geometry(pts, cells={"hexahedron": torch.arange(8)[None]}), "hexahedron"),
+                   (Geometry(pts, polyhedra=poly), "polyhedron")):
+        assert float(g.cell_measures()[key][0]) == pytest.approx(h / 3 * (a * a + a * b + b * b), rel=1e-14)
+        torch.testing.assert_close(g.cell_centroids()[key][0], torch.tensor([0.0, 0.0, zc]), rtol=0, atol=1e-14)
+
+
 def test_cell_to_point_counts_each_polyhedron_once():
     pts, hexes, polys = cube_mesh()
     g = _geometry(pts, hexes, polys).cell_data_to_point_data(["cid"])

@@ -46,7 +46,7 @@ from .._optional import require
 from ..errors import GeometryReadError, ShapeError
 from .geometry import Geometry
 
-__all__ = ["read_openfoam", "is_openfoam_case", "split_region", "OPENFOAM_OPTIONS"]
+__all__ = ["read_openfoam", "is_openfoam_case", "split_region", "case_files", "OPENFOAM_OPTIONS"]
 
 #: keyword arguments of :func:`read_openfoam` that :func:`geoop.read` passes on
 OPENFOAM_OPTIONS = ("region", "time", "decomposed", "data")
@@ -82,6 +82,22 @@ def split_region(path: Union[str, os.PathLike]) -> tuple[str, Optional[str]]:
         head, _, region = s.rpartition(REGION_SEP)
         return head, region or None
     return s, None
+
+
+def case_files(path: Union[str, os.PathLike]) -> list[Path]:
+    """The files the reader reads for the latest time (sorted): the mesh of the case and of
+    its processors, and the latest time folder of each (for cache keys)."""
+    case = Path(split_region(path)[0])
+    if case.suffix.lower() == ".foam":
+        case = case.parent
+    out = []
+    for root in [case, *(_proc_dirs(case).values())]:
+        mesh = root / "constant" / "polyMesh"
+        times = _time_dirs(root)
+        for d in [mesh] + ([root / times[-1][1]] if times else []):
+            if d.is_dir():
+                out += [f for f in d.iterdir() if f.is_file()]
+    return sorted(out)
 
 
 def _time_dirs(case: Path) -> list[tuple[float, str]]:
@@ -295,21 +311,45 @@ def read_openfoam(path: Union[str, os.PathLike], fields: Optional[Iterable[str]]
             raise GeometryReadError(f"{where}the internal mesh has no cells")
         mesh = grids[0] if len(grids) == 1 else pv.MultiBlock(grids).combine(merge_points=False)
     else:
-        polys = [b for _, b in blocks if isinstance(b, pv.PolyData) and b.n_cells]
-        if not polys:
+        mesh = [b for _, b in blocks if isinstance(b, pv.PolyData) and b.n_cells]
+        if not mesh:
             raise GeometryReadError(f"{where}patches {patches} have no faces")
-        mesh = polys[0] if len(polys) == 1 else pv.merge(polys, merge_points=False)
     try:
-        g = from_pyvista(mesh, source=p, on_unknown_cells="raise", validate=False)
+        if volume:
+            g = from_pyvista(mesh, source=p, on_unknown_cells="raise", validate=False)
+        else:  # each patch triangulated on its own, then side by side
+            g = _concatenate([from_pyvista(b, source=p, on_unknown_cells="raise", validate=False) for b in mesh])
     except ShapeError as e:
         raise GeometryReadError(str(e)) from None
     if decomposed or len(patches) > 1:
         what = "processors" if decomposed else f"patches {patches}"
-        g = _exact_merge_points(g, check_fields=data == "point", where=where, what=what)
+        g = _exact_merge_points(g, check_fields=True, where=where, what=what)
     if fields is not None:
         g = g.replace(fields={k: v for k, v in g.fields.items() if k in fields},
                       cell_fields={k: v for k, v in g.cell_fields.items() if k in fields})
     return g.replace(source=p)
+
+
+def _concatenate(parts: list) -> Geometry:
+    """Geometries side by side (points stacked, cells grouped by type, cell-field rows
+    following their cells); fields present in every part are kept."""
+    if len(parts) == 1:
+        return parts[0]
+    offs = np.cumsum([0] + [g.n_points for g in parts])
+    types = list(dict.fromkeys(t for g in parts for t in g.cells))
+    cells, rows, starts = {}, [], []
+    for g in parts:
+        starts.append(dict(zip(g.cells, np.cumsum([0] + [c.shape[0] for c in g.cells.values()]))))
+    for t in types:
+        cells[t] = torch.cat([g.cells[t] + int(o) for g, o in zip(parts, offs) if t in g.cells])
+        rows += [(j, starts[j][t], g.cells[t].shape[0]) for j, g in enumerate(parts) if t in g.cells]
+    common = set.intersection(*(set(g.fields) for g in parts))
+    ccommon = set.intersection(*(set(g.cell_fields) for g in parts))
+    return Geometry(torch.cat([g.points for g in parts]), cells=cells,
+                    fields={k: torch.cat([g.fields[k] for g in parts]) for k in parts[0].fields if k in common},
+                    cell_fields={k: torch.cat([parts[j].cell_fields[k][s:s + n] for j, s, n in rows])
+                                 for k in parts[0].cell_fields if k in ccommon},
+                    source=parts[0].source, validate=False)
 
 
 def _leaves(mb, prefix: str = "") -> list:
