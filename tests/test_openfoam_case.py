@@ -220,6 +220,10 @@ def test_folder_dataset_takes_a_folder_of_cases(tmp_path):
     item = ds[0]
     surf = geoop.read(tmp_path / "a", region="flange_patch*")
     assert item.geometry.n_points == surf.n_points and item.queries.n_points == INFO["points"]
+    # the polyhedra reach the query weights: they add up to the fluid volume (unit-box units)
+    scale = torch.as_tensor(item.meta["transform"]["scale"], dtype=torch.float64)
+    volume = float(geoop.read(tmp_path / "a").weights.sum())
+    assert float(item.queries.weights.double().sum() * scale.prod()) == pytest.approx(volume, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- floor (OpenFOAM)
