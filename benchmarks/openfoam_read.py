@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-import geoop  # noqa: E402
 from make_openfoam_fixture import make_run  # noqa: E402
+
+import geoop  # noqa: E402
 
 
 def _rows(a: np.ndarray) -> np.ndarray:

@@ -325,3 +325,21 @@ def test_nonfinite_drop_removes_polyhedra_using_the_point(tmp_path):
     with pytest.warns(UserWarning, match="dropped 1 of 125 points and 1 of 16 cells"):
         g = geoop.read(path, on_nonfinite="drop")
     assert g.polyhedra.n_cells == 7 and g.n_points == 124
+
+
+def test_formats_without_polyhedra_refuse_to_write(tmp_path):
+    pts, hexes, polys = cube_mesh()
+    g = _geometry(pts, hexes, polys)
+    for ext in (".msh", ".vtp", ".ply"):
+        with pytest.raises(geoop.GeometryWriteError, match="polyhedral cells"):
+            geoop.write(g, tmp_path / f"x{ext}")
+        assert not (tmp_path / f"x{ext}").exists()
+
+
+def test_sdf_of_a_polyhedral_volume_mesh():
+    """The boundary of the split cube (from VTK's surface of the polyhedral grid) is the
+    cube: signed distances of a few points are exact."""
+    pts, hexes, polys = cube_mesh(jitter=0.0)
+    g = _geometry(pts, hexes, polys)
+    q = torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 1.5], [0.9, 0.2, 0.5]])
+    torch.testing.assert_close(g.sdf(q), torch.tensor([-0.5, 0.5, -0.1]), rtol=0, atol=1e-6)

@@ -187,8 +187,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
     ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
     available ones when one is missing). A mesh with only vertex cells and no cell data
-    becomes a bare point cloud. Cells of other VTK types (quadratic, polyhedra, unknown ids)
-    are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
+    becomes a bare point cloud. Polyhedra (VTK type 42) become ``Geometry.polyhedra``
+    (their faces are checked when the geometry is validated). Cells of other VTK types
+    (quadratic, unknown ids) are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
     :class:`ShapeError` (``"raise"``, what :func:`geoop.read` does by default).
     """
     pv = require("pyvista", "VTK conversion")

@@ -462,7 +462,8 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
         field value is a :class:`GeometryReadError`; ``"drop"``: drop those points and the
         cells using them (and cells with non-finite cell-field values), with a warning.
     on_unknown_cells : ``"raise"`` (default): cells of a type geoop does not represent
-        (quadratic, polyhedra, polygons from meshio readers, unknown VTK ids) are an error;
+        (quadratic, polyhedra from meshio readers, polygons from meshio readers, unknown VTK
+        ids) are an error;
         ``"drop"``: read the file without them, with a warning.
     region, time, decomposed, data : OpenFOAM cases only (:mod:`geoop.geometry.openfoam`):
         ``region="internalMesh"`` or patch names / glob patterns, ``time="latest"`` or a
@@ -716,6 +717,9 @@ def _write_npz(g: Geometry, path: str) -> None:
         np.savez_compressed(f, **data)
 
 
+#: formats that keep polyhedra (point-cloud formats keep no cells at all)
+_POLYHEDRA_FORMATS = {".vtu", ".vtk", ".npz", ".xyz", ".pts", ".pcd"}
+
 _WRITERS: dict[str, Callable[[Geometry, str], None]] = {
     ".vtu": lambda g, p: _write_vtk(g, p, ".vtu"),
     ".vtp": lambda g, p: _write_vtk(g, p, ".vtp"),
@@ -750,6 +754,9 @@ def write(geometry: Geometry, path: PathLike) -> Path:
     ext = resolve_format(p)
     if not isinstance(geometry, Geometry):
         raise GeometryWriteError(f"{p}: expected a geoop.Geometry, got {type(geometry).__name__}")
+    if geometry.polyhedra is not None and ext not in _POLYHEDRA_FORMATS:
+        raise GeometryWriteError(f"{p}: {ext} cannot hold the {geometry.polyhedra.n_cells} polyhedral cells of this "
+                                 f"geometry; write one of {sorted(_POLYHEDRA_FORMATS)}")
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
         raise GeometryWriteError(f"{p}: folder {folder} does not exist")
