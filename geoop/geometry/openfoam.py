@@ -1,9 +1,9 @@
 """Reading OpenFOAM cases as they are: ``geoop.read("case/")`` or ``geoop.read("case/case.foam")``.
 
 The case is read by VTK's OpenFOAM reader (``vtkOpenFOAMReader``; ``vtkPOpenFOAMReader``
-for decomposed ``processor*`` cases), which keeps polyhedral cells as ``VTK_POLYHEDRON``
-(VTK >= 9.3 never decomposes them): they become :attr:`Geometry.polyhedra` with exact
-volumes (:mod:`geoop.geometry.polyhedra`).
+for decomposed ``processor*`` cases) with its polyhedron decomposition off (recent VTK has
+none), so polyhedral cells arrive as ``VTK_POLYHEDRON`` and become :attr:`Geometry.polyhedra`
+with exact volumes (:mod:`geoop.geometry.polyhedra`), never as made-up tetrahedra.
 
 What is read (keyword arguments of :func:`read_openfoam` and :func:`geoop.read`):
 
@@ -184,6 +184,8 @@ def _reader(case: Path, foam: Optional[Path], decomposed: bool):
     r.SetFileName(str(foam if foam is not None else case / f"{case.name or 'case'}.foam"))
     r.SkipZeroTimeOff()
     r.ReadZonesOff()
+    if hasattr(r, "SetDecomposePolyhedra"):  # older VTK splits polyhedra into tets/pyramids by default
+        r.SetDecomposePolyhedra(0)
     return r
 
 
