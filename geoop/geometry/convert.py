@@ -147,10 +147,10 @@ def _polyhedral_grid(pts: np.ndarray, blocks: list, poly):
     types = [np.full(c.shape[0], CELL_TO_VTK[k], np.uint8) for k, c in blocks]
     conn = [c.reshape(-1) for _, c in blocks]
     sizes = [np.full(c.shape[0], c.shape[1], np.int64) for _, c in blocks]
-    pl = poly.cell_point_lists()
+    cid, pid = (_np(t) for t in poly.cell_points())  # sorted by cell
     types.append(np.full(poly.n_cells, VTK_POLYHEDRON, np.uint8))
-    conn.append(np.concatenate(pl) if pl else np.zeros(0, np.int64))
-    sizes.append(np.array([len(x) for x in pl], np.int64))
+    conn.append(pid)
+    sizes.append(np.bincount(cid, minlength=poly.n_cells).astype(np.int64))
     n_fixed = sum(c.shape[0] for _, c in blocks)
     sz = np.concatenate(sizes)
     cells = _cell_array(np.concatenate([[0], np.cumsum(sz)]), np.concatenate(conn).astype(np.int64))

@@ -75,6 +75,7 @@ class Polyhedra:
         self.face_points = _long(face_points)
         self.face_offsets = _long(face_offsets)
         self.cell_offsets = _long(cell_offsets)
+        self._cell_points = None
         for name, off, total in (("face_offsets", self.face_offsets, self.face_points.numel()),
                                  ("cell_offsets", self.cell_offsets, None)):
             if off.numel() == 0 or int(off[0]) != 0 or (off.numel() > 1 and bool((off[1:] < off[:-1]).any())):
@@ -123,11 +124,13 @@ class Polyhedra:
 
     def cell_points(self) -> tuple[Tensor, Tensor]:
         """The distinct points of each cell as ``(cell, point)`` pairs, each (K,), sorted by
-        cell then point id."""
-        pc = self.point_cell()
-        n = int(self.face_points.max()) + 1 if self.face_points.numel() else 1
-        key = torch.unique(pc * n + self.face_points)
-        return key // n, key % n
+        cell then point id (computed once per object)."""
+        if self._cell_points is None:
+            pc = self.point_cell()
+            n = int(self.face_points.max()) + 1 if self.face_points.numel() else 1
+            key = torch.unique(pc * n + self.face_points)
+            self._cell_points = (key // n, key % n)
+        return self._cell_points
 
     def cell_point_lists(self) -> list:
         """The distinct point ids of each cell, as a list of (k_i,) numpy arrays."""
