@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Read floors for polyhedral OpenFOAM meshes: a snappyHexMesh run of the ``flange``
-tutorial (Debian's ``openfoam-examples``) read three ways, foamToVTK's ``.vtu``, the case
+tutorial (Debian's ``openfoam-examples``) read four ways, foamToVTK's ``.vtu`` and legacy ``.vtk``, the case
 folder and the decomposed case (``processor*``), compared point by point and cell by cell,
 and the sum of the cell volumes against ``checkMesh``'s total.
 
@@ -73,6 +73,7 @@ def measure(run: Path, info: dict) -> dict:
     t0 = time.perf_counter()
     vtu = geoop.read(next((run / "VTK").glob("*_0/internal.vtu")))
     t1 = time.perf_counter()
+    legacy = geoop.read(next((run / "VTK").glob("*_0.vtk")))
     rec = geoop.read(run)
     t2 = time.perf_counter()
     dec = geoop.read(run, decomposed=True)
@@ -81,15 +82,17 @@ def measure(run: Path, info: dict) -> dict:
     out.update(read_s={"vtu": round(t1 - t0, 3), "case": round(t2 - t1, 3), "decomposed": round(t3 - t2, 3)})
     p_r = rec.points.numpy()
     out["max_point_diff_vtu_case"] = float(np.abs(vtu.points.numpy() - p_r).max())
+    out["max_point_diff_legacy_case"] = float(np.abs(legacy.points.numpy() - p_r).max())
     out["max_point_diff_decomposed_case"] = float(np.abs(dec.points.numpy()[_rows(dec.points.numpy())]
                                                          - p_r[_rows(p_r)]).max())
     cr, cd = _rows(rec.cell_fields["C"].numpy()), _rows(dec.cell_fields["C"].numpy())
     for k in ("V", "C"):
         a = rec.cell_fields[k].numpy()
         out[f"max_{k}_diff_vtu_case"] = float(np.abs(vtu.cell_fields[k].numpy() - a).max())
+        out[f"max_{k}_diff_legacy_case"] = float(np.abs(legacy.cell_fields[k].numpy() - a).max())
         out[f"max_{k}_diff_decomposed_case"] = float(np.abs(dec.cell_fields[k].numpy()[cd] - a[cr]).max())
     vols = {}
-    for name, g in (("vtu", vtu), ("case", rec), ("decomposed", dec)):
+    for name, g in (("vtu", vtu), ("legacy", legacy), ("case", rec), ("decomposed", dec)):
         vols[name] = float(g.weights.double().sum())
     out["volume_sum"] = vols
     out["volume_rel_diff_vs_checkMesh"] = {k: (v - info["total_volume"]) / info["total_volume"] for k, v in vols.items()}

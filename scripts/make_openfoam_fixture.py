@@ -7,7 +7,8 @@ copy the minimal case files (gzipped ASCII) into a test fixture.
 
 Without ``--out`` only the run is made (for the read floors, ``benchmarks/openfoam_read.py``).
 The run folder holds: the case (``constant/polyMesh``, ``0/{V,C}``), ``processor0..N-1``
-(``decomposePar``, hierarchical), ``VTK/`` (``foamToVTK``: internal.vtu with polyhedra) and
+(``decomposePar``, hierarchical), ``VTK/`` (``foamToVTK``: internal.vtu with polyhedra, and the
+legacy ``<case>_0.vtk``) and
 ``checkMesh.json`` (points, cells, polyhedra and the total volume ``checkMesh`` reports).
 The fixture holds the case and its processors (polyMesh + ``0/``, gzipped) and
 ``checkMesh.json``. OpenFOAM runs with ``WM_PROJECT_DIR`` set to the package's share folder
@@ -84,6 +85,7 @@ def make_run(run_dir: Path, blocks=(10, 8, 6), surface_level: int = 1, inside_le
     check = _run(["checkMesh"], run_dir)
     _run(["decomposePar", "-force"], run_dir)
     _run(["foamToVTK", "-time", "0"], run_dir)
+    _run(["foamToVTK", "-legacy", "-time", "0"], run_dir)
     (run_dir / "case.foam").touch()
 
     def num(key):

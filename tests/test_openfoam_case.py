@@ -196,6 +196,12 @@ def test_missing_processor_is_named(case):
         geoop.read(case, decomposed=True)
 
 
+def test_processor_without_mesh_is_named(case):
+    shutil.rmtree(case / "processor1" / "constant")
+    with pytest.raises(GeometryReadError, match="processor1 has no constant/polyMesh"):
+        geoop.read(case, decomposed=True)
+
+
 def test_not_a_case_and_options_on_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GeometryReadError, match="not an OpenFOAM case: no constant/polyMesh"):
@@ -241,16 +247,20 @@ def test_snappy_mesh_three_read_paths_agree(tmp_path):
     subprocess.run([sys.executable, str(script), "--run-dir", str(run)], check=True, capture_output=True)
     info = json.loads((run / "checkMesh.json").read_text())
     vtu = geoop.read(next((run / "VTK").glob("*_0/internal.vtu")))
+    legacy = geoop.read(next((run / "VTK").glob("*_0.vtk")))
     rec = geoop.read(run)
     dec = geoop.read(run, decomposed=True)
     assert vtu.polyhedra is not None and vtu.polyhedra.n_cells == rec.polyhedra.n_cells == info["polyhedra"]
+    assert legacy.polyhedra.n_cells == info["polyhedra"]
     scale = float((vtu.points.max(0).values - vtu.points.min(0).values).max())
-    assert float((vtu.points - rec.points).abs().max()) <= 1e-6 * scale
+    for f in (vtu, legacy):
+        assert float((f.points - rec.points).abs().max()) <= 1e-6 * scale
     for k in ("V", "C"):
         ref = np.abs(rec.cell_fields[k].numpy()).max()
-        assert np.abs(vtu.cell_fields[k].numpy() - rec.cell_fields[k].numpy()).max() <= 1e-6 * ref
+        for f in (vtu, legacy):
+            assert np.abs(f.cell_fields[k].numpy() - rec.cell_fields[k].numpy()).max() <= 1e-6 * ref
         assert np.abs(dec.cell_fields[k].numpy()[_by_centre(dec)]
                       - rec.cell_fields[k].numpy()[_by_centre(rec)]).max() <= 1e-6 * ref
     np.testing.assert_allclose(_sorted_rows(dec.points.numpy()), _sorted_rows(rec.points.numpy()), atol=1e-6 * scale)
-    for g in (vtu, rec, dec):
+    for g in (vtu, legacy, rec, dec):
         assert float(g.weights.sum()) == pytest.approx(info["total_volume"], rel=1e-4)
