@@ -255,9 +255,8 @@ def read_openfoam(path: Union[str, os.PathLike], fields: Optional[Iterable[str]]
                                 + (" (it has processor* folders: pass decomposed=True)" if _proc_dirs(case) else ""))
     procs = _check_processors(case, where) if decomposed else []
     fields = None if fields is None else list(fields)
-    fields_wanted = fields is None or bool(fields)
     times = _time_dirs(procs[0] if decomposed else case)
-    chosen = _pick_time(times, time, where, fields_wanted and fields is not None)
+    chosen = _pick_time(times, time, where, bool(fields))
     if decomposed and chosen is not None:
         for i, pd in enumerate(procs):
             if not (pd / chosen[1]).is_dir():
@@ -273,6 +272,12 @@ def read_openfoam(path: Union[str, os.PathLike], fields: Optional[Iterable[str]]
             r.UpdateInformation()
     except RuntimeError as e:
         raise GeometryReadError(f"{where}VTK's OpenFOAM reader failed: {e}") from None
+    tv = r.GetTimeValues()
+    vtk_times = [tv.GetValue(i) for i in range(tv.GetNumberOfTuples())] if tv is not None else []
+    if chosen is not None and not any(abs(t - chosen[0]) <= 1e-9 * max(abs(t), 1.0) for t in vtk_times):
+        # VTK would silently read the nearest time it knows instead
+        raise GeometryReadError(f"{where}VTK's OpenFOAM reader does not list time {chosen[1]!r} (it lists "
+                                f"{vtk_times}); is the folder empty?")
     names = [r.GetPatchArrayName(i) for i in range(r.GetNumberOfPatchArrays())]
     r.DisableAllPatchArrays()
     if volume:
