@@ -94,17 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _signal_received.clear()
+    previous = {}
+    try:  # SIGTERM as Ctrl-C; Ctrl-C as KeyboardInterrupt unless the caller ignores it (a background job)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave the signals alone
+        pass
+    try:
+        return _main(argv)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        sig = interrupt_signal()
+        print(f"geoop: {'terminated (SIGTERM)' if sig == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        return 128 + int(sig)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    _signal_received.clear()
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        previous = None
     cmd = f"geoop {args.command}"
     try:
         return int(args._run(args) or 0)
@@ -127,9 +143,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{cmd}: internal error: {type(e).__name__}: {e} (a bug in geoop; run with -v for the traceback)",
               file=sys.stderr)
         return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,7 +46,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from .._atomic import atomic_open, remove_stale_temps
+from .._atomic import atomic_open, deferred_interrupts, remove_stale_temps
 from ..errors import CheckpointError
 
 __all__ = [
@@ -166,7 +166,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)  # left by a writer killed mid-write
-        with atomic_open(path, "wb") as f:
+        with deferred_interrupts(), atomic_open(path, "wb") as f:  # Ctrl-C/SIGTERM after the write, not inside torch
             torch.save(state, f)
     except (OSError, RuntimeError) as e:
         prev = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"

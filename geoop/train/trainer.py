@@ -441,7 +441,9 @@ class Trainer:
         show = self.progress if self.progress is not None else (self.dist.is_main and sys.stderr.isatty())
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not show, leave=False)
+        # no tqdm object at all without a bar: tqdm takes a process-shared lock on creation, which a
+        # forked process killed at that moment would leave held
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False) if show else None
         loss_sum, n_samples, t0 = 0.0, 0, time.perf_counter()
         try:
             dp = self.domain_parallel
@@ -489,10 +491,12 @@ class Trainer:
                 loss_sum += float(err.detach().mean(1).sum()) if b else 0.0
                 n_samples += b
                 dt = time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / max(n_samples, 1):.4f}", sps=f"{n_samples * self.dist.world_size / max(dt, 1e-9):.1f}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / max(n_samples, 1):.4f}", sps=f"{n_samples * self.dist.world_size / max(dt, 1e-9):.1f}")
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         dt = time.perf_counter() - t0
         s = all_reduce_sums({"loss": loss_sum, "n": n_samples}, self.dist, self._reduce_device)
         return {"train_loss": s["loss"] / max(s["n"], 1), "samples_per_s": s["n"] / max(dt, 1e-9), "lr": self.scheduler.get_last_lr()[0]}
