@@ -197,6 +197,13 @@ class Trainer:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
         buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
         DDP, no amp); evaluation and prediction stay eager. Default False.
+    fsdp : shard parameters, gradients and AdamW state over the data-parallel ranks
+        (PyTorch FSDP2, :mod:`geoop.train.fsdp`; config ``[parallel] fsdp``) instead of
+        replicating them (DDP): same updates, ``1 / data ranks`` of the memory. With
+        ``domain`` the mesh is ``(domain, data)``: sharded over the data ranks, replicated in
+        a domain group. Checkpoints stay full single files (gathered on rank 0), loadable on
+        any number of ranks. One data rank: nothing to shard, trains unsharded.
+        :meth:`evaluate`, :meth:`save` and :meth:`predict` are collectives then (every rank calls them).
     """
 
     def __init__(
@@ -240,6 +247,7 @@ class Trainer:
         schedule=None,
         checkpointing=None,
         precision=None,
+        fsdp: bool = False,
     ):
         # typed groups of settings (geoop.train.specs) replace their flat keywords
         flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
@@ -309,6 +317,7 @@ class Trainer:
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
         )
         self.steps_per_epoch = len(self.loader)
+        self.fsdp = self._shard(fsdp)
         self.optimizer = _adamw(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
         self.scheduler = WarmupCosine(
             self.optimizer,
@@ -324,9 +333,11 @@ class Trainer:
         self.compile = resolve_compile(compile, "Trainer compile")
         if self.compile != "none" and self.domain_parallel is not None:
             raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
+        if self.compile != "none" and self.fsdp:
+            raise ConfigError(f"Trainer: compile={self.compile!r} and fsdp do not combine yet; set one of them")
         inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
                                                       self.amp_dtype)
-        if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
+        if self.dist.is_distributed and not self.fsdp and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -347,6 +358,25 @@ class Trainer:
 
             self.tracker = TensorBoardLogger(tensorboard, image_every=tensorboard_images_every)
         self._picture = None
+
+    def _shard(self, fsdp: bool) -> bool:
+        """Apply FSDP (:func:`geoop.train.fsdp.shard_model`) when asked and there is more
+        than one data-parallel rank; returns whether the model is sharded."""
+        if not isinstance(fsdp, bool):
+            raise ConfigError(f"Trainer: fsdp must be true or false, got {fsdp!r}")
+        domain = self.grid.domain if self.grid is not None else 1
+        data = self.dist.world_size // domain
+        if not fsdp or data == 1:
+            if fsdp:
+                log.warning("fsdp: %d data-parallel rank(s) (world size %d, domain %d): nothing to shard, training "
+                            "unsharded", data, self.dist.world_size, domain)
+            return False
+        if self.amp_dtype == torch.float16:
+            raise ConfigError("Trainer: fsdp and amp='fp16' (gradient scaling) do not combine yet; use amp='bf16' or 'none'")
+        from .fsdp import fsdp_mesh, shard_model
+
+        shard_model(self.model, fsdp_mesh(self.dist.world_size, domain, self.device.type), domain_methods=domain > 1)
+        return True
 
     def specs(self) -> dict:
         """The trainer's settings as the typed groups of :mod:`geoop.train.specs`, plain dicts
@@ -373,6 +403,7 @@ class Trainer:
             tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
             minutes=o.get("minutes"),
             domain=config.get("parallel", {}).get("domain", 1),
+            fsdp=config.get("parallel", {}).get("fsdp", False),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -452,16 +483,18 @@ class Trainer:
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 # with domain parallelism every rank of the group computed the whole batch's
-                # loss: its share of the objective is loss / domain (geoop.distributed.domain)
-                scaled = loss if dp is None else loss / dp.world_size
+                # loss: its share of the objective is loss / domain (geoop.distributed.domain);
+                # FSDP averages the group's gradients itself (geoop.train.fsdp)
+                sync = dp is not None and not self.fsdp
+                scaled = loss / dp.world_size if sync else loss
                 if self.scaler is not None:
                     self.scaler.scale(scaled).backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                     self.scaler.unscale_(self.optimizer)
                 else:
                     scaled.backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                 if self.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -524,6 +557,8 @@ class Trainer:
             if self.metrics is not None or picture:
                 self._per_sample(batch, pred, y, widths, picture)
                 picture = False
+        if self.fsdp:  # every rank must run as many forward passes (each gathers parameters)
+            self._pad_forwards(data, len(loader))
         sums["n"] = count
         coef = {}
         if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
@@ -537,6 +572,18 @@ class Trainer:
             out.update(self.metrics.summary(coef))
         self.model.train(was)
         return out
+
+    def _pad_forwards(self, data, done: int) -> None:
+        """Under FSDP: forward passes on ``data[0]`` (results dropped) until this rank has run
+        as many as the rank with the most evaluation batches."""
+        import torch.distributed as dist
+
+        most = torch.tensor([done], dtype=torch.long, device=self._reduce_device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        if done < int(most):
+            batch = self.collate_fn([data[0]]).to(self.device)
+            for _ in range(int(most) - done):
+                self.forward(batch, net=self.model)
 
     def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
         """Coefficient metrics of every item of a validation batch (decoded values) and, when
@@ -571,11 +618,17 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
         mc = getattr(self.model, "config", None)
+        if self.fsdp:  # a collective; the full states land on rank 0 (empty elsewhere)
+            from .fsdp import full_state
+
+            model_state, optim_state = full_state(self.model, self.optimizer)
+        else:
+            model_state, optim_state = strip_ddp_prefix(self.model.state_dict()), self.optimizer.state_dict()
         return {
             "epoch": int(self.epoch),
-            "model": strip_ddp_prefix(self.model.state_dict()),
+            "model": model_state,
             "model_config": _plain(mc) if isinstance(mc, Mapping) else {},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "normalizers": self.normalizers.state_dict() if self.normalizers is not None else {},
@@ -592,9 +645,18 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
         """Restore model, optimizer, scheduler, normalisers, RNG and epoch from ``state``."""
-        load_model_state(self.model, state["model"], source)
+        if self.fsdp:
+            from .checkpoint import check_state_dict
+            from .fsdp import load_full_state
+
+            check_state_dict(self.model, state["model"], source)
+        else:
+            load_model_state(self.model, state["model"], source)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.fsdp:
+                load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -610,9 +672,12 @@ class Trainer:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write a checkpoint atomically (call on every rank; only rank 0 writes)."""
+        if not self.dist.is_main and not self.fsdp:
+            return Path(path)
+        state = self.state_dict()  # under FSDP a collective: every rank gathers
         if not self.dist.is_main:
             return Path(path)
-        return save_checkpoint(self.state_dict(), path)
+        return save_checkpoint(state, path)
 
     def resume(self, path: Union[str, os.PathLike]) -> None:
         """Load a checkpoint written by :meth:`save` (every rank reads it)."""
@@ -620,12 +685,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ files
     def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
-        if self.out_dir is None or not self.dist.is_main:
+        if self.out_dir is None or not (self.dist.is_main or self.fsdp):
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.save(self.out_dir / "last.pt")
         if improved and self.save_best:
             self.save(self.out_dir / "best.pt")
+        if not self.dist.is_main:
+            return
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_plain(metrics)) + "\n")
         # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch
