@@ -43,7 +43,7 @@ def _model() -> GINO:
 
 
 def _trainer(info, batch_size, fsdp, out_dir=None, domain=1):
-    return Trainer(_model(), make_samples(N_SAMPLES), val_data=make_samples(3, seed=5), targets=["p"], inputs=["a"],
+    return Trainer(_model(), make_samples(N_SAMPLES), val_data=make_samples(5, seed=5), targets=["p"], inputs=["a"],
                    epochs=EPOCHS, batch_size=batch_size, lr=1e-2, warmup=0.5, seed=3, dist_info=info, progress=False,
                    out_dir=out_dir, fsdp=fsdp, domain=domain)
 
@@ -69,6 +69,7 @@ def _worker(rank, world, port, out):
         if rank == 0:  # the epoch-2 checkpoint, before epoch 3 replaces last.pt
             shutil.copy(os.path.join(run, "last.pt"), os.path.join(out, "fsdp_ep2.pt"))
         hist = tr.fit()
+        grads = _full_grads(tr.model)
         mem = local_bytes(tr.model, tr.optimizer)
         state = tr.state_dict()  # a collective: the full state on rank 0
         # a plain one-process checkpoint of epoch 2 continued by 2 sharded ranks
@@ -76,12 +77,17 @@ def _worker(rank, world, port, out):
         hist2 = tr2.fit(resume=os.path.join(out, "plain_ep2.pt"))
         state2 = tr2.state_dict()
         if rank == 0:
-            torch.save({"model": state["model"], "history": hist, "mem": mem, "model2": state2["model"], "history2": hist2},
+            torch.save({"model": state["model"], "history": hist, "grads": grads, "mem": mem, "model2": state2["model"], "history2": hist2},
                        os.path.join(out, "rank0.pt"))
         else:
             torch.save({"mem": mem, "empty": state["model"] == {} and state["optimizer"] == {}}, os.path.join(out, "rank1.pt"))
     finally:
         cleanup_distributed(info)
+
+
+def _full_grads(model):
+    """The whole gradient of every parameter, gathered from the shards (a collective)."""
+    return {n: p.grad.full_tensor() for n, p in model.named_parameters()}
 
 
 def _close(a, b, atol=1e-5):
@@ -104,6 +110,7 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoints_move(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     # same weights and losses as one process (the model moved: not two untrained models)
     _close(r0["model"], ref)
+    _close(r0["grads"], {n: p.grad for n, p in single.model.named_parameters()})
     init = _model().state_dict()
     assert max(float((init[k] - v).abs().max()) for k, v in ref.items()) > 1e-3
     for a, b in zip(r0["history"], ref_hist):
@@ -137,9 +144,10 @@ def _domain_worker(rank, world, port, out):
         tr = _trainer(info, PER_RANK_BATCH, True, domain=2)
         assert tr.fsdp and tr.grid.data == 2 and tr.domain_parallel is not None
         hist = tr.fit(until_epoch=2)
+        grads = _full_grads(tr.model)
         state = tr.state_dict()
         if rank == 0:
-            torch.save({"model": state["model"], "history": hist}, os.path.join(out, "domain.pt"))
+            torch.save({"model": state["model"], "history": hist, "grads": grads}, os.path.join(out, "domain.pt"))
     finally:
         cleanup_distributed(info)
 
@@ -153,6 +161,8 @@ def test_fsdp_composes_with_domain_parallelism(tmp_path):
     single = _trainer(DistInfo(), 2 * PER_RANK_BATCH, False)
     hist = single.fit(until_epoch=2)
     _close(r0["model"], single.model.state_dict(), atol=1e-4)
+    # the last step's (clipped) gradient itself, not only Adam's scale-free update
+    _close(r0["grads"], {n: p.grad for n, p in single.model.named_parameters()}, atol=1e-5)
     for a, b in zip(r0["history"], hist):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
 

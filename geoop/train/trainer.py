@@ -542,6 +542,9 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.reset()
         picture = self.tracker is not None and data is self.val_data and self.tracker.wants_picture()
+        # under FSDP every rank must run as many forward passes (each gathers parameters):
+        # the largest count is agreed before any of them
+        most = self._most_batches(len(loader)) if self.fsdp else 0
         for batch in loader:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
@@ -557,8 +560,10 @@ class Trainer:
             if self.metrics is not None or picture:
                 self._per_sample(batch, pred, y, widths, picture)
                 picture = False
-        if self.fsdp:  # every rank must run as many forward passes (each gathers parameters)
-            self._pad_forwards(data, len(loader))
+        if len(loader) < most:  # forward passes on data[0], results dropped
+            extra = self.collate_fn([data[0]]).to(self.device)
+            for _ in range(most - len(loader)):
+                self.forward(extra, net=self.model)
         sums["n"] = count
         coef = {}
         if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
@@ -573,17 +578,13 @@ class Trainer:
         self.model.train(was)
         return out
 
-    def _pad_forwards(self, data, done: int) -> None:
-        """Under FSDP: forward passes on ``data[0]`` (results dropped) until this rank has run
-        as many as the rank with the most evaluation batches."""
+    def _most_batches(self, mine: int) -> int:
+        """The largest number of batches over ranks (one all-reduce)."""
         import torch.distributed as dist
 
-        most = torch.tensor([done], dtype=torch.long, device=self._reduce_device)
-        dist.all_reduce(most, op=dist.ReduceOp.MAX)
-        if done < int(most):
-            batch = self.collate_fn([data[0]]).to(self.device)
-            for _ in range(int(most) - done):
-                self.forward(batch, net=self.model)
+        t = torch.tensor([mine], dtype=torch.long, device=self._reduce_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t)
 
     def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
         """Coefficient metrics of every item of a validation batch (decoded values) and, when
