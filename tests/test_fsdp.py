@@ -138,7 +138,7 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoints_move(tmp_path):
     _close(r0["model2"], ref)
 
 
-def _domain_worker(rank, world, port, out):
+def _four_rank_worker(rank, world, port, out):
     info = _init(rank, world, port)
     try:
         tr = _trainer(info, PER_RANK_BATCH, True, domain=2)
@@ -146,25 +146,39 @@ def _domain_worker(rank, world, port, out):
         hist = tr.fit(until_epoch=2)
         grads = _full_grads(tr.model)
         state = tr.state_dict()
+        # the one-process epoch-2 checkpoint continued on 4 sharded ranks (batch 1 each:
+        # the same global batches; a 1-element bias has empty shards on some ranks)
+        tr4 = _trainer(info, 1, True)
+        hist4 = tr4.fit(resume=os.path.join(out, "plain_ep2.pt"))
+        state4 = tr4.state_dict()
         if rank == 0:
-            torch.save({"model": state["model"], "history": hist, "grads": grads}, os.path.join(out, "domain.pt"))
+            torch.save({"model": state["model"], "history": hist, "grads": grads, "model4": state4["model"], "history4": hist4},
+                       os.path.join(out, "four.pt"))
     finally:
         cleanup_distributed(info)
 
 
 @pytest.mark.slow
-def test_fsdp_composes_with_domain_parallelism(tmp_path):
+def test_fsdp_composes_with_domain_parallelism_and_resumes_on_four_ranks(tmp_path):
     """4 ranks: 2 data ranks (sharded) x 2 domain ranks (replicated, each a spatial half of
-    every batch) train like 1 process on the whole batches."""
-    mp.spawn(_domain_worker, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
-    r0 = torch.load(tmp_path / "domain.pt", weights_only=True)
-    single = _trainer(DistInfo(), 2 * PER_RANK_BATCH, False)
+    every batch) train like 1 process on the whole batches; then 4 sharded data ranks
+    continue a one-process checkpoint like that process."""
+    single = _trainer(DistInfo(), 2 * PER_RANK_BATCH, False, out_dir=tmp_path / "single")
     hist = single.fit(until_epoch=2)
-    _close(r0["model"], single.model.state_dict(), atol=1e-4)
+    shutil.copy(tmp_path / "single" / "last.pt", tmp_path / "plain_ep2.pt")
+    ep2 = {k: v.clone() for k, v in single.model.state_dict().items()}
+    grads = {n: p.grad.clone() for n, p in single.model.named_parameters()}
+    ref_hist = single.fit()
+
+    mp.spawn(_four_rank_worker, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
+    r0 = torch.load(tmp_path / "four.pt", weights_only=True)
+    _close(r0["model"], ep2, atol=1e-4)
     # the last step's (clipped) gradient itself, not only Adam's scale-free update
-    _close(r0["grads"], {n: p.grad for n, p in single.model.named_parameters()}, atol=1e-5)
+    _close(r0["grads"], grads, atol=1e-5)
     for a, b in zip(r0["history"], hist):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert r0["history4"][-1]["train_loss"] == pytest.approx(ref_hist[-1]["train_loss"], abs=1e-5)
+    _close(r0["model4"], single.model.state_dict())
 
 
 def test_fsdp_bad_settings_are_clear_errors():
