@@ -688,13 +688,13 @@ class Trainer:
     def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
         if self.out_dir is None or not (self.dist.is_main or self.fsdp):
             return
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.save(self.out_dir / "last.pt")
-        if improved and self.save_best:
-            self.save(self.out_dir / "best.pt")
+        state = self.state_dict()  # under FSDP a collective: every rank gathers, once
         if not self.dist.is_main:
             return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(state, self.out_dir / "last.pt")
+        if improved and self.save_best:
+            save_checkpoint(state, self.out_dir / "best.pt")
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_plain(metrics)) + "\n")
         # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch
