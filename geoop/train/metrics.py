@@ -267,10 +267,13 @@ class CoefficientMetrics:
         self.per_case.append({"case": case, **{f"{c}_pred": pred[c] for c in self.names},
                               **{f"{c}_true": true[c] for c in self.names}})
 
-    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice]) -> None:
+    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice],
+                   surface_file=None) -> None:
         """One validation item: ``meta`` of a :class:`~geoop.data.MeshFolderDataset` item
         (``case``, ``input_file``, ``transform``), its NORMALISED query points (Q, d) and
-        the decoded prediction / truth (Q, ΣC)."""
+        the decoded prediction / truth (Q, ΣC); ``surface_file``: the file of the surface
+        to integrate on (default ``meta["input_file"]``; with query sets, the file of the
+        field's set)."""
         from ..geometry.geometry import NormalizeTransform
 
         for k in ("case", "input_file", "transform"):
@@ -279,7 +282,8 @@ class CoefficientMetrics:
                                   f"MeshFolderDataset (or items with case, input_file and transform)")
         T = NormalizeTransform.from_state_dict(meta["transform"])
         qp = T.inverse(query_points.detach().double().cpu())
-        pp, tp = self.case_coefficients(str(meta["case"]), self.surface(meta["input_file"]), qp,
+        surf = self.surface(meta["input_file"] if surface_file is None else surface_file)
+        pp, tp = self.case_coefficients(str(meta["case"]), surf, qp,
                                         pred.detach().double().cpu(), true.detach().double().cpu(), columns)
         self.add(str(meta["case"]), pp, tp)
 
