@@ -248,6 +248,25 @@ class CoefficientMetrics:
             s_pred, s_true = pred[rows, cs], None if true is None else true[rows, cs]
         return coefficients(surface, p_pred, p_true, self.case_reference(case), self.names, s_pred, s_true)
 
+    def drag_regions(self, case: str, surface: Geometry, query_points: Tensor, pred: Tensor, true: Tensor,
+                     columns: Mapping[str, slice]) -> dict:
+        """The drag coefficient error of one case split over the body regions of
+        :func:`geoop.physics.body_regions`: ``{region: cd part of (prediction - truth)}``,
+        summing to the case's ``cd`` error (same quadrature as :meth:`case_coefficients`;
+        pressure and, with ``wall_shear``, shear)."""
+        from ..physics.coefficients import REGIONS, body_regions, coefficient_weights
+
+        where = surface.source or case
+        rows = match_surface_nodes(surface.points, query_points, where=f"{where} (case {case!r})").to(pred.device)
+        ref = self.case_reference(case)
+        cw = coefficient_weights(surface, ["cd"], **ref)
+        dp = (pred[rows, columns[self.field]] - true[rows, columns[self.field]]).double().reshape(-1)
+        dtau = None
+        if self.shear is not None:
+            dtau = (pred[rows, columns[self.shear]] - true[rows, columns[self.shear]]).double()
+        lab = body_regions(surface, ref.get("freestream"), ref.get("lift_direction"), ref.get("orientation", "auto"))
+        return {r: float(cw.rows(lab == i)(dp, dtau)[0]) for i, r in enumerate(REGIONS)}
+
     # ------------------------------------------------------------------ accumulation
     def reset(self) -> None:
         self.sums = {"n": 0.0}
