@@ -96,8 +96,8 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
         geoop.write(Geometry(torch.as_tensor(x), fields={"p": torch.as_tensor(p), "U": torch.as_tensor(U)}),
                     root / f"{name}_points.vtp")
         area = float(np.pi * b * c / 2)
-        r = forces(geoop.read(root / f"{name}_surface.vtp"), "p", "wallShearStress", area=area)
-        rp = forces(geoop.read(root / f"{name}_surface.vtp"), "p", area=area)
+        r = forces(geoop.read(root / f"{name}_surface.vtp"), "p", "wallShearStress", area=area, dynamic_pressure=1.0)
+        rp = forces(geoop.read(root / f"{name}_surface.vtp"), "p", area=area, dynamic_pressure=1.0)
         records.append({"case": name, "split": "test" if i in test else "train", "area": area,
                         "cd": r.coefficients["cd"], "cl": r.coefficients["cl"],
                         "cd_pressure": rp.coefficients["cd"], "cd_friction": r.coefficients["cd"] - rp.coefficients["cd"],
