@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _body_cases import half_body, make_cases
 
 import geoop
 from geoop import Geometry
 from geoop.physics import REGIONS, body_regions, coefficient_weights, forces
-
-from _body_cases import half_body, make_cases
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -36,11 +36,9 @@ def data_kwargs(config: Mapping) -> dict:
 def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
     """Widths of the input fields ``inputs`` and total target width on the first case of
     the folder, and the coordinate dimension of the prepared points."""
-    from ..data.folder import discover_cases
-    from ..geometry.io import read
-
-    from ..data.folder import discover_set_cases
+    from ..data.folder import discover_cases, discover_set_cases
     from ..data.specs import query_set_specs
+    from ..geometry.io import read
 
     d = config["data"]
     kw = data_kwargs(config)
