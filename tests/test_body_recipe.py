@@ -246,6 +246,21 @@ def test_train_evaluate_render_recipe(cases, tmp_path, capsys):
     pts = geoop.read(out / "test" / f"{row['case']}_points_pred.vtp")
     assert {"p", "U", "U_true"} <= set(pts.fields) and "wallShearStress" not in pts.fields
 
+    # geoop predict: one set's fields under their own names (default: the set of the input file)
+    ck = str(tmp_path / "run" / "best.pt")
+    case = root / f"{row['case']}_surface.vtp"
+    assert main(["predict", "--checkpoint", ck, "--geometry", str(case), "--out", str(tmp_path / "s.vtp")]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["query_set"] == "surface" and info["fields"] == ["p", "wallShearStress"]
+    assert info["rel_l2"]["p"] == pytest.approx(row["rel_l2_surface/p"], rel=1e-5)
+    assert info["coefficients"]["cd"] == pytest.approx(row["cd_pred"], rel=1e-5)
+    assert main(["predict", "--checkpoint", ck, "--geometry", str(case), "--on", str(root / f"{row['case']}_points.vtp"),
+                 "--query-set", "points", "--out", str(tmp_path / "v.vtp")]) == 0
+    v = geoop.read(tmp_path / "v.vtp")
+    assert {"p", "U", "U_true"} <= set(v.fields) and not any("/" in k for k in v.fields)
+    torch.testing.assert_close(v.fields["U"], pts.fields["U"], rtol=1e-4, atol=1e-5)
+    capsys.readouterr()
+
     page = tmp_path / "cp.html"
     assert main(["render", str(out / "test" / f"{row['case']}_surface_pred.vtp"), "--field", "p", "--html", str(page),
                  "--camera", "body"]) == 0
