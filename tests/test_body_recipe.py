@@ -213,6 +213,8 @@ def test_train_evaluate_render_recipe(cases, tmp_path, capsys):
 
     root, recs = cases
     cfg = _tiny_config(tmp_path, root)
+    assert main(["data", "check", str(cfg)]) == 0
+    assert "target field 'points/U'" in capsys.readouterr().out
     assert main(["train", str(cfg), "--no-progress"]) == 0
     hist = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     last = hist[-1]
