@@ -183,6 +183,14 @@ def test_coefficient_loss_matches_forces_and_has_gradients(cases):
     assert g[:, 4:].abs().sum() == 0  # the volume fields do not
     off = b.query_fields["__query_set__"][:, 0] != 0
     assert g[off].abs().sum() == 0  # nor the point-cloud rows
+    # subsampled queries: the operator rows are scaled as the quadrature weights (unbiased integrals)
+    sub = MeshFolderDataset(root, input_file="{case}_surface.vtp", queries=SETS, manifest=False, test_fraction=0.0,
+                            subsample={"queries": 100}, forces=ds.forces)
+    full, part = ds[0].queries, sub[0]
+    rows = part.meta["query_index"]
+    k = part.queries.fields["__coef_p__"]
+    torch.testing.assert_close(k, full.fields["__coef_p__"][rows] * (full.n_points / 100))
+    torch.testing.assert_close(part.queries.weights, full.weights[rows] * (full.n_points / 100))
 
 
 # ------------------------------------------------------------------ the recipe end to end
