@@ -18,6 +18,10 @@ File layout (TOML shown; YAML with the same nesting works too)::
     metrics = ["cd", "cl"]   # optional integrated coefficients on the validation split
     metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
                              # see geoop.train.metrics
+    queries = [{name = "surface", file = "{case}_surface.vtp", targets = ["p", "wallShearStress"]},
+               {name = "points", file = "{case}_points.vtp", targets = ["p", "U"]}]
+                             # several query sets per case instead of query_file / targets:
+                             # data.targets become "<set>/<field>" (geoop.data.specs.QuerySetSpec)
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
