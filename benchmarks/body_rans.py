@@ -2,7 +2,7 @@
 neuraloperator's GINO and PhysicsNeMo's Transolver, at equal training wall-clock.
 
     # the real set (geoop data body --solver rans), 30 min per arm on 2 threads
-    python benchmarks/body_rans.py --data data/body_rans --minutes 30 --threads 2 --out benchmarks/results/body_rans
+    python benchmarks/body_rans.py --data data/body_rans --minutes 30 --threads 2 --out runs/body_rans_bench
     # proof that it runs: 3 tiny synthetic cases (tests/_body_cases.py), seconds per arm
     python benchmarks/body_rans.py --synthetic 3 --minutes 0.05 --tiny --out /tmp/body_rans
 
@@ -184,7 +184,7 @@ def run_geoop(cfg: dict, threads: int) -> dict:
         preds[case] = (sets, {t: split[t.split("/", 1)[0]].fields[t.split("/", 1)[1]] for t in rc["data"]["targets"]})
     s = score_cases(rc, preds)
     later = hist[1:] or hist  # the first epoch also computes neighbourhoods and latent features
-    per_step = sorted(h["time_s"] / max(1, run.trainer.steps_per_epoch) for h in later)
+    per_step = sorted(run.trainer.batch_size / max(h["samples_per_s"], 1e-9) for h in later)  # training steps only
     s.update(params=sum(p.numel() for p in run.model.parameters()), epochs=len(hist), train_s=wall,
              step_ms=1000 * per_step[len(per_step) // 2])
     return s
@@ -379,7 +379,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--tiny", action="store_true", help="tiny models (for the synthetic proof run)")
-    ap.add_argument("--out", default="benchmarks/results/body_rans")
+    ap.add_argument("--out", default="runs/body_rans_bench")
     ap.add_argument("--worker", choices=("gino_peer", "transolver"), help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
