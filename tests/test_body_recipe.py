@@ -70,6 +70,28 @@ def test_coefficient_weights_equal_forces_3d_2d_and_half_body():
         coefficient_weights(line, ["cs"])
 
 
+def test_half_body_with_symmetry_equals_mirrored_full_body():
+    """coefficient_weights(half, symmetry=("y", 0)) = the explicitly mirrored closed body's
+    coefficients (p mirrored, wall shear reflected), moments about a point off the plane."""
+    v, tri, nrm = half_body(1.0, 0.4, 0.35, 0.2)
+    rng = np.random.default_rng(3)
+    n = v.shape[0]
+    p, tau = rng.normal(size=n), rng.normal(size=(n, 3))
+    R = np.diag([1.0, -1.0, 1.0])
+    full = Geometry(torch.as_tensor(np.concatenate([v, v @ R])),
+                    cells={"triangle": torch.as_tensor(np.concatenate([tri, tri[:, ::-1] + n]))},
+                    normals=torch.as_tensor(np.concatenate([nrm, nrm @ R])))
+    half = Geometry(torch.as_tensor(v), cells={"triangle": torch.as_tensor(tri)}, normals=torch.as_tensor(nrm))
+    names = ["cd", "cl", "cs", "cm", "cm_roll", "cm_yaw", "cfx", "cfy", "cfz", "cmx", "cmy", "cmz"]
+    ref = dict(area=0.4, length=1.1, moment_center=(0.1, 0.2, 0.3), freestream=(1.0, 0.1, 0.05))
+    cf = coefficient_weights(full, names, **ref)(torch.as_tensor(np.concatenate([p, p])),
+                                                 torch.as_tensor(np.concatenate([tau, tau @ R])))
+    ch = coefficient_weights(half, names, symmetry=("y", 0.0), **ref)(torch.as_tensor(p), torch.as_tensor(tau))
+    np.testing.assert_allclose(ch.numpy(), cf.numpy(), rtol=1e-9, atol=1e-12)
+    plain = coefficient_weights(half, names, **ref)(torch.as_tensor(p), torch.as_tensor(tau))
+    assert not torch.allclose(plain, ch)  # without the plane: the half's own loads
+
+
 def test_coefficients_differentiable_gradcheck():
     g = _torus(8, 6)
     cw = coefficient_weights(g, ["cd", "cl", "cm"], area=2.0, freestream=(1.0, 0.3, 0.0))

@@ -131,10 +131,20 @@ def coefficient_weights(
     moment_center: Optional[Sequence[float]] = None,
     p_inf: float = 0.0,
     orientation: str = "auto",
+    symmetry="auto",
 ) -> CoefficientWeights:
     """The coefficients ``names`` of ``surface`` as a linear map of point data (see the
     module docstring); the keywords are those of :func:`geoop.physics.forces`, with the
-    same defaults and the same quadrature and outward normals."""
+    same defaults and the same quadrature and outward normals.
+
+    ``symmetry``: the plane ``n . x = c`` of a half body (``"auto"``: the surface's
+    ``symmetry`` attribute when it has one; None: none; ``("y", 0.0)``, an object with
+    ``normal``/``offset``): the coefficients are the FULL body's, the half's loads plus their
+    mirror image (reflection ``R v = v - 2 (n . v) n``): ``F_full = (I + R) F`` and
+    ``M_full = (I - R) M - R (a x F)`` with ``a = x_0 - R x_0``, so a force coefficient of
+    direction ``e`` uses ``(I + R) e`` and a moment coefficient ``(I - R) e`` on the moment
+    plus ``-(R e) x a`` on the force."""
+    plane = _plane(surface, symmetry)
     W, w, kind = _vertex_weights(surface, orientation)
     valid = COEFFICIENT_NAMES[kind]
     bad = [c for c in names if c not in valid]
@@ -165,22 +175,64 @@ def coefficient_weights(
         table = {"cd": (eD, "f"), "cl": (eL, "f"), "cs": (eS, "f"), "cm": (eS, "m"), "cm_roll": (eD, "m"),
                  "cm_yaw": (eL, "m"), "cfx": (ax[0], "f"), "cfy": (ax[1], "f"), "cfz": (ax[2], "f"),
                  "cmx": (ax[0], "m"), "cmy": (ax[1], "m"), "cmz": (ax[2], "m")}
-    P, S = [], []
     rxW = torch.linalg.cross(r, W)
+
+    def force_rows(d):  # d . F as (dF/dp (N,), dF/dtau (N, 3))
+        return -(W @ d), w[:, None] * d[None, :]
+
+    def moment_rows(d):  # d . M
+        return -(rxW @ d), w[:, None] * torch.linalg.cross(d.expand_as(r), r)
+
+    P, S = [], []
     for name in names:
         e, what = table[name]
         e = e.to(x)
-        if what == "f":
-            P.append(-(W @ e) / fa)
-            S.append(w[:, None] * e[None, :] / fa)
+        if plane is None:
+            pr, sr = force_rows(e) if what == "f" else moment_rows(e)
         else:
-            P.append(-(rxW @ e) / ma)
-            S.append(w[:, None] * torch.linalg.cross(e.expand_as(r), r) / ma)
+            n, c = plane
+            n = n.to(x)
+            Re = e - 2.0 * (e @ n) * n
+            if what == "f":
+                pr, sr = force_rows(e + Re)
+            else:
+                arm = 2.0 * (x0 @ n - c) * n
+                p1, s1 = moment_rows(e - Re)
+                p2, s2 = force_rows(torch.linalg.cross(Re, arm))
+                pr, sr = p1 - p2, s1 - s2
+        P.append(pr / (fa if what == "f" else ma))
+        S.append(sr / (fa if what == "f" else ma))
     Pm = torch.stack(P, 1)
     Sm = torch.stack(S, 2)
     if kind == "2d":
         Sm = Sm[:, :2]
     return CoefficientWeights(list(names), Pm, Sm, -float(p_inf) * Pm.sum(0))
+
+
+def _plane(surface: Geometry, symmetry) -> Optional[tuple[Tensor, float]]:
+    """``(unit normal (3,) float64, offset)`` of a symmetry plane spec, or None."""
+    if isinstance(symmetry, str) and symmetry == "auto":
+        symmetry = getattr(surface, "symmetry", None)
+    if symmetry is None or symmetry is False:
+        return None
+    if hasattr(symmetry, "normal"):
+        n, c = list(symmetry.normal), float(getattr(symmetry, "offset", 0.0))
+    elif isinstance(symmetry, str) or (isinstance(symmetry, (list, tuple)) and len(symmetry) == 2
+                                       and isinstance(symmetry[0], str)):
+        axis, c = (symmetry, 0.0) if isinstance(symmetry, str) else (symmetry[0], float(symmetry[1]))
+        if axis not in ("x", "y", "z"):
+            raise ShapeError(f"coefficient_weights: symmetry axis {axis!r}; valid: ['x', 'y', 'z']")
+        n = [float(axis == a) for a in "xyz"]
+    else:
+        v = [float(t) for t in symmetry]
+        if len(v) not in (3, 4):
+            raise ShapeError(f"coefficient_weights: symmetry must be ('y', 0.0), [nx, ny, nz, c] or a plane, got {symmetry!r}")
+        n, c = v[:3], (v[3] if len(v) == 4 else 0.0)
+    t = torch.tensor((list(n) + [0.0] * 3)[:3], dtype=torch.float64)
+    norm = float(t.norm())
+    if norm == 0:
+        raise ShapeError(f"coefficient_weights: the symmetry plane's normal is zero ({symmetry!r})")
+    return t / norm, c / norm
 
 
 def body_regions(surface: Geometry, freestream: Optional[Sequence[float]] = None,
