@@ -12,9 +12,11 @@ normals      : (N, d) float or None
 weights      : (N,) float (quadrature; computed lazily when not given)
 fields       : dict name -> (N, C) float (1-D inputs are promoted to (N, 1))
 cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells`` order
+symmetry     : :class:`~geoop.geometry.symmetry.SymmetryPlane` or None (a half body on it)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -25,6 +27,8 @@ from torch import Tensor
 from ..errors import FieldError, ShapeError
 
 __all__ = ["Geometry", "NormalizeTransform", "CELL_DIM"]
+
+log = logging.getLogger(__name__)
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -111,6 +115,13 @@ class Geometry:
     fields : dict name -> (N,) or (N, C) array, optional
     cell_fields : dict name -> (M,) or (M, C) array over all cells, optional
     name : str, optional, for messages
+    symmetry : the symmetry plane of a half body: ``("y", 0.0)``, ``"y"``, ``(1, 0.0)``,
+        ``{"normal": [...], "offset": c}``, a :class:`~geoop.geometry.symmetry.SymmetryPlane`,
+        ``"auto"`` (the coordinate plane holding the open boundary of the surface, found by
+        :func:`~geoop.geometry.symmetry.detect_symmetry` and logged; None when there is none)
+        or None. The SDF and the forces then use the mirrored closed body
+        (:func:`~geoop.geometry.symmetry.full_body`); kept by :meth:`replace`, :meth:`select`,
+        :meth:`to`, mapped by the normalisation transforms, written to VTK/npz files.
 
     Float tensors keep their dtype; numpy arrays and lists become ``torch.get_default_dtype()``
     (float32). Fields, normals and weights are cast to the dtype of ``points``.
@@ -130,6 +141,7 @@ class Geometry:
         name: Optional[str] = None,
         source: Optional[str] = None,
         validate: bool = True,
+        symmetry=None,
     ):
         self.name = name
         self.source = source
@@ -183,10 +195,22 @@ class Geometry:
         self.cell_fields: dict[str, Tensor] = {}
         for k, v in (cell_fields or {}).items():
             self.cell_fields[k] = self._check_field(k, v, m, "cell")
+        self.symmetry = self._resolve_symmetry(symmetry)
         if validate:
             self.validate()
 
     # ------------------------------------------------------------------ basics
+    def _resolve_symmetry(self, spec):
+        from .symmetry import detect_symmetry, resolve_symmetry
+
+        if isinstance(spec, str) and spec == "auto":
+            plane = detect_symmetry(self)
+            log.info("%ssymmetry='auto': %s", self._where(),
+                     f"the open boundary lies on the plane {plane.describe()}" if plane is not None else
+                     "no coordinate plane holds the open boundary; no symmetry")
+            return plane
+        return resolve_symmetry(spec, self.dim)
+
     def _where(self) -> str:
         if self.source:
             return f"{self.source}: "
@@ -289,12 +313,13 @@ class Geometry:
         cells = ", ".join(f"{k}: {v.shape[0]}" for k, v in self.cells.items()) or "none"
         fields = ", ".join(f"{k}{tuple(v.shape[1:])}" for k, v in self.fields.items()) or "none"
         nm = f" {self.name!r}" if self.name else ""
-        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}])"
+        sym = f", symmetry={self.symmetry.describe()}" if self.symmetry is not None else ""
+        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}]{sym})"
 
     # ------------------------------------------------------------------ copies
     def replace(self, **changes) -> "Geometry":
         """A new geometry with some attributes replaced (``points``, ``cells``, ``normals``,
-        ``weights``, ``fields``, ``cell_fields``, ``name``, ``source``)."""
+        ``weights``, ``fields``, ``cell_fields``, ``name``, ``source``, ``symmetry``)."""
         kw = dict(
             points=self.points,
             cells=self.cells,
@@ -304,6 +329,7 @@ class Geometry:
             cell_fields=self.cell_fields,
             name=self.name,
             source=self.source,
+            symmetry=self.symmetry,
         )
         kw.update(changes)
         validate = kw.pop("validate", False)
@@ -342,6 +368,7 @@ class Geometry:
             name=self.name,
             source=self.source,
             validate=False,
+            symmetry=self.symmetry,
         )
 
     # ------------------------------------------------------------------ weights
@@ -425,7 +452,8 @@ class Geometry:
             else:
                 jac = 1.0
             weights = weights / jac
-        return self.replace(points=pts, normals=normals, weights=weights)
+        sym = None if self.symmetry is None else self.symmetry.transformed(shift, scale)
+        return self.replace(points=pts, normals=normals, weights=weights, symmetry=sym)
 
     def normalization(self, isotropic: bool = True, margin: float = 0.0) -> NormalizeTransform:
         """The transform mapping this geometry into the unit box ``[0, 1]^d``.
@@ -474,10 +502,26 @@ class Geometry:
 
     def sdf(self, points: ArrayLike, backend: str = "auto") -> Tensor:
         """Distance from ``points`` (Q, d) to the surface: signed (negative inside) when the
-        surface is watertight, unsigned otherwise. Returns (Q,)."""
+        surface is watertight or a half body with a declared ``symmetry`` (the distance to
+        the mirrored closed body), unsigned otherwise (with an
+        :class:`~geoop.errors.UnsignedSDFWarning`). Returns (Q,)."""
         from .sdf import sdf
 
         return sdf(self, points, backend=backend)
+
+    def full_body(self, vector_fields="auto") -> "Geometry":
+        """The closed full body of a half body with ``symmetry``
+        (:func:`geoop.geometry.symmetry.full_body`)."""
+        from .symmetry import full_body
+
+        return full_body(self, vector_fields=vector_fields)
+
+    def mirror(self, plane=None, vector_fields="auto") -> "Geometry":
+        """The mirror image across ``plane`` (default the ``symmetry`` plane;
+        :func:`geoop.geometry.symmetry.mirror`)."""
+        from .symmetry import mirror
+
+        return mirror(self, plane, vector_fields)
 
     def to_pyvista(self):
         from .convert import to_pyvista

@@ -16,6 +16,9 @@ extension                  reader / writer      what is kept
 .npz                       numpy (no pickle)    everything (points, cells, fields, ...)
 =========================  ===================  ==========================================
 
+A geometry's symmetry plane (``Geometry.symmetry``) is kept by the VTK formats (field-data
+array ``geoop_symmetry`` = ``[nx, ny, nz, c]``) and npz (array ``symmetry``).
+
 Readers are not trusted with malformed files: the sizes a
 header declares are checked against the file size first (:mod:`._validate_files`), every
 failure of a reader (``SystemExit`` included) becomes a :class:`GeometryReadError` naming
@@ -336,6 +339,9 @@ def _read_npz(path: str) -> Geometry:
         raise GeometryReadError(f"{path}: npz archive has no 'points' array; keys: {sorted(data)}")
     pts = data.pop("points")
     n = pts.shape[0] if pts.ndim >= 1 else 0
+    symmetry = None  # [n_1, ..., n_d, c] of Geometry.symmetry (written by geoop.write)
+    if "symmetry" in data and data["symmetry"].shape in ((3,), (4,)) and data["symmetry"].shape[0] != n:
+        symmetry = data.pop("symmetry")
     faces = data.pop("faces", None)
     normals = data.pop("normals", None)
     weights = data.pop("weights", None)
@@ -358,7 +364,8 @@ def _read_npz(path: str) -> Geometry:
                 f"('cells/TYPE'), nor a field with one row per point (expected ({n}, ...) numeric, as "
                 f"'points' has {n} rows)")
     return Geometry(pts, faces, cells=cells, normals=normals, weights=weights, fields=fields,
-                    cell_fields=cell_fields, source=path, validate=False)
+                    cell_fields=cell_fields, source=path, validate=False,
+                    symmetry=None if symmetry is None else symmetry.reshape(-1).tolist())
 
 
 #: extension -> reader(path, declared, on_unknown_cells) returning an unvalidated Geometry
@@ -641,6 +648,8 @@ def _write_npz(g: Geometry, path: str) -> None:
         data["normals"] = _np(g.normals)
     if g._weights is not None:
         data["weights"] = _np(g._weights)
+    if g.symmetry is not None:
+        data["symmetry"] = np.asarray(g.symmetry.to_list(), dtype=np.float64)
     for k, v in g.fields.items():
         data[f"fields/{k}"] = _np(v)
     for k, v in g.cell_fields.items():
