@@ -40,13 +40,12 @@ returns : (Q,) float
 """
 from __future__ import annotations
 
+import warnings
 from typing import Union
 
 import numpy as np
 import torch
 from torch import Tensor
-
-import warnings
 
 from .._optional import available, require
 from ..errors import ConfigError, ShapeError, UnsignedSDFWarning

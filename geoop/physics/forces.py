@@ -48,9 +48,9 @@ reports the FULL body's loads:
 
 .. math::
 
-    \mathbf F_{full} = \mathbf F + R\mathbf F = 2\mathbf F - 2(\mathbf n\cdot\mathbf F)\mathbf n,
-    \qquad
-    \mathbf M_{full} = \mathbf M - R\big(\mathbf M + (\mathbf x_0 - R\mathbf x_0)\times\mathbf F\big),
+    \\mathbf F_{full} = \\mathbf F + R\\mathbf F = 2\\mathbf F - 2(\\mathbf n\\cdot\\mathbf F)\\mathbf n,
+    \\qquad
+    \\mathbf M_{full} = \\mathbf M - R\\big(\\mathbf M + (\\mathbf x_0 - R\\mathbf x_0)\\times\\mathbf F\\big),
 
 i.e. the force component normal to the plane cancels and the in-plane components double;
 for a moment centre on the plane (``x0 = R x0``) ``M_full = 2 (n . M) n``: only the moment
