@@ -12,8 +12,7 @@ import torch
 
 import geoop
 from geoop.errors import DatasetError, FieldError, SymmetryError, UnsignedSDFWarning
-from geoop.geometry.symmetry import (SymmetryPlane, detect_symmetry, full_body, is_symmetry_patch, mirror,
-                                     plane_from_points)
+from geoop.geometry.symmetry import SymmetryPlane, detect_symmetry, full_body, is_symmetry_patch, mirror, plane_from_points
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -300,7 +299,7 @@ def test_body_rule_fits_the_latent_box_to_the_body(tmp_path, rule):
     from geoop.data import MeshFolderDataset
     from geoop.data.preprocess import body_box
 
-    names = _write_cases(tmp_path)
+    _write_cases(tmp_path)
     margins = {"x": [1.0, 3.0], "y": [0.0, 1.0], "z": [0.5, 1.0]}
     ds = MeshFolderDataset(tmp_path, targets=["p"], input_file="{case}.vtp", geometry_normalization=rule,
                            body_margins=margins, isotropic=False)
