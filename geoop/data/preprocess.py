@@ -305,10 +305,11 @@ class Preprocessor:
         fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
         gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=name or g.name, source=g.source,
                        validate=False, symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        same = q is None
         q = g if q is None else q
         fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
         gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=name or q.name, source=q.source,
-                      validate=False)
+                      validate=False, symmetry=gin.symmetry if same else q.symmetry)
         for gg in (gin, gq):
             gg.validate()
         return pad_z(gin), pad_z(gq)

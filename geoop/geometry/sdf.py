@@ -21,7 +21,8 @@ A surface or planar polyline with a declared symmetry plane (``Geometry(symmetry
 half body) is measured as its mirrored closed body (:func:`geoop.geometry.symmetry.full_body`:
 the half, its mirror image with reversed winding, the seam welded), so the sign is that of
 the full body on both sides of the plane; a plane the body does not touch raises
-:class:`~geoop.errors.SymmetryError`. An open surface (or a planar polyline without a closed
+:class:`~geoop.errors.SymmetryError`. Volume meshes and 2-D domains are closed already: their
+SDF ignores the plane. An open surface (or a planar polyline without a closed
 loop) and no symmetry gets an :class:`~geoop.errors.UnsignedSDFWarning`: its distance is
 unsigned (positive inside the body too).
 
@@ -229,8 +230,9 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
     flat2d = geometry.dim == 2 or geometry.is_2d
     if qd.shape[1] != geometry.dim and not (flat2d and qd.shape[1] in (2, 3)):
         raise ShapeError(f"{where}sdf: points must have {geometry.dim} columns, got {qd.shape[1]}")
-    if geometry.symmetry is not None and geometry.topological_dim in (1, 2):
-        from .symmetry import full_body
+    from .symmetry import full_body, is_surface
+
+    if geometry.symmetry is not None and is_surface(geometry):  # volumes and 2-D domains are closed already
 
         geometry = full_body(geometry, vector_fields=())  # the closed body; errors when the plane is off it
         pts = geometry.points.to(torch.float64).cpu()

@@ -55,7 +55,7 @@ from ..errors import FieldError, SymmetryError
 if TYPE_CHECKING:  # pragma: no cover
     from .geometry import Geometry
 
-__all__ = ["SymmetryPlane", "SYMMETRY_TOLERANCE", "SYMMETRY_PATCH_TYPES", "resolve_symmetry", "open_boundary_vertices",
+__all__ = ["SymmetryPlane", "SYMMETRY_TOLERANCE", "SYMMETRY_PATCH_TYPES", "resolve_symmetry", "is_surface", "open_boundary_vertices",
            "check_touches", "detect_symmetry", "full_body", "mirror", "vector_field_names", "plane_from_points",
            "is_symmetry_patch"]
 
@@ -235,8 +235,9 @@ def resolve_symmetry(spec, dim: int) -> Optional[SymmetryPlane]:
 
 
 # ----------------------------------------------------------------------------- topology
-def _is_surface(g: "Geometry") -> bool:
-    """3-D triangle/quad surfaces and polylines in the plane are what a plane can close."""
+def is_surface(g: "Geometry") -> bool:
+    """True for what a symmetry plane can close: a 3-D triangle/quad surface or a polyline in
+    the plane (not a volume mesh, a 2-D domain, a 3-D curve or a point cloud)."""
     top = g.topological_dim
     if top == 3:
         return False
@@ -283,7 +284,7 @@ def check_touches(geometry: "Geometry", plane: Optional[SymmetryPlane] = None, t
     plane = plane if plane is not None else geometry.symmetry
     if plane is None:
         raise SymmetryError(f"{_name(geometry)}: no symmetry plane declared")
-    if not _is_surface(geometry):
+    if not is_surface(geometry):
         raise SymmetryError(f"{_name(geometry)}: a symmetry plane closes a 3-D surface (triangles/quads) or a planar "
                             f"polyline; this geometry has cells {sorted(geometry.cells) or 'none'}")
     plane = plane.with_dim(geometry.dim)
@@ -312,7 +313,7 @@ def detect_symmetry(geometry: "Geometry", tol: float = SYMMETRY_TOLERANCE) -> Op
     times the body size) with the body on one side of it, or None (closed surface, volume,
     point cloud, or an open boundary off every coordinate plane). An offset within the
     tolerance of 0 is taken as exactly 0."""
-    if not _is_surface(geometry):
+    if not is_surface(geometry):
         return None
     b = open_boundary_vertices(geometry)
     if b.numel() == 0:
