@@ -228,6 +228,12 @@ def test_half_body_forces_equal_the_mirrored_closed_body_forces(half, center):
     assert got.reference["symmetry"] == [0.0, 1.0, 0.0, 0.0]
     half_only = forces(h, "p", "tau", moment_center=center, area=2.0, symmetry=None, orientation="cells")
     assert torch.allclose(got.force[[0, 2]], 2 * half_only.force[[0, 2]], atol=1e-12)
+    # a training config's metrics_reference gives the plane for surfaces read without it
+    from geoop.train.metrics import coefficients, resolve_reference
+
+    ref = resolve_reference({"symmetry": ["y", 0.0], "area": 2.0, "length": 4.0, "p_inf": 0.7, "moment_center": center})
+    pred, _ = coefficients(h.replace(symmetry=None), p, None, ref, ["cd", "cl", "cs"], tau, None)
+    assert pred == pytest.approx({k: want.coefficients[k] for k in ("cd", "cl", "cs")}, abs=1e-12)
     # with point normals (CFD exports) the same answer
     with_n = forces(h.compute_normals(), "p", "tau", moment_center=center, area=2.0, length=4.0, p_inf=0.7)
     assert torch.allclose(with_n.force, want.force, atol=1e-12)
