@@ -307,8 +307,12 @@ def test_body_rule_fits_the_latent_box_to_the_body(tmp_path, rule):
 
     _write_cases(tmp_path)
     margins = {"x": [1.0, 3.0], "y": [0.0, 1.0], "z": [0.5, 1.0]}
-    ds = MeshFolderDataset(tmp_path, targets=["p"], input_file="{case}.vtp", geometry_normalization=rule,
-                           body_margins=margins, isotropic=False)
+    if rule == "body":
+        ds = MeshFolderDataset(tmp_path, targets=["p"], input_file="{case}.vtp", geometry_normalization=rule,
+                               body_margins=margins, isotropic=False)
+    else:  # the typed settings group (a config's [data.normalization]) says the same
+        ds = MeshFolderDataset(tmp_path, targets=["p"], input_file="{case}.vtp",
+                               normalization={"geometry": rule, "body_margins": margins, "isotropic": False})
     raws = [ds._raw(c) for c in ds.train_cases]
     boxes = [body_box(gin, margins) for gin, _ in raws]
     if rule == "body":  # one frame: the union of the training bodies' boxes is [0, 1]^3
