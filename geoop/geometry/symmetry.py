@@ -300,7 +300,8 @@ def check_touches(geometry: "Geometry", plane: Optional[SymmetryPlane] = None, t
         off = int((d > lim).sum())
         raise SymmetryError(f"{_name(geometry)}: the symmetry plane {plane.describe()} does not touch the body: {off} of "
                             f"{b.numel()} open-boundary vertices lie off it, up to {float(d.max()):.6g} away (tolerance "
-                            f"{lim:.3g} = {tol:g} x body size {size:.6g}); the closest lies {float(d.min()):.6g} away")
+                            f"{lim:.3g} = {tol:g} x body size {size:.6g}); the closest lies {float(d.min()):.6g} away (a plane off "
+                            f"the body, or open boundaries elsewhere: holes, or cuts such as wheels meeting the ground)")
     sd = plane.distance(pts)
     if float(sd.min()) < -lim and float(sd.max()) > lim:
         raise SymmetryError(f"{_name(geometry)}: the body lies on both sides of the symmetry plane {plane.describe()} "
