@@ -239,6 +239,25 @@ def test_half_body_forces_equal_the_mirrored_closed_body_forces(half, center):
     assert torch.allclose(with_n.force, want.force, atol=1e-12)
 
 
+def test_half_polyline_forces_equal_the_closed_polygon_forces():
+    """2-D: the upper half of a polygon with a declared plane y = 0 against the whole polygon."""
+    from geoop.physics import forces
+
+    th = np.linspace(0, np.pi, 25)
+    arc = torch.tensor(np.stack([1.5 * np.cos(th) + 0.2, 0.6 * np.sin(th)], 1))
+    arc[0, 1] = arc[-1, 1] = 0.0
+    half = geoop.Geometry(arc, torch.stack([torch.arange(24), torch.arange(1, 25)], 1), symmetry="y")
+    ring = torch.cat([arc, arc[1:-1].flip(0) * torch.tensor([1.0, -1.0], dtype=arc.dtype)])  # counter-clockwise
+    n = ring.shape[0]
+    whole = geoop.Geometry(ring, torch.stack([torch.arange(n), (torch.arange(n) + 1) % n], 1))
+    p_half = arc[:, 0] ** 2 + 0.5 * arc[:, 1]
+    p_whole = ring[:, 0] ** 2 + 0.5 * ring[:, 1].abs()
+    got = forces(half, p_half, moment_center=(0.25, 0.0))
+    want = forces(whole, p_whole, moment_center=(0.25, 0.0))
+    assert torch.allclose(got.force, want.force, atol=1e-12) and torch.allclose(got.moment, want.moment, atol=1e-12)
+    assert abs(float(got.force[1])) < 1e-12 and abs(float(got.force[0])) > 1e-3  # lift cancels, drag doubles
+
+
 # ----------------------------------------------------------------------------- mirror
 def test_mirror_flips_points_normals_winding_and_vector_fields(half):
     _, _, g = half

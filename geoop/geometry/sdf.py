@@ -234,7 +234,8 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
 
     if geometry.symmetry is not None and is_surface(geometry):  # volumes and 2-D domains are closed already
 
-        geometry = full_body(geometry, vector_fields=())  # the closed body; errors when the plane is off it
+        bare = geometry.replace(fields={}, cell_fields={}, normals=None, weights=None)
+        geometry = full_body(bare, vector_fields=())  # the closed body; errors when the plane is off it
         pts = geometry.points.to(torch.float64).cpu()
 
     top = geometry.topological_dim
