@@ -139,6 +139,14 @@ def test_auto_detection_patches_and_plane_specs(half):
     assert plane_from_points(pts) == SymmetryPlane.axis_plane("y", 0.0)
     with pytest.raises(SymmetryError, match="patch 'front'.*not flat"):
         plane_from_points(torch.rand(50, 3, dtype=torch.float64), name="patch 'front'")
+    from geoop.geometry import symmetry_from_patches
+
+    body = torch.rand(40, 3, dtype=torch.float64)
+    assert symmetry_from_patches({"car": body, "symmetryPlane": pts}) == SymmetryPlane.axis_plane("y", 0.0)
+    assert symmetry_from_patches({"car": body, "side": pts}, {"car": "wall", "side": "symmetry"}).axis == 1
+    assert symmetry_from_patches({"car": body, "inlet": pts}) is None
+    with pytest.raises(SymmetryError, match="case7: the symmetry patches are not one plane"):
+        symmetry_from_patches({"sym1": pts, "sym2": pts + torch.tensor([0.0, 1.0, 0.0], dtype=pts.dtype)}, where="case7")
 
 
 # ----------------------------------------------------------------------------- kept / mapped

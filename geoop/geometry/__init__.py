@@ -7,4 +7,5 @@ from .symmetry import (  # noqa: F401
     is_symmetry_patch,
     mirror,
     plane_from_points,
+    symmetry_from_patches,
 )

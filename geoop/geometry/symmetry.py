@@ -25,7 +25,7 @@ reflection across it is
 * :func:`detect_symmetry` -- the coordinate plane holding all open-boundary vertices
   (``Geometry(symmetry="auto")``); :func:`plane_from_points` / :func:`is_symmetry_patch`
   -- the plane of a mesh patch (e.g. OpenFOAM's ``symmetryPlane`` patch) and whether a
-  patch name or type denotes one.
+  patch name or type denotes one; :func:`symmetry_from_patches` -- both over a case's patches.
 * :func:`mirror` -- the mirror image alone (data augmentation of full-body cases).
 
 Vector fields: a field whose components must be reflected. ``vector_fields="auto"``
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SymmetryPlane", "SYMMETRY_TOLERANCE", "SYMMETRY_PATCH_TYPES", "resolve_symmetry", "is_surface", "open_boundary_vertices",
            "check_touches", "detect_symmetry", "full_body", "mirror", "vector_field_names", "plane_from_points",
-           "is_symmetry_patch"]
+           "is_symmetry_patch", "symmetry_from_patches"]
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,33 @@ def is_symmetry_patch(name: str, patch_type: Optional[str] = None) -> bool:
     if patch_type is not None:
         return patch_type in SYMMETRY_PATCH_TYPES
     return bool(_PATCH_NAME.match(str(name)))
+
+
+def symmetry_from_patches(patches: Mapping[str, object], patch_types: Optional[Mapping[str, str]] = None,
+                          where: str = "case", tol: float = SYMMETRY_TOLERANCE) -> Optional[SymmetryPlane]:
+    """The symmetry plane of a case from its boundary patches: ``patches`` maps patch names to
+    their points (P, d) or geometries; the symmetry patches (:func:`is_symmetry_patch` on the
+    name, or on the type from ``patch_types`` when given) are fitted with
+    :func:`plane_from_points`. None when there is none; :class:`SymmetryError` naming ``where``
+    and the patches when they are not one plane."""
+    planes = {}
+    for name, patch in patches.items():
+        if is_symmetry_patch(name, None if patch_types is None else patch_types.get(name)):
+            pts = getattr(patch, "points", patch)
+            planes[name] = plane_from_points(pts, name=f"{where}: patch {name!r}", tol=tol)
+    if not planes:
+        return None
+    names = list(planes)
+    ref = planes[names[0]]
+    for n in names[1:]:
+        p = planes[n]
+        same = np.allclose(p.normal, ref.normal, atol=tol) and abs(p.offset - ref.offset) <= tol * max(1.0, abs(ref.offset))
+        flipped = np.allclose(p.normal, [-v for v in ref.normal], atol=tol) and abs(p.offset + ref.offset) <= tol * max(
+            1.0, abs(ref.offset))
+        if not (same or flipped):
+            raise SymmetryError(f"{where}: the symmetry patches are not one plane: {names[0]!r} is {ref.describe()}, "
+                                f"{n!r} is {p.describe()}")
+    return ref
 
 
 # ----------------------------------------------------------------------------- mirroring
