@@ -73,6 +73,9 @@ def test_half_body_sdf_equals_the_mirrored_closed_body_sdf(half, backend, tol):
     inside = torch.from_numpy(ref.contains(q.numpy()))
     assert inside[q[:, 1] < 0].sum() > 20 and inside[q[:, 1] > 0].sum() > 20
     assert bool((got[inside] < 0).all()) and bool((got[~inside] > 0).all())
+    assert torch.equal(g.contains(q, backend=backend), inside)  # the inside test of the half is the full body's
+    with pytest.raises(geoop.ShapeError, match="open, so it has no inside"):
+        g.replace(symmetry=None).contains(q[:3], backend=backend)
     # without the plane the half's distance is unsigned: positive inside the body
     with pytest.warns(UnsignedSDFWarning, match="unsigned"):
         open_ = g.replace(symmetry=None).sdf(q, backend=backend)

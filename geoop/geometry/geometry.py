@@ -509,6 +509,24 @@ class Geometry:
 
         return sdf(self, points, backend=backend)
 
+    def contains(self, points: ArrayLike, backend: str = "auto") -> Tensor:
+        """(Q,) bool: the points strictly inside the body (``sdf < 0``): a closed surface,
+        volume mesh, closed 2-D curve or domain, or a half body with a declared ``symmetry``
+        (inside its mirrored closed body). An open surface has no inside: :class:`ShapeError`."""
+        import warnings as _w
+
+        from ..errors import UnsignedSDFWarning
+
+        if self.topological_dim == 0 or backend == "kdtree":
+            raise ShapeError(f"{self._where()}contains: a point cloud (or the 'kdtree' backend) has no inside")
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always", UnsignedSDFWarning)
+            d = self.sdf(points, backend=backend)
+        if any(issubclass(c.category, UnsignedSDFWarning) for c in caught):
+            raise ShapeError(f"{self._where()}contains: the geometry is open, so it has no inside (declare the symmetry "
+                             f"plane of a half body: Geometry(symmetry=('y', 0.0)))")
+        return d < 0
+
     def full_body(self, vector_fields="auto") -> "Geometry":
         """The closed full body of a half body with ``symmetry``
         (:func:`geoop.geometry.symmetry.full_body`)."""
