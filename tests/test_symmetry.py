@@ -417,3 +417,26 @@ def test_mirror_augmentation_doubles_the_training_cases(tmp_path):
     assert not any(c.endswith("@mirror") for c in test.cases)
     with pytest.raises(DatasetError, match="mirror must be"):
         MeshFolderDataset(tmp_path, mirror={"plan": "y"}, **kw)
+
+
+def test_mirror_keeps_volume_cells_and_polyhedra_positive():
+    """Reflected tetra/hex/wedge/pyramid cells and polyhedra are reordered to keep their
+    orientation: the mirrored snappyHexMesh fixture has the same cell volumes and centroids
+    mirrored."""
+    from pathlib import Path
+
+    from geoop.geometry.polyhedra import fixed_volumes_centroids
+
+    g = geoop.read(Path(__file__).parent / "data" / "openfoam_flange", fields=[])
+    assert g.polyhedra is not None and len(g.cells) >= 1
+    m = mirror(g, ("x", 0.1))
+    R = torch.tensor([-1.0, 1.0, 1.0], dtype=g.dtype)
+    vol, cen = g.polyhedra.volumes_centroids(g.points.double())
+    mvol, mcen = m.polyhedra.volumes_centroids(m.points.double())
+    assert bool((vol > 0).all()) and torch.allclose(mvol, vol) and torch.allclose(mcen, cen * R.double() + torch.tensor([0.2, 0, 0], dtype=torch.float64))
+    for k, c in g.cells.items():
+        if k in ("tetra", "pyramid", "wedge", "hexahedron"):
+            v0, _ = fixed_volumes_centroids(g.points.double(), k, c)
+            v1, _ = fixed_volumes_centroids(m.points.double(), k, m.cells[k])
+            assert bool((v0 > 0).all()) and torch.allclose(v1, v0), k
+    assert torch.allclose(m.weights, g.weights) and bool((m.weights > 0).all())

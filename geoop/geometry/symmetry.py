@@ -420,13 +420,27 @@ def vector_field_names(geometry: "Geometry", vector_fields="auto") -> tuple[list
     return pf, cf
 
 
-_FLIP = {"line": [1, 0], "triangle": [0, 2, 1], "quad": [0, 3, 2, 1]}
+#: node orders that undo the orientation reversal of a reflection (VTK node conventions)
+_FLIP = {"line": [1, 0], "triangle": [0, 2, 1], "quad": [0, 3, 2, 1], "tetra": [0, 2, 1, 3],
+         "pyramid": [0, 3, 2, 1, 4], "wedge": [0, 2, 1, 3, 5, 4], "hexahedron": [0, 3, 2, 1, 4, 7, 6, 5]}
 
 
 def _flip_cells(kind: str, c: Tensor) -> Tensor:
-    """Reverse the winding of surface cells (outward normals stay outward after a
-    reflection); other cell types keep their node order."""
+    """Reorder the nodes of reflected cells so they keep their orientation: surfaces keep
+    outward normals, volume cells a positive (VTK) volume; vertices are unchanged."""
     return c[:, _FLIP[kind]] if kind in _FLIP else c
+
+
+def _flip_polyhedra(poly):
+    """Polyhedra with every face's point order reversed (outward faces stay outward after a
+    reflection)."""
+    from .polyhedra import Polyhedra
+
+    sizes = poly.face_sizes()
+    start = torch.repeat_interleave(poly.face_offsets[:-1], sizes)
+    end = torch.repeat_interleave(poly.face_offsets[1:], sizes)
+    idx = torch.arange(poly.face_points.numel(), device=poly.face_points.device)
+    return Polyhedra(poly.face_points[start + end - 1 - idx], poly.face_offsets, poly.cell_offsets)
 
 
 def _plane(geometry: "Geometry", plane) -> SymmetryPlane:
@@ -439,7 +453,8 @@ def _plane(geometry: "Geometry", plane) -> SymmetryPlane:
 
 def mirror(geometry: "Geometry", plane=None, vector_fields="auto") -> "Geometry":
     """The mirror image of ``geometry`` across ``plane`` (default its ``symmetry``): points and
-    normals reflected, surface cells with reversed winding, vector fields (see
+    normals reflected, cells reordered to keep their orientation (surfaces: reversed winding;
+    tetra/pyramid/wedge/hexahedron: base faces reversed; polyhedra: every face reversed), vector fields (see
     :func:`vector_field_names`) reflected, scalars and weights kept (a reflection keeps
     lengths, areas and volumes); the declared symmetry plane is reflected too."""
     from .geometry import Geometry
@@ -450,6 +465,7 @@ def mirror(geometry: "Geometry", plane=None, vector_fields="auto") -> "Geometry"
     return Geometry(
         pts,
         cells={k: _flip_cells(k, c) for k, c in geometry.cells.items()},
+        polyhedra=None if geometry.polyhedra is None else _flip_polyhedra(geometry.polyhedra),
         normals=None if geometry.normals is None else plane.reflect_vectors(geometry.normals),
         weights=geometry._weights,
         fields={k: plane.reflect_vectors(v) if k in pf else v for k, v in geometry.fields.items()},
