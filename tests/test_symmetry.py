@@ -440,3 +440,78 @@ def test_mirror_keeps_volume_cells_and_polyhedra_positive():
             v1, _ = fixed_volumes_centroids(m.points.double(), k, m.cells[k])
             assert bool((v0 > 0).all()) and torch.allclose(v1, v0), k
     assert torch.allclose(m.weights, g.weights) and bool((m.weights > 0).all())
+
+
+# ----------------------------------------------------------------------------- OpenFOAM patches
+def _foam_file(cls: str, obj: str, body: str, location: str = "constant/polyMesh") -> str:
+    return (f'FoamFile\n{{\n    version 2.0;\n    format ascii;\n    class {cls};\n    location "{location}";\n'
+            f"    object {obj};\n}}\n{body}")
+
+
+def write_box_case(root, n=(4, 2, 2), hi=(2.0, 1.0, 1.0), sym_name="symmetryPlane", sym_type="symmetryPlane"):
+    """An OpenFOAM polyMesh of the box [0, hi] (n hexahedra per axis) written by hand: the
+    y = 0 face is the patch ``sym_name`` of type ``sym_type``, the five others the wall patch
+    ``body``."""
+    from pathlib import Path
+
+    root = Path(root)
+    pm = root / "constant" / "polyMesh"
+    pm.mkdir(parents=True)
+    (root / "system").mkdir()
+    (root / "system" / "controlDict").write_text(_foam_file("dictionary", "controlDict", "application simpleFoam;\n"
+                                                            "startTime 0;\nendTime 1;\ndeltaT 1;\n", "system"))
+    pts = np.stack(np.meshgrid(*[np.linspace(0, h, k + 1) for h, k in zip(hi, n)], indexing="ij"), -1).reshape(-1, 3)
+    pid = np.arange(pts.shape[0]).reshape(*(k + 1 for k in n))
+    cid = np.arange(int(np.prod(n))).reshape(n)
+    internal, wall, sym = [], [], []
+    for axis in range(3):
+        u, v = [np.eye(3, dtype=int)[a] for a in range(3) if a != axis]
+        for o in np.ndindex(*(k + (a == axis) for a, k in enumerate(n))):
+            o = np.array(o)
+            face = [pid[tuple(o)], pid[tuple(o + u)], pid[tuple(o + u + v)], pid[tuple(o + v)]]
+            if np.cross(pts[face[1]] - pts[face[0]], pts[face[3]] - pts[face[0]])[axis] < 0:
+                face = face[::-1]  # normal along +axis
+            below, above = o - np.eye(3, dtype=int)[axis], o
+            inside = [all(0 <= c[a] < n[a] for a in range(3)) for c in (below, above)]
+            if all(inside):  # owner below, normal towards the neighbour
+                internal.append((face, cid[tuple(below)], cid[tuple(above)]))
+            elif inside[1]:  # the lower boundary: outward is -axis
+                (sym if axis == 1 else wall).append((face[::-1], cid[tuple(above)]))
+            else:
+                wall.append((face, cid[tuple(below)]))
+    internal.sort(key=lambda t: (t[1], t[2]))
+    faces = [f for f, *_ in internal] + [f for f, _ in wall] + [f for f, _ in sym]
+    owner = [c for _, c, _ in internal] + [c for _, c in wall] + [c for _, c in sym]
+
+    def lst(items):
+        return f"{len(items)}\n(\n" + "\n".join(items) + "\n)\n"
+
+    (pm / "points").write_text(_foam_file("vectorField", "points", lst([f"({a:.9g} {b:.9g} {c:.9g})" for a, b, c in pts])))
+    (pm / "faces").write_text(_foam_file("faceList", "faces", lst([f"4({' '.join(map(str, f))})" for f in faces])))
+    (pm / "owner").write_text(_foam_file("labelList", "owner", lst([str(c) for c in owner])))
+    (pm / "neighbour").write_text(_foam_file("labelList", "neighbour", lst([str(c) for *_, c in internal])))
+    patches = [("body", "wall", len(wall), len(internal)), (sym_name, sym_type, len(sym), len(internal) + len(wall))]
+    (pm / "boundary").write_text(_foam_file("polyBoundaryMesh", "boundary", lst(
+        [f"{nm}\n{{\n    type {t};\n    nFaces {k};\n    startFace {s0};\n}}" for nm, t, k, s0 in patches])))
+    return root
+
+
+@pytest.mark.parametrize("sym_name,sym_type,expect", [("symmetryPlane", "symmetryPlane", "y = 0"),
+                                                      ("side", "symmetry", "y = 0"), ("bottom", "wall", None)])
+def test_openfoam_patch_surface_gets_the_plane_of_the_symmetry_patch(tmp_path, sym_name, sym_type, expect):
+    """A box mesh whose y = 0 face is the symmetry patch (by type, whatever its name): the
+    surface of the other walls read as a patch is a half body on y = 0, signed SDF; a y = 0
+    patch of another type gives no plane (and the open surface warns)."""
+    pytest.importorskip("pyvista")
+    case = write_box_case(tmp_path / "case", sym_name=sym_name, sym_type=sym_type)
+    g = geoop.read(case, region="body", fields=[])
+    q = torch.tensor([[1.0, 0.5, 0.5], [1.0, -0.5, 0.5], [1.0, 1.5, 0.5]], dtype=g.dtype)
+    if expect is None:
+        assert g.symmetry is None
+        with pytest.warns(UnsignedSDFWarning):
+            g.sdf(q)
+        return
+    assert g.symmetry is not None and g.symmetry.describe() == expect
+    assert torch.allclose(g.sdf(q), torch.tensor([-0.5, -0.5, 0.5], dtype=g.dtype), atol=1e-6)
+    vol = geoop.read(case, fields=[])
+    assert vol.symmetry is None and float(vol.weights.sum()) == pytest.approx(2.0)  # the volume mesh: closed already
