@@ -415,6 +415,14 @@ def test_mirror_augmentation_doubles_the_training_cases(tmp_path):
     assert torch.allclose(b.queries.fields["U"], a.queries.fields["U"] * R) and torch.equal(b.queries.fields["p"], a.queries.fields["p"])
     test = MeshFolderDataset(tmp_path, split="test", mirror="y", **kw)  # augmentation is for training only
     assert not any(c.endswith("@mirror") for c in test.cases)
+    # the statistics and the box include the copies, alike in every split
+    fit = dict(kw, normalize=True, geometry_normalization="dataset", mirror="y")
+    tr, te = MeshFolderDataset(tmp_path, **fit), MeshFolderDataset(tmp_path, split="test", **fit)
+    assert torch.equal(tr.normalizers.transform.shift, te.normalizers.transform.shift)
+    assert torch.equal(tr.normalizers["U"].mean, te.normalizers["U"].mean)
+    assert abs(float(tr.normalizers["U"].mean[1])) < 1e-6  # the mirrored copies cancel U_y on average
+    lo = tr.normalizers.transform.apply(torch.stack([g.points.double() for g in (tr._raw(c)[0] for c in tr.cases)]).reshape(-1, 3))
+    assert float(lo.min()) >= -1e-9 and float(lo.max()) <= 1 + 1e-9  # mirrored cases inside the unit box
     with pytest.raises(DatasetError, match="mirror must be"):
         MeshFolderDataset(tmp_path, mirror={"plan": "y"}, **kw)
 

@@ -508,8 +508,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         mirrored copy ``<case>@mirror`` (both files mirrored before the fields are picked:
         points, normals, cell winding, and the vector fields' component normal to the plane;
         ``"auto"``: fields with one component per coordinate; see
-        :func:`geoop.geometry.symmetry.mirror`), with its own neighbourhoods. The statistics
-        are fitted on the original cases.
+        :func:`geoop.geometry.symmetry.mirror`), with its own neighbourhoods; the statistics
+        and the dataset transform are fitted on the originals and the copies (whatever the
+        split, so every split of one folder and config normalises alike).
 
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
     its input and its target values. Attributes after construction: ``cases`` (this
@@ -621,10 +622,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self._files = {c: found[c] for c in found if c in self.split_of}
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
-        if self.mirror is not None and self.split == "train":  # mirrored copies of the training cases
-            for c in list(wanted):
+        if self.mirror is not None:  # mirrored copies of the training cases: items of "train", fitted on in every split
+            for c in list(train):
                 self._files[c + MIRROR_SUFFIX], self.split_of[c + MIRROR_SUFFIX] = self._files[c], "train"
-            wanted += [c + MIRROR_SUFFIX for c in wanted]
+            train += [c + MIRROR_SUFFIX for c in train]
+            if self.split == "train":
+                wanted += [c + MIRROR_SUFFIX for c in wanted]
 
         # 2. read and check every case needed (the split, plus the training split for statistics)
         fit_fields = normalize is True
