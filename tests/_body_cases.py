@@ -2,9 +2,9 @@
 (analytic fields, no solver): per case ``case_XXXX_surface.vtp`` (half body on the symmetry
 plane y = 0, point data ``p`` (a pressure coefficient), ``wallShearStress`` (over q),
 ``Normals``) and ``case_XXXX_points.vtp`` (a volume point cloud around it with ``p`` and
-``U``), and ``manifest.json`` with ``cd``, ``cl``, their pressure / friction parts, the
-reference ``area`` (half the frontal area: half-body forces over it are full-body
-coefficients) and the split."""
+``U``), and ``manifest.json`` with ``cd``, ``cl`` (full-body coefficients: the half's forces with its
+symmetry plane), their pressure / friction parts, the full body's frontal ``area`` and the
+split."""
 from __future__ import annotations
 
 import json
@@ -95,9 +95,10 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
         x, p, U = volume_points(rng, a, b, c, n_points)
         geoop.write(Geometry(torch.as_tensor(x), fields={"p": torch.as_tensor(p), "U": torch.as_tensor(U)}),
                     root / f"{name}_points.vtp")
-        area = float(np.pi * b * c / 2)
-        r = forces(geoop.read(root / f"{name}_surface.vtp"), "p", "wallShearStress", area=area, dynamic_pressure=1.0)
-        rp = forces(geoop.read(root / f"{name}_surface.vtp"), "p", area=area, dynamic_pressure=1.0)
+        area = float(np.pi * b * c)  # the full body's frontal area; forces of the half with its plane: the full body's
+        half = geoop.read(root / f"{name}_surface.vtp")
+        r = forces(half, "p", "wallShearStress", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
+        rp = forces(half, "p", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
         records.append({"case": name, "split": "test" if i in test else "train", "area": area,
                         "cd": r.coefficients["cd"], "cl": r.coefficients["cl"],
                         "cd_pressure": rp.coefficients["cd"], "cd_friction": r.coefficients["cd"] - rp.coefficients["cd"],

@@ -88,6 +88,8 @@ def test_half_body_with_symmetry_equals_mirrored_full_body():
                                                  torch.as_tensor(np.concatenate([tau, tau @ R])))
     ch = coefficient_weights(half, names, symmetry=("y", 0.0), **ref)(torch.as_tensor(p), torch.as_tensor(tau))
     np.testing.assert_allclose(ch.numpy(), cf.numpy(), rtol=1e-9, atol=1e-12)
+    r = forces(half, torch.as_tensor(p), torch.as_tensor(tau), symmetry=("y", 0.0), **ref).coefficients
+    np.testing.assert_allclose(ch.numpy(), [r[k] for k in names], rtol=1e-9, atol=1e-12)  # forces' half-body rule
     plain = coefficient_weights(half, names, **ref)(torch.as_tensor(p), torch.as_tensor(tau))
     assert not torch.allclose(plain, ch)  # without the plane: the half's own loads
 

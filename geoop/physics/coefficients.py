@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from ..geometry.geometry import Geometry
-from .forces import _directions, _surface_kind, _where, surface_vector_areas
+from .forces import _directions, _surface_kind, _symmetry_plane, _where, surface_vector_areas
 
 __all__ = ["CoefficientWeights", "coefficient_weights", "body_regions", "REGIONS", "COEFFICIENT_NAMES"]
 
@@ -102,10 +102,11 @@ class CoefficientWeights:
                                   torch.zeros_like(self.offset))
 
 
-def _vertex_weights(surface: Geometry, orientation: str) -> tuple[Tensor, Tensor, str]:
-    """(W (N, 3) outward vertex vector weights, w (N,) vertex areas, kind) of a surface."""
+def _vertex_weights(surface: Geometry, orientation: str, plane=None) -> tuple[Tensor, Tensor, str]:
+    """(W (N, 3) outward vertex vector weights, w (N,) vertex areas, kind) of a surface
+    (``plane``: a half body's symmetry plane, for its outward side)."""
     kind = _surface_kind(surface)
-    blocks, vas = surface_vector_areas(surface, orientation)
+    blocks, vas = surface_vector_areas(surface, orientation, plane)
     n = surface.n_points
     W = vas[0].new_zeros(n, 3)
     w = vas[0].new_zeros(n)
@@ -137,15 +138,15 @@ def coefficient_weights(
     module docstring); the keywords are those of :func:`geoop.physics.forces`, with the
     same defaults and the same quadrature and outward normals.
 
-    ``symmetry``: the plane ``n . x = c`` of a half body (``"auto"``: the surface's
-    ``symmetry`` attribute when it has one; None: none; ``("y", 0.0)``, an object with
-    ``normal``/``offset``): the coefficients are the FULL body's, the half's loads plus their
+    ``symmetry``: the plane ``n . x = c`` of a half body, as in ``forces`` (``"auto"``: the
+    surface's ``Geometry.symmetry``; None: none; a plane spec such as ``("y", 0.0)``): the
+    coefficients are the FULL body's, the half's loads plus their
     mirror image (reflection ``R v = v - 2 (n . v) n``): ``F_full = (I + R) F`` and
     ``M_full = (I - R) M - R (a x F)`` with ``a = x_0 - R x_0``, so a force coefficient of
     direction ``e`` uses ``(I + R) e`` and a moment coefficient ``(I - R) e`` on the moment
     plus ``-(R e) x a`` on the force."""
-    plane = _plane(surface, symmetry)
-    W, w, kind = _vertex_weights(surface, orientation)
+    plane = _symmetry_plane(surface, symmetry)
+    W, w, kind = _vertex_weights(surface, orientation, plane)
     valid = COEFFICIENT_NAMES[kind]
     bad = [c for c in names if c not in valid]
     if bad or not names:
@@ -190,8 +191,7 @@ def coefficient_weights(
         if plane is None:
             pr, sr = force_rows(e) if what == "f" else moment_rows(e)
         else:
-            n, c = plane
-            n = n.to(x)
+            n, c = x.new_tensor(plane.normal), float(plane.offset)
             Re = e - 2.0 * (e @ n) * n
             if what == "f":
                 pr, sr = force_rows(e + Re)
@@ -207,32 +207,6 @@ def coefficient_weights(
     if kind == "2d":
         Sm = Sm[:, :2]
     return CoefficientWeights(list(names), Pm, Sm, -float(p_inf) * Pm.sum(0))
-
-
-def _plane(surface: Geometry, symmetry) -> Optional[tuple[Tensor, float]]:
-    """``(unit normal (3,) float64, offset)`` of a symmetry plane spec, or None."""
-    if isinstance(symmetry, str) and symmetry == "auto":
-        symmetry = getattr(surface, "symmetry", None)
-    if symmetry is None or symmetry is False:
-        return None
-    if hasattr(symmetry, "normal"):
-        n, c = list(symmetry.normal), float(getattr(symmetry, "offset", 0.0))
-    elif isinstance(symmetry, str) or (isinstance(symmetry, (list, tuple)) and len(symmetry) == 2
-                                       and isinstance(symmetry[0], str)):
-        axis, c = (symmetry, 0.0) if isinstance(symmetry, str) else (symmetry[0], float(symmetry[1]))
-        if axis not in ("x", "y", "z"):
-            raise ShapeError(f"coefficient_weights: symmetry axis {axis!r}; valid: ['x', 'y', 'z']")
-        n = [float(axis == a) for a in "xyz"]
-    else:
-        v = [float(t) for t in symmetry]
-        if len(v) not in (3, 4):
-            raise ShapeError(f"coefficient_weights: symmetry must be ('y', 0.0), [nx, ny, nz, c] or a plane, got {symmetry!r}")
-        n, c = v[:3], (v[3] if len(v) == 4 else 0.0)
-    t = torch.tensor((list(n) + [0.0] * 3)[:3], dtype=torch.float64)
-    norm = float(t.norm())
-    if norm == 0:
-        raise ShapeError(f"coefficient_weights: the symmetry plane's normal is zero ({symmetry!r})")
-    return t / norm, c / norm
 
 
 def body_regions(surface: Geometry, freestream: Optional[Sequence[float]] = None,
@@ -251,7 +225,7 @@ def body_regions(surface: Geometry, freestream: Optional[Sequence[float]] = None
       (the slant, rear pillars and the rear of the sides);
     * ``roof``: the rest: surfaces facing up or sideways (roof and sides).
     """
-    W, _, kind = _vertex_weights(surface, orientation)
+    W, _, kind = _vertex_weights(surface, orientation, _symmetry_plane(surface, "auto"))
     if kind != "3d":
         raise ShapeError(f"body_regions: {_where(surface)} is not a 3-D body surface")
     eD, eL, _ = _directions(kind, freestream, lift_direction)
