@@ -186,6 +186,12 @@ def run(args) -> int:
     chosen = None
     pre = trained.preprocessor
     if pre is not None and pre.set_names:
+        if pre.geometry_normalization == "case":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{args.checkpoint}: a model of several query sets trained with geometry_normalization="
+                              f"'case' (fitted on the input and ALL the sets' bounds) cannot be applied to one query file; "
+                              f"use geoop evaluate on the case folder, or train with 'dataset', 'body' or 'body_case'")
         chosen = _choose_set(trained, args.query_set)
         spec = pre.query_sets[pre.set_names.index(chosen)]
         q = geometry if queries is None else queries
