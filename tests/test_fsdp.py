@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from _train_models import make_samples
 
-from geoop.errors import ConfigError
+from geoop.errors import ConfigError, DistributedError
 from geoop.models import GINO
 from geoop.train import Trainer
 from geoop.train.checkpoint import load_checkpoint
@@ -52,7 +52,7 @@ def _init(rank, world, port):
     torch.set_num_threads(1)
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    return init_distributed(torch.device("cpu"))
+    return init_distributed(torch.device("cpu"), timeout_s=180)  # a mismatch fails, never hangs the suite
 
 
 def _worker(rank, world, port, out):
@@ -188,6 +188,8 @@ def test_fsdp_bad_settings_are_clear_errors():
     # a world size that parallel.domain does not divide: named, before any collective
     with pytest.raises(ConfigError, match="parallel.domain = 2 does not divide the world size 3"):
         Trainer(_model(), samples, targets=["p"], inputs=["a"], dist_info=DistInfo(0, 3), domain=2, fsdp=True)
+    with pytest.raises(DistributedError, match="fsdp over 2 data ranks needs an initialised process group"):
+        Trainer(_model(), samples, targets=["p"], inputs=["a"], dist_info=DistInfo(0, 2), fsdp=True)
     with pytest.raises(ConfigError, match="fsdp must be true or false"):
         Trainer(_model(), samples, targets=["p"], inputs=["a"], fsdp="yes")
     with pytest.raises(ConfigError, match="parallel.fsdp must be true or false"):

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
-from ..errors import CheckpointError, ConfigError, FieldError
+from ..errors import CheckpointError, ConfigError, DistributedError, FieldError
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
 from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
@@ -413,6 +413,11 @@ class Trainer:
             return False
         if self.amp_dtype == torch.float16:
             raise ConfigError("Trainer: fsdp and amp='fp16' (gradient scaling) do not combine yet; use amp='bf16' or 'none'")
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistributedError(f"Trainer: fsdp over {data} data ranks needs an initialised process group (launch with "
+                                   "torchrun and call geoop.train.distributed.init_distributed()); there is none")
         from .fsdp import fsdp_mesh, shard_model
 
         shard_model(self.model, fsdp_mesh(self.dist.world_size, domain, self.device.type), domain_methods=domain > 1)
