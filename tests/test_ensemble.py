@@ -157,3 +157,145 @@ def test_bad_ensemble_settings(bad):
     with pytest.raises(ConfigError, match="ensemble"):
         Ensemble({**CFG, "ensemble": bad})
     assert issubclass(ConfigError, GeoopError)
+
+
+# ---------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def airfoils(tmp_path_factory):
+    """Ten small panel-method airfoil cases in the demo's body-frame layout, split 7 train
+    (2 of them drawn as validation by val_fraction) / 3 test."""
+    import json
+
+    from geoop.cli.demo import prepare_cases
+    from geoop.data import airfoil
+
+    root = tmp_path_factory.mktemp("uq")
+    entries = airfoil.generate(str(root / "raw"), 10, seed=2, n_volume=(500, 700), n_panels=(50, 60))
+    cases = root / "cases"
+    prepare_cases(root / "raw", cases, entries, frame="body")
+    names = [e["case"] for e in entries]
+    (cases / "split.json").write_text(json.dumps({"train": names[:7], "test": names[7:]}))
+    return root
+
+
+def _uq_config(root, ensemble="3"):
+    text = f"""
+seed = 0
+device = "cpu"
+[data]
+folder = "{root / 'cases'}"
+inputs = ["freestream", "normal"]
+targets = ["u", "v", "p"]
+input_file = "{{case}}_surface.vtp"
+query_file = "{{case}}_volume.vtu"
+drop_flat_z = true
+latent_sdf = true
+geometry_normalization = "none"
+train_split = "train"
+val_split = "val"
+val_fraction = 0.3
+metrics = ["cl", "cd"]
+metrics_reference = {{field = "p", dynamic_pressure = 1.0, length = 1.0, alpha_deg = "manifest:freestream_deg"}}
+[model]
+ensemble = {ensemble}
+[model.latent]
+shape = [16, 12]
+domain = [[-0.5, -0.75], [1.5, 0.75]]
+[model.encoder]
+radius = 0.15
+mlp = [8]
+n_freqs = 3
+[model.decoder]
+radius = 0.15
+mlp = [8]
+n_freqs = 3
+[model.blocks]
+width = 8
+modes = [4, 4]
+layers = 1
+[optim]
+epochs = 2
+batch_size = 2
+lr = 3e-3
+[output]
+dir = "{root / 'run'}"
+"""
+    path = root / "uq.toml"
+    path.write_text(text)
+    return path
+
+
+def test_cli_train_calibrate_predict_evaluate(airfoils, capsys):
+    import json
+
+    import numpy as np
+
+    from geoop.cli.main import main
+    from geoop.train.run import load_trained
+
+    root = airfoils
+    assert main(["train", str(_uq_config(root))]) == 0
+    ckpt = root / "run" / "last.pt"
+    trained = load_trained(ckpt)
+    assert isinstance(trained.model, Ensemble) and trained.model.size == 3
+    assert float(trained.model.temperature.sum()) == 3.0  # uncalibrated
+    capsys.readouterr()
+    assert main(["calibrate", "--checkpoint", str(ckpt)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["split"] == "val" and info["cases"] == 2 and len(info["temperature"]) == 3
+    cal = load_trained(ckpt).model
+    np.testing.assert_allclose(cal.temperature.numpy(), info["temperature"], rtol=1e-6)
+    # the temperature is the closed form T^2 = mean (error / std)^2 over the validation cases
+    # only (computed here independently from the uncalibrated predictions); the test cases give another
+    from geoop.cli.predict import predict_geometry
+    from geoop.data.folder import resolve_split
+
+    names = [f"case_{i:04d}" for i in range(10)]
+    part = resolve_split(names, 0, manifest={n: ("train" if i < 7 else "test") for i, n in enumerate(names)},
+                         val_fraction=0.3)  # as split.json + data.val_fraction
+
+    def closed_form(split):
+        ratios = {n: [] for n in ("u", "v", "p")}
+        for c in [n for n in names if part[n] == split]:
+            res, _ = predict_geometry(trained, geoop.read(root / "cases" / f"{c}_surface.vtp"),
+                                      geoop.read(root / "cases" / f"{c}_volume.vtu"))
+            for n in ratios:
+                ratios[n].append((res.fields[f"{n}_error"] / res.fields[f"{n}_std"]).double().square().ravel())
+        return np.array([float(torch.cat(ratios[n]).mean().sqrt()) for n in ("u", "v", "p")])
+
+    import geoop
+
+    np.testing.assert_allclose(info["temperature"], closed_form("val"), rtol=2e-3)
+    assert np.abs(closed_form("test") / np.array(info["temperature"]) - 1).max() > 0.01
+    # predict: <field>_std next to the prediction, coefficient std in the JSON
+    out = root / "pred.vtu"
+    case = "case_0008"
+    assert main(["predict", "--checkpoint", str(ckpt), "--geometry", str(root / "cases" / f"{case}_surface.vtp"),
+                 "--on", str(root / "cases" / f"{case}_volume.vtu"), "--out", str(out)]) == 0
+    g = geoop.read(out)
+    for n in ("u", "v", "p"):
+        assert f"{n}_std" in g.fields and bool((g.fields[f"{n}_std"] > 0).all())
+    coef = json.loads((root / "pred.coefficients.json").read_text())
+    assert set(coef["coefficients_std"]) == {"cl", "cd"} and len(coef["coefficients_members"]["cl"]) == 3
+    assert abs(np.mean(coef["coefficients_members"]["cl"]) - coef["coefficients"]["cl"]) < 0.05 + 0.5 * coef["coefficients_std"]["cl"] + 1e-6
+    # evaluate: calibration section and a reliability diagram
+    capsys.readouterr()
+    assert main(["evaluate", str(root / "cases"), "--checkpoint", str(ckpt), "--out", str(root / "ev")]) == 0
+    rep = json.loads((root / "ev" / "evaluation.json").read_text())
+    for key in ("p", "u", "p@surface"):
+        r = rep["calibration"][key]
+        assert 0 <= r["coverage_50"] <= r["coverage_90"] <= r["coverage_95"] <= 1 and r["crps"] > 0
+    assert set(rep["coefficient_coverage_2std"]) == {"cl", "cd"}
+    assert (root / "ev" / "reliability.png").stat().st_size > 1000
+    assert "calibration" in capsys.readouterr().out
+
+
+def test_calibration_split_without_cases_is_a_clear_error(airfoils, tmp_path):
+    from geoop.errors import DatasetError
+    from geoop.train.calibration import fit_temperature
+
+    ens = Ensemble(CFG, size=2)
+    with pytest.raises(DatasetError, match="no cases"):
+        fit_temperature(ens, [], targets=["p"])
+    with pytest.raises(ConfigError, match="not an ensemble"):
+        fit_temperature(GINO.from_config(CFG), [], targets=["p"])

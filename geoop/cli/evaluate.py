@@ -11,7 +11,10 @@ Reported per case and as the mean over cases (printed, and written to
 ``OUT/evaluation.json`` and ``OUT/evaluation.csv``): the relative L2 error of every target
 field, and, when the checkpoint's config names coefficient metrics
 (``data.metrics``, :mod:`geoop.train.metrics`), the predicted and true coefficients, their
-absolute errors, and over the cases their MAE and R^2.
+absolute errors, and over the cases their MAE and R^2. An ensemble checkpoint adds each
+field's ``<name>_std`` and a ``calibration`` section (interval coverage, CRPS, Spearman of
+std vs error; :mod:`geoop.train.calibration`), the coefficients' std and the coverage of
+``mean ± 2 std``, and ``OUT/reliability.png``.
 """
 from __future__ import annotations
 
@@ -78,11 +81,13 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     if dcfg.get("metrics"):
         metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
     rows = []
+    uq = _Uncertainty(trained, metrics) if getattr(trained.model, "is_ensemble", False) else None
     for name in names:
         cf = cases[name]
         geometry = read(cf.input)
         queries = geometry if cf.same_file else read(cf.query)
-        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+        members = {} if uq is not None else None
+        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
         ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
         write(result, out / f"{name}_pred{ext}")
         row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
@@ -96,6 +101,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
                 if tp is not None:
                     row[f"{c}_true"] = tp[c]
                     row[f"{c}_abs_error"] = abs(pp[c] - tp[c])
+        if uq is not None:
+            uq.add(name, geometry, result, members, row)
         rows.append(row)
     keys = [k for k in rows[0] if k != "case"]
     mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
@@ -103,6 +110,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
               "mean": mean, "skipped": [list(p) for p in problems]}
     if metrics is not None:
         report["coefficients"] = metrics.summary()
+    if uq is not None:
+        report.update(uq.report(out / "reliability.png"))
     atomic_write_json(out / "evaluation.json", report)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["case"] + keys)
@@ -112,8 +121,73 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     w.writerow({"case": "mean", **mean})
     atomic_write_text(out / "evaluation.csv", buf.getvalue())
     log(_table(rows, mean, keys, report.get("coefficients")))
+    if uq is not None:
+        log(uq.summary(report))
     log(f"predictions, evaluation.json and evaluation.csv in {out}")
     return report
+
+
+class _Uncertainty:
+    """Calibration of an ensemble over the evaluated cases (:mod:`geoop.train.calibration`):
+    per field, and for the metrics' pressure field on the surface nodes (``p@surface``); the
+    coefficients' member spread and the coverage of ``mean ± 2 std``."""
+
+    def __init__(self, trained, metrics):
+        self.trained, self.metrics, self.fields, self.coef = trained, metrics, {}, []
+
+    def _put(self, key, err, std, true):
+        d = self.fields.setdefault(key, {"err": [], "std": [], "true": []})
+        for k, v in (("err", err), ("std", std), ("true", true)):
+            d[k].append(v.detach().double().cpu().numpy())
+
+    def add(self, name, geometry, result, members, row) -> None:
+        from ..train.calibration import field_temperature, member_coefficients
+        from ..train.metrics import match_surface_nodes
+
+        f = result.fields
+        for n in self.trained.targets:
+            if f"{n}_error" in f:
+                self._put(n, f[f"{n}_error"], f[f"{n}_std"], f[f"{n}_true"])
+                row[f"mean_std_{n}"] = float(f[f"{n}_std"].double().mean())
+        m = self.metrics
+        if m is None:
+            return
+        if f"{m.field}_error" in f:
+            rows = match_surface_nodes(geometry.points, result.points, where=f"{name} (surface nodes)")
+            self._put(f"{m.field}@surface", f[f"{m.field}_error"][rows], f[f"{m.field}_std"][rows], f[f"{m.field}_true"][rows])
+        T = field_temperature(self.trained.model, self.trained.targets, members, m.field)
+        dist = member_coefficients(m, name, geometry, result.points, members, self.trained.targets, T)
+        for c in m.names:
+            row[f"{c}_std"] = dist["std"][c]
+            if f"{c}_true" in row:
+                self.coef.append((c, row[f"{c}_pred"], row[f"{c}_true"], dist["std"][c]))
+
+    def report(self, png) -> dict:
+        from ..train.calibration import calibration_metrics, reliability_diagram
+
+        out = {"calibration": calibration_metrics(self.fields),
+               "temperature": [float(t) for t in self.trained.model.temperature]}
+        cov = {}
+        for c in dict.fromkeys(k for k, *_ in self.coef):
+            hits = [abs(p - t) <= 2 * s for k, p, t, s in self.coef if k == c]
+            cov[c] = float(sum(hits) / len(hits))
+        if cov:
+            out["coefficient_coverage_2std"] = cov
+        if self.fields:
+            out["reliability_diagram"] = str(reliability_diagram(self.fields, png, "ensemble: observed vs nominal coverage"))
+        return out
+
+    @staticmethod
+    def summary(report) -> str:
+        lines = ["calibration (coverage of the 50/90/95 % intervals, CRPS, Spearman(std, |error|) points / cases):"]
+        for n, r in report.get("calibration", {}).items():
+            lines.append(f"  {n}: {_fmt(r['coverage_50'])} / {_fmt(r['coverage_90'])} / {_fmt(r['coverage_95'])}, "
+                         f"CRPS {_fmt(r['crps'])}, Spearman {_fmt(r['spearman_points'])} / {_fmt(r['spearman_cases'])}")
+        for c, v in report.get("coefficient_coverage_2std", {}).items():
+            lines.append(f"  {c}: true value inside mean ± 2 std in {_fmt(v)} of the cases")
+        if "reliability_diagram" in report:
+            lines.append(f"  reliability diagram: {report['reliability_diagram']}")
+        return "\n".join(lines)
 
 
 def _stacked(result, targets):

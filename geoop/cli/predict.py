@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def predict_coefficients(trained, geometry, result, geometry_path, case=None):
+def predict_coefficients(trained, geometry, result, geometry_path, case=None, members=None):
     """Coefficients of the prediction (and truth) in ``result`` on the input surface
     ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict."""
     from ..train.metrics import CoefficientMetrics
@@ -69,6 +69,12 @@ def predict_coefficients(trained, geometry, result, geometry_path, case=None):
     pred, true, cols = _stacked(result, trained.targets)
     pp, tp = metrics.case_coefficients(str(case), geometry, result.points, pred, true, cols)
     out = {"case": case, "coefficients": pp, "reference": metrics.case_reference(str(case))}
+    if members:  # an ensemble: the coefficients of every member, their mean and std
+        from ..train.calibration import field_temperature, member_coefficients
+
+        T = field_temperature(trained.model, trained.targets, members, metrics.field)
+        dist = member_coefficients(metrics, str(case), geometry, result.points, members, trained.targets, T)
+        out["coefficients_std"], out["coefficients_members"] = dist["std"], dist["members"]
     if tp is not None:
         out["true"] = tp
         out["abs_error"] = {k: abs(pp[k] - tp[k]) for k in pp}
@@ -98,7 +104,8 @@ def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress
     return out
 
 
-def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None):
+def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None,
+                     members_out=None):
     """Prediction of ``trained`` (:class:`geoop.train.run.TrainedModel`) on ``geometry``
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
@@ -110,7 +117,11 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
     The geometries are prepared by the checkpoint's
     :class:`~geoop.data.preprocess.Preprocessor` (coordinates, fields), the very code that
     prepared the training cases; the model's inputs by name and latent features are
-    assembled from the prepared input geometry; the prediction is decoded by its normalisers."""
+    assembled from the prepared input geometry; the prediction is decoded by its normalisers.
+
+    An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>`` and
+    its (calibrated) standard deviation as ``<name>_std``; ``members_out`` (a dict), when
+    given, receives every member's fields ``{name: (K, Q, c)}`` in physical units."""
     from ..errors import FieldError
 
     q = geometry if queries is None else queries
@@ -133,7 +144,16 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
         from ..models.features import LatentSDF
 
         lf = LatentSDF(m).features(gin)
-    out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
+    if getattr(m, "is_ensemble", False) and model is None:  # mean, <name>_std and the members (geoop.train.calibration)
+        from ..train.calibration import ensemble_fields
+
+        out, std, members = ensemble_fields(m, trained.normalizers, trained.targets, gin, sample.queries.points, x, lf,
+                                            chunk_size, q.dtype)
+        out.update({f"{n}_std": v for n, v in std.items()})
+        if members_out is not None:
+            members_out.update(members)
+    else:
+        out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
     if out is None:  # a non-writing rank of a domain-parallel prediction
         return None, {}
     errors = {}
@@ -168,19 +188,21 @@ def run(args) -> int:
             from ..distributed.domain import DomainParallel
 
             model = DomainParallel(trained.model)
+        members = {}
         result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size, model=model,
-                                          progress=args.progress)
+                                          progress=args.progress, members_out=members)
         if result is None:
             return 0
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write(result, out)
-        coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None))
+        coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None), members)
         extra = {}
         if coef is not None:
             cpath = out.with_name(out.stem + ".coefficients.json")
             atomic_write_json(cpath, coef)
-            extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
+            extra = {"coefficients": coef["coefficients"], **({"coefficients_std": coef["coefficients_std"]} if members else {}),
+                     **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
                      "coefficients_file": str(cpath)}
         print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
                           **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {}),

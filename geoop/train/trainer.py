@@ -422,6 +422,17 @@ class Trainer:
             raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
         return pred
 
+    def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> Tensor:
+        """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
+        L2 errors (and NLLs), averaged over the members."""
+        if self.domain_parallel is not None:
+            raise ConfigError("Trainer: model.ensemble does not combine with parallel.domain > 1")
+        x = self._fields(batch.fields, self.inputs, "input")
+        widths = self.widths(batch)
+        with self._autocast():
+            return self.model.member_losses(batch, x, y, widths, lambda p: relative_l2(
+                p.float(), y, batch.query_batch, batch.num_samples, widths, w)).float()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
@@ -443,10 +454,13 @@ class Trainer:
 
                     batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
-                pred = self.forward(batch)
                 w = batch.query_weights if self.weighted_loss else None
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
-                                  reduce=None if dp is None else dp.all_reduce)
+                if getattr(self.model, "is_ensemble", False):  # every member its own loss (geoop.models.ensemble)
+                    err = self._ensemble_error(batch, y, w)
+                else:
+                    pred = self.forward(batch)
+                    err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                      reduce=None if dp is None else dp.all_reduce)
                 loss = err.mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
