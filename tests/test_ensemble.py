@@ -278,6 +278,12 @@ def test_cli_train_calibrate_predict_evaluate(airfoils, capsys):
     coef = json.loads((root / "pred.coefficients.json").read_text())
     assert set(coef["coefficients_std"]) == {"cl", "cd"} and len(coef["coefficients_members"]["cl"]) == 3
     assert abs(np.mean(coef["coefficients_members"]["cl"]) - coef["coefficients"]["cl"]) < 0.05 + 0.5 * coef["coefficients_std"]["cl"] + 1e-6
+    # render: the std beside the error (PNG: 4 views; HTML: a "std" view)
+    assert main(["render", str(out), "--field", "p", "--out", str(root / "p.png"), "--html", str(root / "p.html"),
+                 "--no-surface-plot"]) == 0
+    assert (root / "p.png").stat().st_size > 1000
+    page = (root / "p.html").read_text()
+    assert '"p std"' in page and '"p |error|"' in page
     # evaluate: calibration section and a reliability diagram
     capsys.readouterr()
     assert main(["evaluate", str(root / "cases"), "--checkpoint", str(ckpt), "--out", str(root / "ev")]) == 0
