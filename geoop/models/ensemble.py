@@ -39,8 +39,9 @@ Why ``vmap``: the members' layers are unchanged GINO code (GNO segment sums with
 ``vmap`` a layer's matrix products become batched products over the members. The layers'
 hand-written autograd functions (the checkpointed GNO edge chunks, the CPU spectral
 contraction) do not batch under ``vmap`` and take their plain differentiable paths
-(:func:`geoop.nn._func.under_func_transform`), so the members' edge activations are kept in
-training (no encoder edge recomputation).
+(:func:`geoop.nn._func.under_func_transform`); activation recomputation (GNO edge chunks,
+``memory.checkpoint_latent``) is off for the members, so their edge activations are kept in
+training.
 
 Shapes
 ------
@@ -59,6 +60,7 @@ from torch import Tensor, nn
 from ..batch import GeometryBatch
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..geometry.geometry import Geometry
+from ..nn.gno import GNO
 from .gino import GINO, points_and_weights
 
 __all__ = ["Ensemble", "Predictive", "mixture", "ensemble_spec"]
@@ -181,6 +183,13 @@ class Ensemble(nn.Module):
         template = copy.deepcopy(members[0])
         for p in template.parameters():
             p.requires_grad_(False)
+        for m in template.modules():
+            # recomputation in backward reads the module's own parameters (GNO edge chunks) or
+            # uses saved-tensor hooks (latent blocks), which functional_call / vmap do not carry
+            if isinstance(m, GNO):
+                m.checkpoint = False
+            elif hasattr(m, "checkpoint") and isinstance(m.checkpoint, bool):
+                m.checkpoint = False
         object.__setattr__(self, "_call", _Call(template))  # not a submodule: its parameters are not the ensemble's
         self.register_buffer("temperature", torch.ones(self.fields_channels))
 
