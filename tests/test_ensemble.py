@@ -40,7 +40,7 @@ def batch_of(model, items):
 
 def test_stacked_equals_members_one_by_one_forward_and_gradients():
     torch.manual_seed(0)
-    ens = Ensemble(CFG, size=3).double()
+    ens = Ensemble(CFG, size=3, vectorize=True).double()
     items = shapes()
     batch = batch_of(ens, items)
     out = ens.member_outputs(batch)  # one vmap call
@@ -77,7 +77,7 @@ def test_one_member_ensemble_is_gino_and_query():
         ens.predict(batch)
     # query of a 3-member ensemble = per-member GINO.query (chunked)
     torch.manual_seed(1)
-    ens3 = Ensemble(CFG, size=3)
+    ens3 = Ensemble(CFG, size=3, vectorize=True)
     geo, q = items[0]
     with torch.no_grad():
         pr = ens3.query(geo, q, chunk_size=7)
@@ -107,7 +107,7 @@ def test_identical_members_have_zero_std_and_mixture():
 
 def test_variance_head_and_member_losses():
     torch.manual_seed(0)
-    ens = Ensemble(CFG, size=2, variance=True, bootstrap=True, seed=5)
+    ens = Ensemble(CFG, size=2, variance=True, bootstrap=True, seed=5, vectorize=True)
     batch = batch_of(ens, shapes(3))
     for i, m in enumerate(batch.meta):
         m["case"] = f"case_{i}"
@@ -152,7 +152,8 @@ def test_checkpoint_round_trip_and_member_count_mismatch(tmp_path):
         five.load_state_dict(state["model"])
 
 
-@pytest.mark.parametrize("bad", [0, -1, True, "3", {"size": 2, "colour": 1}, {"size": 2, "variance": "yes"}])
+@pytest.mark.parametrize("bad", [0, -1, True, "3", {"size": 2, "colour": 1}, {"size": 2, "variance": "yes"},
+                                 {"size": 2, "vectorize": "sometimes"}])
 def test_bad_ensemble_settings(bad):
     with pytest.raises(ConfigError, match="ensemble"):
         Ensemble({**CFG, "ensemble": bad})

@@ -106,10 +106,12 @@ def ensemble_spec(value, where: str = "model.ensemble") -> dict:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"{where}: size (the member count K) must be an int >= 1, got {size!r}")
     out = {"size": size, "variance": d.get("variance", False), "bootstrap": d.get("bootstrap", False),
-           "seed": d.get("seed", 0), "vectorize": d.get("vectorize", True)}
-    for k in ("variance", "bootstrap", "vectorize"):
+           "seed": d.get("seed", 0), "vectorize": d.get("vectorize", "auto")}
+    for k in ("variance", "bootstrap"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"{where}: {k} must be true or false, got {out[k]!r}")
+    if out["vectorize"] not in (True, False, "auto"):
+        raise ConfigError(f"{where}: vectorize must be true, false or 'auto', got {out['vectorize']!r}")
     if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
         raise ConfigError(f"{where}: seed must be an int, got {out['seed']!r}")
     return out
@@ -140,8 +142,11 @@ class Ensemble(nn.Module):
     bootstrap : Poisson(1) case weights per member in :meth:`member_losses`
     seed : seed of the bootstrap weights (the initialisations draw from the global RNG, one
         member after the other, as K ``GINO(**config)`` calls would)
-    vectorize : run the members with ``torch.func.vmap`` (default) or one after the other
-        (same numbers; a fallback)
+    vectorize : run the members with ``torch.func.vmap`` in one call (True), one after the
+        other through ``functional_call`` (False; the same numbers), or ``"auto"`` (default):
+        vmap on CUDA, where it replaces K launches of every small kernel by one, one after
+        the other on the CPU, where vmap saves no arithmetic and its batched per-chunk edge
+        tensors raise the step's peak memory (``benchmarks/README.md``)
 
     Shapes
     ------
@@ -152,7 +157,7 @@ class Ensemble(nn.Module):
     is_ensemble = True
 
     def __init__(self, config: Mapping, size: Optional[int] = None, *, variance: bool = False, bootstrap: bool = False,
-                 seed: int = 0, vectorize: bool = True):
+                 seed: int = 0, vectorize: Union[bool, str] = "auto"):
         super().__init__()
         config = dict(config)
         if "ensemble" in config:
@@ -188,6 +193,10 @@ class Ensemble(nn.Module):
             # uses saved-tensor hooks (latent blocks), which functional_call / vmap do not carry
             if isinstance(m, GNO):
                 m.checkpoint = False
+                # under vmap a chunk holds every member's edges: K times smaller chunks keep the
+                # per-chunk working set of one member
+                m.chunk_edges = max(1, m.chunk_edges // len(members))
+                m.chunk_edges_cuda = max(1, m.chunk_edges_cuda // len(members))
             elif hasattr(m, "checkpoint") and isinstance(m.checkpoint, bool):
                 m.checkpoint = False
         object.__setattr__(self, "_call", _Call(template))  # not a submodule: its parameters are not the ensemble's
@@ -281,7 +290,8 @@ class Ensemble(nn.Module):
         """``fn(params, *batched)`` for every member, stacked -> (K, ...): one ``vmap`` call
         (``vectorize``) or one call per member."""
         params = {"gino." + n: t for n, t in self.stacked_parameters().items()}
-        if self.vectorize and self.size > 1:
+        vec = self.vectorize if self.vectorize != "auto" else next(iter(params.values())).is_cuda
+        if vec and self.size > 1:
             from torch.func import vmap
 
             return vmap(fn, randomness="different")(params, *batched)
