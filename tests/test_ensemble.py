@@ -147,8 +147,14 @@ def test_checkpoint_round_trip_and_member_count_mismatch(tmp_path):
     torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
     torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
     assert float(again.temperature[0]) == pytest.approx(1.7)
+    from geoop.train.checkpoint import load_model_state
+
     five = model_from_config({**CFG, "ensemble": 5})
-    with pytest.raises(CheckpointError, match=r"ensemble = 5"):
+    with pytest.raises(CheckpointError, match=r"3 members .* model.ensemble = 5"):
+        load_model_state(five, state["model"], "e.pt")
+    with pytest.raises(CheckpointError, match=r"single model's .* model.ensemble = 3"):
+        load_model_state(again, GINO.from_config(CFG).state_dict(), "single.pt")
+    with pytest.raises(CheckpointError, match="ensemble = 5"):
         five.load_state_dict(state["model"])
 
 

@@ -274,15 +274,23 @@ class Ensemble(nn.Module):
         dev = self.temperature.device
         return m.to(device=dev, dtype=next(iter(self.stacked_parameters().values())).dtype)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As :meth:`nn.Module.load_state_dict`, refusing a state of another member count with
-        an error naming the setting (``model.ensemble``)."""
+    def check_state(self, state_dict: Mapping, source: str = "state") -> None:
+        """:class:`CheckpointError` naming ``model.ensemble`` when ``state_dict`` holds another
+        member count, or a single model's parameters."""
         for n in self._names:
             t = state_dict.get(self._key(n))
             if t is not None and t.dim() >= 1 and t.shape[0] != self.size:
-                raise CheckpointError(f"Ensemble: the state has {t.shape[0]} members ({self._key(n)} of shape "
+                raise CheckpointError(f"{source}: the state has {t.shape[0]} members ({self._key(n)} of shape "
                                       f"{tuple(t.shape)}) but this model has model.ensemble = {self.size}; "
                                       "set [model] ensemble to the checkpoint's member count")
+        if self._names and self._key(self._names[0]) not in state_dict and self._names[0] in state_dict:
+            raise CheckpointError(f"{source}: the state is a single model's (key {self._names[0]!r}) but this model has "
+                                  f"model.ensemble = {self.size}; remove [model] ensemble, or build an ensemble of "
+                                  "trained models with Ensemble.from_members")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As :meth:`nn.Module.load_state_dict`, after :meth:`check_state`."""
+        self.check_state(state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ running the members
