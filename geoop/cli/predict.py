@@ -23,6 +23,10 @@ When the checkpoint's config names coefficient metrics (``data.metrics``, see
 to ``OUT.coefficients.json`` beside the field file. Per-case reference values
 (``"manifest:..."``) come from the ``manifest.json`` beside the geometry file, for the case
 named by ``--case`` or found from the file name.
+
+An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>``, its
+standard deviation (temperature-calibrated by ``geoop calibrate``) as ``<name>_std``, and the
+coefficients' std over the members (``coefficients_std``, ``coefficients_members``).
 """
 from __future__ import annotations
 
