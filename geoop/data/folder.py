@@ -66,6 +66,7 @@ from torch import Tensor
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
+from ..geometry.openfoam import REGION_SEP, case_files, is_openfoam_case, split_region
 from ..neighbors.neighborhoods import Neighborhoods
 from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
 from .normalize import DatasetNormalizers
@@ -143,7 +144,7 @@ def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
                 if case:
                     found.setdefault(str(case), []).append(p)
         return found
-    pat = str(pattern)
+    pat, region = split_region(str(pattern))  # "{case}::wall*": patches of OpenFOAM cases
     if "{case}" not in pat:
         if "*" not in pat:
             raise DatasetError(
@@ -155,11 +156,11 @@ def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
         raise DatasetError(f"MeshFolderDataset: {role}_file pattern {pattern!r} must contain '{{case}}' once")
     rx = _pattern_regex(pat)
     for p in sorted(root.glob(pat.replace("{case}", "*"))):
-        if not p.is_file():
+        if not (p.is_file() or is_openfoam_case(p)):  # a folder matches when it is an OpenFOAM case
             continue
         m = rx.match(p.relative_to(root).as_posix())
         if m:
-            found.setdefault(m.group("case"), []).append(p)
+            found.setdefault(m.group("case"), []).append(p if region is None else Path(f"{p}{REGION_SEP}{region}"))
     return found
 
 
@@ -171,7 +172,10 @@ def discover_cases(root: Union[str, Path], input_file: Pattern = None, query_fil
         * a glob pattern relative to ``root`` with a ``{case}`` placeholder, e.g.
           ``"{case}_surface.vtp"``, ``"{case}/VTK/*/boundary/wall.vtp"`` (OpenFOAM
           ``foamToVTK``), ``"exports/{case}.cgns"``; without ``{case}`` the first ``*``
-          names the case (``"*_surface.vtp"``);
+          names the case (``"*_surface.vtp"``). A pattern may match OpenFOAM case folders
+          (``"{case}"``, ``"runs/{case}"``: the internal mesh at the latest time) and
+          name patches after ``::`` (``"{case}::wall*"``: those patches as one surface;
+          :mod:`geoop.geometry.openfoam`);
         * a callable ``f(relative_posix_path) -> case name or None``, applied to every file;
         * None: the same file as the other role; both None: every file with a mesh
           extension directly in ``root`` is one case named by its stem.
@@ -417,6 +421,16 @@ def _neighbors_config(fn: Callable, key) -> dict:
         relevant = {k: v for k, v in simple.items() if k in _NEIGHBOR_ATTRS}
         cfg["owner"] = relevant or simple  # a GINO: only what changes its neighbourhoods
     return cfg
+
+
+def _source_sha256(path: Path) -> str:
+    """sha256 of a file, or of an OpenFOAM case: the files its reader reads and the region."""
+    if not is_openfoam_case(path):
+        return file_sha256(path)
+    d = hashlib.sha256(str(split_region(path)[1]).encode())
+    for f in case_files(path):
+        d.update(f"{f.name}:{file_sha256(f)}".encode())
+    return d.hexdigest()
 
 
 class MeshFolderDataset(torch.utils.data.Dataset):
@@ -818,7 +832,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
         if self.cache is not None:
             cf = self._files[case]
-            hashes = [file_sha256(cf.input)] + ([] if cf.same_file else [file_sha256(cf.query)])
+            hashes = [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(cf.query)])
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},

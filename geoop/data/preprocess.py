@@ -93,7 +93,7 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
                 f"cell fields: {sorted(g.cell_fields)}"
             )
     if to_convert:
-        if not g.cells:
+        if not g.cells and g.polyhedra is None:
             raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
         conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
         out.update({n: conv.fields[n] for n in to_convert})
@@ -111,13 +111,14 @@ def pad_z(g: Geometry) -> Geometry:
     if g.dim == 3:
         return g
     z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
-    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
-                    source=g.source, validate=False)
+    return Geometry(z(g.points), cells=g.cells, polyhedra=g.polyhedra, normals=z(g.normals), fields=g.fields,
+                    name=g.name, source=g.source, validate=False)
 
 
 def drop_z(g: Geometry) -> Geometry:
     """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
-    return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
+    return Geometry(g.points[:, :2], cells=g.cells, polyhedra=g.polyhedra,
+                    normals=None if g.normals is None else g.normals[:, :2],
                     fields=g.fields, name=g.name, source=g.source, validate=False)
 
 
@@ -170,7 +171,12 @@ def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -
         full = inside[c].all(1)
         if full.any():
             cells[kind] = new_id[c[full]]
-    return Geometry(g.points[keep], cells=cells, normals=None if g.normals is None else g.normals[keep],
+    poly = g.polyhedra
+    if poly is not None:  # the polyhedra with every point inside
+        out = torch.zeros(poly.n_cells, dtype=torch.bool)
+        out[poly.point_cell()[~inside[poly.face_points]]] = True
+        poly = poly.subset(~out).remap(new_id)
+    return Geometry(g.points[keep], cells=cells, polyhedra=poly, normals=None if g.normals is None else g.normals[keep],
                     fields={n: v[keep] for n, v in g.fields.items()}, name=g.name, source=g.source, validate=False)
 
 
@@ -216,12 +222,12 @@ class Preprocessor:
         """(input geometry with the input fields, query geometry with the target fields) from
         read geometries (``q`` None: the same one), 3-D, validated."""
         fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=name or g.name, source=g.source,
-                       validate=False)
+        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin,
+                       name=name or g.name, source=g.source, validate=False)
         q = g if q is None else q
         fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
-        gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=name or q.name, source=q.source,
-                      validate=False)
+        gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq,
+                      name=name or q.name, source=q.source, validate=False)
         for gg in (gin, gq):
             gg.validate()
         return pad_z(gin), pad_z(gq)

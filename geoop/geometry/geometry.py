@@ -11,7 +11,10 @@ cells        : dict cell type (meshio names: "line", "triangle", "quad", "tetra"
 normals      : (N, d) float or None
 weights      : (N,) float (quadrature; computed lazily when not given)
 fields       : dict name -> (N, C) float (1-D inputs are promoted to (N, 1))
-cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells`` order
+cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells`` order,
+               then the polyhedra
+polyhedra    : :class:`~geoop.geometry.polyhedra.Polyhedra` or None (ragged polyhedral
+               cells, VTK_POLYHEDRON: face lists per cell)
 """
 from __future__ import annotations
 
@@ -109,7 +112,11 @@ class Geometry:
     weights : (N,) array, optional. Quadrature weights. When omitted they are computed from
         the cells on first access (see :meth:`compute_weights`).
     fields : dict name -> (N,) or (N, C) array, optional
-    cell_fields : dict name -> (M,) or (M, C) array over all cells, optional
+    cell_fields : dict name -> (M,) or (M, C) array over all cells (the rows of ``cells``
+        in dict order, then those of ``polyhedra``), optional
+    polyhedra : :class:`~geoop.geometry.polyhedra.Polyhedra`, optional. Polyhedral cells
+        (any number of faces and points) as ragged face lists; they count as 3-D cells for
+        :attr:`n_cells`, weights, cell measures and cell-to-point averaging.
     name : str, optional, for messages
 
     Float tensors keep their dtype; numpy arrays and lists become ``torch.get_default_dtype()``
@@ -127,6 +134,7 @@ class Geometry:
         weights: Optional[ArrayLike] = None,
         fields: Optional[Mapping[str, ArrayLike]] = None,
         cell_fields: Optional[Mapping[str, ArrayLike]] = None,
+        polyhedra=None,
         name: Optional[str] = None,
         source: Optional[str] = None,
         validate: bool = True,
@@ -159,6 +167,15 @@ class Geometry:
                 c = torch.cat([cell_dict[ctype], c])
             cell_dict[ctype] = c
         self.cells: dict[str, Tensor] = cell_dict
+        if polyhedra is not None:
+            from .polyhedra import Polyhedra
+
+            if not isinstance(polyhedra, Polyhedra):
+                raise ShapeError(f"{where}polyhedra: expected a geoop.geometry.polyhedra.Polyhedra, "
+                                 f"got {type(polyhedra).__name__}")
+            if polyhedra.n_cells == 0:
+                polyhedra = None
+        self.polyhedra = polyhedra
 
         self.normals: Optional[Tensor] = None
         if normals is not None:
@@ -224,6 +241,8 @@ class Geometry:
                     f"{where}cells[{ctype!r}]: indices must be in [0, {n - 1}], got range "
                     f"[{int(c.min())}, {int(c.max())}]"
                 )
+        if self.polyhedra is not None:
+            self.polyhedra.check(n, where)
         for kind, fd in (("point", self.fields), ("cell", self.cell_fields)):
             for k, v in fd.items():
                 if not torch.isfinite(v).all():
@@ -245,12 +264,13 @@ class Geometry:
 
     @property
     def n_cells(self) -> int:
-        return int(sum(c.shape[0] for c in self.cells.values()))
+        """Number of cells, polyhedra included."""
+        return int(sum(c.shape[0] for c in self.cells.values())) + (self.polyhedra.n_cells if self.polyhedra else 0)
 
     @property
     def topological_dim(self) -> int:
         """Highest cell dimension (0 for a bare point cloud)."""
-        return max((CELL_DIM[c] for c in self.cells), default=0)
+        return 3 if self.polyhedra is not None else max((CELL_DIM[c] for c in self.cells), default=0)
 
     @property
     def device(self) -> torch.device:
@@ -286,7 +306,8 @@ class Geometry:
         return bool(ext[2] <= 1e-12 * max(float(ext.max()), 1e-300))
 
     def __repr__(self) -> str:
-        cells = ", ".join(f"{k}: {v.shape[0]}" for k, v in self.cells.items()) or "none"
+        cells = ", ".join([f"{k}: {v.shape[0]}" for k, v in self.cells.items()]
+                          + ([f"polyhedron: {self.polyhedra.n_cells}"] if self.polyhedra else [])) or "none"
         fields = ", ".join(f"{k}{tuple(v.shape[1:])}" for k, v in self.fields.items()) or "none"
         nm = f" {self.name!r}" if self.name else ""
         return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}])"
@@ -294,10 +315,11 @@ class Geometry:
     # ------------------------------------------------------------------ copies
     def replace(self, **changes) -> "Geometry":
         """A new geometry with some attributes replaced (``points``, ``cells``, ``normals``,
-        ``weights``, ``fields``, ``cell_fields``, ``name``, ``source``)."""
+        ``weights``, ``fields``, ``cell_fields``, ``polyhedra``, ``name``, ``source``)."""
         kw = dict(
             points=self.points,
             cells=self.cells,
+            polyhedra=self.polyhedra,
             normals=self.normals,
             weights=self._weights,
             fields=self.fields,
@@ -322,6 +344,7 @@ class Geometry:
         return self.replace(
             points=f(self.points),
             cells={k: v.to(device) for k, v in self.cells.items()},
+            polyhedra=None if self.polyhedra is None else self.polyhedra.to(device),
             normals=f(self.normals),
             weights=f(self._weights),
             fields={k: f(v) for k, v in self.fields.items()},
@@ -353,15 +376,24 @@ class Geometry:
         return self._weights
 
     def cell_measures(self) -> dict[str, Tensor]:
-        """Length / area / volume of each cell, per cell type: dict type -> (M_k,)."""
+        """Length / area / volume of each cell, per cell type: dict type -> (M_k,);
+        polyhedra under ``"polyhedron"`` (exact, see :mod:`geoop.geometry.polyhedra`)."""
         from .measures import cell_measures
 
-        return cell_measures(self.points, self.cells)
+        return cell_measures(self.points, self.cells, self.polyhedra)
+
+    def cell_centroids(self) -> dict[str, Tensor]:
+        """Centroid of each cell, per cell type: dict type -> (M_k, d). 3-D cells and
+        polyhedra (``"polyhedron"``) by the divergence theorem over their faces (exact),
+        other cells the mean of their vertices (exact for segments and triangles)."""
+        from .measures import cell_centroids
+
+        return cell_centroids(self.points, self.cells, self.polyhedra)
 
     def compute_weights(self) -> Tensor:
         """Quadrature weights from the highest-dimensional cells.
 
-        * volume cells (tetra, hexahedron, wedge, pyramid), or triangles/quads of a 2-D
+        * volume cells (tetra, hexahedron, wedge, pyramid, polyhedra), or triangles/quads of a 2-D
           domain: the dual cell volume (area), each cell's measure split equally among its
           vertices;
         * triangle/quad surfaces in 3-D: the vertex area, a third of the adjacent triangle
@@ -373,7 +405,7 @@ class Geometry:
         """
         from .measures import vertex_weights
 
-        return vertex_weights(self.points, self.cells)
+        return vertex_weights(self.points, self.cells, self.polyhedra)
 
     # ------------------------------------------------------------------ normals
     def compute_normals(self) -> "Geometry":
@@ -401,7 +433,8 @@ class Geometry:
             if k not in self.cell_fields:
                 raise FieldError(f"{self._where()}no cell field {k!r}; available: {sorted(self.cell_fields)}")
             taken = k in self.fields or (k in ("Normals", "normals") and self.normals is not None)
-            conv[f"{k}_cell" if taken else k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points)
+            conv[f"{k}_cell" if taken else k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points,
+                                                              self.polyhedra)
         return self.replace(fields={**conv, **self.fields})
 
     # ------------------------------------------------------------------ transforms
