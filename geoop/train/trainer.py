@@ -425,8 +425,8 @@ class Trainer:
     def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> Tensor:
         """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
         L2 errors (and NLLs), averaged over the members."""
-        if self.domain_parallel is not None:
-            raise ConfigError("Trainer: model.ensemble does not combine with parallel.domain > 1")
+        if self.domain_parallel is not None or self.dist.world_size > 1:
+            raise ConfigError("Trainer: model.ensemble trains in one process (no torchrun / DDP, parallel.domain = 1)")
         x = self._fields(batch.fields, self.inputs, "input")
         widths = self.widths(batch)
         with self._autocast():
