@@ -193,10 +193,7 @@ class Ensemble(nn.Module):
             # uses saved-tensor hooks (latent blocks), which functional_call / vmap do not carry
             if isinstance(m, GNO):
                 m.checkpoint = False
-                # under vmap a chunk holds every member's edges: K times smaller chunks keep the
-                # per-chunk working set of one member
-                m.chunk_edges = max(1, m.chunk_edges // len(members))
-                m.chunk_edges_cuda = max(1, m.chunk_edges_cuda // len(members))
+                m._chunks_one_member = (m.chunk_edges, m.chunk_edges_cuda)
             elif hasattr(m, "checkpoint") and isinstance(m.checkpoint, bool):
                 m.checkpoint = False
         object.__setattr__(self, "_call", _Call(template))  # not a submodule: its parameters are not the ensemble's
@@ -298,8 +295,11 @@ class Ensemble(nn.Module):
         """``fn(params, *batched)`` for every member, stacked -> (K, ...): one ``vmap`` call
         (``vectorize``) or one call per member."""
         params = {"gino." + n: t for n, t in self.stacked_parameters().items()}
-        vec = self.vectorize if self.vectorize != "auto" else next(iter(params.values())).is_cuda
-        if vec and self.size > 1:
+        vec = (self.vectorize if self.vectorize != "auto" else next(iter(params.values())).is_cuda) and self.size > 1
+        for m in self.template.modules():
+            if isinstance(m, GNO):  # under vmap a chunk holds every member's edges: K times fewer edges per chunk
+                m.chunk_edges, m.chunk_edges_cuda = (max(1, c // (self.size if vec else 1)) for c in m._chunks_one_member)
+        if vec:
             from torch.func import vmap
 
             return vmap(fn, randomness="different")(params, *batched)
