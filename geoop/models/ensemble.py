@@ -39,9 +39,10 @@ Why ``vmap``: the members' layers are unchanged GINO code (GNO segment sums with
 ``vmap`` a layer's matrix products become batched products over the members. The layers'
 hand-written autograd functions (the checkpointed GNO edge chunks, the CPU spectral
 contraction) do not batch under ``vmap`` and take their plain differentiable paths
-(:func:`geoop.nn._func.under_func_transform`); activation recomputation (GNO edge chunks,
-``memory.checkpoint_latent``) is off for the members, so their edge activations are kept in
-training.
+(:func:`geoop.nn._func.under_func_transform`). The encoder's edge activations are recomputed
+in backward as in a single GINO (``memory.checkpoint_encoder``), by a reentrant checkpoint
+around the members' encoder call; the layers' own recomputation (GNO edge chunks,
+``memory.checkpoint_latent``) is off inside the members.
 
 Shapes
 ------
@@ -291,10 +292,12 @@ class Ensemble(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ running the members
-    def _map(self, fn: Callable, *batched: Tensor) -> Tensor:
+    def _map(self, fn: Callable, *batched: Tensor, params: Optional[dict] = None) -> Tensor:
         """``fn(params, *batched)`` for every member, stacked -> (K, ...): one ``vmap`` call
-        (``vectorize``) or one call per member."""
-        params = {"gino." + n: t for n, t in self.stacked_parameters().items()}
+        (``vectorize``) or one call per member. ``params``: ``{name: (K, ...)}`` (default: all
+        stacked parameters)."""
+        if params is None:
+            params = {"gino." + n: t for n, t in self.stacked_parameters().items()}
         vec = (self.vectorize if self.vectorize != "auto" else next(iter(params.values())).is_cuda) and self.size > 1
         for m in self.template.modules():
             if isinstance(m, GNO):  # under vmap a chunk holds every member's edges: K times fewer edges per chunk
@@ -328,12 +331,41 @@ class Ensemble(nn.Module):
             if t.gno_local is not None or t.local_nearest:
                 local = t.local_neighbors(batch.queries.to(dtype), batch.points, batch.query_batch, batch.batch, B)
 
-        def run(params):
-            lat = self._stage(params, "encode", batch.points, x, batch.weights, batch.batch, B, nin, lf)
+        sums, counts = self._encoder_sums(batch.points, x, batch.weights, batch.batch, B, nin)
+
+        def run(params, s):
+            lat = self._stage(params, "encode_finish", s, counts, lf, B)
             return self._stage(params, "decode", lat, batch.queries, batch.query_batch, nout, batch.points, x,
                                batch.batch, local=local)
 
-        return self._map(run)
+        return self._map(run, sums)
+
+    def _encoder_sums(self, points, x, weights, point_batch, B, nin) -> tuple[Tensor, Optional[Tensor]]:
+        """Every member's encoder GNO sums (K, B*G, enc) and the (shared) edge counts of a
+        ``"mean"`` reduction. With ``memory.checkpoint_encoder`` and gradients, the members'
+        edge activations are recomputed in backward, as a single GINO's: the vmapped call sits
+        inside a reentrant ``torch.utils.checkpoint`` (which runs its forward without a graph
+        and needs no saved-tensor hooks, which ``torch.func`` does not support)."""
+        names = [n for n in self._names if n.startswith("gno_in.")]
+        stacked = self.stacked_parameters()
+
+        def sums(*tensors):
+            p = {"gino." + n: t for n, t in zip(names, tensors)}
+            return self._map(lambda pp: self._stage(pp, "encode_partial", points, x, weights, point_batch, B, nin)[0],
+                             params=p)
+
+        tensors = [stacked[n] for n in names]
+        recompute = (self.member_config.get("memory") or {}).get("checkpoint_encoder", True)
+        if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            from torch.utils.checkpoint import checkpoint
+
+            out = checkpoint(sums, *tensors, use_reentrant=True)
+        else:
+            out = sums(*tensors)
+        counts = None
+        if self.template.gno_in.reduction == "mean":
+            counts = nin.counts().to(device=out.device, dtype=out.dtype)
+        return out, counts
 
     def split(self, out: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """Raw member outputs (K, Q, C or 2C) -> member means (K, Q, C) and variances or None."""
@@ -391,7 +423,8 @@ class Ensemble(nn.Module):
         lf = None if latent_features is None else latent_features.unsqueeze(0)
         with torch.no_grad():
             nin = t.neighbors_in(pts, None, 1)
-        lat = self._map(lambda p: self._stage(p, "encode", pts, x, w, None, 1, nin, lf))
+        sums, counts = self._encoder_sums(pts, x, w, None, 1, nin)
+        lat = self._map(lambda p, s: self._stage(p, "encode_finish", s, counts, lf, 1), sums)
         cs = max(1, int(chunk_size))
         outs = []
         for i in range(0, q.shape[0], cs):
