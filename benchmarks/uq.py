@@ -2,8 +2,9 @@
 
 Cost (``--cost``): one training step (forward, backward, AdamW) of a K-member ensemble
 (stacked parameters, one ``vmap`` call, shared neighbourhoods and features) against one step
-of a single GINO on the same batch, and the members one after the other (``vectorize=False``)
-for reference; the step's peak memory (RSS high-water mark above the state after one warm
+of a single GINO on the same batch, the members one after the other (``vectorize=False``),
+and one after the other with their latent and decoder stages recomputed in backward
+(``recompute=True``); the step's peak memory (RSS high-water mark above the state after one warm
 step, in a fresh process; ``benchmarks/_memory.py``; CUDA: the allocator's peak); prediction
 of mean + std on one case (every volume node) against one GINO.query. Data: a few panel-method
 airfoil cases written to a temporary folder. Floors: step time and memory <= 3x, prediction <= 3x.
@@ -135,7 +136,8 @@ def _cost_setup(kind: str, K: int, data: str, device: str):
         torch.set_num_threads(1)
         cases = load(data)
         cfg = model_config(bounds_of(cases))
-        model = GINO.from_config(cfg) if kind == "single" else Ensemble(cfg, K, vectorize=kind == "vmap")
+        model = GINO.from_config(cfg) if kind == "single" else Ensemble(cfg, K, vectorize=kind == "vmap",
+                                                                        recompute=kind == "loop_recompute")
         ys = torch.cat([c["y"] for c in cases])
         prepare(model, cases, ys.mean(0), ys.std(0))
         model = model.to(device)
@@ -201,19 +203,19 @@ def run_cost(args) -> dict:
     airfoil.generate(tmp, 5, seed=0, n_volume=3000)
     K, dev = args.members, args.device
     res = {"what": "cost", "members": K, "device": dev, "threads": 1, "cases": 5, "batch": 4, "nodes_per_case": 1500}
-    for kind, t in time_steps(("single", "vmap", "loop"), K, tmp, dev, args.steps).items():
+    kinds = ("single", "vmap", "loop", "loop_recompute")
+    for kind, t in time_steps(kinds, K, tmp, dev, args.steps).items():
         res[f"step_s_{kind}"] = round(t, 4)
     for kind in ("single", "vmap", "loop"):
         res[f"predict_s_{kind}"] = round(time_predict(kind, K, tmp, dev), 4)
     # large blocks are mmap'd and returned on free, so the RSS high-water mark follows the live tensors
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
-    for kind in ("single", "vmap", "loop"):
+    for kind in kinds:
         m = measure_memory(os.path.abspath(__file__) + ":cost_step", kind, K, tmp, dev, device="cuda" if dev.startswith("cuda") else "cpu", warmup=True)
         res[f"step_peak_mb_{kind}"] = round(float(m["peak_mb"]), 1)
-    res["step_ratio_vmap"] = round(res["step_s_vmap"] / res["step_s_single"], 2)
-    res["step_ratio_loop"] = round(res["step_s_loop"] / res["step_s_single"], 2)
-    res["memory_ratio_vmap"] = round(res["step_peak_mb_vmap"] / max(res["step_peak_mb_single"], 1e-9), 2)
-    res["memory_ratio_loop"] = round(res["step_peak_mb_loop"] / max(res["step_peak_mb_single"], 1e-9), 2)
+    for kind in kinds[1:]:
+        res[f"step_ratio_{kind}"] = round(res[f"step_s_{kind}"] / res["step_s_single"], 2)
+        res[f"memory_ratio_{kind}"] = round(res[f"step_peak_mb_{kind}"] / max(res["step_peak_mb_single"], 1e-9), 2)
     res["predict_ratio_vmap"] = round(res["predict_s_vmap"] / res["predict_s_single"], 2)
     res["predict_ratio_loop"] = round(res["predict_s_loop"] / res["predict_s_single"], 2)
     model = _cost_setup("vmap", K, tmp, dev)[0]

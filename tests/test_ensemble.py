@@ -321,10 +321,11 @@ def test_loop_fallback_trains_like_vmap():
     ens = Ensemble({**CFG, "memory": {"checkpoint_encoder": True, "checkpoint_edges": 0}}, size=2)
     batch = batch_of(ens, shapes(2))
     grads = []
-    for vec in (True, False):
-        ens.vectorize = vec
+    for vec, recompute in ((True, False), (False, False), (False, True), (True, True)):
+        ens.vectorize, ens.recompute = vec, recompute  # recompute: the members' stages re-run in backward
         ens.zero_grad()
         ens.member_outputs(batch).square().sum().backward()
         grads.append({n: p.grad.clone() for n, p in ens.stacked_parameters().items()})
-    for n in grads[0]:
-        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7)
+    for g in grads[1:]:
+        for n in grads[0]:
+            torch.testing.assert_close(g[n], grads[0][n], rtol=1e-5, atol=1e-7)

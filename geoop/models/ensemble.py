@@ -67,7 +67,7 @@ from .gino import GINO, points_and_weights
 __all__ = ["Ensemble", "Predictive", "mixture", "ensemble_spec"]
 
 #: keys of the ``ensemble`` table of a model config (``[model] ensemble = K`` is ``{size = K}``)
-ENSEMBLE_KEYS = ("size", "variance", "bootstrap", "seed", "vectorize")
+ENSEMBLE_KEYS = ("size", "variance", "bootstrap", "seed", "vectorize", "recompute")
 _VAR_EPS = 1e-6
 
 
@@ -94,7 +94,7 @@ def mixture(members: Tensor, member_var: Optional[Tensor] = None) -> tuple[Tenso
 
 
 def ensemble_spec(value, where: str = "model.ensemble") -> dict:
-    """The ensemble settings ``{size, variance, bootstrap, seed, vectorize}`` from an int K or
+    """The ensemble settings ``{size, variance, bootstrap, seed, vectorize, recompute}`` from an int K or
     a table; :class:`ConfigError` naming ``where`` for anything else."""
     if isinstance(value, bool) or not isinstance(value, (int, Mapping)):
         raise ConfigError(f"{where}: expected the member count K (an int >= 1) or a table with keys "
@@ -107,8 +107,8 @@ def ensemble_spec(value, where: str = "model.ensemble") -> dict:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"{where}: size (the member count K) must be an int >= 1, got {size!r}")
     out = {"size": size, "variance": d.get("variance", False), "bootstrap": d.get("bootstrap", False),
-           "seed": d.get("seed", 0), "vectorize": d.get("vectorize", "auto")}
-    for k in ("variance", "bootstrap"):
+           "seed": d.get("seed", 0), "vectorize": d.get("vectorize", "auto"), "recompute": d.get("recompute", False)}
+    for k in ("variance", "bootstrap", "recompute"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"{where}: {k} must be true or false, got {out[k]!r}")
     if out["vectorize"] not in (True, False, "auto"):
@@ -148,6 +148,9 @@ class Ensemble(nn.Module):
         vmap on CUDA, where it replaces K launches of every small kernel by one, one after
         the other on the CPU, where vmap saves no arithmetic and its batched per-chunk edge
         tensors raise the step's peak memory (``benchmarks/README.md``)
+    recompute : recompute every member's lifting, latent blocks and decoder in backward
+        (reentrant ``torch.utils.checkpoint``; without vmap one member at a time, so a step
+        keeps about one member's activations; costs one more forward of those stages)
 
     Shapes
     ------
@@ -158,7 +161,7 @@ class Ensemble(nn.Module):
     is_ensemble = True
 
     def __init__(self, config: Mapping, size: Optional[int] = None, *, variance: bool = False, bootstrap: bool = False,
-                 seed: int = 0, vectorize: Union[bool, str] = "auto"):
+                 seed: int = 0, vectorize: Union[bool, str] = "auto", recompute: bool = False):
         super().__init__()
         config = dict(config)
         if "ensemble" in config:
@@ -167,12 +170,12 @@ class Ensemble(nn.Module):
                 raise ConfigError(f"Ensemble: size={size} but the config's ensemble.size is {ens['size']}")
         else:
             ens = ensemble_spec({"size": size if size is not None else 2, "variance": variance, "bootstrap": bootstrap,
-                                 "seed": seed, "vectorize": vectorize}, "Ensemble")
+                                 "seed": seed, "vectorize": vectorize, "recompute": recompute}, "Ensemble")
         lat = config.get("latent")
         if isinstance(lat, Mapping) and lat.get("kind") == "nested":
             raise ConfigError("model.ensemble: ensembles of nested-latent models are not supported; use a box or sphere latent")
         self.size, self.variance, self.bootstrap = ens["size"], ens["variance"], ens["bootstrap"]
-        self.seed, self.vectorize = ens["seed"], ens["vectorize"]
+        self.seed, self.vectorize, self.recompute = ens["seed"], ens["vectorize"], ens["recompute"]
         self.fields_channels = int(config.get("out_channels", 1))
         self.member_config = {**config, "out_channels": self.fields_channels * (2 if self.variance else 1)}
         members = [GINO.from_config(self.member_config) for _ in range(self.size)]
@@ -231,7 +234,7 @@ class Ensemble(nn.Module):
         nn.Module.__init__(ens)
         spec_ = ensemble_spec({"size": len(members), **kw}, "Ensemble.from_members")
         ens.size, ens.variance, ens.bootstrap = spec_["size"], spec_["variance"], spec_["bootstrap"]
-        ens.seed, ens.vectorize = spec_["seed"], spec_["vectorize"]
+        ens.seed, ens.vectorize, ens.recompute = spec_["seed"], spec_["vectorize"], spec_["recompute"]
         ens.fields_channels = int(base["out_channels"])
         ens.member_config = dict(cfg)
         ens._init_from(members)
@@ -298,7 +301,7 @@ class Ensemble(nn.Module):
         stacked parameters)."""
         if params is None:
             params = {"gino." + n: t for n, t in self.stacked_parameters().items()}
-        vec = (self.vectorize if self.vectorize != "auto" else next(iter(params.values())).is_cuda) and self.size > 1
+        vec = self._vectorized()
         for m in self.template.modules():
             if isinstance(m, GNO):  # under vmap a chunk holds every member's edges: K times fewer edges per chunk
                 m.chunk_edges, m.chunk_edges_cuda = (max(1, c // (self.size if vec else 1)) for c in m._chunks_one_member)
@@ -338,7 +341,24 @@ class Ensemble(nn.Module):
             return self._stage(params, "decode", lat, batch.queries, batch.query_batch, nout, batch.points, x,
                                batch.batch, local=local)
 
-        return self._map(run, sums)
+        if not (self.recompute and torch.is_grad_enabled() and sums.requires_grad):
+            return self._map(run, sums)
+        # recompute every member's lifting, latent blocks and decoder in backward: one member
+        # at a time without vmap (peak: about one member's activations), all at once with it
+        from torch.utils.checkpoint import checkpoint
+
+        names, stacked = ["gino." + n for n in self._names], list(self.stacked_parameters().values())
+
+        def part(s_, *tensors):
+            return self._map(run, s_, params=dict(zip(names, tensors)))
+
+        if self._vectorized():
+            return checkpoint(part, sums, *stacked, use_reentrant=True)
+        return torch.stack([checkpoint(lambda s_, *ts: run(dict(zip(names, ts)), s_), sums[k], *(t[k] for t in stacked),
+                                       use_reentrant=True) for k in range(self.size)])
+
+    def _vectorized(self) -> bool:
+        return (self.vectorize if self.vectorize != "auto" else self.temperature.is_cuda) and self.size > 1
 
     def _encoder_sums(self, points, x, weights, point_batch, B, nin) -> tuple[Tensor, Optional[Tensor]]:
         """Every member's encoder GNO sums (K, B*G, enc) and the (shared) edge counts of a
