@@ -75,6 +75,10 @@ def test_one_member_ensemble_is_gino_and_query():
         assert n == n2 and torch.equal(p, p2)
     with pytest.raises(ConfigError, match="ensemble >= 2"):
         ens.predict(batch)
+    from geoop.train.calibration import ensemble_fields
+
+    with pytest.raises(ConfigError, match="model.ensemble >= 2"):
+        ensemble_fields(ens, None, ["p"], items[0][0], items[0][1], None, None, 100, torch.float32)
     # query of a 3-member ensemble = per-member GINO.query (chunked)
     torch.manual_seed(1)
     ens3 = Ensemble(CFG, size=3, vectorize=True)
@@ -301,6 +305,19 @@ def test_cli_train_calibrate_predict_evaluate(airfoils, capsys):
     assert set(rep["coefficient_coverage_2std"]) == {"cl", "cd"}
     assert (root / "ev" / "reliability.png").stat().st_size > 1000
     assert "calibration" in capsys.readouterr().out
+    # a calibration split with no case: a clear error naming the setting, the checkpoint unchanged
+    from geoop.errors import DatasetError
+    from geoop.train.calibration import calibrate_checkpoint
+    from geoop.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    state["config"]["data"]["val_fraction"] = 0.0
+    state.pop("checksum")
+    save_checkpoint(state, root / "noval.pt")
+    before = (root / "noval.pt").read_bytes()
+    with pytest.raises(DatasetError, match=r"'val'.*data.val_split"):
+        calibrate_checkpoint(root / "noval.pt", "val")
+    assert (root / "noval.pt").read_bytes() == before
 
 
 def test_calibration_split_without_cases_is_a_clear_error(airfoils, tmp_path):

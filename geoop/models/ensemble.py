@@ -394,14 +394,15 @@ class Ensemble(nn.Module):
             return out, None
         return out[..., :C], nn.functional.softplus(out[..., C:]) + _VAR_EPS
 
-    def _check_std(self) -> None:
+    def check_std(self) -> None:
+        """:class:`ConfigError` naming ``model.ensemble`` when this model has no standard deviation."""
         if self.size < 2 and not self.variance:
             raise ConfigError(f"Ensemble: a standard deviation needs model.ensemble >= 2 members or a variance head "
                               f"(ensemble.variance = true); this model has {self.size} member and no variance head")
 
     def distribution(self, out: Tensor, calibrated: bool = True) -> Predictive:
         """:class:`Predictive` from raw member outputs (K, Q, C or 2C)."""
-        self._check_std()
+        self.check_std()
         mu, var = self.split(out)
         mean, std = mixture(mu, var)
         if calibrated:
@@ -425,7 +426,7 @@ class Ensemble(nn.Module):
         queries decoded ``chunk_size`` at a time): a :class:`Predictive` over the Q points, or
         with ``distribution=False`` the raw member outputs (K, Q, C or 2C)."""
         if distribution:
-            self._check_std()
+            self.check_std()
         t = self.template
         pts, w = points_and_weights(geometry)
         q = torch.as_tensor(points, device=pts.device)

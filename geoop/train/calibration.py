@@ -150,6 +150,7 @@ def ensemble_fields(model, normalizers, targets: Sequence[str], geometry, querie
     """The fields of an ensemble at ``queries`` in physical units: ``(mean {name: (Q, c)},
     std {name: (Q, c)}, members {name: (K, Q, c)})``; std with the model's temperature,
     decoded with the normaliser's scale (the normalisers are affine)."""
+    model.check_std()
     with torch.no_grad():
         out = model.query(geometry, queries, x, chunk_size=chunk_size, latent_features=latent_features, distribution=False)
         mu, var = model.split(out)
