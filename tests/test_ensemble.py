@@ -236,6 +236,8 @@ dir = "{root / 'run'}"
     return path
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_cli_train_calibrate_predict_evaluate(airfoils, capsys):
     import json
 
