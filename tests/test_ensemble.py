@@ -167,6 +167,8 @@ def test_checkpoint_round_trip_and_member_count_mismatch(tmp_path):
 def test_bad_ensemble_settings(bad):
     with pytest.raises(ConfigError, match="ensemble"):
         Ensemble({**CFG, "ensemble": bad})
+    with pytest.raises(ConfigError, match=r"cfg.toml \[model\]: ensemble"):  # the config check of geoop train
+        GINO.check_config({**CFG, "ensemble": bad}, "cfg.toml [model]")
     assert issubclass(ConfigError, GeoopError)
 
 
