@@ -350,3 +350,178 @@ def test_loop_fallback_trains_like_vmap():
     for g in grads[1:]:
         for n in grads[0]:
             torch.testing.assert_close(g[n], grads[0][n], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------- query sets and force losses
+@pytest.fixture(scope="module")
+def bodies(tmp_path_factory):
+    """Four tiny synthetic half bodies with two query sets (surface: p, wall shear; points:
+    p, U) in the layout of ``geoop data body --solver rans``."""
+    from _body_cases import make_cases
+
+    root = tmp_path_factory.mktemp("uq_body")
+    return root, make_cases(root, 4, seed=3, n_points=150, n_theta=10)
+
+
+def _body_config(tmp, folder, ensemble=2):
+    import json
+    import tomllib
+    from pathlib import Path
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "body_rans.toml").read_text())
+    cfg["data"].update(folder=str(folder), val_split="val", val_fraction=0.5)
+    cfg["model"]["ensemble"] = ensemble
+    cfg["model"]["latent"]["shape"] = [8, 6, 6]
+    cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
+    for s in ("encoder", "decoder"):
+        cfg["model"][s].update(mlp=[16], n_freqs=4)
+    cfg["optim"].update(epochs=2, minutes=0)
+    cfg["output"]["dir"] = str(tmp / "run")
+    cfg["device"] = "cpu"
+    path = tmp / "body_uq.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ensemble_with_query_sets_and_coefficient_loss_per_member(bodies):
+    """An ensemble trained on two query sets with a coefficient loss: the relative L2 of every
+    member over each target's own set, and the coefficient term of every member, averaged
+    over the members (the plain trainer's terms of each extracted member GINO); the variance
+    head's NLL counts only each target's own set's queries."""
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.train import Trainer
+    from geoop.train.losses import relative_l2
+
+    root, recs = bodies
+    area = {r["case"]: r["area"] for r in recs}
+    forces = {"field": "surface/p", "wall_shear": "surface/wallShearStress", "names": ["cd", "cl"],
+              "reference": lambda case: {"area": area[case]}}
+    cfg = {"out_channels": 8, "coord_dim": 3, "latent": {"shape": (6, 6, 6), "features": ["sdf"]},
+           "encoder": {"radius_cells": 1.8, "inputs": ["normals"]}, "blocks": {"width": 6, "modes": 2, "layers": 1},
+           "decoder": {"radius_cells": 1.8}}
+    torch.manual_seed(0)
+    ens = Ensemble(cfg, size=2)
+    ds = MeshFolderDataset(root, input_file="{case}_surface.vtp", queries=SETS_BODY, manifest=False, test_fraction=0.0,
+                           forces=forces, neighbors=ens.precompute, symmetry=["y", 0.0])
+    coef = {"weights": {"cd": 1.0, "cl": 0.5}, "names": ["cd", "cl"], "field": "surface/p",
+            "wall_shear": "surface/wallShearStress"}
+    tr = Trainer(ens, ds, targets=ds.targets, preprocessor=ds.preprocessor, data_normalized=True, progress=False,
+                 coefficient_loss=coef)
+    batch = GeometryBatch.from_samples([ds[0], ds[1]])
+    y = batch.y(ds.targets)
+    w = tr.loss_weights(batch)
+    err, c = tr._ensemble_error(batch, y, w)
+    assert err.shape == (2, 4) and c.shape == (2,)
+    ref_err, ref_c = [], []
+    for k in range(2):
+        m = ens.member(k)
+        with torch.no_grad():
+            p = m(batch)
+        ref_err.append(relative_l2(p, y, batch.query_batch, 2, tr.widths(batch), w))
+        ref_c.append(tr._coefficient_term(batch, p, y, tr.widths(batch)))
+    torch.testing.assert_close(err.detach(), torch.stack(ref_err).mean(0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(c.detach(), torch.stack(ref_c).mean(0).float(), rtol=1e-4, atol=1e-6)
+    assert float(c.detach().abs().sum()) > 0
+    # the variance head's NLL over each target's own set: the other sets' rows do not move it
+    torch.manual_seed(0)
+    ensv = Ensemble({**cfg, "ensemble": {"size": 2, "variance": True}})
+    mask = tr.set_mask(batch)
+    y2 = y.clone()
+    y2[(mask == 0).repeat_interleave(torch.tensor(tr.widths(batch)), 1)] = 1e3  # garbage off each target's set
+
+    def l2(p):
+        return relative_l2(p.float(), y, batch.query_batch, 2, tr.widths(batch), w)
+
+    a = ensv.member_losses(batch, None, y, tr.widths(batch), l2, mask=mask)
+    b = ensv.member_losses(batch, None, y2, tr.widths(batch), l2, mask=mask)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, ensv.member_losses(batch, None, y2, tr.widths(batch), l2))
+
+
+SETS_BODY = [{"name": "surface", "file": "{case}_surface.vtp", "targets": ["p", "wallShearStress"]},
+             {"name": "points", "file": "{case}_points.vtp", "targets": ["p", "U"]}]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_cli_ensemble_query_sets_train_calibrate_evaluate_predict(bodies, tmp_path, capsys):
+    """configs/body_rans.toml with ``[model] ensemble = 2``: two query sets and the force loss;
+    calibrate fits each target on its own set's queries; evaluate writes each set's fields
+    with their ``_std`` and scores calibration per ``<set>/<field>``; predict --query-set
+    writes the set's fields and their std."""
+    import json
+
+    import numpy as np
+
+    import geoop
+    from geoop.cli.main import main
+    from geoop.cli.predict import predict_geometry
+    from geoop.data.preprocess import split_query_sets
+    from geoop.train.run import load_trained
+
+    root, _ = bodies
+    assert main(["train", str(_body_config(tmp_path, root)), "--no-progress"]) == 0
+    ck = tmp_path / "run" / "last.pt"
+    hist = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "val/coef_loss/cd" in hist[-1] and np.isfinite(hist[-1]["train_loss"])
+    capsys.readouterr()
+    assert main(["calibrate", "--checkpoint", str(ck)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    trained = load_trained(ck)
+    assert trained.targets == ["surface/p", "surface/wallShearStress", "points/p", "points/U"]
+    assert len(info["temperature"]) == 8 and info["cases"] == 2
+    # the closed form on the validation cases, each target on its own set's points only
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.train.run import data_kwargs
+
+    kw = {**data_kwargs(trained.config), "seed": 0, "normalize": trained.normalizers}
+    val = list(MeshFolderDataset(root, split="val", **kw).cases)
+    assert len(val) == 2
+    ratios = {n: [] for n in trained.targets}
+    for c in val:
+        g = geoop.read(root / f"{c}_surface.vtp")
+        parts = [g, geoop.read(root / f"{c}_points.vtp")]
+        _, q, _ = trained.preprocessor.read_sets(g, parts, c, targets_required=False)
+        res, _ = predict_geometry(_uncalibrated(trained), g, q)
+        for s, part in split_query_sets(res, ["surface", "points"]).items():
+            for f in ("p", "wallShearStress") if s == "surface" else ("p", "U"):
+                ratios[f"{s}/{f}"].append((part.fields[f"{f}_error"] / part.fields[f"{f}_std"]).double().square())
+    expect = np.concatenate([torch.cat(ratios[n]).mean(0).sqrt().numpy() for n in trained.targets])
+    np.testing.assert_allclose(info["temperature"], expect, rtol=2e-3)
+
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(ck), str(root), "--split", "train", "test", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "calibration" in text and "share of the drag error" in text
+    rep = json.loads((out / "train" / "evaluation.json").read_text())
+    assert set(rep["calibration"]) == set(trained.targets)  # no "@surface" twin: the surface set is the surface
+    for r in rep["calibration"].values():
+        assert 0 <= r["coverage_50"] <= r["coverage_90"] <= r["coverage_95"] <= 1 and r["crps"] > 0
+    row = rep["cases"][0]
+    assert {"cd_std", "cl_std", "mean_std_surface/p", "mean_std_points/U"} <= set(row) and row["cd_std"] > 0
+    assert set(rep["coefficient_coverage_2std"]) == {"cd", "cl"}
+    surf = geoop.read(out / "train" / f"{row['case']}_surface_pred.vtp")
+    pts = geoop.read(out / "train" / f"{row['case']}_points_pred.vtp")
+    assert {"p", "p_std", "wallShearStress_std"} <= set(surf.fields) and "U_std" not in surf.fields
+    assert {"p_std", "U_std"} <= set(pts.fields) and "wallShearStress_std" not in pts.fields
+    assert float(surf.fields["p_std"].double().mean()) == pytest.approx(row["mean_std_surface/p"], rel=1e-5)
+    assert bool((pts.fields["U_std"] > 0).all())
+    # predict: one set's fields and their std, the coefficients' std
+    assert main(["predict", "--checkpoint", str(ck), "--geometry", str(root / f"{row['case']}_surface.vtp"),
+                 "--out", str(tmp_path / "s.vtp")]) == 0
+    pinfo = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pinfo["query_set"] == "surface" and pinfo["coefficients_std"]["cd"] == pytest.approx(row["cd_std"], rel=1e-4)
+    s = geoop.read(tmp_path / "s.vtp")
+    torch.testing.assert_close(s.fields["p_std"], surf.fields["p_std"], rtol=1e-4, atol=1e-6)
+    assert not any("/" in k for k in s.fields)
+
+
+def _uncalibrated(trained):
+    """``trained`` with its ensemble's temperature reset to 1 (a copy)."""
+    import copy
+
+    t = copy.copy(trained)
+    t.model = copy.deepcopy(trained.model)
+    t.model.temperature.fill_(1.0)
+    return t

@@ -152,7 +152,8 @@ def _check_config(path: str) -> int:
     kw = data_kwargs(cfg)
     kw.setdefault("seed", int(cfg["seed"]))
     inputs = input_fields(cfg["model"], d["inputs"])
-    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], **kw)
+    targets = [] if kw.get("queries") is not None else d["targets"]  # query sets name their own targets
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], **kw)
     parts = {c: p for c, p in train.split_of.items()}
     counts = {k: sum(1 for v in parts.values() if v == k) for k in sorted(set(parts.values()))}
     print(f"{path}: data {d['folder']}: split {counts} (train on {d['train_split']!r}, validate on "
@@ -181,6 +182,11 @@ def _check_config(path: str) -> int:
             for c in train.train_cases:
                 gin, gq = train._raw(c)
                 v = (gin if role == "input" else gq).fields[n].double()
+                if role == "target" and train.query_sets:  # the rows of the target's own set
+                    from ..data.preprocess import QUERY_SET_FIELD
+
+                    sid = gq.fields[QUERY_SET_FIELD][:, 0].round().long()
+                    v = v[sid == train.preprocessor.set_names.index(n.partition("/")[0])]
                 lo = v.min(0).values if lo is None else torch.minimum(lo, v.min(0).values)
                 hi = v.max(0).values if hi is None else torch.maximum(hi, v.max(0).values)
             nz = train.normalizers.fields.get(n)
@@ -201,7 +207,7 @@ def _check_config(path: str) -> int:
     splits = [d["train_split"]] + ([d["val_split"]] if d["val_split"] else [])
     for split in splits:
         ds = train if split == d["train_split"] else MeshFolderDataset(
-            d["folder"], inputs=inputs, targets=d["targets"], split=split, **{**kw, "normalize": train.normalizers})
+            d["folder"], inputs=inputs, targets=targets, split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
         out = total = 0
         for i in range(len(ds)):

@@ -478,20 +478,33 @@ class Ensemble(nn.Module):
         return torch.as_tensor(w, dtype=torch.float32, device=device)
 
     def member_losses(self, batch: GeometryBatch, x: Optional[Tensor], y: Tensor, widths: Sequence[int],
-                      loss: Callable[[Tensor], Tensor]) -> Tensor:
+                      loss: Callable[[Tensor], Tensor], extra: Optional[Callable[[Tensor], Tensor]] = None,
+                      mask: Optional[Tensor] = None):
         """The training objective per item and field, (B, F): every member's ``loss(mean_k)``
         (B, F) (plus its Gaussian NLL with a variance head; times its bootstrap weights),
         averaged over the members. ``y`` (ΣQ, C) the normalised targets, ``widths`` the
-        fields' channel counts."""
+        fields' channel counts; ``mask`` (ΣQ, F), when given, the queries that count in each
+        field's NLL (1) and those that do not (0; e.g. another query set's rows).
+        ``extra``: a per-member term ``extra(mean_k)`` (B,) (e.g. a coefficient loss); when
+        given, returns ``((B, F), (B,))``, both bootstrap-weighted and member-averaged."""
         mu, var = self.split(self.member_outputs(batch, x))
         errs = torch.stack([loss(mu[k]) for k in range(self.size)])  # (K, B, F)
         if var is not None:
             r2 = (y.to(mu.dtype) - mu.detach()).square()
             nll = 0.5 * (var.log() + r2 / var)  # (K, ΣQ, C)
             B = batch.num_samples
-            counts = torch.bincount(batch.query_batch, minlength=B).clamp(min=1).to(nll.dtype)
-            per = nll.new_zeros((self.size, B, nll.shape[2])).index_add_(1, batch.query_batch, nll) / counts[None, :, None]
+            if mask is None:
+                counts = torch.bincount(batch.query_batch, minlength=B).clamp(min=1).to(nll.dtype)[:, None]
+            else:  # per field: its own queries only
+                cm = torch.repeat_interleave(mask.to(nll.dtype), torch.as_tensor(list(widths), device=mask.device), dim=1)
+                nll = nll * cm
+                counts = nll.new_zeros((B, cm.shape[1])).index_add_(0, batch.query_batch, cm).clamp(min=1)
+            per = nll.new_zeros((self.size, B, nll.shape[2])).index_add_(1, batch.query_batch, nll) / counts[None]
             cols = torch.split(per, list(widths), dim=2)
             errs = errs + torch.stack([c.mean(2) for c in cols], 2)
         wts = self.bootstrap_weights(batch.meta or [{}] * batch.num_samples, errs.device)
-        return (errs * wts[:, :, None]).mean(0)
+        out = (errs * wts[:, :, None]).mean(0)
+        if extra is None:
+            return out
+        ex = torch.stack([extra(mu[k]) for k in range(self.size)])  # (K, B)
+        return out, (ex * wts.to(ex.dtype)).mean(0)

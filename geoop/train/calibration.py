@@ -219,7 +219,8 @@ def fit_temperature(model, dataset, where: str = "calibration split", targets: O
     r"""Per-channel temperature :math:`T_c = \sqrt{\mathrm{mean}_i\, r_i^2/\bar\sigma_i^2}`
     of ``model`` (an Ensemble) on the items of ``dataset`` (``Sample``s with target fields
     on their queries, normalised as the model's outputs; ``targets``: their names, default
-    ``dataset.targets``). Returns ``(T (C,), info)``; the
+    ``dataset.targets``; with query sets, ``dataset.query_sets``, each target
+    ``"<set>/<field>"`` is fitted on its own set's queries only). Returns ``(T (C,), info)``; the
     model is not changed. :class:`DatasetError` naming ``where`` when it has no case."""
     from ..batch import GeometryBatch
 
@@ -229,9 +230,13 @@ def fit_temperature(model, dataset, where: str = "calibration split", targets: O
     if n_items == 0:
         raise DatasetError(f"calibration: the {where} has no cases; give validation cases (data.val_split with a "
                            "'val' split or data.val_fraction > 0)")
+    from ..data.preprocess import QUERY_SET_FIELD
+
     targets = list(targets if targets is not None else getattr(dataset, "targets", []))
+    sets = [q["name"] for q in (getattr(dataset, "query_sets", None) or [])]
     num = torch.zeros(model.fields_channels, dtype=torch.float64)
-    count = 0
+    count = torch.zeros(model.fields_channels, dtype=torch.float64)
+    n_points = 0
     was = model.training
     model.eval()
     with torch.no_grad():
@@ -244,11 +249,24 @@ def fit_temperature(model, dataset, where: str = "calibration split", targets: O
             if y.shape != pr.mean.shape:
                 raise GeoopError(f"calibration: the targets {targets} are {tuple(y.shape)} but the model predicts {tuple(pr.mean.shape)}")
             ratio = (y - pr.mean).square() / pr.std.square().clamp(min=1e-30)
+            if sets:  # query sets: each target "<set>/<field>" on its own set's rows only
+                sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
+                own = torch.cat([(sid == sets.index(n.partition("/")[0]))[:, None].expand(-1, _width(batch, n))
+                                 for n in targets], 1)
+                ratio = torch.where(own, ratio, torch.zeros_like(ratio))
+                count += own.double().sum(0)
+            else:
+                count += y.shape[0]
             num += ratio.double().sum(0)
-            count += y.shape[0]
+            n_points += y.shape[0]
     model.train(was)
-    T = (num / max(count, 1)).sqrt().to(model.temperature.dtype)
-    return T, {"cases": n_items, "points": count, "temperature": [float(t) for t in T]}
+    T = (num / count.clamp(min=1)).sqrt().to(model.temperature.dtype)
+    return T, {"cases": n_items, "points": n_points, "temperature": [float(t) for t in T]}
+
+
+def _width(batch, name: str) -> int:
+    v = batch.query_fields[name]
+    return v.shape[1] if v.dim() == 2 else 1
 
 
 def calibrate_checkpoint(path, split: str = "val", out=None, log=print) -> dict:
@@ -275,8 +293,11 @@ def calibrate_checkpoint(path, split: str = "val", out=None, log=print) -> dict:
     kw["normalize"] = trained.normalizers
     kw.pop("subsample", None)  # every query point of a validation case
     inputs = input_fields(cfg.get("model") or {}, d.get("inputs") or [])
+    targets = d.get("targets") or []
+    if kw.get("queries") is not None:  # several query sets: their targets "<set>/<field>" (as geoop train)
+        targets = []
     try:
-        ds = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=split, **kw)
+        ds = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=split, **kw)
     except DatasetError as e:
         raise DatasetError(f"calibration split {split!r} (data.val_split / --split): {e}") from None
     T, info = fit_temperature(model, ds, where=f"calibration split {split!r} (data.val_split / --split) of {d['folder']}")
