@@ -280,9 +280,12 @@ class Preprocessor:
             return fixed_transform(self.geometry_normalization, d)
         return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
 
-    def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None) -> tuple[Sample, NormalizeTransform]:
-        """Raw 3-D geometries of a case -> (normalised Sample, its transform (d,))."""
-        T = self.transform_for(gin, gq)
+    def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None,
+              transform: Optional[NormalizeTransform] = None) -> tuple[Sample, NormalizeTransform]:
+        """Raw 3-D geometries of a case -> (normalised Sample, its transform (d,)).
+        ``transform``: the case's transform when ``gin``/``gq`` are parts of the case (rows of
+        a packed store) whose own bounds must not define it."""
+        T = self.transform_for(gin, gq) if transform is None else transform
         gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
         if self.dim == 2:  # 2-D cases: drop the flat z (raw geometries are always 3-D)
             if not (gin.is_2d and gq.is_2d):
