@@ -1,4 +1,5 @@
-"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases.
+"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases
+(or a packed store, ``geoop data pack``: its cases are read whole from the store).
 
 The model is loaded once and every case is predicted in this one process (no per-case
 start-up): cases are found with the checkpoint's ``input_file``/``query_file`` patterns
@@ -27,7 +28,7 @@ __all__ = ["add_parser", "run", "evaluate_folder"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="predict every case of a folder and tabulate field and coefficient errors",
                               description=__doc__.splitlines()[0])
-    p.add_argument("cases", help="folder of cases (the layout the model was trained on)")
+    p.add_argument("cases", help="folder of cases (the layout the model was trained on), or a packed store")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
     p.add_argument("--split", default="test", choices=("train", "test", "all"),
                    help="which cases (from split.json / manifest.json; default test)")
@@ -58,7 +59,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     import numpy as np
 
     from .._atomic import atomic_write_json, atomic_write_text
-    from ..data.folder import discover_cases
+    from ..data.folder import CaseFiles, discover_cases
+    from ..data.store import CaseStore, is_store
     from ..errors import DatasetError
     from ..geometry.io import read, write
     from ..train.metrics import CoefficientMetrics
@@ -68,7 +70,12 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     root = Path(cases_dir)
     trained = load_trained(checkpoint)
     dcfg = dict(trained.config.get("data") or {})
-    cases, problems = discover_cases(root, dcfg.get("input_file"), dcfg.get("query_file"))
+    store = None
+    if is_store(root):  # a packed store: its cases, read whole from their arrays
+        store = CaseStore(root)
+        cases, problems = {n: CaseFiles(n, Path(i.files["input"]), Path(i.files["query"])) for n, i in store.cases.items()}, []
+    else:
+        cases, problems = discover_cases(root, dcfg.get("input_file"), dcfg.get("query_file"))
     if not cases:
         raise DatasetError(f"{root}: no case found with input_file={dcfg.get('input_file')!r}, query_file={dcfg.get('query_file')!r}")
     names = _split(root, list(cases), split)
@@ -80,8 +87,11 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     rows = []
     for name in names:
         cf = cases[name]
-        geometry = read(cf.input)
-        queries = geometry if cf.same_file else read(cf.query)
+        if store is not None:
+            geometry, queries = store.read_case(name, trained.preprocessor.inputs, trained.preprocessor.targets)
+        else:
+            geometry = read(cf.input)
+            queries = geometry if cf.same_file else read(cf.query)
         result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
         ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
         write(result, out / f"{name}_pred{ext}")

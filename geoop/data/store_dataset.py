@@ -31,6 +31,7 @@ Shapes (one item): as :class:`MeshFolderDataset`.
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import torch
 
