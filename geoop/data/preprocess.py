@@ -107,18 +107,18 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
 
 
 def pad_z(g: Geometry) -> Geometry:
-    """(N, 2) points -> (N, 3) with z = 0 (normals too); 3-D geometries unchanged."""
+    """(N, 2) points -> (N, 3) with z = 0 (normals too; given weights kept); 3-D geometries unchanged."""
     if g.dim == 3:
         return g
     z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
-    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
+    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), weights=g._weights, fields=g.fields, name=g.name,
                     source=g.source, validate=False)
 
 
 def drop_z(g: Geometry) -> Geometry:
-    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
+    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too; given weights kept)."""
     return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
-                    fields=g.fields, name=g.name, source=g.source, validate=False)
+                    weights=g._weights, fields=g.fields, name=g.name, source=g.source, validate=False)
 
 
 def fixed_rule(rule: Mapping) -> dict:

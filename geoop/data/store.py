@@ -105,6 +105,16 @@ def is_store(path: Union[str, Path, None]) -> bool:
         return False
 
 
+def _zarr():
+    from .._optional import require
+
+    require("zarr", "packed case stores")
+    import zarr
+    import zarr.codecs  # noqa: F401
+
+    return zarr
+
+
 def _case_key(name: str) -> str:
     """A directory name for a case: the name itself when it is plain, else a hash."""
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
@@ -113,7 +123,7 @@ def _case_key(name: str) -> str:
 
 
 def _codecs():
-    import zarr.codecs as zc
+    zc = _zarr().codecs
 
     # blosc/zstd with byte shuffle (floats compress well), then a checksum of the chunk
     return {"compressors": (zc.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), zc.Crc32cCodec())}
@@ -189,8 +199,7 @@ class CaseStore:
     """
 
     def __init__(self, path: Union[str, Path]):
-        import zarr
-
+        zarr = _zarr()
         self.path = Path(path)
         self.chunks_read = 0
         self.bytes_read = 0
@@ -250,8 +259,7 @@ class CaseStore:
 
     # ------------------------------------------------------------------ arrays
     def _array(self, info: CaseInfo, rel: str):
-        import zarr
-
+        zarr = _zarr()
         key = (info.key, rel)
         arr = self._arrays.get(key)
         if arr is None:
@@ -411,8 +419,7 @@ class PackReport:
 
 
 def _write_array(group_path: Path, rel: str, data: np.ndarray, chunk_rows: int) -> None:
-    import zarr
-
+    zarr = _zarr()
     data = np.ascontiguousarray(data)
     chunks = (max(1, min(chunk_rows, data.shape[0])),) + tuple(data.shape[1:])
     arr = zarr.create_array(str(group_path / rel), shape=data.shape, chunks=chunks, dtype=data.dtype,
@@ -425,8 +432,7 @@ def _pack_case(tmp: Path, name: str, gin: Geometry, gq: Geometry, cols: int, fil
                inputs: Sequence[str], targets: Sequence[str], cells: bool, chunk_rows: int, seed: int,
                shared: bool) -> dict:
     """Write one case's arrays under ``tmp``; returns its attributes (without ``complete``)."""
-    import zarr
-
+    zarr = _zarr()
     zarr.open_group(str(tmp), mode="w")
     roles = {}
     for role, g, names in (("input", gin, inputs), ("query", gq, targets)):
@@ -489,8 +495,7 @@ def pack_folder(folder: Union[str, Path], out: Union[str, Path], inputs: Sequenc
     Rerunning on a partially packed store resumes: complete cases packed with the same
     settings are kept. Returns a :class:`PackReport`.
     """
-    import zarr
-
+    zarr = _zarr()
     from .folder import discover_cases
     from .preprocess import Preprocessor, read_file
 

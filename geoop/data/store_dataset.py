@@ -81,7 +81,9 @@ class PackedCaseDataset(MeshFolderDataset):
             try:
                 self.store.check_fields(case, self.inputs, self.targets)
             except StoreError as e:
-                self._bad(case, str(info.path), str(e))
+                if self.on_error == "raise":
+                    raise
+                self._bad(case, str(info.path), str(e).replace(f"{info.path}: ", "", 1))
                 continue
             r = info.roles
             self._cols[case] = int(info.attrs["cols"])
