@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -143,8 +144,10 @@ def test_subsample_reads_only_its_chunks_and_matches_the_full_case(foam):
     stored_row = np.argsort(order)[qi.numpy()]
     pi_rows = torch.from_numpy(np.where(stored_row >= (-(-n_q // c) - 1) * c, p_short, p_full)).float()
     assert torch.allclose(item.queries.weights, whole.queries.weights[qi] / pi_rows, rtol=1e-5)
-    # reproducible per (seed, epoch, index); another epoch draws other rows
+    # reproducible per (seed, epoch, index), also in a copy sent to a DataLoader worker; another epoch draws other rows
     assert torch.equal(lazy[1].meta["query_index"], qi)
+    clone = pickle.loads(pickle.dumps(lazy))
+    assert type(clone) is PackedCaseDataset and torch.equal(clone[1].queries.fields["U"], item.queries.fields["U"])
     lazy.set_epoch(1)
     assert not torch.equal(lazy[1].meta["query_index"], qi)
 
