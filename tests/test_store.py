@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -329,3 +330,30 @@ def test_cli_pack_train_evaluate_predict_on_a_store(tmp_path, capsys):
     assert pred.n_points == truth.n_points and torch.allclose(pred.points[:, :2].double(), truth.points[:, :2].double())
     assert main(["predict", "--checkpoint", str(run / "last.pt"), "--geometry", str(store), "--out", str(out)]) == 1
     assert "--case" in capsys.readouterr().err
+
+
+def test_data_check_on_a_store_prints_what_the_folder_gives(tmp_path, capsys):
+    """Ranges from the stored min/max and the queries outside the window counted chunk by
+    chunk (bounds first) equal what reading every file gives."""
+    import tomli_w
+
+    from geoop.data import airfoil
+
+    root = tmp_path / "cases"
+    entries = airfoil.generate(str(root), 4, seed=1, n_volume=400, n_panels=40)
+    names = [e["case"] for e in entries]
+    (root / "split.json").write_text(json.dumps({"train": names[:2], "val": names[2:3], "test": names[3:]}))
+    data = {"inputs": ["Cp"], "targets": ["p"], "input_file": "{case}_surface.vtp", "query_file": "{case}_volume.vtu",
+            "drop_flat_z": True, "val_split": "val"}
+    model = {"latent": {"shape": [8, 8], "domain": [[0.25, 0.25], [0.75, 0.75]]}}
+    outs = []
+    for folder in (root, tmp_path / "store"):
+        cfg = tmp_path / f"{folder.name}.toml"
+        cfg.write_text(tomli_w.dumps({"data": {"folder": str(folder), **data}, "model": model,
+                                      "output": {"dir": str(tmp_path / "run")}}))
+        if folder != root:
+            assert main(["data", "pack", str(root), "--out", str(folder), "--config", str(cfg), "--chunk-rows", "64"]) == 0
+        capsys.readouterr()
+        assert main(["data", "check", str(cfg)]) == 0
+        outs.append(capsys.readouterr().out.split(": split", 1)[1])  # drop the config and folder paths
+    assert outs[0] == outs[1] and re.search(r"train: [1-9]\d* of \d+ query points", outs[1])

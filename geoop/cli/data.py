@@ -230,10 +230,15 @@ def _check_config(path: str) -> int:
         for n in names:
             lo = hi = None
             for c in train.train_cases:
-                gin, gq = train._raw(c)
-                v = (gin if role == "input" else gq).fields[n].double()
-                lo = v.min(0).values if lo is None else torch.minimum(lo, v.min(0).values)
-                hi = v.max(0).values if hi is None else torch.maximum(hi, v.max(0).values)
+                if hasattr(train, "store"):  # a packed store: the stored per-case ranges
+                    st = train.store.info(c).roles["input" if role == "input" else "query"]["stats"][n]
+                    vlo, vhi = torch.tensor(st["min"], dtype=torch.float64), torch.tensor(st["max"], dtype=torch.float64)
+                else:
+                    gin, gq = train._raw(c)
+                    v = (gin if role == "input" else gq).fields[n].double()
+                    vlo, vhi = v.min(0).values, v.max(0).values
+                lo = vlo if lo is None else torch.minimum(lo, vlo)
+                hi = vhi if hi is None else torch.maximum(hi, vhi)
             nz = train.normalizers.fields.get(n)
             stats = f"; normalised with mean {[round(float(m), 4) for m in nz.mean]}, std {[round(float(m), 4) for m in nz.std]}" \
                 if nz is not None and nz.fitted else ""
@@ -255,7 +260,9 @@ def _check_config(path: str) -> int:
             d["folder"], inputs=inputs, targets=d["targets"], split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
         out = total = 0
-        for i in range(len(ds)):
+        if hasattr(ds, "queries_outside"):  # a packed store: from bounds, chunk by chunk
+            out, total = ds.queries_outside(dom)
+        for i in range(len(ds) if not hasattr(ds, "queries_outside") else 0):
             q = ds[i].queries.points.double()
             inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
             out, total = out + int((~inside).sum()), total + q.shape[0]
