@@ -357,3 +357,15 @@ def test_data_check_on_a_store_prints_what_the_folder_gives(tmp_path, capsys):
         assert main(["data", "check", str(cfg)]) == 0
         outs.append(capsys.readouterr().out.split(": split", 1)[1])  # drop the config and folder paths
     assert outs[0] == outs[1] and re.search(r"train: [1-9]\d* of \d+ query points", outs[1])
+
+
+def test_dataloader_workers_read_the_store(foam):
+    """Forked DataLoader workers (zarr's I/O loop started in the parent first) draw the same items."""
+    from geoop.batch import collate
+
+    s = MeshFolderDataset(foam[1], split="all", subsample={"points": 9, "queries": 11}, **FIELDS)
+    first = [s[i].queries.fields["U"] for i in range(len(s))]
+    dl = torch.utils.data.DataLoader(s, batch_size=2, num_workers=2, collate_fn=collate)
+    got = [u for b in dl for u in b.unbatch_queries()]
+    assert len(got) == len(first)
+    assert all(torch.equal(g.fields["U"], f) for g, f in zip(got, first))
