@@ -182,6 +182,15 @@ class CaseInfo:
     def n(self, role: str) -> int:
         return int(self.roles[role]["n"])
 
+    def symmetry(self, role: str):
+        """The symmetry plane the ``role`` geometry carried when packed (or None)."""
+        spec = self.roles[role].get("symmetry")
+        if spec is None:
+            return None
+        from ..geometry.symmetry import SymmetryPlane
+
+        return SymmetryPlane.from_spec(spec, 3)
+
     def geometry_role(self, role: str) -> str:
         """The role whose points / normals / weights / order ``role`` uses."""
         return "input" if self.roles[role].get("shared") else role
@@ -372,7 +381,7 @@ class CaseStore:
 
             out.append(Geometry(unshuffle(d["points"]), cells=self.read_cells(case, role), normals=unshuffle(d["normals"]),
                                 weights=unshuffle(d["weights"]), fields={n: unshuffle(d[n]) for n in names},
-                                name=case, source=info.files[role], validate=False))
+                                name=case, source=info.files[role], validate=False, symmetry=info.symmetry(role)))
         return out[0], out[1]
 
     def read_cells(self, case: str, role: str) -> dict:
@@ -450,7 +459,8 @@ def _pack_case(tmp: Path, name: str, gin: Geometry, gq: Geometry, cols: int, fil
             _write_array(tmp, f"{role}/order", order, chunk_rows)
             lo, hi = g.bounds
             rinfo.update(normals=g.normals is not None, bounds=[lo.double().tolist(), hi.double().tolist()],
-                         is_2d=bool(g.is_2d), topological_dim=int(g.topological_dim), cells={})
+                         is_2d=bool(g.is_2d), topological_dim=int(g.topological_dim), cells={},
+                         symmetry=None if g.symmetry is None else g.symmetry.to_list())
             if cells:
                 for kind, conn in g.cells.items():
                     rel = f"{role}/cells/{kind}"
@@ -460,7 +470,7 @@ def _pack_case(tmp: Path, name: str, gin: Geometry, gq: Geometry, cols: int, fil
         else:
             perm = np.asarray(zarr.open_array(str(tmp / "input/order"), mode="r")[:]).astype(np.int64)
             rinfo.update(normals=roles["input"]["normals"], bounds=roles["input"]["bounds"], is_2d=roles["input"]["is_2d"],
-                         topological_dim=roles["input"]["topological_dim"], cells={})
+                         topological_dim=roles["input"]["topological_dim"], cells={}, symmetry=roles["input"]["symmetry"])
         for i, fname in enumerate(names):
             v = g.fields[fname]
             _write_array(tmp, f"{role}/f{i}", v.numpy()[perm], chunk_rows)
@@ -471,13 +481,13 @@ def _pack_case(tmp: Path, name: str, gin: Geometry, gq: Geometry, cols: int, fil
             "sha256": hashes, "inputs": list(inputs), "targets": list(targets), "dtype": str(gin.points.dtype)}
 
 
-def _settings(inputs, targets, input_file, query_file, crop, cells) -> dict:
+def _settings(inputs, targets, input_file, query_file, crop, cells, symmetry=None) -> dict:
     return {"inputs": list(inputs), "targets": list(targets), "input_file": input_file, "query_file": query_file,
-            "crop": crop, "cells": bool(cells)}
+            "crop": crop, "cells": bool(cells), "symmetry": symmetry}
 
 
 def pack_folder(folder: Union[str, Path], out: Union[str, Path], inputs: Sequence[str] = (), targets: Sequence[str] = (),
-                *, input_file=None, query_file=None, crop=None, cells: bool = False, chunk_rows: int = 8192,
+                *, input_file=None, query_file=None, crop=None, symmetry=None, cells: bool = False, chunk_rows: int = 8192,
                 seed: int = 0, on_error: str = "raise", overwrite: bool = False,
                 log: Optional[Callable[[str], None]] = None) -> PackReport:
     """Convert the cases of ``folder`` (discovered as :class:`~geoop.data.MeshFolderDataset`
@@ -485,6 +495,8 @@ def pack_folder(folder: Union[str, Path], out: Union[str, Path], inputs: Sequenc
 
     inputs, targets : fields read from the input / query geometry (as the dataset reads them)
     crop : the dataset's ``crop`` box, applied to the query geometries when packing
+    symmetry : the dataset's ``symmetry`` setting (``"auto"`` is resolved per case when
+        packing); each case stores the plane its geometries carry
     cells : also store the cell connectivity (full-case reads then carry the mesh)
     chunk_rows : rows per chunk (an item of ``k`` points decodes about ``ceil(k / chunk_rows)``
         chunks per array)
@@ -511,9 +523,10 @@ def pack_folder(folder: Union[str, Path], out: Union[str, Path], inputs: Sequenc
         raise DatasetError("pack_folder: give the fields to pack (inputs=[...] and/or targets=[...], or --config)")
     if out.resolve() == folder.resolve():
         raise DatasetError(f"pack_folder: the store {out} must not be the source folder")
-    pre = Preprocessor(inputs, targets, "none", crop=crop)
+    pre = Preprocessor(inputs, targets, "none", crop=crop, symmetry=symmetry)
     settings = _settings(inputs, targets, input_file if input_file is None or isinstance(input_file, str) else repr(input_file),
-                         query_file if query_file is None or isinstance(query_file, str) else repr(query_file), pre.crop, cells)
+                         query_file if query_file is None or isinstance(query_file, str) else repr(query_file), pre.crop, cells,
+                         pre.symmetry)
     found, problems = discover_cases(folder, input_file, query_file)
     if out.exists() and any(out.iterdir()):
         if not is_store(out):

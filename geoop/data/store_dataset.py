@@ -39,7 +39,7 @@ from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform, weight_jacobian
 from .folder import CaseFiles, MeshFolderDataset, _SkippedCase
-from .normalize import FieldNormalizer, fit_box_transform
+from .normalize import FieldNormalizer
 from .store import CaseStore, StoreError
 
 __all__ = ["PackedCaseDataset"]
@@ -64,6 +64,12 @@ class PackedCaseDataset(MeshFolderDataset):
         if self.preprocessor.crop != settings.get("crop"):
             raise StoreError(f"{self.root}: the store was packed with crop={settings.get('crop')!r}, the dataset asks "
                              f"crop={self.preprocessor.crop!r}; pack the folder again with the dataset's crop")
+        if self.preprocessor.symmetry != settings.get("symmetry"):
+            raise StoreError(f"{self.root}: the store was packed with symmetry={settings.get('symmetry')!r}, the dataset asks "
+                             f"symmetry={self.preprocessor.symmetry!r}; pack the folder again with the dataset's symmetry")
+        if self.mirror is not None:
+            raise StoreError(f"{self.root}: mirror augmentation is not available on a packed store (the mirrored copies "
+                             "are made when a file is read); use the folder, or drop mirror")
         if self.subsample.get("near_input") is not None:
             raise StoreError(f"{self.root}: subsample['near_input'] needs every query point of a case; a packed store is "
                              "read a few rows at a time: use the folder, or drop near_input")
@@ -94,23 +100,17 @@ class PackedCaseDataset(MeshFolderDataset):
         return self._consistent(ok)
 
     def _fit_statistics(self, fit_fields: bool, fit_geom: bool) -> None:
-        norms = self.preprocessor.normalizers
+        # the coordinate rule sees each case through its bounding corners (and symmetry plane)
+        self.preprocessor.fit((self._corners(c) for c in self.train_cases), fields=False, geometry=fit_geom)
         if fit_fields:
+            norms = self.preprocessor.normalizers
             norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
-        bounds = []
-        for case in self.train_cases:
-            roles = self.store.info(case).roles
-            if fit_geom:
-                bounds += [self._bounds(case, "input"), self._bounds(case, "query")]
-            if fit_fields:
+            for case in self.train_cases:
+                roles = self.store.info(case).roles
                 for role, names in (("input", self.inputs), ("query", self.targets)):
                     for n in names:
                         st = roles[role]["stats"][n]
                         norms.fields[n].update_moments(st["count"], st["mean"], st["m2"])
-        if bounds:
-            norms.transform = fit_box_transform(bounds, isotropic=self.isotropic, margin=self.margin)
-        elif self.geometry_normalization != "dataset":
-            norms.transform = None
 
     def _case_hashes(self, case: str) -> list:
         info = self.store.info(case)
@@ -122,10 +122,16 @@ class PackedCaseDataset(MeshFolderDataset):
         lo, hi = self.store.info(case).roles[role]["bounds"]
         return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
 
+    def _corners(self, case: str) -> tuple[Geometry, Geometry]:
+        """(input, query) geometries of the two corners of each bounding box, with the packed
+        symmetry planes: what the coordinate rules read of a case (bounds, planes)."""
+        info = self.store.info(case)
+        return tuple(Geometry(torch.stack(self._bounds(case, r)), validate=False, symmetry=info.symmetry(r))
+                     for r in ("input", "query"))
+
     def _transform(self, case: str) -> NormalizeTransform:
         """The case's coordinate transform from its stored bounds (no rows read)."""
-        corners = [Geometry(torch.stack(self._bounds(case, r)), validate=False) for r in ("input", "query")]
-        return self.preprocessor.transform_for(*corners)
+        return self.preprocessor.transform_for(*self._corners(case))
 
     def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
         return self.store.read_case(case, self.inputs, self.targets)
@@ -154,7 +160,8 @@ class PackedCaseDataset(MeshFolderDataset):
         if not cells:  # rows without cells: map their weights with the whole case's Jacobian here
             w = w / weight_jacobian(T.scale.to(pts.dtype), 3, int(r["topological_dim"]), bool(r["is_2d"]))
         g = Geometry(pts, cells=cells, normals=take(d["normals"]), weights=torch.from_numpy(w[perm]).to(pts.dtype),
-                     fields={nm: take(d[nm]) for nm in names}, name=case, source=info.files[role], validate=False)
+                     fields={nm: take(d[nm]) for nm in names}, name=case, source=info.files[role], validate=False,
+                     symmetry=info.symmetry(role))
         return g, (None if rows is None else torch.from_numpy(order[perm]))
 
     def _prepared(self, case: str):
