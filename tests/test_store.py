@@ -89,8 +89,9 @@ def test_same_file_2d_cases_and_case_transform(tmp_path):
     f, s = MeshFolderDataset(root, **kw), MeshFolderDataset(store, **kw)
     assert s.dim == f.dim == 2 and s.is_2d
     assert not (store / "cases" / "c0" / "query" / "points").exists()  # shared with the input geometry
+    s2 = MeshFolderDataset(store, normalize=f.normalizers, **kw)
     for i in range(len(f)):
-        a, b = f[i], MeshFolderDataset(store, normalize=f.normalizers, **kw)[i]
+        a, b = f[i], s2[i]
         assert torch.equal(a.geometry.points, b.geometry.points) and torch.equal(a.queries.fields["p"], b.queries.fields["p"])
         assert torch.allclose(a.queries.weights, b.queries.weights, rtol=1e-5)
 
@@ -369,3 +370,26 @@ def test_dataloader_workers_read_the_store(foam):
     got = [u for b in dl for u in b.unbatch_queries()]
     assert len(got) == len(first)
     assert all(torch.equal(g.fields["U"], f) for g, f in zip(got, first))
+
+
+def test_symmetry_and_body_rules_from_the_packed_planes(tmp_path):
+    """A symmetry plane is packed per case; the 'body' rules fit on the bounding corners and
+    the plane give the folder's transform exactly; mirror augmentation is refused."""
+    root = make_foam(tmp_path / "foam", n=3)
+    store = tmp_path / "store"
+    sym = ["y", 0.0]
+    pack_folder(root, store, symmetry=sym, chunk_rows=32, **FIELDS, **FOAM)
+    for rule in ("body", "body_case"):
+        kw = dict(split="all", symmetry=sym, geometry_normalization=rule, **FIELDS)
+        f, s = MeshFolderDataset(root, **kw, **FOAM), MeshFolderDataset(store, **kw)
+        s2 = MeshFolderDataset(store, normalize=f.normalizers, **kw)
+        for i in range(len(f)):
+            a, b = f[i], s2[i]
+            assert a.meta["transform"]["scale"].tolist() == b.meta["transform"]["scale"].tolist()
+            assert torch.equal(a.geometry.points, b.geometry.points) and b.geometry.symmetry is not None
+        if rule == "body":
+            assert torch.equal(f.normalizers.transform.shift, s.normalizers.transform.shift)
+    with pytest.raises(StoreError, match="symmetry"):
+        MeshFolderDataset(store, **FIELDS)
+    with pytest.raises(StoreError, match="mirror"):
+        MeshFolderDataset(store, symmetry=sym, mirror={"plane": sym}, **FIELDS)
