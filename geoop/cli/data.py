@@ -137,6 +137,9 @@ def _pack(args) -> int:
             raise ConfigError("geoop data pack: give the fields with --config or with --inputs/--targets, not both")
         cfg = load_config(args.config, dataset_cls=MeshFolderDataset, model_cls=GINO)
         d, kw = cfg["data"], data_kwargs(cfg)
+        if kw.get("queries"):
+            raise ConfigError(f"geoop data pack: {args.config} has query sets ([data] queries); a packed store holds one "
+                              "query geometry per case: train on the folder")
         files = kw.get("files") or {}
         for key in ("input_file", "query_file"):
             asked = getattr(args, key)
@@ -206,7 +209,8 @@ def _check_config(path: str) -> int:
     kw = data_kwargs(cfg)
     kw.setdefault("seed", int(cfg["seed"]))
     inputs = input_fields(cfg["model"], d["inputs"])
-    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], **kw)
+    targets = [] if kw.get("queries") is not None else d["targets"]  # query sets name their own targets
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], **kw)
     parts = {c: p for c, p in train.split_of.items()}
     counts = {k: sum(1 for v in parts.values() if v == k) for k in sorted(set(parts.values()))}
     print(f"{path}: data {d['folder']}: split {counts} (train on {d['train_split']!r}, validate on "
@@ -236,12 +240,18 @@ def _check_config(path: str) -> int:
                 if hasattr(train, "store"):  # a packed store: the stored per-case ranges
                     st = train.store.info(c).roles["input" if role == "input" else "query"]["stats"][n]
                     vlo, vhi = torch.tensor(st["min"], dtype=torch.float64), torch.tensor(st["max"], dtype=torch.float64)
-                else:
-                    gin, gq = train._raw(c)
-                    v = (gin if role == "input" else gq).fields[n].double()
-                    vlo, vhi = v.min(0).values, v.max(0).values
-                lo = vlo if lo is None else torch.minimum(lo, vlo)
-                hi = vhi if hi is None else torch.maximum(hi, vhi)
+                    lo = vlo if lo is None else torch.minimum(lo, vlo)
+                    hi = vhi if hi is None else torch.maximum(hi, vhi)
+                    continue
+                gin, gq = train._raw(c)
+                v = (gin if role == "input" else gq).fields[n].double()
+                if role == "target" and train.query_sets:  # the rows of the target's own set
+                    from ..data.preprocess import QUERY_SET_FIELD
+
+                    sid = gq.fields[QUERY_SET_FIELD][:, 0].round().long()
+                    v = v[sid == train.preprocessor.set_names.index(n.partition("/")[0])]
+                lo = v.min(0).values if lo is None else torch.minimum(lo, v.min(0).values)
+                hi = v.max(0).values if hi is None else torch.maximum(hi, v.max(0).values)
             nz = train.normalizers.fields.get(n)
             stats = f"; normalised with mean {[round(float(m), 4) for m in nz.mean]}, std {[round(float(m), 4) for m in nz.std]}" \
                 if nz is not None and nz.fitted else ""
@@ -260,7 +270,7 @@ def _check_config(path: str) -> int:
     splits = [d["train_split"]] + ([d["val_split"]] if d["val_split"] else [])
     for split in splits:
         ds = train if split == d["train_split"] else MeshFolderDataset(
-            d["folder"], inputs=inputs, targets=d["targets"], split=split, **{**kw, "normalize": train.normalizers})
+            d["folder"], inputs=inputs, targets=targets, split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
         out = total = 0
         if hasattr(ds, "queries_outside"):  # a packed store: from bounds, chunk by chunk

@@ -12,7 +12,15 @@ Reported per case and as the mean over cases (printed, and written to
 ``OUT/evaluation.json`` and ``OUT/evaluation.csv``): the relative L2 error of every target
 field, and, when the checkpoint's config names coefficient metrics
 (``data.metrics``, :mod:`geoop.train.metrics`), the predicted and true coefficients, their
-absolute errors, and over the cases their MAE and R^2.
+absolute errors, and over the cases their MAE and R^2. For a 3-D body with ``cd`` among
+the metrics, the drag error of every case is split exactly over the body regions of
+:func:`geoop.physics.body_regions` (front, roof, slant/rear, base, underbody) and the share
+of the summed absolute drag error from each region is reported.
+
+A model trained on several query sets per case (``data.queries``) predicts all sets at
+once; each set's prediction is written to ``OUT/<case>_<set>_pred.<ext>`` (the set's cells
+kept) with the set's fields under their own names. ``--split train test`` evaluates
+several splits, each in ``OUT/<split>``.
 """
 from __future__ import annotations
 
@@ -30,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0])
     p.add_argument("cases", help="folder of cases (the layout the model was trained on), or a packed store")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
-    p.add_argument("--split", default="test", choices=("train", "test", "all"),
-                   help="which cases (from split.json / manifest.json; default test)")
+    p.add_argument("--split", default=["test"], nargs="+", choices=("train", "val", "test", "all"),
+                   help="which cases (from split.json / manifest.json; default test); several: one report each")
     p.add_argument("--out", default=None, help="folder for predictions and tables (default: CASES/evaluation)")
     p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
     return p
@@ -70,10 +78,19 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     root = Path(cases_dir)
     trained = load_trained(checkpoint)
     dcfg = dict(trained.config.get("data") or {})
+    pre = trained.preprocessor
+    set_names = pre.set_names if pre is not None else []
     store = None
     if is_store(root):  # a packed store: its cases, read whole from their arrays
+        if set_names:
+            raise DatasetError(f"{root}: a packed store holds one query geometry per case; the model has query sets "
+                               f"{set_names}: evaluate it on the case folder")
         store = CaseStore(root)
         cases, problems = {n: CaseFiles(n, Path(i.files["input"]), Path(i.files["query"])) for n, i in store.cases.items()}, []
+    elif set_names:
+        from ..data.folder import discover_set_cases
+
+        cases, problems = discover_set_cases(root, dcfg.get("input_file"), [q["file"] for q in pre.query_sets])
     else:
         cases, problems = discover_cases(root, dcfg.get("input_file"), dcfg.get("query_file"))
     if not cases:
@@ -88,17 +105,46 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     for name in names:
         cf = cases[name]
         if store is not None:
-            geometry, queries = store.read_case(name, trained.preprocessor.inputs, trained.preprocessor.targets)
+            geometry, queries = store.read_case(name, pre.inputs, pre.targets)
         else:
             geometry = read(cf.input)
-            queries = geometry if cf.same_file else read(cf.query)
-        result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
-        ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
-        write(result, out / f"{name}_pred{ext}")
+        surface, surface_rows = geometry, None
+        if set_names:  # every set at once, written per set
+            from ..data.preprocess import split_query_sets
+
+            parts = [geometry if f == cf.input else read(f) for f in cf.sets]
+            _, queries, sets = pre.read_sets(geometry, parts, name, targets_required=False)
+            result, _ = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+            errors = {}
+            for (sname, part), g, f in zip(split_query_sets(result, set_names).items(), sets, cf.sets):
+                ext = Path(f).suffix if Path(f).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
+                write(g.replace(fields=part.fields, cell_fields={}), out / f"{name}_{sname}_pred{ext}")
+                for k in part.fields:
+                    t = part.fields.get(f"{k}_true")
+                    if t is not None and not k.endswith(("_true", "_error")):
+                        den = float(t.double().norm())
+                        errors[f"{sname}/{k}"] = float((part.fields[k].double() - t.double()).norm()) / den if den else math.inf
+            if metrics is not None:  # the coefficients' surface: the set of their pressure field
+                i = set_names.index(metrics.field.partition("/")[0])
+                surface = sets[i]
+                r0 = sum(g.n_points for g in sets[:i])
+                surface_rows = slice(r0, r0 + surface.n_points)
+        else:
+            if store is None:
+                queries = geometry if cf.same_file else read(cf.query)
+            result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+            ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
+            write(result, out / f"{name}_pred{ext}")
         row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
         if metrics is not None:
             pred, true, cols = _stacked(result, trained.targets)
-            pp, tp = metrics.case_coefficients(name, geometry, result.points, pred, true, cols)
+            qpts = result.points
+            if surface_rows is not None:
+                pred, true, qpts = pred[surface_rows], None if true is None else true[surface_rows], qpts[surface_rows]
+            pp, tp = metrics.case_coefficients(name, surface, qpts, pred, true, cols)
+            if tp is not None and "cd" in metrics.names and surface.dim == 3 and not surface.is_2d:
+                for region, v in metrics.drag_regions(name, surface, qpts, pred, true, cols).items():
+                    row[f"cd_error_{region}"] = v
             if tp is not None:
                 metrics.add(name, pp, tp)
             for c in metrics.names:
@@ -113,6 +159,9 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
               "mean": mean, "skipped": [list(p) for p in problems]}
     if metrics is not None:
         report["coefficients"] = metrics.summary()
+        shares = _region_shares(rows)
+        if shares:
+            report["drag_error_share"] = shares
     atomic_write_json(out / "evaluation.json", report)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["case"] + keys)
@@ -121,7 +170,11 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
         w.writerow(r)
     w.writerow({"case": "mean", **mean})
     atomic_write_text(out / "evaluation.csv", buf.getvalue())
+    log(f"split {split!r}: {len(rows)} cases")
     log(_table(rows, mean, keys, report.get("coefficients")))
+    if report.get("drag_error_share"):
+        log("share of the drag error by body region (sum over cases of |cd error| in the region / sum over regions): "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report["drag_error_share"].items()))
     log(f"predictions, evaluation.json and evaluation.csv in {out}")
     return report
 
@@ -139,6 +192,14 @@ def _stacked(result, targets):
         trues.append(result.fields.get(f"{n}_true"))
     true = None if any(t is None for t in trues) else torch.cat([t.double() for t in trues], 1)
     return torch.cat(preds, 1), true, cols
+
+
+def _region_shares(rows) -> dict:
+    """``{region: sum_cases |cd error in region| / sum_cases sum_regions |cd error in region|}``."""
+    keys = [k for k in rows[0] if k.startswith("cd_error_")] if rows else []
+    tot = {k[len("cd_error_"):]: sum(abs(r.get(k, 0.0)) for r in rows) for k in keys}
+    s = sum(tot.values())
+    return {k: v / s for k, v in tot.items()} if s > 0 else {}
 
 
 def _fmt(v) -> str:
@@ -159,5 +220,10 @@ def _table(rows, mean, keys, coef) -> str:
 
 
 def run(args) -> int:
-    evaluate_folder(args.checkpoint, args.cases, args.split, args.out, args.chunk_size)
+    splits = [args.split] if isinstance(args.split, str) else list(dict.fromkeys(args.split))
+    for split in splits:
+        out = args.out
+        if len(splits) > 1:
+            out = str(Path(args.out if args.out is not None else Path(args.cases) / "evaluation") / split)
+        evaluate_folder(args.checkpoint, args.cases, split, out, args.chunk_size)
     return 0

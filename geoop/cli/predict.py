@@ -24,6 +24,10 @@ When the checkpoint's config names coefficient metrics (``data.metrics``, see
 to ``OUT.coefficients.json`` beside the field file. Per-case reference values
 (``"manifest:..."``) come from the ``manifest.json`` beside the geometry file, for the case
 named by ``--case`` or found from the file name.
+
+A model trained on several query sets per case (``data.queries``) answers with the fields of
+one set (``--query-set NAME``; default: the set read from the same file pattern as the
+input), written under their own names (``p``, ``U``...).
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=65536, help="queries decoded at a time")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar over the queries (default: when stderr is a terminal)")
+    p.add_argument("--query-set", default=None, help="a model trained on several query sets per case: the set whose "
+                                                     "fields to predict (default: the set read from the input file)")
     p.add_argument("--case", default=None, help="case name in the manifest beside --geometry (per-case reference values "
                                                 "of the coefficient metrics; default: found from the file name)")
     return p
@@ -154,6 +160,22 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
     return q.replace(fields={**keep, **out}), errors
 
 
+def _choose_set(trained, name):
+    """The query set ``name`` of a multi-set model, or the one read from the input-file pattern."""
+    from ..errors import ConfigError
+
+    pre = trained.preprocessor
+    if name is None:
+        inp = (trained.config.get("data") or {}).get("input_file")
+        same = [q["name"] for q in pre.query_sets if q["file"] == inp]
+        if len(same) != 1:
+            raise ConfigError(f"the model predicts the query sets {pre.set_names}; choose one with --query-set")
+        return same[0]
+    if name not in pre.set_names:
+        raise ConfigError(f"--query-set {name!r}: the model's query sets are {pre.set_names}")
+    return name
+
+
 def run(args) -> int:
     from .._atomic import atomic_write_json
     from ..data.store import CaseStore, is_store
@@ -180,6 +202,24 @@ def run(args) -> int:
         trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
+    chosen = None
+    pre = trained.preprocessor
+    if pre is not None and pre.set_names:
+        if pre.geometry_normalization == "case":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{args.checkpoint}: a model of several query sets trained with geometry_normalization="
+                              f"'case' (fitted on the input and ALL the sets' bounds) cannot be applied to one query file; "
+                              f"use geoop evaluate on the case folder, or train with 'dataset', 'body' or 'body_case'")
+        chosen = _choose_set(trained, args.query_set)
+        spec = pre.query_sets[pre.set_names.index(chosen)]
+        q = geometry if queries is None else queries
+        # a truth in the query file, under the set's qualified names
+        queries = q.replace(fields={**q.fields, **{f"{chosen}/{t}": q.fields[t] for t in spec["targets"] if t in q.fields}})
+    elif args.query_set is not None:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--query-set {args.query_set!r}: the model {args.checkpoint} has one query set")
     info = init_distributed(torch.device("cpu"))  # under torchrun: the ranks share the geometry and the queries
     try:
         model = None
@@ -193,16 +233,30 @@ def run(args) -> int:
             return 0
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        coef = None
+        if chosen is not None:
+            metrics_field = str((trained.config.get("data") or {}).get("metrics_reference", {}).get("field", ""))
+            if metrics_field.partition("/")[0] == chosen:  # the coefficients of the surface set
+                coef = predict_coefficients(trained, queries, result, args.geometry, getattr(args, "case", None),
+                                            manifest_dir=manifest_dir)
+            pre_ = f"{chosen}/"
+            names = set(pre.set_names)
+            result = result.replace(fields={(k[len(pre_):] if k.startswith(pre_) else k): v for k, v in result.fields.items()
+                                            if k.startswith(pre_) or k.partition("/")[0] not in names})
+            errors = {k[len(pre_):]: v for k, v in errors.items() if k.startswith(pre_)}
+        else:
+            coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None),
+                                        manifest_dir=manifest_dir)
         write(result, out)
-        coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None),
-                                    manifest_dir=manifest_dir)
         extra = {}
         if coef is not None:
             cpath = out.with_name(out.stem + ".coefficients.json")
             atomic_write_json(cpath, coef)
             extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
                      "coefficients_file": str(cpath)}
-        print(json.dumps({"out": str(out), "points": result.n_points, "fields": trained.targets,
+        fields = trained.targets if chosen is None else [t.partition("/")[2] for t in trained.targets if t.startswith(f"{chosen}/")]
+        print(json.dumps({"out": str(out), "points": result.n_points, "fields": fields,
+                          **({"query_set": chosen} if chosen is not None else {}),
                           **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {}),
                           **extra}))
         return 0

@@ -67,6 +67,9 @@ class PackedCaseDataset(MeshFolderDataset):
         if self.preprocessor.symmetry != settings.get("symmetry"):
             raise StoreError(f"{self.root}: the store was packed with symmetry={settings.get('symmetry')!r}, the dataset asks "
                              f"symmetry={self.preprocessor.symmetry!r}; pack the folder again with the dataset's symmetry")
+        if self.query_sets:
+            raise StoreError(f"{self.root}: a packed store holds one query geometry per case; query sets "
+                             f"{[q['name'] for q in self.query_sets]} need the case folder")
         if self.mirror is not None:
             raise StoreError(f"{self.root}: mirror augmentation is not available on a packed store (the mirrored copies "
                              "are made when a file is read); use the folder, or drop mirror")

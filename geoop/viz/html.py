@@ -27,7 +27,7 @@ from .._atomic import atomic_path
 from .._optional import require
 from ..errors import FieldError, ShapeError
 from ..geometry.geometry import Geometry
-from .framing import in_box, view_box
+from .framing import body_camera, in_box, view_box
 from .render import colour_limits, field_values, relative_l2_error
 
 __all__ = ["render_html"]
@@ -85,6 +85,7 @@ def render_html(
     body: Union[Geometry, str, os.PathLike, None] = None,
     point_size: float = 3.0,
     initial: Optional[str] = None,
+    camera: str = "iso",
 ) -> Path:
     """Write the interactive page to ``out_html``; returns its path.
 
@@ -95,6 +96,9 @@ def render_html(
     focus : crop box ``(xmin, xmax, ymin, ymax[, zmin, zmax])``; default: the body's
         surroundings when the domain is much larger (:func:`~geoop.viz.framing.view_box`,
         ``body`` gives the body explicitly), everything with ``far_field=True``.
+    camera : ``"iso"`` (3-D: an isometric view) or ``"body"`` (3-D: a three-quarter view of
+        the body from upstream, above and the side away from its symmetry plane:
+        :func:`~geoop.viz.framing.body_camera`); 2-D geometries are always seen from +z.
     """
     require("plotly", "the HTML viewer")
     import plotly.graph_objects as go
@@ -199,8 +203,15 @@ def render_html(
     buttons = [dict(label=name, method="update",
                     args=[{"visible": [vis[i] in (fi, -1) for i in range(n_tr)]}, {"title.text": titles[fi]}])
                for fi, (name, _, _) in enumerate(data)]
-    camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic")) if flat else \
-        dict(eye=dict(x=1.8, y=-1.8, z=1.2))
+    if camera not in ("iso", "body"):
+        raise ShapeError(f"render_html: unknown camera {camera!r}; valid: ['iso', 'body']")
+    if flat:
+        camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic"))
+    elif camera == "body":
+        bpts = (body if body is not None else g).points.detach().cpu().double().numpy()
+        camera = body_camera(bpts)
+    else:
+        camera = dict(eye=dict(x=1.8, y=-1.8, z=1.2))
     scene = dict(aspectmode="data", camera=camera, xaxis=dict(visible=not flat), yaxis=dict(visible=not flat),
                  zaxis=dict(visible=False) if flat else dict(visible=True), dragmode="pan" if flat else "turntable")
     fig.update_layout(**{("scene" if i == 0 else f"scene{i + 1}"): scene for i in range(len(views))})
