@@ -20,7 +20,11 @@ packed store, so every caller that takes a folder (``geoop train``, ``geoop eval
   dataset gives it (points and fields bit for bit; weights are the packed weights mapped
   with the transform's Jacobian); neighbourhoods are cached as the folder dataset caches them
   (the key uses the sha256 of the source files, stored when packing);
-* ``subsample["near_input"]`` needs every query point of a case and is refused.
+* ``subsample["near_input"]`` (every query point of a case), ``mirror`` augmentation (made
+  when a file is read) and query sets (several query files per case) are refused;
+* the symmetry planes are those packed (``symmetry=`` must match the packing's); the
+  coordinate rules (``"dataset"``, ``"case"``, ``"body"``...) see each case through the two
+  corners of its stored bounds and its plane, which is all they read of a case.
 
 The store's settings must match the dataset's: a requested field the case was not packed
 with, or another ``crop`` / ``input_file`` / ``query_file``, is a :class:`StoreError` naming
