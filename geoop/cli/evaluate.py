@@ -1,4 +1,5 @@
-"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases.
+"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases
+(or a packed store, ``geoop data pack``: its cases are read whole from the store).
 
 The model is loaded once and every case is predicted in this one process (no per-case
 start-up): cases are found with the checkpoint's ``input_file``/``query_file`` patterns
@@ -41,7 +42,7 @@ __all__ = ["add_parser", "run", "evaluate_folder"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="predict every case of a folder and tabulate field and coefficient errors",
                               description=__doc__.splitlines()[0])
-    p.add_argument("cases", help="folder of cases (the layout the model was trained on)")
+    p.add_argument("cases", help="folder of cases (the layout the model was trained on), or a packed store")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
     p.add_argument("--split", default=["test"], nargs="+", choices=("train", "val", "test", "all"),
                    help="which cases (from split.json / manifest.json; default test); several: one report each")
@@ -72,7 +73,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     import numpy as np
 
     from .._atomic import atomic_write_json, atomic_write_text
-    from ..data.folder import discover_cases
+    from ..data.folder import CaseFiles, discover_cases
+    from ..data.store import CaseStore, is_store
     from ..errors import DatasetError
     from ..geometry.io import read, write
     from ..train.metrics import CoefficientMetrics
@@ -84,7 +86,14 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     dcfg = dict(trained.config.get("data") or {})
     pre = trained.preprocessor
     set_names = pre.set_names if pre is not None else []
-    if set_names:
+    store = None
+    if is_store(root):  # a packed store: its cases, read whole from their arrays
+        if set_names:
+            raise DatasetError(f"{root}: a packed store holds one query geometry per case; the model has query sets "
+                               f"{set_names}: evaluate it on the case folder")
+        store = CaseStore(root)
+        cases, problems = {n: CaseFiles(n, Path(i.files["input"]), Path(i.files["query"])) for n, i in store.cases.items()}, []
+    elif set_names:
         from ..data.folder import discover_set_cases
 
         cases, problems = discover_set_cases(root, dcfg.get("input_file"), [q["file"] for q in pre.query_sets])
@@ -102,7 +111,10 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     uq = _Uncertainty(trained, metrics) if getattr(trained.model, "is_ensemble", False) else None
     for name in names:
         cf = cases[name]
-        geometry = read(cf.input)
+        if store is not None:
+            geometry, queries = store.read_case(name, pre.inputs, pre.targets)
+        else:
+            geometry = read(cf.input)
         surface, surface_rows, set_parts = geometry, None, None
         members = {} if uq is not None else None
         if set_names:  # every set at once, written per set
@@ -127,7 +139,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
                 r0 = sum(g.n_points for g in sets[:i])
                 surface_rows = slice(r0, r0 + surface.n_points)
         else:
-            queries = geometry if cf.same_file else read(cf.query)
+            if store is None:
+                queries = geometry if cf.same_file else read(cf.query)
             result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
             ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
             write(result, out / f"{name}_pred{ext}")

@@ -1,6 +1,7 @@
 """``geoop predict``: a trained model's fields on a new geometry, in its own coordinates.
 
 ``geoop predict --checkpoint C --geometry FILE [--query POINTS | --on MESH] --out OUT.vtu``
+``geoop predict --checkpoint C --geometry STORE --case NAME --out OUT.vtu`` (a packed case)
 
 The input geometry (FILE, with the model's input fields) and the queries are prepared by
 the checkpoint's :class:`~geoop.data.preprocess.Preprocessor`, the code that prepared the
@@ -48,7 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="predict fields on a geometry with a trained checkpoint",
                               description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
-    p.add_argument("--geometry", required=True, help="input geometry file (with the model's input fields)")
+    p.add_argument("--geometry", required=True, help="input geometry file (with the model's input fields), or a packed "
+                                                     "store with --case (its queries: the case's query points)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--query", help="file of query points (xyz, npz, vtp, ...)")
     g.add_argument("--on", help="mesh to write the prediction on (its cells are kept)")
@@ -63,9 +65,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def predict_coefficients(trained, geometry, result, geometry_path, case=None, members=None):
+def predict_coefficients(trained, geometry, result, geometry_path, case=None, members=None, manifest_dir=None):
     """Coefficients of the prediction (and truth) in ``result`` on the input surface
-    ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict."""
+    ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict.
+    The per-case reference values come from ``manifest_dir`` (default: the folder of
+    ``geometry_path``)."""
     from ..train.metrics import CoefficientMetrics
     from .evaluate import _stacked
 
@@ -73,7 +77,8 @@ def predict_coefficients(trained, geometry, result, geometry_path, case=None, me
     if not dcfg.get("metrics"):
         return None
     gpath = Path(geometry_path)
-    metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, gpath.parent, trained.targets)
+    root = gpath.parent if manifest_dir is None else Path(manifest_dir)
+    metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
     if case is None:
         case = metrics.case_for_file(gpath)
     pred, true, cols = _stacked(result, trained.targets)
@@ -197,14 +202,28 @@ def _choose_set(trained, name):
 
 def run(args) -> int:
     from .._atomic import atomic_write_json
+    from ..data.store import CaseStore, is_store
     from ..geometry.io import read, write
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.run import load_trained
 
-    geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on
-    queries = read(qfile) if qfile else None
-    trained = load_trained(args.checkpoint)
+    manifest_dir = None
+    if is_store(args.geometry):  # a case of a packed store: its input geometry, and its queries unless given
+        from ..errors import ConfigError
+
+        store = CaseStore(args.geometry)
+        if not args.case:
+            raise ConfigError(f"geoop predict: --geometry {args.geometry} is a packed store; name the case with --case "
+                              f"(cases: {list(store.cases)[:5]}...)")
+        trained = load_trained(args.checkpoint)
+        geometry, packed_queries = store.read_case(args.case, trained.preprocessor.inputs, trained.preprocessor.targets)
+        queries = read(qfile) if qfile else packed_queries
+        manifest_dir = args.geometry
+    else:
+        geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
+        queries = read(qfile) if qfile else None
+        trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
     chosen = None
@@ -243,14 +262,16 @@ def run(args) -> int:
         if chosen is not None:
             metrics_field = str((trained.config.get("data") or {}).get("metrics_reference", {}).get("field", ""))
             if metrics_field.partition("/")[0] == chosen:  # the coefficients of the surface set
-                coef = predict_coefficients(trained, queries, result, args.geometry, getattr(args, "case", None), members)
+                coef = predict_coefficients(trained, queries, result, args.geometry, getattr(args, "case", None), members,
+                                            manifest_dir=manifest_dir)
             pre_ = f"{chosen}/"
             names = set(pre.set_names)
             result = result.replace(fields={(k[len(pre_):] if k.startswith(pre_) else k): v for k, v in result.fields.items()
                                             if k.startswith(pre_) or k.partition("/")[0] not in names})
             errors = {k[len(pre_):]: v for k, v in errors.items() if k.startswith(pre_)}
         else:
-            coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None), members)
+            coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None), members,
+                                        manifest_dir=manifest_dir)
         write(result, out)
         extra = {}
         if coef is not None:
