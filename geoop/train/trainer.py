@@ -203,7 +203,8 @@ class Trainer:
         ``sum_k weight_k * mean_b |c_bk(pred) - c_bk(true)|`` to the loss, the coefficients
         integrated from the predicted and true surface fields in physical units with the
         operator rows the items carry (``MeshFolderDataset(forces=...)``,
-        :func:`geoop.train.losses.coefficient_errors`); ``evaluate()`` reports
+        :func:`geoop.train.losses.coefficient_errors`; an :class:`~geoop.models.Ensemble`:
+        every member's term, averaged over the members); ``evaluate()`` reports
         ``coef_loss/<c>`` (the mean absolute errors).
     compile : training steps through ``torch.compile`` (``True`` / ``"inductor"``:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
@@ -482,10 +483,16 @@ class Trainer:
         if QUERY_SET_FIELD not in batch.query_fields:
             raise FieldError(f"Trainer: query sets {self.query_sets} but the batch has no {QUERY_SET_FIELD!r} field "
                              f"(items of MeshFolderDataset(queries=...))")
-        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
-        mask = (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
+        mask = self.set_mask(batch)
         w = batch.query_weights if batch.query_weights is not None else torch.ones_like(mask[:, 0])
         return mask * w.float()[:, None]
+
+    def set_mask(self, batch: GeometryBatch) -> Tensor:
+        """With query sets: (ΣQ, F) 1 where the query belongs to the target's own set, else 0."""
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
+        return (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
 
     def coefficient_errors(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int],
                            normalized: bool) -> Tensor:
@@ -540,6 +547,32 @@ class Trainer:
             raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
         return pred
 
+    def _coefficient_term(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int]) -> Tensor:
+        """(B,) ``sum_k weight_k |c_bk(pred) - c_bk(true)|`` of ``coefficient_loss`` from the
+        normalised prediction and target (ΣQ, ΣC)."""
+        dc = self.coefficient_errors(batch, pred, y, widths, normalized=True)
+        return (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1)
+
+    def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
+        L2 errors (and NLLs, over each target's own query set), averaged over the members;
+        and with ``coefficient_loss`` (B,) every member's coefficient term, averaged over the
+        members (else None)."""
+        if self.domain_parallel is not None or self.dist.world_size > 1:
+            raise ConfigError("Trainer: model.ensemble trains in one process (no torchrun / DDP, parallel.domain = 1)")
+        x = self._fields(batch.fields, self.inputs, "input")
+        widths = self.widths(batch)
+        extra = None
+        if self.coefficient_loss is not None:
+            def extra(p):
+                return self._coefficient_term(batch, p.float(), y, widths)
+        mask = None if self.query_sets is None else self.set_mask(batch)
+        with self._autocast():
+            out = self.model.member_losses(batch, x, y, widths, lambda p: relative_l2(
+                p.float(), y, batch.query_batch, batch.num_samples, widths, w), extra=extra, mask=mask)
+        err, coef = out if extra is not None else (out, None)
+        return err.float(), None if coef is None else coef.float()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
@@ -561,14 +594,19 @@ class Trainer:
 
                     batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
-                pred = self.forward(batch)
                 w = self.loss_weights(batch)
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
-                                  reduce=None if dp is None else dp.all_reduce)
+                coef = None  # (B,) the weighted coefficient errors of coefficient_loss
+                if getattr(self.model, "is_ensemble", False):  # every member its own loss (geoop.models.ensemble)
+                    err, coef = self._ensemble_error(batch, y, w)
+                else:
+                    pred = self.forward(batch)
+                    err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                      reduce=None if dp is None else dp.all_reduce)
+                    if self.coefficient_loss is not None:
+                        coef = self._coefficient_term(batch, pred, y, self.widths(batch))
                 loss = err.mean()
-                if self.coefficient_loss is not None:
-                    dc = self.coefficient_errors(batch, pred, y, self.widths(batch), normalized=True)
-                    loss = loss + (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1).mean().float()
+                if coef is not None:
+                    loss = loss + coef.mean().float()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
