@@ -22,6 +22,9 @@ __all__ = [
     "RunFolderError",
     "TrainingDiverged",
     "MemoryBudgetError",
+    "SymmetryError",
+    "GeoopWarning",
+    "UnsignedSDFWarning",
 ]
 
 
@@ -88,3 +91,17 @@ class TrainingDiverged(GeoopError, FloatingPointError):
 class MemoryBudgetError(GeoopError, MemoryError):
     """An allocation (latent grid, neighbourhoods) was estimated to exceed the available memory
     and refused before it was attempted."""
+
+
+class SymmetryError(ShapeError):
+    """A declared or detected symmetry plane does not fit the geometry (the body does not
+    touch it, lies on both sides of it, or the plane is malformed)."""
+
+
+class GeoopWarning(UserWarning):
+    """Base class of the warnings geoop issues (filter them with ``warnings.filterwarnings``)."""
+
+
+class UnsignedSDFWarning(GeoopWarning):
+    """The distance to an open surface has no inside: the SDF is unsigned (e.g. a half body
+    without a declared symmetry plane)."""

@@ -72,6 +72,7 @@ COMMANDS = {
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",
+    "calibrate": "calibrate",
     "render": "render",
     "demo": "demo",
 }
