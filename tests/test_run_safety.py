@@ -311,7 +311,8 @@ def test_resume_with_changed_settings_applies_them_and_logs_each(tmp_path, caplo
     assert load_checkpoint(tmp_path / "last.pt")["settings"]["lr"] == 2e-3
     # what cannot be applied to a run in progress is refused, listing every difference
     other = _trainer(tmp_path, epochs=6, batch_size=4, seed=7, val=False)
-    with pytest.raises(CheckpointError, match=r"optim.batch_size 2 -> 4, seed 3 -> 7"):
+    with pytest.raises(CheckpointError, match=r"global batch size \(optim.batch_size x data-parallel ranks\) 2 -> 4, "
+                                              r"seed 3 -> 7"):
         other.resume(tmp_path / "last.pt")
 
 

@@ -21,7 +21,7 @@ weights at the end of an epoch, stop training with :class:`~geoop.errors.Trainin
 (naming the epoch, the step and the last good checkpoint); the diverged state is written, if
 anywhere, as ``diverged-e<E>-s<S>.pt`` and never over ``last.pt``/``best.pt``; ``best.pt`` only
 takes finite validation metrics. Resuming with changed optimisation settings applies them
-and logs each change (:meth:`Trainer.resume`); a changed ``batch_size`` or ``seed`` (the
+and logs each change (:meth:`Trainer.resume`); a changed global batch size or ``seed`` (the
 steps and data order of the run) is refused.
 
 Shapes
@@ -120,6 +120,9 @@ def _plain(x: Any) -> Any:
 
 
 _FUSED_DEVICES = ("cpu", "cuda")
+
+#: how a checkpoint setting is named in messages
+_SETTING_NAMES = {"seed": "seed", "global_batch_size": "global batch size (optim.batch_size x data-parallel ranks)"}
 
 
 def _adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -811,7 +814,7 @@ class Trainer:
                 "weight_decay": float(self._settings["weight_decay"]), "epochs": int(self.epochs_cap),
                 "warmup": float(self._settings["warmup"]), "min_lr_ratio": float(self._settings["min_lr_ratio"]),
                 "clip": float(self.clip), "weighted_loss": bool(self.weighted_loss), "amp": self.amp,
-                "batch_size": int(self.batch_size), "seed": int(self.seed)}
+                "global_batch_size": int(self.batch_size) * int(self.sampler.num_replicas), "seed": int(self.seed)}
 
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
@@ -879,7 +882,8 @@ class Trainer:
         return save_checkpoint(state, path)
 
     #: settings a resume cannot change: they define the steps and the data order of the run
-    FIXED_ON_RESUME = ("batch_size", "seed")
+    #: (the global batch: optim.batch_size x data-parallel ranks; a checkpoint moves between world sizes)
+    FIXED_ON_RESUME = ("global_batch_size", "seed")
 
     def resume(self, path: Union[str, os.PathLike]) -> list[str]:
         """Load a checkpoint written by :meth:`save` (every rank reads it).
@@ -889,14 +893,14 @@ class Trainer:
         applied from the next step on: the learning rate follows this trainer's warm-up +
         cosine schedule at the checkpoint's step count, with this trainer's total steps;
         each change is logged (warning) and returned as ``"lr 0.001 -> 0.0005"`` lines. A
-        changed ``batch_size`` or ``seed`` is a :class:`~geoop.errors.CheckpointError`
-        listing the differences (nothing is loaded)."""
+        changed global batch size (``batch_size`` x data-parallel ranks) or ``seed`` is a
+        :class:`~geoop.errors.CheckpointError` listing the differences (nothing is loaded)."""
         state = load_checkpoint(path, map_location=self.device)
         old = dict(state.get("settings") or {})
         if not old and isinstance((state.get("config") or {}).get("optim"), Mapping):  # written before "settings"
             o = state["config"]["optim"]
             old = {k: o[k] for k in ("lr", "weight_decay", "warmup", "min_lr_ratio", "clip", "weighted_loss", "amp",
-                                     "batch_size") if k in o}
+                                     ) if k in o}
             if "seed" in state["config"]:
                 old["seed"] = state["config"]["seed"]
         new = self._run_settings()
@@ -905,13 +909,13 @@ class Trainer:
         if fixed:
             raise CheckpointError(
                 f"--resume {path}: settings that define the run's steps and data order changed: "
-                + ", ".join(f"{'optim.' if k != 'seed' else ''}{k} {a!r} -> {b!r}" for k, (a, b) in fixed.items())
+                + ", ".join(f"{_SETTING_NAMES.get(k, 'optim.' + k)} {a!r} -> {b!r}" for k, (a, b) in fixed.items())
                 + "; restore them to continue this run, or start a new run (another output folder, or --overwrite)")
         self.load_state_dict(state, source=str(path))
         self._good = (Path(path), self.epoch)
         if changed:
             self._apply_settings(changed)
-        lines = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()]
+        lines = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()]  # applied: optimisation settings
         if lines and self.dist.is_main:
             log.warning("resume from %s: settings changed since the checkpoint, applied from epoch %d on: %s",
                         path, self.epoch + 1, ", ".join(f"optim.{x}" for x in lines))
