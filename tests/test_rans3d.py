@@ -19,7 +19,7 @@ needs_foam = pytest.mark.skipif(not rans3d.openfoam_available(),
                                 reason="OpenFOAM (simpleFoam) not installed: apt-get install openfoam")
 
 #: a very coarse case (a few thousand cells): seconds of meshing, about a minute of solving
-TINY = dict(upstream=1.5, downstream=2.0, half_width=1.0, height=1.0, cell_size=0.25, surface_level=3,
+TINY = dict(upstream=1.5, downstream=2.0, domain_half_width=1.0, domain_height=1.0, cell_size=0.25, surface_level=3,
             near_level=2, wake_level=1, n_panels=1280, iterations=80, average=20, n_procs=2, n_points=3000)
 
 

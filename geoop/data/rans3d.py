@@ -7,7 +7,7 @@ Reynolds number ``Re = U L / nu`` with ``U = 1``, ``L = 1``.
 
 Domain and boundary conditions (half domain, symmetry plane ``y = 0``)
 ---------------------------------------------------------------------
-The box ``[-upstream, downstream] x [0, half_width] x [0, height]`` (body lengths); the body
+The box ``[-upstream, downstream] x [0, domain_half_width] x [0, domain_height]`` (body lengths); the body
 sits ``clearance`` above the ground ``z = 0``. Patches: ``inlet`` (x min: ``U = (1, 0, 0)``),
 ``outlet`` (x max: ``p = 0``), ``ground`` (z = 0: a wall moving with the free stream,
 ``U = (1, 0, 0)``, wall functions), ``top`` and ``side`` (``slip``), ``symmetry`` (y = 0:
@@ -124,7 +124,7 @@ PATCHES = ("inlet", "outlet", "ground", "top", "side", "symmetry", "body")
 class Rans3DSettings:
     """Mesh, solver and output settings of a 3-D RANS case (lengths in body lengths).
 
-    upstream, downstream, half_width, height : the domain (module docstring)
+    upstream, downstream, domain_half_width, domain_height : the domain (module docstring)
     cell_size : background cube size; surface_level, near_level, wake_level : refinement
         levels (cell size ``cell_size / 2**level``) on the body, near it, in the wake box
     layers : prism layers on the body (0: none); n_panels : STL triangles of the body
@@ -138,8 +138,8 @@ class Rans3DSettings:
 
     upstream: float = 2.5
     downstream: float = 6.0
-    half_width: float = 2.0
-    height: float = 2.0
+    domain_half_width: float = 2.0
+    domain_height: float = 2.0
     cell_size: float = 0.25
     surface_level: int = 5
     near_level: int = 3
@@ -161,12 +161,12 @@ class Rans3DSettings:
                 rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
                 raise ConfigError(f"rans3d {name}: expected an integer {rng}, got {v!r}")
 
-        if not (self.upstream >= 1.5 and self.downstream >= 2.0 and self.half_width >= 1.0 and self.height >= 1.0):
-            raise ConfigError(f"rans3d domain: expected upstream >= 1.5, downstream >= 2, half_width >= 1, height >= 1 "
-                              f"body lengths, got {self.upstream}, {self.downstream}, {self.half_width}, {self.height}")
+        if not (self.upstream >= 1.5 and self.downstream >= 2.0 and self.domain_half_width >= 1.0 and self.domain_height >= 1.0):
+            raise ConfigError(f"rans3d domain: expected upstream >= 1.5, downstream >= 2, domain_half_width >= 1, domain_height >= 1 "
+                              f"body lengths, got {self.upstream}, {self.downstream}, {self.domain_half_width}, {self.domain_height}")
         if not (0.02 <= self.cell_size <= 0.5):
             raise ConfigError(f"rans3d cell_size: expected in [0.02, 0.5] body lengths, got {self.cell_size}")
-        for name in ("upstream", "downstream", "half_width", "height"):
+        for name in ("upstream", "downstream", "domain_half_width", "domain_height"):
             n = getattr(self, name) / self.cell_size
             if abs(n - round(n)) > 1e-6:
                 raise ConfigError(f"rans3d {name} = {getattr(self, name)}: expected a multiple of cell_size = {self.cell_size}")
@@ -270,14 +270,14 @@ def write_case(case_dir: str, params: Mapping, settings: Optional[Rans3DSettings
     v, f = body_surface(params, st.n_panels)
     aref = frontal_area(v, f)  # full body
     lo, hi = v.min(0), v.max(0)
-    if hi[2] >= 0.8 * st.height or hi[1] >= 0.8 * st.half_width:
+    if hi[2] >= 0.8 * st.domain_height or hi[1] >= 0.8 * st.domain_half_width:
         raise ConfigError(f"rans3d: the body (top {hi[2]:.3g}, half width {hi[1]:.3g}) does not fit the domain "
-                          f"(height {st.height}, half_width {st.half_width})")
+                          f"(height {st.domain_height}, half_width {st.domain_half_width})")
     os.makedirs(os.path.join(case_dir, "constant", "triSurface"), exist_ok=True)
     trimesh.Trimesh(v, f, process=False).export(os.path.join(case_dir, "constant", "triSurface", "body.stl"), file_type="stl")
     nu = 1.0 / float(st.reynolds)
     h = st.cell_size
-    x0, x1, y1, z1 = -st.upstream, st.downstream, st.half_width, st.height
+    x0, x1, y1, z1 = -st.upstream, st.downstream, st.domain_half_width, st.domain_height
     nx, ny, nz = (int(round(a / h)) for a in (x1 - x0, y1, z1))
     files = {}
     files["system/blockMeshDict"] = ("dictionary", f"""scale 1;
