@@ -143,9 +143,11 @@ def test_tiny_case_end_to_end(tmp_path, monkeypatch):
     assert (surf.normals[front, 0] < -0.5).all()  # outward at the nose
     ref = dict(dynamic_pressure=1.0, area=e["aref_openfoam"])  # p, tau already over q; the half body's area
     fc = forces(surf, surf.cell_fields["p"], -surf.cell_fields["wallShearStress"], location="cell", **ref)
-    for k, part in (("pressure", fc.pressure_force), ("viscous", fc.shear_force)):
-        assert float(part[0]) / e["aref_openfoam"] == pytest.approx(e[f"cd_{k}"], rel=1e-3)
-        assert float(part[2]) / e["aref_openfoam"] == pytest.approx(e[f"cl_{k}"], rel=1e-3, abs=1e-4)
+    # pressure: the triangles of a face have its vector area, so cell data reproduce OpenFOAM's sum
+    # (to the single-precision points); shear: their summed areas exceed |S_f| on warped faces
+    for k, part, tol in (("pressure", fc.pressure_force, 1e-3), ("viscous", fc.shear_force, 5e-3)):
+        assert float(part[0]) / e["aref_openfoam"] == pytest.approx(e[f"cd_{k}"], rel=tol)
+        assert float(part[2]) / e["aref_openfoam"] == pytest.approx(e[f"cl_{k}"], rel=tol, abs=1e-4)
     assert fc.coefficients["cd"] == pytest.approx(e["cd"], rel=1e-3)
     fp = forces(surf, "p", -surf.fields["wallShearStress"], **ref)  # point data: another quadrature
     assert fp.coefficients["cd"] == pytest.approx(e["cd"], rel=0.1)
@@ -155,13 +157,13 @@ def test_tiny_case_end_to_end(tmp_path, monkeypatch):
     assert pts.n_points == 3000 and {"p", "U", "weight", "cell_volume"} <= set(pts.fields)
     up = pts.points[:, 0] < -1.2
     assert torch.allclose(pts.fields["U"][up].double(), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), atol=0.05)
-    assert float(pts.fields["weight"].sum()) == pytest.approx(e["volume"], rel=0.03)
+    assert float(pts.fields["weight"].sum()) == pytest.approx(e["mesh_volume"], rel=0.03)
 
     # the volume: OpenFOAM's cells (polyhedra included), cell volumes summing to checkMesh's
     vol = pv.read(str(out / e["volume"]))
     assert vol.n_cells == e["n_cells"] and {"p", "U", "nut", "cell_volume"} <= set(vol.cell_data.keys())
     assert int(np.sum(np.asarray(vol.celltypes) == pv.CellType.POLYHEDRON)) == e["n_polyhedra"] > 0
-    assert float(np.sum(vol.cell_data["cell_volume"])) == pytest.approx(e["volume"], rel=1e-6)
+    assert float(np.sum(vol.cell_data["cell_volume"])) == pytest.approx(e["mesh_volume"], rel=1e-6)
 
     # resuming: a finished case is skipped, a half-done one is redone, other parameters refused
     def no_solver(*a, **k):

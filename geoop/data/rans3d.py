@@ -596,10 +596,10 @@ def _kill_group(proc) -> None:
 
 _CHECK = {
     "n_cells": re.compile(r"^\s*cells:\s+(\d+)", re.M),
-    "n_points": re.compile(r"^\s*points:\s+(\d+)", re.M),
+    "n_mesh_points": re.compile(r"^\s*points:\s+(\d+)", re.M),
     "max_non_orthogonality": re.compile(r"Mesh non-orthogonality Max:\s*([-+0-9.eE]+)"),
     "max_skewness": re.compile(r"Max skewness = ([-+0-9.eE]+)"),
-    "volume": re.compile(r"Total volume = ([-+0-9.eE]+)"),
+    "mesh_volume": re.compile(r"Total volume = ([-+0-9.eE]+)"),
 }
 
 
@@ -619,7 +619,7 @@ def _mesh_report(log: str) -> dict:
 def mesh_case(case_dir: str, settings: Optional[Rans3DSettings] = None) -> dict:
     """``blockMesh``, ``snappyHexMesh -overwrite`` and ``checkMesh`` on a written case (serial:
     the mesh of a case takes seconds); returns the checkMesh summary (``n_cells``,
-    ``n_polyhedra``, ``max_non_orthogonality``, ``max_skewness``, ``volume``,
+    ``n_polyhedra``, ``max_non_orthogonality``, ``max_skewness``, ``mesh_volume``,
     ``failed_checks``) and ``mesh_seconds``."""
     require_openfoam()
     t0 = time.perf_counter()
@@ -964,6 +964,8 @@ def generate(out_dir: str, n: int, seed: int = 0, settings=None, jobs: int = 1, 
         write_manifest(out_dir, {"generator": "geoop.data.rans3d", "seed": int(seed), "ranges": rg,
                                  "settings": asdict(st), "symmetry": ["y", 0.0],
                                  "reference": "full-body coefficients: half-body force over half the full frontal area",
+                                 "averaging": "fields (p, U, nut, wallShearStress) and cd, cl are means over each "
+                                              "case's average_window (fieldAverage, forceCoeffs)",
                                  "cases": [done[k] for k in sorted(done)]})
 
     if not todo:
