@@ -62,7 +62,9 @@ WORKER = textwrap.dedent(r"""
         for name, t in [("points", g.points), ("normals", g.normals)] + \
                 sorted(("c/" + k, v) for k, v in g.cells.items()) + \
                 sorted(("f/" + k, v) for k, v in g.fields.items()) + \
-                sorted(("cf/" + k, v) for k, v in g.cell_fields.items()):
+                sorted(("cf/" + k, v) for k, v in g.cell_fields.items()) + \
+                ([] if g.polyhedra is None else [("ph/" + k, getattr(g.polyhedra, k)) for k in
+                                                 ("face_points", "face_offsets", "cell_offsets")]):
             h.update(name.encode())
             if t is not None:
                 h.update(t.detach().double().contiguous().numpy().tobytes() if t.is_floating_point()
@@ -81,7 +83,14 @@ WORKER = textwrap.dedent(r"""
         for k, c in g.cells.items():
             if c.numel() and (int(c.min()) < 0 or int(c.max()) >= n):
                 bad.append(f"cells[{k}] out of range")
-        m = sum(c.shape[0] for c in g.cells.values())
+        m = g.n_cells
+        if g.polyhedra is not None:
+            try:
+                g.polyhedra.check(n)
+                if not torch.isfinite(g.weights).all():
+                    bad.append("non-finite weights")
+            except GeoopError as e:
+                bad.append(f"bad polyhedra accepted: {e}")
         for k, v in g.fields.items():
             if v.shape[0] != n or not torch.isfinite(v).all():
                 bad.append(f"field {k}: {tuple(v.shape)} for {n} points or non-finite")
@@ -228,14 +237,43 @@ def _write_seeds(folder: Path) -> dict[str, Path]:
     lines += ["3 " + " ".join(map(str, f)) for f in surf.faces.tolist()]
     p.write_text("\n".join(lines) + "\n")
     seeds[p.name] = p
+    poly = _polyhedral_grid(pv)
+    for name, binary in (("poly.vtu", True), ("poly_ascii.vtu", False), ("poly.vtk", False)):
+        p = folder / name
+        poly.save(p, binary=binary)
+        seeds[name] = p
     assert all(p.stat().st_size > 0 for p in seeds.values())
     del pv
     return seeds
 
 
+def _polyhedral_grid(pv):
+    """Two unit cubes side by side, one a hexahedron, one a polyhedron whose shared side is
+    split in two (a hanging edge), with a cell and a point field."""
+    import numpy as np
+
+    pts = np.array([[x, y, z] for x in (0, 1, 2) for y in (0, 0.5, 1) for z in (0, 1)], float)
+
+    def i(x, y, z):
+        return (x * 3 + {0: 0, 0.5: 1, 1: 2}[y]) * 2 + z
+
+    hexa = [i(0, 0, 0), i(1, 0, 0), i(1, 1, 0), i(0, 1, 0), i(0, 0, 1), i(1, 0, 1), i(1, 1, 1), i(0, 1, 1)]
+    faces = [[i(1, 0, 0), i(1, 0.5, 0), i(1, 0.5, 1), i(1, 0, 1)], [i(1, 0.5, 0), i(1, 1, 0), i(1, 1, 1), i(1, 0.5, 1)],
+             [i(2, 0, 0), i(2, 0, 1), i(2, 0.5, 1), i(2, 1, 1), i(2, 1, 0), i(2, 0.5, 0)],
+             [i(1, 0, 0), i(1, 0, 1), i(2, 0, 1), i(2, 0, 0)], [i(1, 1, 0), i(2, 1, 0), i(2, 1, 1), i(1, 1, 1)],
+             [i(1, 0, 0), i(2, 0, 0), i(2, 0.5, 0), i(2, 1, 0), i(1, 1, 0), i(1, 0.5, 0)],
+             [i(1, 0, 1), i(1, 0.5, 1), i(1, 1, 1), i(2, 1, 1), i(2, 0.5, 1), i(2, 0, 1)]]
+    stream = [len(faces)] + [x for f in faces for x in (len(f), *f)]
+    grid = pv.UnstructuredGrid(np.array([8, *hexa, len(stream), *stream]),
+                               np.array([pv.CellType.HEXAHEDRON, pv.CellType.POLYHEDRON], np.uint8), pts)
+    grid.cell_data["p"] = np.array([1.0, 2.0])
+    grid.point_data["T"] = np.arange(len(pts), dtype=float)
+    return grid
+
+
 SEED_NAMES = ["geoop.vtu", "geoop.vtp", "geoop.vtk", "geoop.msh", "geoop.npz", "geoop.ply", "geoop.stl", "geoop.obj",
               "geoop.off", "geoop.xyz", "geoop.pts", "geoop.pcd", "ascii.vtp", "ascii.vtu", "ascii.vtk",
-              "appended.vtu", "ascii.stl", "ascii.ply"]
+              "appended.vtu", "ascii.stl", "ascii.ply", "poly.vtu", "poly_ascii.vtu", "poly.vtk"]
 
 
 @pytest.fixture(scope="module")

@@ -173,11 +173,13 @@ def _check_config(path: str) -> int:
 
         T = fixed_transform(rule, 3)
         print(f"  coordinates: x' = (x - shift) / scale, a fixed rule: shift {rule['shift']}, scale {rule['scale']}")
-    elif rule == "dataset" and T is not None:
-        print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule 'dataset'): "
+    elif rule in ("dataset", "body") and T is not None:
+        print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule {rule!r}): "
               f"shift {[round(float(v), 6) for v in T.shift]}, scale {[round(float(v), 6) for v in T.scale]}")
     elif rule == "case":
         print("  coordinates: one transform per case, fitted on its input and query bounds (rule 'case')")
+    elif rule == "body_case":
+        print("  coordinates: one transform per case, fitted on its body box (rule 'body_case')")
     else:
         print("  coordinates: file units, not normalised (rule 'none')")
     for role, names, attr in (("input", inputs, "geometry"), ("target", d["targets"], "queries")):
@@ -197,7 +199,7 @@ def _check_config(path: str) -> int:
         print(f"  latent: {model.latent} grid {list(model.latent_shape)} (no window)")
         return 0
     dom = torch.tensor(model.domain, dtype=torch.float64)
-    if (rule == "dataset" or isinstance(rule, dict)) and T is not None:
+    if (rule in ("dataset", "body") or isinstance(rule, dict)) and T is not None:
         k = dom.shape[1]
         files = torch.stack([dom[0] * T.scale[:k] + T.shift[:k], dom[1] * T.scale[:k] + T.shift[:k]])
         print(f"  latent window: {dom.tolist()} (normalised) = {files.tolist()} in file units")

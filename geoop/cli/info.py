@@ -37,7 +37,8 @@ def describe(geometry) -> dict:
     return {
         "file": geometry.source,
         "points": geometry.n_points,
-        "cells": {k: int(v.shape[0]) for k, v in geometry.cells.items()},
+        "cells": {**{k: int(v.shape[0]) for k, v in geometry.cells.items()},
+                  **({"polyhedron": geometry.polyhedra.n_cells} if geometry.polyhedra is not None else {})},
         "point_fields": stats(geometry.fields),
         "cell_fields": stats(geometry.cell_fields),
         "normals": geometry.normals is not None,

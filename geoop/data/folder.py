@@ -66,10 +66,11 @@ from torch import Tensor
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
+from ..geometry.openfoam import REGION_SEP, case_files, is_openfoam_case, split_region
 from ..neighbors.neighborhoods import Neighborhoods
 from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
 from .normalize import DatasetNormalizers
-from .preprocess import Preprocessor, read_file
+from .preprocess import FITTED_RULES, GEOMETRY_NORMALIZATIONS, Preprocessor, read_file
 
 __all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "resolve_split", "MESH_EXTENSIONS"]
 
@@ -80,7 +81,9 @@ MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh
 
 _ON_ERROR = ("raise", "skip")
 _SPLITS = ("train", "val", "test", "all")
-_GEOM_NORM = ("dataset", "case", "none")
+_GEOM_NORM = GEOMETRY_NORMALIZATIONS
+#: suffix of the mirrored copy of a training case (``mirror=``)
+MIRROR_SUFFIX = "@mirror"
 
 Pattern = Union[str, Callable[[str], Optional[str]], None]
 
@@ -143,7 +146,7 @@ def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
                 if case:
                     found.setdefault(str(case), []).append(p)
         return found
-    pat = str(pattern)
+    pat, region = split_region(str(pattern))  # "{case}::wall*": patches of OpenFOAM cases
     if "{case}" not in pat:
         if "*" not in pat:
             raise DatasetError(
@@ -155,11 +158,11 @@ def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
         raise DatasetError(f"MeshFolderDataset: {role}_file pattern {pattern!r} must contain '{{case}}' once")
     rx = _pattern_regex(pat)
     for p in sorted(root.glob(pat.replace("{case}", "*"))):
-        if not p.is_file():
+        if not (p.is_file() or is_openfoam_case(p)):  # a folder matches when it is an OpenFOAM case
             continue
         m = rx.match(p.relative_to(root).as_posix())
         if m:
-            found.setdefault(m.group("case"), []).append(p)
+            found.setdefault(m.group("case"), []).append(p if region is None else Path(f"{p}{REGION_SEP}{region}"))
     return found
 
 
@@ -171,7 +174,10 @@ def discover_cases(root: Union[str, Path], input_file: Pattern = None, query_fil
         * a glob pattern relative to ``root`` with a ``{case}`` placeholder, e.g.
           ``"{case}_surface.vtp"``, ``"{case}/VTK/*/boundary/wall.vtp"`` (OpenFOAM
           ``foamToVTK``), ``"exports/{case}.cgns"``; without ``{case}`` the first ``*``
-          names the case (``"*_surface.vtp"``);
+          names the case (``"*_surface.vtp"``). A pattern may match OpenFOAM case folders
+          (``"{case}"``, ``"runs/{case}"``: the internal mesh at the latest time) and
+          name patches after ``::`` (``"{case}::wall*"``: those patches as one surface;
+          :mod:`geoop.geometry.openfoam`);
         * a callable ``f(relative_posix_path) -> case name or None``, applied to every file;
         * None: the same file as the other role; both None: every file with a mesh
           extension directly in ``root`` is one case named by its stem.
@@ -419,6 +425,35 @@ def _neighbors_config(fn: Callable, key) -> dict:
     return cfg
 
 
+def _mirror_spec(spec) -> Optional[dict]:
+    """``mirror=`` -> ``{"plane": [n..., c], "vector_fields": "auto" | [names]}`` or None."""
+    if spec is None or spec is False:
+        return None
+    from ..geometry.symmetry import SymmetryPlane
+
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"plane", "vector_fields"})
+        if unknown or "plane" not in spec:
+            raise DatasetError(f"MeshFolderDataset: mirror must be {{'plane': ['y', 0.0], 'vector_fields': 'auto' | [names]}} "
+                               f"(or a plane), got keys {sorted(spec)}")
+        plane, vec = spec["plane"], spec.get("vector_fields", "auto")
+    else:
+        plane, vec = spec, "auto"
+    if not (vec == "auto" or (isinstance(vec, (list, tuple)) and all(isinstance(v, str) for v in vec))):
+        raise DatasetError(f"MeshFolderDataset: mirror vector_fields must be 'auto' or a list of field names, got {vec!r}")
+    return {"plane": SymmetryPlane.from_spec(plane, 3).to_list(), "vector_fields": vec if vec == "auto" else list(vec)}
+
+
+def _source_sha256(path: Path) -> str:
+    """sha256 of a file, or of an OpenFOAM case: the files its reader reads and the region."""
+    if not is_openfoam_case(path):
+        return file_sha256(path)
+    d = hashlib.sha256(str(split_region(path)[1]).encode())
+    for f in case_files(path):
+        d.update(f"{f.name}:{file_sha256(f)}".encode())
+    return d.hexdigest()
+
+
 class MeshFolderDataset(torch.utils.data.Dataset):
     """A folder of CFD cases as a dataset of :class:`~geoop.batch.Sample`.
 
@@ -463,6 +498,19 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         geometry is cut to this box (cells with a node outside are dropped), e.g. the region
         around a body in a far-field mesh.
     transform : callable ``f(sample) -> sample`` applied last to every item.
+    body_margins : margins of the ``"body"``/``"body_case"`` geometry normalisations in body
+        lengths, ``{"x": [before, after], ...}`` (keyword; :func:`geoop.data.preprocess.body_box`).
+    symmetry : the symmetry plane of every input geometry (keyword): None (what the files
+        say), ``"auto"`` (detected from the open boundary) or e.g. ``("y", 0.0)``; a half body
+        then gets the signed SDF of its mirrored closed body.
+    mirror : mirror augmentation (keyword) of the ``"train"`` split: ``{"plane": ["y", 0.0],
+        "vector_fields": "auto" | [names]}`` (or just the plane): every training case gets a
+        mirrored copy ``<case>@mirror`` (both files mirrored before the fields are picked:
+        points, normals, cell winding, and the vector fields' component normal to the plane;
+        ``"auto"``: fields with one component per coordinate; see
+        :func:`geoop.geometry.symmetry.mirror`), with its own neighbourhoods; the statistics
+        and the dataset transform are fitted on the originals and the copies (whatever the
+        split, so every split of one folder and config normalises alike).
 
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
     its input and its target values. Attributes after construction: ``cases`` (this
@@ -498,6 +546,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         memory_cache_mb: float = 1024,
         val_fraction: float = 0.0,
         crop=None,
+        body_margins=None,
+        symmetry=None,
+        mirror=None,
         files=None,
         splitting=None,
         normalization=None,
@@ -520,6 +571,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 kw[k] for k in ("input_file", "query_file", "manifest", "on_error", "test_fraction", "val_fraction", "seed",
                                 "normalize", "geometry_normalization", "isotropic", "margin", "drop_flat_z", "crop",
                                 "subsample", "cache_dir", "memory_cache_mb"))
+            body_margins = kw["body_margins"]
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.targets = [targets] if isinstance(targets, str) else list(targets)
@@ -532,7 +584,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
         #: reading, coordinate and field normalisation of a case (shared with prediction)
-        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop)
+        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop,
+                                         body_margins=body_margins, symmetry=symmetry)
+        self.mirror = _mirror_spec(mirror)
         self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
@@ -568,10 +622,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self._files = {c: found[c] for c in found if c in self.split_of}
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
+        if self.mirror is not None:  # mirrored copies of the training cases: items of "train", fitted on in every split
+            for c in list(train):
+                self._files[c + MIRROR_SUFFIX], self.split_of[c + MIRROR_SUFFIX] = self._files[c], "train"
+            train += [c + MIRROR_SUFFIX for c in train]
+            if self.split == "train":
+                wanted += [c + MIRROR_SUFFIX for c in wanted]
 
         # 2. read and check every case needed (the split, plus the training split for statistics)
         fit_fields = normalize is True
-        fit_geom = self.geometry_normalization == "dataset" and not self._given_transform(normalize)
+        fit_geom = self.geometry_normalization in FITTED_RULES and not self._given_transform(normalize)
         need = wanted + [c for c in train if c not in wanted] if (fit_fields or fit_geom) else wanted
         self._dims: dict[str, int] = {}
         self._widths: dict[str, int] = {}
@@ -646,6 +706,10 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         cf = self._files[case]
         g = read_file(cf.input)
         q = None if cf.same_file else read_file(cf.query)
+        if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+            from ..geometry.symmetry import mirror
+
+            g, q = (None if x is None else mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in (g, q))
         # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
         self._cols[case] = max(g.dim, (g if q is None else q).dim)
         return self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
@@ -757,7 +821,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             if missing:
                 raise DatasetError(f"MeshFolderDataset: the given normalizers lack fields {missing}; have {sorted(norms.fields)}")
         if not (fit_fields or fit_geom):
-            if self.geometry_normalization != "dataset":
+            if self.geometry_normalization not in FITTED_RULES:
                 norms.transform = None
             return norms
         if not self.train_cases:
@@ -818,11 +882,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
         if self.cache is not None:
             cf = self._files[case]
-            hashes = [file_sha256(cf.input)] + ([] if cf.same_file else [file_sha256(cf.query)])
+            hashes = [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(cf.query)])
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},
                 **({"crop": self.preprocessor.crop} if self.preprocessor.crop is not None else {}),
+                **({"symmetry": self.preprocessor.symmetry} if self.preprocessor.symmetry is not None else {}),
+                **({"mirror": self.mirror} if case.endswith(MIRROR_SUFFIX) else {}),
                 "dim": sample.geometry.dim,
                 "roles": [cf.same_file],
             }

@@ -9,8 +9,10 @@
    file; points are stored as 3-D (a 2-D file gets z = 0);
 2. **coordinates** (:meth:`Preprocessor.transform_for`): ``x' = (x - shift) / scale`` with one
    transform fitted on the training cases (``geometry_normalization="dataset"``), one per case
-   from its own input and query bounds (``"case"``), or none (``"none"``); 2-D cases then
-   drop the flat z;
+   from its own input and query bounds (``"case"``), one fitted to the BODY (``"body"``: the
+   union over the training cases of the input geometry's bounds extended by margins in
+   body lengths, :func:`body_box`; ``"body_case"``: each case's own body box), or none
+   (``"none"``); 2-D cases then drop the flat z;
 3. **fields** (:meth:`Preprocessor.apply`): each input and target field normalised per
    channel, ``(f - mean) / std``, with statistics of the training cases
    (:class:`~geoop.data.normalize.DatasetNormalizers`); :meth:`Preprocessor.decode` maps
@@ -36,10 +38,15 @@ from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
 from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
 
-__all__ = ["Preprocessor", "GEOMETRY_NORMALIZATIONS"]
+__all__ = ["Preprocessor", "GEOMETRY_NORMALIZATIONS", "DEFAULT_BODY_MARGINS", "body_box", "check_body_margins"]
 
 #: valid ``geometry_normalization`` rules
-GEOMETRY_NORMALIZATIONS = ("dataset", "case", "none")
+GEOMETRY_NORMALIZATIONS = ("dataset", "case", "none", "body", "body_case")
+#: rules whose transform is fitted once on the training cases (and saved with the normalisers)
+FITTED_RULES = ("dataset", "body")
+#: margins of the ``"body"`` rules in body lengths, ``axis: [before, after]`` (before: towards
+#: -axis, e.g. upstream for a free stream in +x; after: towards +axis, e.g. the wake)
+DEFAULT_BODY_MARGINS = {"x": (1.0, 2.0), "y": (1.0, 1.0), "z": (1.0, 1.0)}
 
 
 def read_file(path: Path) -> Geometry:
@@ -93,7 +100,7 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
                 f"cell fields: {sorted(g.cell_fields)}"
             )
     if to_convert:
-        if not g.cells:
+        if not g.cells and g.polyhedra is None:
             raise DatasetError(f"{path}: {role} fields {to_convert} are cell data but the file has no cells")
         conv = g.replace(fields={}, normals=None).cell_data_to_point_data(to_convert)
         out.update({n: conv.fields[n] for n in to_convert})
@@ -111,14 +118,17 @@ def pad_z(g: Geometry) -> Geometry:
     if g.dim == 3:
         return g
     z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
-    return Geometry(z(g.points), cells=g.cells, normals=z(g.normals), fields=g.fields, name=g.name,
-                    source=g.source, validate=False)
+    return Geometry(z(g.points), cells=g.cells, polyhedra=g.polyhedra, normals=z(g.normals), fields=g.fields,
+                    name=g.name, source=g.source, validate=False,
+                    symmetry=None if g.symmetry is None else g.symmetry.with_dim(3))
 
 
 def drop_z(g: Geometry) -> Geometry:
     """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
-    return Geometry(g.points[:, :2], cells=g.cells, normals=None if g.normals is None else g.normals[:, :2],
-                    fields=g.fields, name=g.name, source=g.source, validate=False)
+    return Geometry(g.points[:, :2], cells=g.cells, polyhedra=g.polyhedra,
+                    normals=None if g.normals is None else g.normals[:, :2],
+                    fields=g.fields, name=g.name, source=g.source, validate=False,
+                    symmetry=None if g.symmetry is None else g.symmetry.with_dim(2))
 
 
 def fixed_rule(rule: Mapping) -> dict:
@@ -151,6 +161,66 @@ def fixed_transform(rule: Mapping, d: int) -> NormalizeTransform:
     return NormalizeTransform(vec(rule["shift"], 0.0), vec(rule["scale"], 1.0))
 
 
+def check_body_margins(margins: Optional[Mapping] = None) -> dict:
+    """Validated margins of the ``"body"`` rules: ``{"x": [before, after], ...}`` in body
+    lengths (a number means the same on both sides); axes not given keep
+    :data:`DEFAULT_BODY_MARGINS`. Returns ``{axis: (before, after)}`` for x, y, z."""
+    out = dict(DEFAULT_BODY_MARGINS)
+    if margins is None:
+        return out
+    if not isinstance(margins, Mapping):
+        raise DatasetError(f"body_margins: expected a mapping like {{x = [1.0, 3.0], y = [0.0, 1.0]}}, got {margins!r}")
+    for axis, v in margins.items():
+        if axis not in out:
+            raise DatasetError(f"body_margins: unknown axis {axis!r}; valid: ['x', 'y', 'z']")
+        pair = [v, v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a < float("inf") for a in pair)
+        if not ok:
+            raise DatasetError(f"body_margins[{axis!r}]: expected [before, after] body lengths >= 0 (or one number), "
+                               f"got {v!r}")
+        out[axis] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+def body_box(body: Geometry, margins: Optional[Mapping] = None) -> tuple[Tensor, Tensor]:
+    """The latent box of a body: its bounds extended by margins in body lengths.
+
+    ``L`` is the body length, the largest extent of the FULL body's bounding box (a half body
+    with a ``symmetry`` plane is mirrored first). Per axis ``k`` with margins
+    ``(a_k, b_k)`` (:func:`check_body_margins`): ``[lo_k - a_k L, hi_k + b_k L]``; an axis on which
+    the body is flat (the z = 0 of 2-D cases) gets no margin; with a coordinate symmetry
+    plane the box starts at the plane (the side of the box facing the plane is the plane,
+    whatever its margin), an oblique plane is an error. Returns (lower (d,), upper (d,))
+    float64 corners in the body's coordinates."""
+    m = check_body_margins(margins)
+    lo, hi = (t.double().cpu() for t in body.bounds)
+    full_lo, full_hi = lo.clone(), hi.clone()
+    sym = body.symmetry
+    if sym is not None:
+        k = sym.axis
+        if k is None:
+            raise DatasetError(f"{body.source or body.name}: the 'body' normalisation needs a coordinate symmetry plane, "
+                               f"got {sym.describe()}")
+        c = sym.offset * sym.normal[k]
+        full_lo[k], full_hi[k] = min(float(lo[k]), 2 * c - float(hi[k])), max(float(hi[k]), 2 * c - float(lo[k]))
+    ext = full_hi - full_lo
+    length = float(ext.max())
+    if not length > 0:
+        raise DatasetError(f"{body.source or body.name}: the body has zero size; cannot fit a latent box to it")
+    flat = ext <= 1e-12 * length
+    a = torch.tensor([m[ax][0] for ax in "xyz"[: body.dim]], dtype=torch.float64)
+    b = torch.tensor([m[ax][1] for ax in "xyz"[: body.dim]], dtype=torch.float64)
+    box_lo = torch.where(flat, lo, lo - a * length)
+    box_hi = torch.where(flat, hi, hi + b * length)
+    if sym is not None:  # the box starts at the plane, on the side where the half body lies
+        if float(lo[k] + hi[k]) / 2 >= c:
+            box_lo[k] = c
+        else:
+            box_hi[k] = c
+    return box_lo, box_hi
+
+
 def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -> Geometry:
     """The part of ``g`` inside the box ``[lower, upper]`` (file units; 2 values for 2-D
     cases, z is then not cropped): the points inside, and the cells whose nodes are all
@@ -170,7 +240,12 @@ def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -
         full = inside[c].all(1)
         if full.any():
             cells[kind] = new_id[c[full]]
-    return Geometry(g.points[keep], cells=cells, normals=None if g.normals is None else g.normals[keep],
+    poly = g.polyhedra
+    if poly is not None:  # the polyhedra with every point inside
+        out = torch.zeros(poly.n_cells, dtype=torch.bool)
+        out[poly.point_cell()[~inside[poly.face_points]]] = True
+        poly = poly.subset(~out).remap(new_id)
+    return Geometry(g.points[keep], cells=cells, polyhedra=poly, normals=None if g.normals is None else g.normals[keep],
                     fields={n: v[keep] for n, v in g.fields.items()}, name=g.name, source=g.source, validate=False)
 
 
@@ -180,8 +255,20 @@ class Preprocessor:
     Parameters
     ----------
     inputs, targets : field names on the input / query geometry
-    geometry_normalization : ``"dataset"``, ``"case"``, ``"none"``, or a fixed rule
-        ``{"scale": L, "shift": [...]}`` (:func:`fixed_rule`)
+    geometry_normalization : ``"dataset"``, ``"case"``, ``"none"``, ``"body"``,
+        ``"body_case"``, or a fixed rule ``{"scale": L, "shift": [...]}`` (:func:`fixed_rule`).
+        ``"body"``: the unit box is the union over the training cases of :func:`body_box` of
+        the input geometry (the body surface): one fixed frame for every case, so positions
+        and sizes mean the same in every case (as with ``"dataset"``), but the latent
+        resolution goes to the body and its near field instead of the whole domain; with
+        ``isotropic=False`` the box maps exactly onto ``[0, 1]^d``, with ``isotropic=True``
+        its longest side does and the others are centred. ``"body_case"``: each case's own
+        body box (every body fills the window; sizes are then relative).
+    body_margins : margins of the body rules in body lengths, ``{"x": [before, after], ...}``
+        (:func:`check_body_margins`; default :data:`DEFAULT_BODY_MARGINS`)
+    symmetry : None (keep what the files say), ``"auto"`` or a plane spec such as
+        ``("y", 0.0)``: the symmetry plane given to every input geometry when read (a half
+        body; see :class:`Geometry`); the latent SDF and the body box then use it
     isotropic, margin : of the unit-box transform (see :meth:`Geometry.normalization`)
     dim : point dimension of the prepared samples (2: flat 2-D cases drop z; 3), None until
         :meth:`fit` or the dataset sets it
@@ -194,12 +281,19 @@ class Preprocessor:
 
     def __init__(self, inputs: Sequence[str] = (), targets: Sequence[str] = (), geometry_normalization: str = "dataset",
                  isotropic: bool = True, margin: float = 0.0, dim: Optional[int] = None,
-                 normalizers: Optional[DatasetNormalizers] = None, crop: Optional[Sequence[Sequence[float]]] = None):
+                 normalizers: Optional[DatasetNormalizers] = None, crop: Optional[Sequence[Sequence[float]]] = None,
+                 body_margins: Optional[Mapping] = None, symmetry=None):
         if isinstance(geometry_normalization, Mapping):
             geometry_normalization = fixed_rule(geometry_normalization)
         elif geometry_normalization not in GEOMETRY_NORMALIZATIONS:
             raise DatasetError(f"Preprocessor: unknown geometry_normalization {geometry_normalization!r}; "
                                f"valid: {list(GEOMETRY_NORMALIZATIONS)} or {{'scale': L, 'shift': [...]}}")
+        self.body_margins = check_body_margins(body_margins)
+        if symmetry is not None and not (isinstance(symmetry, str) and symmetry == "auto"):
+            from ..geometry.symmetry import SymmetryPlane
+
+            symmetry = SymmetryPlane.from_spec(symmetry, 3).to_list()
+        self.symmetry = symmetry
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.targets = [targets] if isinstance(targets, str) else list(targets)
         self.geometry_normalization = geometry_normalization
@@ -216,12 +310,14 @@ class Preprocessor:
         """(input geometry with the input fields, query geometry with the target fields) from
         read geometries (``q`` None: the same one), 3-D, validated."""
         fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, normals=g.normals, fields=fin, name=name or g.name, source=g.source,
-                       validate=False)
+        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin,
+                       name=name or g.name, source=g.source, validate=False,
+                       symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        same = q is None
         q = g if q is None else q
         fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
-        gq = Geometry(q.points, cells=q.cells, normals=q.normals, fields=fq, name=name or q.name, source=q.source,
-                      validate=False)
+        gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq,
+                      name=name or q.name, source=q.source, validate=False, symmetry=gin.symmetry if same else q.symmetry)
         for gg in (gin, gq):
             gg.validate()
         return pad_z(gin), pad_z(gq)
@@ -245,8 +341,8 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, cases: Sequence[tuple[Geometry, Geometry]], fields: bool = True, geometry: bool = True) -> "Preprocessor":
-        """Fit the field normalisers and (``"dataset"`` rule) the coordinate transform on raw
-        training cases ``[(input geometry, query geometry), ...]`` from :meth:`read_case`."""
+        """Fit the field normalisers and (``"dataset"``/``"body"`` rules) the coordinate transform
+        on raw training cases ``[(input geometry, query geometry), ...]`` from :meth:`read_case`."""
         norms = self.normalizers
         if fields:
             norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
@@ -254,6 +350,8 @@ class Preprocessor:
         for gin, gq in cases:
             if geometry and self.geometry_normalization == "dataset":
                 bounds += [gin.bounds, gq.bounds]
+            elif geometry and self.geometry_normalization == "body":
+                bounds.append(body_box(gin, self.body_margins))
             if fields:
                 for n in self.inputs:
                     norms.fields[n].update(gin.fields[n])
@@ -261,20 +359,22 @@ class Preprocessor:
                     norms.fields[n].update(gq.fields[n])
         if bounds:
             norms.transform = fit_box_transform(bounds, isotropic=self.isotropic, margin=self.margin)
-        elif self.geometry_normalization != "dataset":
+        elif self.geometry_normalization not in FITTED_RULES:
             norms.transform = None
         return self
 
     # ------------------------------------------------------------------ 2.-3. applying
     def transform_for(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
         """The coordinate transform of a case (raw 3-D geometries)."""
-        if self.geometry_normalization == "dataset":
+        if self.geometry_normalization in FITTED_RULES:
             if self.normalizers.transform is None:
                 raise DatasetError("Preprocessor: the dataset coordinate transform is not fitted (call fit() on the "
                                    "training cases, or load a fitted state)")
             return self.normalizers.transform
         if self.geometry_normalization == "case":
             return fit_box_transform([gin.bounds, gq.bounds], isotropic=self.isotropic, margin=self.margin)
+        if self.geometry_normalization == "body_case":
+            return fit_box_transform([body_box(gin, self.body_margins)], isotropic=self.isotropic, margin=self.margin)
         d = gin.dim
         if isinstance(self.geometry_normalization, Mapping):
             return fixed_transform(self.geometry_normalization, d)
@@ -319,12 +419,15 @@ class Preprocessor:
         return {"inputs": list(self.inputs), "targets": list(self.targets),
                 "geometry_normalization": self.geometry_normalization, "isotropic": self.isotropic,
                 "margin": self.margin, "dim": self.dim, "normalizers": self.normalizers.state_dict(),
-                **({"crop": self.crop} if self.crop is not None else {})}
+                **({"crop": self.crop} if self.crop is not None else {}),
+                "body_margins": {k: list(v) for k, v in self.body_margins.items()},
+                **({"symmetry": self.symmetry} if self.symmetry is not None else {})}
 
     @classmethod
     def from_state_dict(cls, state: Mapping) -> "Preprocessor":
         return cls(state["inputs"], state["targets"], state["geometry_normalization"], state["isotropic"],
-                   state["margin"], state["dim"], DatasetNormalizers.from_state_dict(state["normalizers"]), state.get("crop"))
+                   state["margin"], state["dim"], DatasetNormalizers.from_state_dict(state["normalizers"]), state.get("crop"),
+                   body_margins=state.get("body_margins"), symmetry=state.get("symmetry"))
 
     def __repr__(self) -> str:
         return (f"Preprocessor(inputs={self.inputs}, targets={self.targets}, geometry_normalization="

@@ -7,7 +7,8 @@ in its errors and round-trips through ``to_dict``/``from_dict`` (TOML, YAML).
                    ``on_error``
 ``splitting=``     :class:`SplitSpec`: ``test_fraction``, ``val_fraction``, ``seed``
 ``normalization=`` :class:`NormalizationSpec`: ``fields`` (fit field normalisers),
-                   ``geometry`` rule, ``isotropic``, ``margin``, ``drop_flat_z``, ``crop``
+                   ``geometry`` rule, ``isotropic``, ``margin``, ``drop_flat_z``, ``crop``,
+                   ``body_margins``
 ``sampling=``      :class:`SamplingSpec`: per-epoch ``points``/``queries`` subsample,
                    ``near_input``
 ``caching=``       :class:`CacheSpec`: on-disk ``dir``, in-memory ``memory_mb``
@@ -61,9 +62,11 @@ class SplitSpec(_Spec):
 @dataclass
 class NormalizationSpec(_Spec):
     """``fields``: fit per-channel field normalisers on the training split; ``geometry``:
-    ``"dataset"``, ``"case"``, ``"none"`` or ``{"scale": L, "shift": [...]}``; ``isotropic``,
-    ``margin`` of the unit-box transforms; ``drop_flat_z`` (2-D points for flat cases);
-    ``crop`` ``[lower, upper]`` corners in file units."""
+    ``"dataset"``, ``"case"``, ``"none"``, ``"body"``, ``"body_case"`` or ``{"scale": L,
+    "shift": [...]}``; ``isotropic``, ``margin`` of the unit-box transforms; ``drop_flat_z``
+    (2-D points for flat cases); ``crop`` ``[lower, upper]`` corners in file units;
+    ``body_margins`` ``{x = [before, after], ...}`` in body lengths (the ``"body"`` rules, see
+    :func:`geoop.data.preprocess.body_box`)."""
 
     fields: bool = True
     geometry: Union[str, dict] = "dataset"
@@ -71,14 +74,19 @@ class NormalizationSpec(_Spec):
     margin: float = 0.0
     drop_flat_z: bool = False
     crop: Optional[Any] = None
+    body_margins: Optional[dict] = None
 
     def __post_init__(self):
+        from .preprocess import GEOMETRY_NORMALIZATIONS, check_body_margins
+
         if isinstance(self.geometry, dict):
             from .preprocess import fixed_rule
 
             fixed_rule(self.geometry)
         else:
-            self._choice("geometry", ("dataset", "case", "none"))
+            self._choice("geometry", GEOMETRY_NORMALIZATIONS)
+        if self.body_margins is not None:
+            check_body_margins(self.body_margins)
         for k in ("fields", "isotropic", "drop_flat_z"):
             if not isinstance(getattr(self, k), bool):
                 raise self._err(f"{k} must be true or false, got {getattr(self, k)!r}")
@@ -112,7 +120,8 @@ DATASET_GROUPS = {
     "files": (FilesSpec, {"input_file": "input_file", "query_file": "query_file", "manifest": "manifest", "on_error": "on_error"}),
     "splitting": (SplitSpec, {"test_fraction": "test_fraction", "val_fraction": "val_fraction", "seed": "seed"}),
     "normalization": (NormalizationSpec, {"fields": "normalize", "geometry": "geometry_normalization", "isotropic": "isotropic",
-                                          "margin": "margin", "drop_flat_z": "drop_flat_z", "crop": "crop"}),
+                                          "margin": "margin", "drop_flat_z": "drop_flat_z", "crop": "crop",
+                                          "body_margins": "body_margins"}),
     "sampling": (SamplingSpec, None),
     "caching": (CacheSpec, {"dir": "cache_dir", "memory_mb": "memory_cache_mb"}),
 }

@@ -160,8 +160,20 @@ def _dup_check(path: str, names: list, where: str) -> None:
 
 # ----------------------------------------------------------------------------- VTK XML
 _PIECE_COUNTS = ("NumberOfPoints", "NumberOfCells", "NumberOfVerts", "NumberOfLines", "NumberOfStrips", "NumberOfPolys")
-_XML_TAG = re.compile(rb"<(/?)([A-Za-z_][\w.:-]*)((?:[^>\"]|\"[^\"]*\")*?)(/?)>")
-_XML_ATTR = re.compile(rb'([\w.:-]+)\s*=\s*"([^"]*)"')
+_XML_TAG = re.compile(rb"<(/?)([A-Za-z_][\w.:-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)(/?)>")
+_XML_ATTR_QUOTED = re.compile(rb"""([\w.:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+class _XmlAttr:
+    """Attributes of an XML tag, in double or single quotes (foamToVTK writes single ones)."""
+
+    @staticmethod
+    def findall(text: bytes) -> list:
+        return [(m.group(1), m.group(2) if m.group(2) is not None else m.group(3))
+                for m in _XML_ATTR_QUOTED.finditer(text)]
+
+
+_XML_ATTR = _XmlAttr()
 _XML_SIZES = {"Int8": 1, "UInt8": 1, "Int16": 2, "UInt16": 2, "Int32": 4, "UInt32": 4, "Int64": 8, "UInt64": 8,
               "Float32": 4, "Float64": 8}
 _XML_SECTIONS = ("PointData", "CellData", "Points", "Cells", "Verts", "Lines", "Strips", "Polys", "FieldData")

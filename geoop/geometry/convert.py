@@ -6,7 +6,8 @@ PyVista is the hub for the VTK file family: :func:`from_pyvista` turns any VTK d
 Cell types follow meshio's names; VTK ids map as
 ``VERTEX->vertex, LINE->line, TRIANGLE->triangle, QUAD/PIXEL->quad, TETRA->tetra,
 HEXAHEDRON/VOXEL->hexahedron, WEDGE->wedge, PYRAMID->pyramid`` (pixels and voxels are
-re-ordered to quad/hexahedron node order). Polygons, triangle strips and poly-lines are
+re-ordered to quad/hexahedron node order), ``POLYHEDRON (42)->Geometry.polyhedra`` (ragged
+face lists, :mod:`geoop.geometry.polyhedra`). Polygons, triangle strips and poly-lines are
 split into triangles and segments by VTK's triangle filter first; other cell types (e.g.
 quadratic ones) are dropped with a warning.
 
@@ -27,7 +28,8 @@ from .._optional import require
 from ..errors import FieldError, ShapeError
 from .geometry import CELL_DIM, Geometry
 
-__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK"]
+__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK",
+           "SYMMETRY_FIELD"]
 
 #: VTK cell type id -> (geoop cell type, node permutation or None)
 VTK_TO_CELL = {
@@ -45,7 +47,10 @@ VTK_TO_CELL = {
 #: geoop cell type -> VTK cell type id
 CELL_TO_VTK = {"vertex": 1, "line": 3, "triangle": 5, "quad": 9, "tetra": 10, "hexahedron": 12, "wedge": 13, "pyramid": 14}
 _NEEDS_TRIANGULATION = {2, 4, 6, 7}  # poly-vertex, poly-line, triangle strip, polygon
+#: VTK field-data array holding a geometry's symmetry plane ``[nx, ny, nz, c]``
+SYMMETRY_FIELD = "geoop_symmetry"
 _NODES = {1: 1, 3: 2, 5: 3, 8: 4, 9: 4, 10: 4, 11: 8, 12: 8, 13: 6, 14: 5}
+VTK_POLYHEDRON = 42
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -80,7 +85,14 @@ def to_pyvista(geometry: Geometry):
         starts[k] = (s, s + v.shape[0])
         s += v.shape[0]
 
-    if g.topological_dim <= 2 and "polygon" not in cells:
+    if g.polyhedra is not None:
+        unsupported = [k for k in cells if k not in CELL_TO_VTK]
+        if unsupported:
+            raise ShapeError(f"{g._where()}cannot convert cell types {unsupported} to VTK; valid: {sorted(CELL_TO_VTK)}")
+        mesh = _polyhedral_grid(pts, [(k, cells[k]) for k in order if k in cells], g.polyhedra)
+        pv_order = [k for k in order if k in cells] + ["polyhedron"]
+        starts["polyhedron"] = (s, s + g.polyhedra.n_cells)
+    elif g.topological_dim <= 2 and "polygon" not in cells:
         pv_order = []
         if not cells:
             mesh = pv.PolyData(pts)  # point cloud: one vertex cell per point (renders as points)
@@ -115,7 +127,45 @@ def to_pyvista(geometry: Geometry):
         mesh.point_data[k] = _column(_np(v))
     if g.normals is not None:
         mesh.point_data["Normals"] = _pad3(_np(g.normals))
+    if g.symmetry is not None:
+        mesh.field_data[SYMMETRY_FIELD] = np.asarray(g.symmetry.with_dim(3).to_list(), dtype=np.float64)
     return mesh
+
+
+def _cell_array(offsets: np.ndarray, conn: np.ndarray):
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonDataModel import vtkCellArray
+
+    ca = vtkCellArray()
+    ca.SetData(numpy_to_vtk(np.ascontiguousarray(offsets, np.int64), deep=True),
+               numpy_to_vtk(np.ascontiguousarray(conn, np.int64), deep=True))
+    return ca
+
+
+def _polyhedral_grid(pts: np.ndarray, blocks: list, poly):
+    """A pyvista UnstructuredGrid of fixed-size cell blocks followed by polyhedra, built
+    with VTK's polyhedron layout (``SetPolyhedralCells``: one cell array of faces, one of
+    each cell's face ids)."""
+    import pyvista as pv
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+
+    types = [np.full(c.shape[0], CELL_TO_VTK[k], np.uint8) for k, c in blocks]
+    conn = [c.reshape(-1) for _, c in blocks]
+    sizes = [np.full(c.shape[0], c.shape[1], np.int64) for _, c in blocks]
+    cid, pid = (_np(t) for t in poly.cell_points())  # sorted by cell
+    types.append(np.full(poly.n_cells, VTK_POLYHEDRON, np.uint8))
+    conn.append(pid)
+    sizes.append(np.bincount(cid, minlength=poly.n_cells).astype(np.int64))
+    n_fixed = sum(c.shape[0] for _, c in blocks)
+    sz = np.concatenate(sizes)
+    cells = _cell_array(np.concatenate([[0], np.cumsum(sz)]), np.concatenate(conn).astype(np.int64))
+    nf = np.concatenate([np.zeros(n_fixed, np.int64), _np(poly.cell_offsets[1:] - poly.cell_offsets[:-1])])
+    loc = _cell_array(np.concatenate([[0], np.cumsum(nf)]), np.arange(poly.n_faces, dtype=np.int64))
+    faces = _cell_array(_np(poly.face_offsets), _np(poly.face_points))
+    ug = pv.UnstructuredGrid()
+    ug.points = pts
+    ug.SetPolyhedralCells(numpy_to_vtk(np.concatenate(types), deep=True), cells, loc, faces)
+    return ug
 
 
 # ----------------------------------------------------------------------------- from PyVista
@@ -142,8 +192,9 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     arrays only; VTK bookkeeping arrays (``vtkOriginal*``, ``vtkGhost*``) are skipped.
     ``fields`` keeps only the named point/cell arrays (:class:`FieldError` lists the
     available ones when one is missing). A mesh with only vertex cells and no cell data
-    becomes a bare point cloud. Cells of other VTK types (quadratic, polyhedra, unknown ids)
-    are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
+    becomes a bare point cloud. Polyhedra (VTK type 42) become ``Geometry.polyhedra``
+    (their faces are checked when the geometry is validated). Cells of other VTK types
+    (quadratic, unknown ids) are dropped with a warning (``on_unknown_cells="warn"``, or ``"drop"``), or raise
     :class:`ShapeError` (``"raise"``, what :func:`geoop.read` does by default).
     """
     pv = require("pyvista", "VTK conversion")
@@ -179,8 +230,12 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     offs = np.asarray(ug.cell_offsets)
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     dropped = []
+    poly, poly_rows = None, np.zeros(0, np.int64)
     for t in dict.fromkeys(ctypes.tolist()):
         idx = np.nonzero(ctypes == t)[0]
+        if t == VTK_POLYHEDRON:
+            poly, poly_rows = _read_polyhedra(ug, idx, where), idx
+            continue
         if t not in VTK_TO_CELL:
             dropped.append(t)
             continue
@@ -199,7 +254,7 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
     if dropped:
         warnings.warn(f"{where}dropped cells of unsupported VTK types {dropped}", stacklevel=2)
     cells = {k: np.concatenate([c for _, c in v]) for k, v in groups.items()}
-    rows = np.concatenate([i for v in groups.values() for i, _ in v]) if groups else np.zeros(0, np.int64)
+    rows = np.concatenate([i for v in groups.values() for i, _ in v] + [poly_rows])
 
     point_fields, cell_fields, normals = {}, {}, None
     normals_name = getattr(mesh.point_data, "active_normals_name", None) or "Normals"
@@ -226,8 +281,34 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
             raise FieldError(f"{where}no field(s) {missing}; available: {avail}")
         point_fields = {k: v for k, v in point_fields.items() if k in fields}
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
+    symmetry = None
+    if SYMMETRY_FIELD in mesh.field_data.keys():
+        symmetry = np.asarray(mesh.field_data[SYMMETRY_FIELD], dtype=np.float64).reshape(-1).tolist()
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
-                    source=source, name=name, validate=validate)
+                    polyhedra=poly, source=source, name=name, validate=validate, symmetry=symmetry)
+
+
+def _read_polyhedra(ug, idx: np.ndarray, where: str):
+    """The polyhedral cells ``idx`` of a VTK unstructured grid as a :class:`Polyhedra`, from
+    VTK's polyhedron layout; every face id and point id is checked before use."""
+    from .polyhedra import from_vtk_layout
+
+    arrays = [ug.polyhedron_face_connectivity, ug.polyhedron_face_offsets,
+              ug.polyhedron_face_location_connectivity, ug.polyhedron_face_location_offsets]
+    if any(a is None for a in arrays):
+        raise ShapeError(f"{where}{idx.size} polyhedron cells (VTK type 42) but no polyhedron faces in the file "
+                         "(expected 'faces'/'faceoffsets' arrays or a polyhedron face stream)")
+    fconn, foffs, lconn, loffs = (np.asarray(a, np.int64) for a in arrays)
+    for name, offs, conn, n_max in (("face", foffs, fconn, ug.n_points), ("face location", loffs, lconn, foffs.size - 1)):
+        if offs.size == 0 or offs[0] != 0 or offs[-1] != conn.size or (np.diff(offs) < 0).any():
+            raise ShapeError(f"{where}polyhedron {name} offsets must start at 0, never decrease and end at "
+                             f"{conn.size}; found {offs.size} offsets")
+        if conn.size and (conn.min() < 0 or conn.max() >= n_max):
+            raise ShapeError(f"{where}polyhedron {name} ids must be in [0, {n_max - 1}], got range "
+                             f"[{int(conn.min())}, {int(conn.max())}]")
+    if idx.size and idx.max() + 1 >= loffs.size:
+        raise ShapeError(f"{where}{ug.n_cells} cells but polyhedron face locations for {loffs.size - 1}")
+    return from_vtk_layout(fconn, foffs, lconn, loffs, idx)
 
 
 def _check_cell_array(ca, n_points: int, where: str) -> None:

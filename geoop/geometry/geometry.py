@@ -11,10 +11,15 @@ cells        : dict cell type (meshio names: "line", "triangle", "quad", "tetra"
 normals      : (N, d) float or None
 weights      : (N,) float (quadrature; computed lazily when not given)
 fields       : dict name -> (N, C) float (1-D inputs are promoted to (N, 1))
-cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells`` order
+cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells`` order,
+               then the polyhedra
+polyhedra    : :class:`~geoop.geometry.polyhedra.Polyhedra` or None (ragged polyhedral
+               cells, VTK_POLYHEDRON: face lists per cell)
+symmetry     : :class:`~geoop.geometry.symmetry.SymmetryPlane` or None (a half body on it)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -25,6 +30,8 @@ from torch import Tensor
 from ..errors import FieldError, ShapeError
 
 __all__ = ["Geometry", "NormalizeTransform", "CELL_DIM"]
+
+log = logging.getLogger(__name__)
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -109,8 +116,19 @@ class Geometry:
     weights : (N,) array, optional. Quadrature weights. When omitted they are computed from
         the cells on first access (see :meth:`compute_weights`).
     fields : dict name -> (N,) or (N, C) array, optional
-    cell_fields : dict name -> (M,) or (M, C) array over all cells, optional
+    cell_fields : dict name -> (M,) or (M, C) array over all cells (the rows of ``cells``
+        in dict order, then those of ``polyhedra``), optional
+    polyhedra : :class:`~geoop.geometry.polyhedra.Polyhedra`, optional. Polyhedral cells
+        (any number of faces and points) as ragged face lists; they count as 3-D cells for
+        :attr:`n_cells`, weights, cell measures and cell-to-point averaging.
     name : str, optional, for messages
+    symmetry : the symmetry plane of a half body: ``("y", 0.0)``, ``"y"``, ``(1, 0.0)``,
+        ``{"normal": [...], "offset": c}``, a :class:`~geoop.geometry.symmetry.SymmetryPlane`,
+        ``"auto"`` (the coordinate plane holding the open boundary of the surface, found by
+        :func:`~geoop.geometry.symmetry.detect_symmetry` and logged; None when there is none)
+        or None. The SDF and the forces then use the mirrored closed body
+        (:func:`~geoop.geometry.symmetry.full_body`); kept by :meth:`replace`, :meth:`select`,
+        :meth:`to`, mapped by the normalisation transforms, written to VTK/npz files.
 
     Float tensors keep their dtype; numpy arrays and lists become ``torch.get_default_dtype()``
     (float32). Fields, normals and weights are cast to the dtype of ``points``.
@@ -127,9 +145,11 @@ class Geometry:
         weights: Optional[ArrayLike] = None,
         fields: Optional[Mapping[str, ArrayLike]] = None,
         cell_fields: Optional[Mapping[str, ArrayLike]] = None,
+        polyhedra=None,
         name: Optional[str] = None,
         source: Optional[str] = None,
         validate: bool = True,
+        symmetry=None,
     ):
         self.name = name
         self.source = source
@@ -159,6 +179,15 @@ class Geometry:
                 c = torch.cat([cell_dict[ctype], c])
             cell_dict[ctype] = c
         self.cells: dict[str, Tensor] = cell_dict
+        if polyhedra is not None:
+            from .polyhedra import Polyhedra
+
+            if not isinstance(polyhedra, Polyhedra):
+                raise ShapeError(f"{where}polyhedra: expected a geoop.geometry.polyhedra.Polyhedra, "
+                                 f"got {type(polyhedra).__name__}")
+            if polyhedra.n_cells == 0:
+                polyhedra = None
+        self.polyhedra = polyhedra
 
         self.normals: Optional[Tensor] = None
         if normals is not None:
@@ -183,10 +212,22 @@ class Geometry:
         self.cell_fields: dict[str, Tensor] = {}
         for k, v in (cell_fields or {}).items():
             self.cell_fields[k] = self._check_field(k, v, m, "cell")
+        self.symmetry = self._resolve_symmetry(symmetry)
         if validate:
             self.validate()
 
     # ------------------------------------------------------------------ basics
+    def _resolve_symmetry(self, spec):
+        from .symmetry import detect_symmetry, resolve_symmetry
+
+        if isinstance(spec, str) and spec == "auto":
+            plane = detect_symmetry(self)
+            log.info("%ssymmetry='auto': %s", self._where(),
+                     f"the open boundary lies on the plane {plane.describe()}" if plane is not None else
+                     "no coordinate plane holds the open boundary; no symmetry")
+            return plane
+        return resolve_symmetry(spec, self.dim)
+
     def _where(self) -> str:
         if self.source:
             return f"{self.source}: "
@@ -224,6 +265,8 @@ class Geometry:
                     f"{where}cells[{ctype!r}]: indices must be in [0, {n - 1}], got range "
                     f"[{int(c.min())}, {int(c.max())}]"
                 )
+        if self.polyhedra is not None:
+            self.polyhedra.check(n, where)
         for kind, fd in (("point", self.fields), ("cell", self.cell_fields)):
             for k, v in fd.items():
                 if not torch.isfinite(v).all():
@@ -245,12 +288,13 @@ class Geometry:
 
     @property
     def n_cells(self) -> int:
-        return int(sum(c.shape[0] for c in self.cells.values()))
+        """Number of cells, polyhedra included."""
+        return int(sum(c.shape[0] for c in self.cells.values())) + (self.polyhedra.n_cells if self.polyhedra else 0)
 
     @property
     def topological_dim(self) -> int:
         """Highest cell dimension (0 for a bare point cloud)."""
-        return max((CELL_DIM[c] for c in self.cells), default=0)
+        return 3 if self.polyhedra is not None else max((CELL_DIM[c] for c in self.cells), default=0)
 
     @property
     def device(self) -> torch.device:
@@ -286,24 +330,28 @@ class Geometry:
         return bool(ext[2] <= 1e-12 * max(float(ext.max()), 1e-300))
 
     def __repr__(self) -> str:
-        cells = ", ".join(f"{k}: {v.shape[0]}" for k, v in self.cells.items()) or "none"
+        cells = ", ".join([f"{k}: {v.shape[0]}" for k, v in self.cells.items()]
+                          + ([f"polyhedron: {self.polyhedra.n_cells}"] if self.polyhedra else [])) or "none"
         fields = ", ".join(f"{k}{tuple(v.shape[1:])}" for k, v in self.fields.items()) or "none"
         nm = f" {self.name!r}" if self.name else ""
-        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}])"
+        sym = f", symmetry={self.symmetry.describe()}" if self.symmetry is not None else ""
+        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}]{sym})"
 
     # ------------------------------------------------------------------ copies
     def replace(self, **changes) -> "Geometry":
         """A new geometry with some attributes replaced (``points``, ``cells``, ``normals``,
-        ``weights``, ``fields``, ``cell_fields``, ``name``, ``source``)."""
+        ``weights``, ``fields``, ``cell_fields``, ``polyhedra``, ``name``, ``source``, ``symmetry``)."""
         kw = dict(
             points=self.points,
             cells=self.cells,
+            polyhedra=self.polyhedra,
             normals=self.normals,
             weights=self._weights,
             fields=self.fields,
             cell_fields=self.cell_fields,
             name=self.name,
             source=self.source,
+            symmetry=self.symmetry,
         )
         kw.update(changes)
         validate = kw.pop("validate", False)
@@ -322,6 +370,7 @@ class Geometry:
         return self.replace(
             points=f(self.points),
             cells={k: v.to(device) for k, v in self.cells.items()},
+            polyhedra=None if self.polyhedra is None else self.polyhedra.to(device),
             normals=f(self.normals),
             weights=f(self._weights),
             fields={k: f(v) for k, v in self.fields.items()},
@@ -342,6 +391,7 @@ class Geometry:
             name=self.name,
             source=self.source,
             validate=False,
+            symmetry=self.symmetry,
         )
 
     # ------------------------------------------------------------------ weights
@@ -353,15 +403,24 @@ class Geometry:
         return self._weights
 
     def cell_measures(self) -> dict[str, Tensor]:
-        """Length / area / volume of each cell, per cell type: dict type -> (M_k,)."""
+        """Length / area / volume of each cell, per cell type: dict type -> (M_k,);
+        polyhedra under ``"polyhedron"`` (exact, see :mod:`geoop.geometry.polyhedra`)."""
         from .measures import cell_measures
 
-        return cell_measures(self.points, self.cells)
+        return cell_measures(self.points, self.cells, self.polyhedra)
+
+    def cell_centroids(self) -> dict[str, Tensor]:
+        """Centroid of each cell, per cell type: dict type -> (M_k, d). 3-D cells and
+        polyhedra (``"polyhedron"``) by the divergence theorem over their faces (exact),
+        other cells the mean of their vertices (exact for segments and triangles)."""
+        from .measures import cell_centroids
+
+        return cell_centroids(self.points, self.cells, self.polyhedra)
 
     def compute_weights(self) -> Tensor:
         """Quadrature weights from the highest-dimensional cells.
 
-        * volume cells (tetra, hexahedron, wedge, pyramid), or triangles/quads of a 2-D
+        * volume cells (tetra, hexahedron, wedge, pyramid, polyhedra), or triangles/quads of a 2-D
           domain: the dual cell volume (area), each cell's measure split equally among its
           vertices;
         * triangle/quad surfaces in 3-D: the vertex area, a third of the adjacent triangle
@@ -373,7 +432,7 @@ class Geometry:
         """
         from .measures import vertex_weights
 
-        return vertex_weights(self.points, self.cells)
+        return vertex_weights(self.points, self.cells, self.polyhedra)
 
     # ------------------------------------------------------------------ normals
     def compute_normals(self) -> "Geometry":
@@ -401,7 +460,8 @@ class Geometry:
             if k not in self.cell_fields:
                 raise FieldError(f"{self._where()}no cell field {k!r}; available: {sorted(self.cell_fields)}")
             taken = k in self.fields or (k in ("Normals", "normals") and self.normals is not None)
-            conv[f"{k}_cell" if taken else k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points)
+            conv[f"{k}_cell" if taken else k] = cell_to_point(self.cell_fields[k], self.cells, self.n_points,
+                                                              self.polyhedra)
         return self.replace(fields={**conv, **self.fields})
 
     # ------------------------------------------------------------------ transforms
@@ -425,7 +485,8 @@ class Geometry:
             else:
                 jac = 1.0
             weights = weights / jac
-        return self.replace(points=pts, normals=normals, weights=weights)
+        sym = None if self.symmetry is None else self.symmetry.transformed(shift, scale)
+        return self.replace(points=pts, normals=normals, weights=weights, symmetry=sym)
 
     def normalization(self, isotropic: bool = True, margin: float = 0.0) -> NormalizeTransform:
         """The transform mapping this geometry into the unit box ``[0, 1]^d``.
@@ -474,10 +535,44 @@ class Geometry:
 
     def sdf(self, points: ArrayLike, backend: str = "auto") -> Tensor:
         """Distance from ``points`` (Q, d) to the surface: signed (negative inside) when the
-        surface is watertight, unsigned otherwise. Returns (Q,)."""
+        surface is watertight or a half body with a declared ``symmetry`` (the distance to
+        the mirrored closed body), unsigned otherwise (with an
+        :class:`~geoop.errors.UnsignedSDFWarning`). Returns (Q,)."""
         from .sdf import sdf
 
         return sdf(self, points, backend=backend)
+
+    def contains(self, points: ArrayLike, backend: str = "auto") -> Tensor:
+        """(Q,) bool: the points strictly inside the body (``sdf < 0``): a closed surface,
+        volume mesh, closed 2-D curve or domain, or a half body with a declared ``symmetry``
+        (inside its mirrored closed body). An open surface has no inside: :class:`ShapeError`."""
+        import warnings as _w
+
+        from ..errors import UnsignedSDFWarning
+
+        if self.topological_dim == 0 or backend == "kdtree":
+            raise ShapeError(f"{self._where()}contains: a point cloud (or the 'kdtree' backend) has no inside")
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always", UnsignedSDFWarning)
+            d = self.sdf(points, backend=backend)
+        if any(issubclass(c.category, UnsignedSDFWarning) for c in caught):
+            raise ShapeError(f"{self._where()}contains: the geometry is open, so it has no inside (declare the symmetry "
+                             f"plane of a half body: Geometry(symmetry=('y', 0.0)))")
+        return d < 0
+
+    def full_body(self, vector_fields="auto") -> "Geometry":
+        """The closed full body of a half body with ``symmetry``
+        (:func:`geoop.geometry.symmetry.full_body`)."""
+        from .symmetry import full_body
+
+        return full_body(self, vector_fields=vector_fields)
+
+    def mirror(self, plane=None, vector_fields="auto") -> "Geometry":
+        """The mirror image across ``plane`` (default the ``symmetry`` plane;
+        :func:`geoop.geometry.symmetry.mirror`)."""
+        from .symmetry import mirror
+
+        return mirror(self, plane, vector_fields)
 
     def to_pyvista(self):
         from .convert import to_pyvista

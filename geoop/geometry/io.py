@@ -5,7 +5,8 @@ One reader per format, the best existing library for it; no hand-written parsers
 =========================  ===================  ==========================================
 extension                  reader / writer      what is kept
 =========================  ===================  ==========================================
-.vtu .vtp .vtk             pyvista (VTK)        all cells, point/cell data, "Normals"
+.vtu .vtp .vtk             pyvista (VTK)        all cells (polyhedra too), point/cell data,
+                                                "Normals"
 .ply                       meshio               faces, every vertex property (fields)
 .obj                       meshio               faces, ``vn`` normals
 .stl                       trimesh              triangles (duplicate vertices merged)
@@ -14,7 +15,18 @@ extension                  reader / writer      what is kept
 .xyz .pts                  numpy.loadtxt        points (+ normals in columns 4-6)
 .pcd                       open3d               points, normals, colors
 .npz                       numpy (no pickle)    everything (points, cells, fields, ...)
+folder/, .foam             VTK's OpenFOAM       an OpenFOAM case: internal mesh or patches,
+                           reader               one time, cell/point fields
+                                                (:mod:`geoop.geometry.openfoam`)
 =========================  ===================  ==========================================
+
+A geometry's symmetry plane (``Geometry.symmetry``) is kept by the VTK formats (field-data
+array ``geoop_symmetry`` = ``[nx, ny, nz, c]``) and npz (array ``symmetry``).
+
+Polyhedral cells (``VTK_POLYHEDRON``, what snappyHexMesh writes at refinement-level changes)
+are kept as :attr:`Geometry.polyhedra` with exact volumes and centroids
+(:mod:`geoop.geometry.polyhedra`); a polyhedron whose faces do not close or are oriented
+inconsistently is a :class:`GeometryReadError` naming the cell and the edge.
 
 Readers are not trusted with malformed files: the sizes a
 header declares are checked against the file size first (:mod:`._validate_files`), every
@@ -156,7 +168,8 @@ def _unknown_cells(path: str, types, on_unknown_cells: str) -> None:
         return
     if on_unknown_cells == "raise":
         raise GeometryReadError(f"{path}: cells of unsupported type(s) {sorted(map(str, types))}; geoop reads "
-                                "vertex, line, triangle, quad, tetra, hexahedron, wedge, pyramid (pass "
+                                "vertex, line, triangle, quad, tetra, hexahedron, wedge, pyramid, and "
+                                "polyhedra from VTK files (pass "
                                 "on_unknown_cells='drop' to read the file without them)")
     warnings.warn(f"{path}: dropped cells of unsupported types {sorted(map(str, types))}", stacklevel=4)
 
@@ -336,10 +349,24 @@ def _read_npz(path: str) -> Geometry:
         raise GeometryReadError(f"{path}: npz archive has no 'points' array; keys: {sorted(data)}")
     pts = data.pop("points")
     n = pts.shape[0] if pts.ndim >= 1 else 0
+    symmetry = None  # [n_1, ..., n_d, c] of Geometry.symmetry (written by geoop.write)
+    if "symmetry" in data and data["symmetry"].shape in ((3,), (4,)) and data["symmetry"].shape[0] != n:
+        symmetry = data.pop("symmetry")
     faces = data.pop("faces", None)
     normals = data.pop("normals", None)
     weights = data.pop("weights", None)
     cells, fields, cell_fields = {}, {}, {}
+    poly = {k[10:]: data.pop(k) for k in list(data) if k.startswith("polyhedra/")}
+    if poly:
+        if sorted(poly) != sorted(_POLY_KEYS):
+            raise GeometryReadError(f"{path}: npz polyhedra arrays {sorted(poly)}; expected all of "
+                                    f"{['polyhedra/' + k for k in _POLY_KEYS]}")
+        from .polyhedra import Polyhedra
+
+        try:
+            poly = Polyhedra(*(poly[k] for k in _POLY_KEYS))
+        except GeoopError as e:
+            raise GeometryReadError(f"{path}: {e}") from None
     for k, v in data.items():
         if k.startswith("cells/"):
             cells[k[6:]] = v
@@ -358,7 +385,11 @@ def _read_npz(path: str) -> Geometry:
                 f"('cells/TYPE'), nor a field with one row per point (expected ({n}, ...) numeric, as "
                 f"'points' has {n} rows)")
     return Geometry(pts, faces, cells=cells, normals=normals, weights=weights, fields=fields,
-                    cell_fields=cell_fields, source=path, validate=False)
+                    cell_fields=cell_fields, polyhedra=poly or None, source=path, validate=False,
+                    symmetry=None if symmetry is None else symmetry.reshape(-1).tolist())
+
+
+_POLY_KEYS = ("face_points", "face_offsets", "cell_offsets")
 
 
 #: extension -> reader(path, declared, on_unknown_cells) returning an unvalidated Geometry
@@ -402,12 +433,20 @@ def drop_nonfinite(g: Geometry, path: str) -> Geometry:
         cells[t] = new_id[c[ok]]
         cell_keep.append(ok)
         start += c.shape[0]
+    poly = g.polyhedra
+    if poly is not None:
+        ok = torch.ones(poly.n_cells, dtype=torch.bool)
+        ok[poly.point_cell()[~keep[poly.face_points]]] = False
+        for v in g.cell_fields.values():
+            ok &= torch.isfinite(v[start:start + poly.n_cells]).all(1)
+        poly = poly.subset(ok).remap(new_id)
+        cell_keep.append(ok)
     ck = torch.cat(cell_keep) if cell_keep else torch.zeros(0, dtype=torch.bool)
     n_drop, c_drop = int((~keep).sum()), int((~ck).sum())
     if n_drop or c_drop:
         warnings.warn(f"{path}: on_nonfinite='drop' dropped {n_drop} of {g.n_points} points and {c_drop} of "
                       f"{ck.numel()} cells with NaN/Inf values", stacklevel=3)
-    return Geometry(g.points[keep], cells={t: c for t, c in cells.items() if c.shape[0]},
+    return Geometry(g.points[keep], cells={t: c for t, c in cells.items() if c.shape[0]}, polyhedra=poly,
                     normals=None if g.normals is None else g.normals[keep],
                     weights=None if g._weights is None else g._weights[keep],
                     fields={k: v[keep] for k, v in g.fields.items()},
@@ -416,20 +455,27 @@ def drop_nonfinite(g: Geometry, path: str) -> Geometry:
 
 
 def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite: str = "raise",
-         on_unknown_cells: str = "raise") -> Geometry:
-    """Read a mesh or point cloud file into a :class:`Geometry`.
+         on_unknown_cells: str = "raise", **case_options) -> Geometry:
+    """Read a mesh or point cloud file, or an OpenFOAM case, into a :class:`Geometry`.
 
     Parameters
     ----------
-    path : file with one of the extensions in :data:`SUPPORTED_FORMATS`
+    path : file with one of the extensions in :data:`SUPPORTED_FORMATS`, or an OpenFOAM
+        case: its folder, a ``.foam`` file in it, or either followed by ``::region``
+        (``"case::wall*"``, the patches matching ``wall*``)
     fields : names of the point (or cell) fields to keep; ``None`` keeps all. A name that
         is not in the file raises :class:`FieldError` listing the available ones.
     on_nonfinite : ``"raise"`` (default): NaN/Inf in coordinates, normals, weights or any
         field value is a :class:`GeometryReadError`; ``"drop"``: drop those points and the
         cells using them (and cells with non-finite cell-field values), with a warning.
     on_unknown_cells : ``"raise"`` (default): cells of a type geoop does not represent
-        (quadratic, polyhedra, polygons from meshio readers, unknown VTK ids) are an error;
+        (quadratic, polyhedra from meshio readers, polygons from meshio readers, unknown VTK
+        ids) are an error;
         ``"drop"``: read the file without them, with a warning.
+    region, time, decomposed, data : OpenFOAM cases only (:mod:`geoop.geometry.openfoam`):
+        ``region="internalMesh"`` or patch names / glob patterns, ``time="latest"`` or a
+        time value, ``decomposed=None`` (auto) / True / False, ``data="cell"`` or
+        ``"point"``.
 
     Returns
     -------
@@ -460,12 +506,33 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
     >>> g.n_points, g.faces.tolist(), g.fields["p"].flatten().tolist()
     (3, [[0, 1, 2]], [1.0, 2.0, 3.0])
     """
+    from .openfoam import OPENFOAM_OPTIONS, read_openfoam, split_region
+
     p = os.fspath(path)
-    ext = resolve_format(p)
     for opt, val, valid in (("on_nonfinite", on_nonfinite, _ON_NONFINITE),
                             ("on_unknown_cells", on_unknown_cells, _ON_UNKNOWN_CELLS)):
         if val not in valid:
             raise ValueError(f"geoop.read: {opt} must be one of {list(valid)}, got {val!r}")
+    bad = sorted(set(case_options) - set(OPENFOAM_OPTIONS))
+    if bad:
+        raise TypeError(f"geoop.read: unexpected keyword argument(s) {bad}")
+    case_path = split_region(p)[0]
+    if os.path.isdir(case_path) or case_path.lower().endswith(".foam"):
+        fields = None if fields is None else list(fields)
+        try:
+            g = read_openfoam(p, fields, **case_options)
+            if on_nonfinite == "drop":
+                g = drop_nonfinite(g, p)
+            g = g.replace(source=p, validate=True)
+        except GeometryReadError:
+            raise
+        except GeoopError as e:
+            raise GeometryReadError(f"{p}: geometry is invalid: {str(e).replace(f'{p}: ', '')}") from e
+        return _finish(g, p, fields)
+    if case_options:
+        raise GeometryReadError(f"{p}: options {sorted(case_options)} apply to OpenFOAM cases only (a case folder "
+                                "or a .foam file)")
+    ext = resolve_format(p)
     if not os.path.isfile(p):
         raise GeometryReadError(f"{p}: no such file" if not os.path.exists(p) else f"{p}: not a regular file")
     if os.path.getsize(p) == 0:
@@ -487,8 +554,13 @@ def read(path: PathLike, fields: Optional[Iterable[str]] = None, *, on_nonfinite
         what = "geometry is invalid" if isinstance(e, GeoopError) else f"{SUPPORTED_FORMATS[ext]} reader failed"
         msg = str(e).replace(f"{p}: ", "")
         raise GeometryReadError(f"{p}: {what}: {type(e).__name__}: {msg}") from e
+    return _finish(g, p, fields)
+
+
+def _finish(g: Geometry, p: str, fields) -> Geometry:
+    """Cell fields averaged onto the points, and the selection of ``fields``."""
     convertible = [k for k in g.cell_fields if not k.startswith("gmsh:")]
-    if convertible and g.cells:
+    if convertible and (g.cells or g.polyhedra is not None):
         g = g.cell_data_to_point_data(convertible)
     if fields is not None:
         fields = list(fields)
@@ -637,10 +709,15 @@ def _write_npz(g: Geometry, path: str) -> None:
     data = {"points": _np(g.points)}
     for k, v in g.cells.items():
         data[f"cells/{k}"] = _np(v)
+    if g.polyhedra is not None:
+        for k in _POLY_KEYS:
+            data[f"polyhedra/{k}"] = _np(getattr(g.polyhedra, k))
     if g.normals is not None:
         data["normals"] = _np(g.normals)
     if g._weights is not None:
         data["weights"] = _np(g._weights)
+    if g.symmetry is not None:
+        data["symmetry"] = np.asarray(g.symmetry.to_list(), dtype=np.float64)
     for k, v in g.fields.items():
         data[f"fields/{k}"] = _np(v)
     for k, v in g.cell_fields.items():
@@ -648,6 +725,9 @@ def _write_npz(g: Geometry, path: str) -> None:
     with open(path, "wb") as f:
         np.savez_compressed(f, **data)
 
+
+#: formats that keep polyhedra (point-cloud formats keep no cells at all)
+_POLYHEDRA_FORMATS = {".vtu", ".vtk", ".npz", ".xyz", ".pts", ".pcd"}
 
 _WRITERS: dict[str, Callable[[Geometry, str], None]] = {
     ".vtu": lambda g, p: _write_vtk(g, p, ".vtu"),
@@ -683,6 +763,9 @@ def write(geometry: Geometry, path: PathLike) -> Path:
     ext = resolve_format(p)
     if not isinstance(geometry, Geometry):
         raise GeometryWriteError(f"{p}: expected a geoop.Geometry, got {type(geometry).__name__}")
+    if geometry.polyhedra is not None and ext not in _POLYHEDRA_FORMATS:
+        raise GeometryWriteError(f"{p}: {ext} cannot hold the {geometry.polyhedra.n_cells} polyhedral cells of this "
+                                 f"geometry; write one of {sorted(_POLYHEDRA_FORMATS)}")
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
         raise GeometryWriteError(f"{p}: folder {folder} does not exist")

@@ -10,7 +10,8 @@ A dataset config names the coefficients and their reference values::
 ``field`` is the pressure target (default ``"p"``), ``wall_shear`` optionally a wall-shear
 target; every other key is a keyword of :func:`geoop.physics.forces` (``density``,
 ``speed``, ``dynamic_pressure``, ``length``, ``area``, ``freestream``, ``lift_direction``,
-``moment_center``, ``p_inf``, ``orientation``) or ``alpha_deg`` (2-D: free stream
+``moment_center``, ``p_inf``, ``orientation``, ``symmetry``: a half body's plane such as
+``["y", 0.0]``, full-body coefficients) or ``alpha_deg`` (2-D: free stream
 ``(cos a, sin a)``) / ``yaw_deg`` (3-D: ``(cos y, sin y, 0)``). A value
 ``"manifest:KEY.SUBKEY"`` is read per case from the case's record in the dataset folder's
 ``manifest.json`` (``{"cases": [{"case": NAME, ...}, ...]}``, as written by the
@@ -49,7 +50,7 @@ __all__ = ["COEFFICIENTS", "CoefficientMetrics", "coefficients", "regression_sta
 #: coefficient names a config may ask for (see :mod:`geoop.physics.forces`)
 COEFFICIENTS = ("cd", "cl", "cs", "cm", "cm_roll", "cm_yaw", "cfx", "cfy", "cfz", "cmx", "cmy", "cmz")
 _FORCE_KEYS = ("density", "speed", "dynamic_pressure", "length", "area", "freestream", "lift_direction",
-               "moment_center", "p_inf", "orientation")
+               "moment_center", "p_inf", "orientation", "symmetry")
 _OWN_KEYS = ("field", "wall_shear", "alpha_deg", "yaw_deg")
 _MANIFEST = "manifest:"
 
