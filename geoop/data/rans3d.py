@@ -52,7 +52,8 @@ Outputs (``case_XXXX_*``; fields non-dimensional: lengths in body lengths, ``U /
   and point data (VTK's cell-to-point average over the patch) ``p`` and ``Cp`` (both the
   pressure coefficient) and ``wallShearStress`` (N, 3) (OpenFOAM's: the stress of the wall
   on the fluid, i.e. minus the traction on the body, over ``q``); ``Normals`` outward (out
-  of the body) point data; field data ``symmetry_axis`` (1: y) and ``symmetry_offset`` (0).
+  of the body) point data; the symmetry plane ``y = 0`` as field data ``geoop_symmetry`` =
+  ``[0, 1, 0, 0]`` (read into ``Geometry.symmetry``; also on the two volume files).
 * ``_volume.vtu``: the fluid cells as OpenFOAM has them (hexahedra, prisms, pyramids,
   tetrahedra and ``VTK_POLYHEDRON`` cells), cell data ``p``, ``U`` (3), ``nut`` (over
   ``nu``), ``cell_volume``; point data ``p`` and ``U`` (VTK's cell-to-point interpolation).
@@ -728,6 +729,8 @@ def read_case(case_dir: str, n_points: int = 32768, seed: int = 0) -> dict:
     in the output layout of the module docstring (VTK's OpenFOAM reader; polyhedra kept)."""
     import pyvista as pv
 
+    from ..geometry.convert import SYMMETRY_FIELD
+
     info = json.load(open(os.path.join(case_dir, "geoop_case.json")))
     nu = float(info["nu"])
     q = 0.5
@@ -763,8 +766,7 @@ def read_case(case_dir: str, n_points: int = 32768, seed: int = 0) -> dict:
     nrm = surf.compute_normals(cell_normals=False, point_normals=True, split_vertices=False, flip_normals=True,
                                consistent_normals=False, auto_orient_normals=False)
     surf.point_data["Normals"] = np.asarray(nrm.point_data["Normals"], dtype=np.float64)
-    surf.field_data["symmetry_axis"] = np.array([1], dtype=np.int64)
-    surf.field_data["symmetry_offset"] = np.array([0.0])
+    surf.field_data[SYMMETRY_FIELD] = np.array([0.0, 1.0, 0.0, 0.0])  # the plane y = 0 (Geometry.symmetry)
     # volume: the fluid cells as they are, non-dimensional fields
     vol = vol_of.copy(deep=True)  # the cells as they are (polyhedra kept)
     vol.clear_data()
@@ -784,6 +786,8 @@ def read_case(case_dir: str, n_points: int = 32768, seed: int = 0) -> dict:
     cloud.point_data["cell_volume"] = V[idx]
     cloud.point_data["weight"] = w
     cloud = cloud.cast_to_unstructured_grid()
+    for ds in (vol, cloud):  # mirrored in y = 0 they give the full domain
+        ds.field_data[SYMMETRY_FIELD] = np.array([0.0, 1.0, 0.0, 0.0])
     return {"surface": surf, "volume": vol, "points": cloud}
 
 
