@@ -365,6 +365,23 @@ def _unit(v, d: int, what: str) -> Tensor:
     return t / n
 
 
+def _directions(kind: str, freestream, lift_direction) -> tuple[Tensor, Tensor, Tensor]:
+    """Unit drag, lift and side directions ``(e_D, e_L, e_S = e_L x e_D)``, each (3,) float64."""
+    eD = _unit([1.0, 0.0, 0.0] if freestream is None else freestream, 3, "freestream")
+    if kind == "2d" and abs(float(eD[2])) > 1e-12:
+        raise ShapeError(f"forces: a 2-D free stream must lie in the plane, got {eD.tolist()}")
+    if lift_direction is None:
+        lift = torch.stack([-eD[1], eD[0], eD.new_zeros(())]) if kind == "2d" else eD.new_tensor([0.0, 0.0, 1.0])
+    else:
+        lift = _unit(lift_direction, 3, "lift_direction")
+    lift = lift - (lift @ eD) * eD
+    if float(lift.norm()) < 1e-9:
+        raise ShapeError(f"forces: the lift direction {None if lift_direction is None else list(lift_direction)} is parallel "
+                         f"to the free stream {eD.tolist()}; give lift_direction=")
+    eL = lift / lift.norm()
+    return eD, eL, torch.linalg.cross(eL, eD)
+
+
 def _symmetry_plane(surface: Geometry, symmetry):
     """The plane of a half body (checked to touch it, as 3 components), or None."""
     from ..geometry.symmetry import check_touches, resolve_symmetry
@@ -505,19 +522,7 @@ def forces(
         raise ShapeError(f"forces: the dynamic pressure must be > 0, got {q} (density={density}, speed={speed})")
     if not (float(length) > 0 and float(area) > 0):
         raise ShapeError(f"forces: reference length and area must be > 0, got length={length}, area={area}")
-    eD = _unit([1.0, 0.0, 0.0] if freestream is None else freestream, 3, "freestream")
-    if kind == "2d" and abs(float(eD[2])) > 1e-12:
-        raise ShapeError(f"forces: a 2-D free stream must lie in the plane, got {eD.tolist()}")
-    if lift_direction is None:
-        lift = torch.stack([-eD[1], eD[0], eD.new_zeros(())]) if kind == "2d" else eD.new_tensor([0.0, 0.0, 1.0])
-    else:
-        lift = _unit(lift_direction, 3, "lift_direction")
-    lift = lift - (lift @ eD) * eD
-    if float(lift.norm()) < 1e-9:
-        raise ShapeError(f"forces: the lift direction {None if lift_direction is None else list(lift_direction)} is parallel "
-                         f"to the free stream {eD.tolist()}; give lift_direction=")
-    eL = lift / lift.norm()
-    eS = torch.linalg.cross(eL, eD)
+    eD, eL, eS = _directions(kind, freestream, lift_direction)
     Fd, Md = F.detach(), M.detach()
     if kind == "2d":
         fa, ma = q * float(length), q * float(length) ** 2

@@ -249,6 +249,25 @@ class CoefficientMetrics:
             s_pred, s_true = pred[rows, cs], None if true is None else true[rows, cs]
         return coefficients(surface, p_pred, p_true, self.case_reference(case), self.names, s_pred, s_true)
 
+    def drag_regions(self, case: str, surface: Geometry, query_points: Tensor, pred: Tensor, true: Tensor,
+                     columns: Mapping[str, slice]) -> dict:
+        """The drag coefficient error of one case split over the body regions of
+        :func:`geoop.physics.body_regions`: ``{region: cd part of (prediction - truth)}``,
+        summing to the case's ``cd`` error (same quadrature as :meth:`case_coefficients`;
+        pressure and, with ``wall_shear``, shear)."""
+        from ..physics.coefficients import REGIONS, body_regions, coefficient_weights
+
+        where = surface.source or case
+        rows = match_surface_nodes(surface.points, query_points, where=f"{where} (case {case!r})").to(pred.device)
+        ref = self.case_reference(case)
+        cw = coefficient_weights(surface, ["cd"], **ref)
+        dp = (pred[rows, columns[self.field]] - true[rows, columns[self.field]]).double().reshape(-1)
+        dtau = None
+        if self.shear is not None:
+            dtau = (pred[rows, columns[self.shear]] - true[rows, columns[self.shear]]).double()
+        lab = body_regions(surface, ref.get("freestream"), ref.get("lift_direction"), ref.get("orientation", "auto"))
+        return {r: float(cw.rows(lab == i)(dp, dtau)[0]) for i, r in enumerate(REGIONS)}
+
     # ------------------------------------------------------------------ accumulation
     def reset(self) -> None:
         self.sums = {"n": 0.0}
@@ -268,10 +287,13 @@ class CoefficientMetrics:
         self.per_case.append({"case": case, **{f"{c}_pred": pred[c] for c in self.names},
                               **{f"{c}_true": true[c] for c in self.names}})
 
-    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice]) -> None:
+    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice],
+                   surface_file=None) -> None:
         """One validation item: ``meta`` of a :class:`~geoop.data.MeshFolderDataset` item
         (``case``, ``input_file``, ``transform``), its NORMALISED query points (Q, d) and
-        the decoded prediction / truth (Q, ΣC)."""
+        the decoded prediction / truth (Q, ΣC); ``surface_file``: the file of the surface
+        to integrate on (default ``meta["input_file"]``; with query sets, the file of the
+        field's set)."""
         from ..geometry.geometry import NormalizeTransform
 
         for k in ("case", "input_file", "transform"):
@@ -280,7 +302,8 @@ class CoefficientMetrics:
                                   f"MeshFolderDataset (or items with case, input_file and transform)")
         T = NormalizeTransform.from_state_dict(meta["transform"])
         qp = T.inverse(query_points.detach().double().cpu())
-        pp, tp = self.case_coefficients(str(meta["case"]), self.surface(meta["input_file"]), qp,
+        surf = self.surface(meta["input_file"] if surface_file is None else surface_file)
+        pp, tp = self.case_coefficients(str(meta["case"]), surf, qp,
                                         pred.detach().double().cpu(), true.detach().double().cpu(), columns)
         self.add(str(meta["case"]), pp, tp)
 

@@ -193,6 +193,19 @@ class Trainer:
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
+    query_sets : names of the query sets when the items carry several (targets
+        ``"<set>/<field>"``, the set of each query in the query field
+        :data:`geoop.data.preprocess.QUERY_SET_FIELD`; default: the preprocessor's): each
+        target's relative L2 is taken over its own set's queries only, weighted by the
+        query weights (the set's weighting: 1 per point, or quadrature weights).
+    coefficient_loss : ``{"weights": {"cd": 0.1, ...}, "names": [operator order], "field":
+        pressure target, "wall_shear": shear target or None}``: adds
+        ``sum_k weight_k * mean_b |c_bk(pred) - c_bk(true)|`` to the loss, the coefficients
+        integrated from the predicted and true surface fields in physical units with the
+        operator rows the items carry (``MeshFolderDataset(forces=...)``,
+        :func:`geoop.train.losses.coefficient_errors`; an :class:`~geoop.models.Ensemble`:
+        every member's term, averaged over the members); ``evaluate()`` reports
+        ``coef_loss/<c>`` (the mean absolute errors).
     compile : training steps through ``torch.compile`` (``True`` / ``"inductor"``:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
         buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
@@ -240,6 +253,8 @@ class Trainer:
         schedule=None,
         checkpointing=None,
         precision=None,
+        query_sets: Optional[Sequence[str]] = None,
+        coefficient_loss: Optional[Mapping] = None,
     ):
         # typed groups of settings (geoop.train.specs) replace their flat keywords
         flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
@@ -275,6 +290,32 @@ class Trainer:
             normalizers = DatasetNormalizers(dict(normalizers))
         self.normalizers = normalizers
         self.data_normalized = bool(data_normalized)
+        if query_sets is None and preprocessor is not None:
+            query_sets = getattr(preprocessor, "set_names", None) or None
+        #: query set names (targets "<set>/<field>"), or None
+        self.query_sets = list(query_sets) if query_sets else None
+        self._target_set = None
+        if self.query_sets:
+            sets = [t.partition("/")[0] for t in self.targets]
+            bad = [t for t, s_ in zip(self.targets, sets) if s_ not in self.query_sets]
+            if bad:
+                raise ConfigError(f"Trainer: targets {bad} name no query set of {self.query_sets} ('<set>/<field>')")
+            self._target_set = torch.tensor([self.query_sets.index(s_) for s_ in sets])
+        self.coefficient_loss = None
+        if coefficient_loss:
+            cl = dict(coefficient_loss)
+            lam = dict(cl.get("weights") or {})
+            names = list(cl.get("names") or lam)
+            if not lam or set(lam) - set(names) or cl.get("field") not in self.targets or (
+                    cl.get("wall_shear") is not None and cl["wall_shear"] not in self.targets):
+                raise ConfigError(f"Trainer: coefficient_loss needs weights {{coefficient: weight}} over names {names} and a "
+                                  f"pressure field (and optional wall_shear) among the targets {self.targets}; got "
+                                  f"{ {k: v for k, v in cl.items()} }")
+            if domain != 1:
+                raise ConfigError("Trainer: coefficient_loss and domain parallelism do not combine yet")
+            cl["lambda"] = torch.tensor([float(lam.get(n, 0.0)) for n in names], dtype=torch.float64)
+            cl["names"] = names
+            self.coefficient_loss = cl
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.epochs_cap = self.epochs  # upper bound when a time budget plans the epochs
         self.clip, self.weighted_loss, self.seed = float(clip or 0.0), bool(weighted_loss), int(seed)
@@ -395,6 +436,54 @@ class Trainer:
     def widths(self, batch: GeometryBatch) -> list[int]:
         return [batch.query_fields[n].shape[1] if batch.query_fields[n].dim() == 2 else 1 for n in self.targets]
 
+    def loss_weights(self, batch: GeometryBatch) -> Optional[Tensor]:
+        """Query weights of the relative L2: None (each query the same), (ΣQ,) quadrature
+        weights (``weighted_loss``), or with query sets (ΣQ, F): each target's own set's
+        weights, zero on the other sets' queries."""
+        if self.query_sets is None:
+            return batch.query_weights if self.weighted_loss else None
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        if QUERY_SET_FIELD not in batch.query_fields:
+            raise FieldError(f"Trainer: query sets {self.query_sets} but the batch has no {QUERY_SET_FIELD!r} field "
+                             f"(items of MeshFolderDataset(queries=...))")
+        mask = self.set_mask(batch)
+        w = batch.query_weights if batch.query_weights is not None else torch.ones_like(mask[:, 0])
+        return mask * w.float()[:, None]
+
+    def set_mask(self, batch: GeometryBatch) -> Tensor:
+        """With query sets: (ΣQ, F) 1 where the query belongs to the target's own set, else 0."""
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
+        return (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
+
+    def coefficient_errors(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int],
+                           normalized: bool) -> Tensor:
+        """(B, K) errors of the integrated coefficients of ``coefficient_loss``, from the
+        prediction and target (ΣQ, ΣC) (normalised when ``normalized``: decoded first)."""
+        from ..data.preprocess import COEF_P_FIELD, COEF_TAU_FIELD
+        from .losses import coefficient_errors
+
+        cl = self.coefficient_loss
+        if COEF_P_FIELD not in batch.query_fields:
+            raise FieldError(f"Trainer: coefficient_loss needs the coefficient operator rows {COEF_P_FIELD!r} in the "
+                             f"batch (MeshFolderDataset(forces=...))")
+        cols, c0 = {}, 0
+        for n, c in zip(self.targets, widths):
+            cols[n] = slice(c0, c0 + c)
+            c0 += c
+
+        def phys(name):
+            a, b = pred[:, cols[name]], y[:, cols[name]]
+            if normalized and self.normalizers is not None and name in self.normalizers:
+                a, b = self.normalizers.decode(name, a), self.normalizers.decode(name, b)
+            return a - b
+
+        dtau = phys(cl["wall_shear"]) if cl.get("wall_shear") is not None else None
+        return coefficient_errors(phys(cl["field"]), batch.query_fields[COEF_P_FIELD].double(), batch.query_batch,
+                                  batch.num_samples, dtau, batch.query_fields[COEF_TAU_FIELD].double())
+
     def decode(self, pred: Tensor, widths: Sequence[int]) -> Tensor:
         """Normalised prediction (ΣQ, ΣC) -> physical units, field by field."""
         if self.normalizers is None:
@@ -422,6 +511,32 @@ class Trainer:
             raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
         return pred
 
+    def _coefficient_term(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int]) -> Tensor:
+        """(B,) ``sum_k weight_k |c_bk(pred) - c_bk(true)|`` of ``coefficient_loss`` from the
+        normalised prediction and target (ΣQ, ΣC)."""
+        dc = self.coefficient_errors(batch, pred, y, widths, normalized=True)
+        return (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1)
+
+    def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
+        L2 errors (and NLLs, over each target's own query set), averaged over the members;
+        and with ``coefficient_loss`` (B,) every member's coefficient term, averaged over the
+        members (else None)."""
+        if self.domain_parallel is not None or self.dist.world_size > 1:
+            raise ConfigError("Trainer: model.ensemble trains in one process (no torchrun / DDP, parallel.domain = 1)")
+        x = self._fields(batch.fields, self.inputs, "input")
+        widths = self.widths(batch)
+        extra = None
+        if self.coefficient_loss is not None:
+            def extra(p):
+                return self._coefficient_term(batch, p.float(), y, widths)
+        mask = None if self.query_sets is None else self.set_mask(batch)
+        with self._autocast():
+            out = self.model.member_losses(batch, x, y, widths, lambda p: relative_l2(
+                p.float(), y, batch.query_batch, batch.num_samples, widths, w), extra=extra, mask=mask)
+        err, coef = out if extra is not None else (out, None)
+        return err.float(), None if coef is None else coef.float()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
@@ -443,11 +558,19 @@ class Trainer:
 
                     batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
-                pred = self.forward(batch)
-                w = batch.query_weights if self.weighted_loss else None
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
-                                  reduce=None if dp is None else dp.all_reduce)
+                w = self.loss_weights(batch)
+                coef = None  # (B,) the weighted coefficient errors of coefficient_loss
+                if getattr(self.model, "is_ensemble", False):  # every member its own loss (geoop.models.ensemble)
+                    err, coef = self._ensemble_error(batch, y, w)
+                else:
+                    pred = self.forward(batch)
+                    err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                      reduce=None if dp is None else dp.all_reduce)
+                    if self.coefficient_loss is not None:
+                        coef = self._coefficient_term(batch, pred, y, self.widths(batch))
                 loss = err.mean()
+                if coef is not None:
+                    loss = loss + coef.mean().float()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -505,6 +628,8 @@ class Trainer:
         shard = _Shard(data, self.dist.rank, self.dist.world_size)
         loader = DataLoader(shard, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
         sums = {f"rel_l2/{n}": 0.0 for n in self.targets}
+        if self.coefficient_loss is not None:
+            sums.update({f"coef_loss/{c}": 0.0 for c in self.coefficient_loss["names"]})
         count = 0
         if self.metrics is not None:
             self.metrics.reset()
@@ -516,10 +641,14 @@ class Trainer:
             if self.data_normalized:
                 y = self.decode(y, widths)
             pred = self.decode(self.forward(batch, net=self.model), widths)
-            w = batch.query_weights if self.weighted_loss else None
+            w = self.loss_weights(batch)
             err = relative_l2(pred, y, batch.query_batch, batch.num_samples, widths, w)
             for j, n in enumerate(self.targets):
                 sums[f"rel_l2/{n}"] += float(err[:, j].sum())
+            if self.coefficient_loss is not None:
+                dc = self.coefficient_errors(batch, pred, y, widths, normalized=False).abs().sum(0)
+                for k, c in enumerate(self.coefficient_loss["names"]):
+                    sums[f"coef_loss/{c}"] += float(dc[k])
             count += batch.num_samples
             if self.metrics is not None or picture:
                 self._per_sample(batch, pred, y, widths, picture)
@@ -532,7 +661,7 @@ class Trainer:
         coef = {k[5:]: s.pop(k) for k in list(s) if k.startswith("coef:")}
         n = max(s.pop("n"), 1)
         out = {k: v / n for k, v in s.items()}
-        out["rel_l2"] = sum(out.values()) / len(self.targets)
+        out["rel_l2"] = sum(v for k, v in out.items() if k.startswith("rel_l2/")) / len(self.targets)
         if self.metrics is not None:
             out.update(self.metrics.summary(coef))
         self.model.train(was)
@@ -556,8 +685,18 @@ class Trainer:
 
             self._picture = prediction_picture(qs[0].cpu().numpy(), scalar(ps[0]), scalar(ys[0]), f"{name}: {self.targets[0]}")
         if self.metrics is not None:
-            for meta, q, p_, y_ in zip(batch.meta, qs, ps, ys):
-                self.metrics.add_sample(meta, q, p_, y_, cols)
+            sets = [None] * len(qs)
+            if self.query_sets is not None:  # the metrics' field lives on one query set
+                from ..data.preprocess import QUERY_SET_FIELD
+
+                sets = batch.split_queries(batch.query_fields[QUERY_SET_FIELD][:, 0].round().long())
+            for meta, q, p_, y_, sid in zip(batch.meta, qs, ps, ys, sets):
+                if sid is None:
+                    self.metrics.add_sample(meta, q, p_, y_, cols)
+                    continue
+                i = self.query_sets.index(self.metrics.field.partition("/")[0])
+                rows = (sid == i).nonzero()[:, 0]
+                self.metrics.add_sample(meta, q[rows], p_[rows], y_[rows], cols, surface_file=meta["query_set_files"][i])
 
     @torch.no_grad()
     def predict(self, batch: GeometryBatch) -> Tensor:
