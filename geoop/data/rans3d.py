@@ -29,7 +29,7 @@ Solver
 upwind for ``k`` and ``omega``; ``n_procs`` MPI ranks (``decomposePar`` with the
 ``hierarchical`` method, ``mpirun -np n_procs``; 1: serial), exactly ``iterations``
 iterations. The steady solver often oscillates on bluff bodies: every field written is the
-mean over the last ``average`` iterations (``fieldAverage`` of ``p``, ``U`` and
+mean over the last ``average`` iterations (``fieldAverage`` of ``p``, ``U``, ``nut`` and
 ``wallShearStress``), and the coefficients are the mean of ``forceCoeffs`` over the same
 iterations (the manifest records the window, the standard deviation and the range of C_D
 and C_L in it). OpenFOAM is run without sourcing its ``etc/bashrc`` (``WM_PROJECT_DIR`` is the
