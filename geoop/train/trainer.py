@@ -197,6 +197,10 @@ class Trainer:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
         buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
         DDP, no amp); evaluation and prediction stay eager. Default False.
+
+    A model with incremental FNO/SFNO blocks (``blocks.incremental``) grows their modes after
+    the epochs where its rule fires (:class:`geoop.train.incremental.IncrementalModes`,
+    ``self.incremental``); each epoch's metrics record the ``modes`` it trained with.
     """
 
     def __init__(
@@ -322,6 +326,13 @@ class Trainer:
 
             self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
         self.compile = resolve_compile(compile, "Trainer compile")
+        from .incremental import IncrementalModes
+
+        #: grows incremental FNO/SFNO blocks (None: the model has none)
+        self.incremental = IncrementalModes.from_model(self.model)
+        if self.incremental is not None and self.compile == "cuda_graphs":
+            raise ConfigError("Trainer: compile='cuda_graphs' replays graphs captured at fixed modes; incremental "
+                              "blocks (model.blocks.incremental) change them: use 'inductor' or false")
         if self.compile != "none" and self.domain_parallel is not None:
             raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
         inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
@@ -588,6 +599,7 @@ class Trainer:
             "best": self.best,
             "extra": _plain(self.extra_state),
             "preprocessor": self.preprocessor.state_dict() if self.preprocessor is not None else {},
+            "incremental": self.incremental.state_dict() if self.incremental is not None else {},
         }
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
@@ -602,6 +614,8 @@ class Trainer:
             raise CheckpointError(f"{source}: optimizer/scheduler state does not match this run: {e}") from e
         if state.get("normalizers") and self.normalizers is not None:
             self.normalizers.load_state_dict(state["normalizers"])
+        if self.incremental is not None and state.get("incremental"):
+            self.incremental.load_state_dict(state["incremental"])
         self.epoch = int(state["epoch"])
         self.history = [dict(h) for h in state.get("history", [])]
         self.best = state.get("best")
@@ -736,6 +750,9 @@ class Trainer:
                 m = self.train_epoch(e)
                 val = self.evaluate() if self.val_data is not None else {}
                 metrics = {"epoch": e + 1, **m, **{f"val/{k}": v for k, v in val.items()}, "time_s": time.perf_counter() - t0}
+                if self.incremental is not None:  # the modes this epoch trained with, then maybe grow
+                    metrics["modes"] = list(self.incremental.modes)
+                    self.incremental.update(m["train_loss"])
                 key = val.get("rel_l2", m["train_loss"])
                 improved = self.best is None or key < self.best
                 if improved:
