@@ -79,7 +79,10 @@ def body_config(data: Path, out: Path, seed: int, minutes: float) -> dict:
 
 
 def test_errors(run, folder: Path, cfg) -> dict:
-    """Relative L2 of the trained run on the test split of ``folder`` (all nodes)."""
+    """Relative L2 of the trained run on the test split of ``folder`` (all nodes): over the
+    nodes (``rel_l2``) and weighted by the nodes' quadrature weights (``area/rel_l2``: the
+    discretisation's approximation of the L2 norm of the field, which does not change with the
+    node distribution)."""
     from geoop.data.folder import MeshFolderDataset
     from geoop.train.run import data_kwargs, input_fields, model_config
 
@@ -87,7 +90,11 @@ def test_errors(run, folder: Path, cfg) -> dict:
     test = MeshFolderDataset(str(folder), inputs=input_fields(model_config(cfg), d["inputs"]), targets=d["targets"],
                              split="test", neighbors=run.train_data.neighbors,
                              **{**data_kwargs(cfg), "normalize": run.train_data.normalizers, "subsample": None})
-    return run.trainer.evaluate(test)
+    err = run.trainer.evaluate(test)
+    was, run.trainer.weighted_loss = run.trainer.weighted_loss, True
+    area = run.trainer.evaluate(test)
+    run.trainer.weighted_loss = was
+    return {**err, **{f"area/{k}": v for k, v in area.items()}}
 
 
 def main(argv=None) -> int:
@@ -136,26 +143,31 @@ def main(argv=None) -> int:
     errors = {f"{k}x": test_errors(run, folders[k], cfg) for k in sorted(set([1] + a.factors))}
     base = errors["1x"]["rel_l2"]
     ratios = {k: e["rel_l2"] / base for k, e in errors.items()}
+    area_ratios = {k: e["area/rel_l2"] / errors["1x"]["area/rel_l2"] for k, e in errors.items()}
     report = {"data": info, "epochs": len(hist), "minutes": a.minutes, "threads": a.threads,
               "nearest": None if a.body else a.nearest, "case": "body3d" if a.body else "airfoil",
               "errors": errors,
-              "ratio_to_base": ratios}
+              "ratio_to_base": ratios, "area_ratio_to_base": area_ratios}
     text = json.dumps(report, indent=1)
     print(text)
     if a.out:
         a.out.write_text(text)
     fields = [k for k in errors["1x"] if k.startswith("rel_l2/")]
     if a.body:
-        print("\n| resolution | surface panels | Cp rel L2 | / base |\n| --- | --- | ---: | ---: |")
+        print("\n| resolution | surface panels | Cp rel L2 (nodes) | / base | area-weighted | / base |\n"
+              "| --- | --- | ---: | ---: | ---: | ---: |")
         for k, e in errors.items():
-            print(f"| {k} | {info[k]['panels'][0]}-{info[k]['panels'][1]} | {e['rel_l2']:.4f} | {ratios[k]:.3f} |")
+            print(f"| {k} | {info[k]['panels'][0]}-{info[k]['panels'][1]} | {e['rel_l2']:.4f} | {ratios[k]:.3f} | "
+                  f"{e['area/rel_l2']:.4f} | {area_ratios[k]:.3f} |")
         return 0
-    print("\n| resolution | surface nodes | volume nodes (cropped) | " + " | ".join(fields) + " | mean | / base |")
-    print("| --- | --- | --- | " + " | ".join("---:" for _ in fields) + " | ---: | ---: |")
+    print("\n| resolution | surface nodes | volume nodes (cropped) | " + " | ".join(fields)
+          + " | mean | / base | area-weighted mean | / base |")
+    print("| --- | --- | --- | " + " | ".join("---:" for _ in fields) + " | ---: | ---: | ---: | ---: |")
     for k, e in errors.items():
         print(f"| {k} | {info[k]['surface_nodes'][0]}-{info[k]['surface_nodes'][1]} | "
               f"{info[k]['volume_nodes'][0]}-{info[k]['volume_nodes'][1]} | "
-              + " | ".join(f"{e[f]:.4f}" for f in fields) + f" | {e['rel_l2']:.4f} | {ratios[k]:.3f} |")
+              + " | ".join(f"{e[f]:.4f}" for f in fields) + f" | {e['rel_l2']:.4f} | {ratios[k]:.3f} | "
+              f"{e['area/rel_l2']:.4f} | {area_ratios[k]:.3f} |")
     return 0
 
 
