@@ -22,6 +22,8 @@ from .errors import (  # noqa: F401  (cheap, always imported)
     GeoopError,
     NeighborhoodTooLargeError,
     ShapeError,
+    SymmetryError,
+    UnsignedSDFWarning,
     UnsupportedFormatError,
 )
 
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Geometry": "geoop.geometry.geometry",
     "NormalizeTransform": "geoop.geometry.geometry",
+    "SymmetryPlane": "geoop.geometry.symmetry",
     "read": "geoop.geometry.io",
     "write": "geoop.geometry.io",
     "from_pyvista": "geoop.geometry.convert",
@@ -48,7 +51,7 @@ _LAZY = {
 __all__ = sorted(list(_LAZY) + ["physics"] + [
     "GeoopError", "GeometryReadError", "GeometryWriteError", "UnsupportedFormatError", "ShapeError",
     "FieldError", "BackendUnavailableError", "NeighborhoodTooLargeError", "ConfigError",
-    "CheckpointError", "DatasetError",
+    "CheckpointError", "DatasetError", "SymmetryError", "UnsignedSDFWarning",
 ])
 
 

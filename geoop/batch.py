@@ -129,6 +129,7 @@ class GeometryBatch:
         neighbors_in: Optional[Neighborhoods] = None,
         neighbors_out: Optional[Neighborhoods] = None,
         meta: Optional[list] = None,
+        symmetry: Optional[list] = None,
     ):
         self.points = points
         self.ptr = ptr
@@ -148,6 +149,8 @@ class GeometryBatch:
         self.neighbors_in = neighbors_in
         self.neighbors_out = neighbors_out
         self.meta = list(meta) if meta is not None else [{} for _ in range(self.num_samples)]
+        #: per sample, the input geometry's symmetry plane (or None), given back by unbatch()
+        self.symmetry = list(symmetry) if symmetry is not None else [None] * self.num_samples
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -252,6 +255,7 @@ class GeometryBatch:
             neighbors_in=nin,
             neighbors_out=nout,
             meta=list(meta) if meta is not None else None,
+            symmetry=[g.symmetry for g in geoms],
         )
 
     @classmethod
@@ -361,6 +365,7 @@ class GeometryBatch:
             neighbors_in=None if self.neighbors_in is None else self.neighbors_in.to(device),
             neighbors_out=None if self.neighbors_out is None else self.neighbors_out.to(device),
             meta=self.meta,
+            symmetry=self.symmetry,
         )
 
     # ----------------------------------------------------------------- split
@@ -390,6 +395,7 @@ class GeometryBatch:
                     weights=self.weights[s:e],
                     fields={k: v[s:e] for k, v in self.fields.items()},
                     validate=False,
+                    symmetry=self.symmetry[b],
                 )
             )
         return out

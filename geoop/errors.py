@@ -19,6 +19,9 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "DistributedError",
+    "SymmetryError",
+    "GeoopWarning",
+    "UnsignedSDFWarning",
 ]
 
 
@@ -71,3 +74,17 @@ class DatasetError(GeoopError, RuntimeError):
 
 class DistributedError(GeoopError, RuntimeError):
     """A multi-process run is set up inconsistently (no process group, ranks disagree)."""
+
+
+class SymmetryError(ShapeError):
+    """A declared or detected symmetry plane does not fit the geometry (the body does not
+    touch it, lies on both sides of it, or the plane is malformed)."""
+
+
+class GeoopWarning(UserWarning):
+    """Base class of the warnings geoop issues (filter them with ``warnings.filterwarnings``)."""
+
+
+class UnsignedSDFWarning(GeoopWarning):
+    """The distance to an open surface has no inside: the SDF is unsigned (e.g. a half body
+    without a declared symmetry plane)."""

@@ -9,6 +9,7 @@ import torch
 
 from geoop import ConfigError, Geometry, ShapeError
 from geoop._optional import available
+from geoop.errors import UnsignedSDFWarning
 from geoop.geometry.sdf import inside_polygon, is_watertight, sdf, segment_distance
 
 
@@ -154,10 +155,12 @@ def test_sdf_open_surface_is_unsigned_and_backends_agree():
     open_g = Geometry(g.points, g.faces[1:])
     assert is_watertight(g.faces) and not is_watertight(open_g.faces)
     q = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], dtype=torch.float64)
-    d = sdf(open_g, q, backend="trimesh")
+    with pytest.warns(UnsignedSDFWarning, match="unsigned"):
+        d = sdf(open_g, q, backend="trimesh")
     assert torch.all(d > 0)
     if available("open3d"):
-        torch.testing.assert_close(sdf(open_g, q, backend="open3d"), d, atol=1e-5, rtol=0)
+        with pytest.warns(UnsignedSDFWarning):
+            torch.testing.assert_close(sdf(open_g, q, backend="open3d"), d, atol=1e-5, rtol=0)
 
 
 def test_sdf_point_cloud_and_kdtree_match_brute_force():
@@ -176,7 +179,8 @@ def test_sdf_2d_circle_polyline():
     d = sdf(g, q)
     torch.testing.assert_close(d, exact, atol=1e-4, rtol=0)
     open_g = Geometry(g.points, g.cells["line"][1:])
-    assert torch.all(sdf(open_g, q) >= 0)
+    with pytest.warns(UnsignedSDFWarning):
+        assert torch.all(sdf(open_g, q) >= 0)
 
 
 def test_sdf_2d_domain_square_with_hole():

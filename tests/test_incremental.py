@@ -206,3 +206,66 @@ def test_incremental_config_and_bad_schedules():
     with pytest.raises(ConfigError, match="cuda_graphs.*incremental"):
         _trainer(None, _gino({"start": 2}), epochs=1, compile="cuda_graphs")
     assert incremental_blocks(_gino(None)) == [] and IncrementalModes.from_model(_gino(None)) is None
+
+
+def _fsdp_model():
+    torch.manual_seed(0)
+    return GINO(in_channels=1, out_channels=1, coord_dim=2, latent=dict(shape=[8, 8]), encoder=dict(radius=0.25),
+                blocks=dict(width=8, modes=3, layers=2, incremental={"start": 1, "eps": 10.0}), decoder=dict(radius=0.25))
+
+
+def _fsdp_trainer(info, batch_size, fsdp):
+    return Trainer(_fsdp_model(), make_samples(8), targets=["p"], inputs=["a"], epochs=3, batch_size=batch_size,
+                   lr=1e-2, seed=3, dist_info=info, progress=False, fsdp=fsdp)
+
+
+def _fsdp_worker(rank, world, port, out):
+    import os
+
+    from geoop.train.distributed import cleanup_distributed, init_distributed
+
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    info = init_distributed(torch.device("cpu"), timeout_s=180)
+    try:
+        torch.manual_seed(0)
+        energy = GINO(in_channels=1, out_channels=1, coord_dim=2, latent=dict(shape=[8, 8]),
+                      blocks=dict(width=8, modes=3, layers=1, incremental={"start": 1, "rule": "energy"}))
+        with pytest.raises(ConfigError, match="rule 'energy'.*fsdp"):
+            Trainer(energy, make_samples(8), targets=["p"], inputs=["a"], dist_info=info, progress=False, fsdp=True)
+        tr = _fsdp_trainer(info, 2, True)
+        assert tr.fsdp
+        hist = tr.fit()
+        state = tr.state_dict()  # a collective: the full state on rank 0
+        if rank == 0:
+            torch.save({"model": state["model"], "modes": [h["modes"] for h in hist]}, os.path.join(out, "rank0.pt"))
+    finally:
+        cleanup_distributed(info)
+
+
+@pytest.mark.slow
+def test_incremental_under_fsdp_matches_one_process(tmp_path):
+    """2 gloo ranks with sharded parameters grow the modes at the same epoch as one process
+    and end with its weights; the gathered checkpoint holds the grown modes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from geoop.train.distributed import DistInfo
+
+    single = _fsdp_trainer(DistInfo(), 4, False)
+    hist = single.fit()
+    assert [h["modes"] for h in hist] == [[1, 1], [1, 1], [2, 2]]  # grown after epoch 2 (eps: any change is a plateau)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_fsdp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    assert r0["modes"] == [[1, 1], [1, 1], [2, 2]]
+    ref = single.model.state_dict()
+    assert sorted(r0["model"]) == sorted(ref)
+    for k, v in ref.items():
+        assert torch.allclose(r0["model"][k], v, atol=1e-5, rtol=0), k
+    assert r0["model"]["blocks.blocks.0.spectral.modes_active"].tolist() == [2, 2]
+

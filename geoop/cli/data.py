@@ -6,13 +6,17 @@
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
     geoop data check CONFIG        (a run config: split, normalisation, field ranges, queries outside the window)
+    geoop data pack DIR --out STORE (--config CFG | --targets p U [--inputs p] [--input-file P] [--query-file P])
+                    [--cells] [--chunk-rows 8192] [--overwrite] [--skip-bad]
 
 The generators (``geoop.data.<kind>.generate(out_dir, n, seed, **params)``) write
 ``case_XXXX_*.vtp/.vtu`` files and ``manifest.json`` (the parameters of each case); the same
 seed and parameters give byte-identical files. ``--param`` values are parsed as YAML
 (``alpha_deg=5``, ``m=[0, 0.04]``); ``a,b`` is shorthand for the range ``[a, b]``.
 ``check`` builds a :class:`~geoop.data.MeshFolderDataset` over every case and reports the
-cases that would be skipped, with the file and the reason.
+cases that would be skipped, with the file and the reason. ``pack`` converts a folder once
+into a packed store (:mod:`geoop.data.store`) that ``geoop train``/``evaluate``/``predict``
+take in place of the folder; with ``--config`` the fields, patterns and crop are the run's.
 """
 from __future__ import annotations
 
@@ -101,8 +105,61 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--targets", nargs="+", default=None, help="target field names (a folder: required)")
     c.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
     c.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
+    k = sub.add_parser("pack", help="pack a folder of CFD files into a chunked store read lazily by training")
+    k.add_argument("root", help="dataset folder")
+    k.add_argument("--out", required=True, help="store folder (created; an unfinished one is resumed)")
+    k.add_argument("--config", default=None, help="run config: its data.inputs (and the model's named inputs), "
+                                                  "targets, input_file, query_file and crop")
+    k.add_argument("--inputs", nargs="*", default=None, help="input field names (without --config)")
+    k.add_argument("--targets", nargs="+", default=None, help="target field names (without --config)")
+    k.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
+    k.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
+    k.add_argument("--cells", action="store_true", help="also store the cell connectivity (whole-case reads carry the mesh)")
+    k.add_argument("--chunk-rows", type=int, default=8192, help="rows per chunk (default 8192)")
+    k.add_argument("--overwrite", action="store_true", help="repack cases already in the store / a store of other settings")
+    k.add_argument("--skip-bad", action="store_true", help="leave unreadable cases out (listed) instead of stopping")
     p.set_defaults(_data_parser=p)
     return p
+
+
+def _pack(args) -> int:
+    from ..data.store import pack_folder
+
+    opts = {"input_file": args.input_file, "query_file": args.query_file, "crop": None, "symmetry": None}
+    inputs, targets = list(args.inputs or []), list(args.targets or [])
+    if args.config:
+        from ..data.folder import MeshFolderDataset
+        from ..models.gino import GINO
+        from ..train.config import load_config
+        from ..train.run import data_kwargs, input_fields
+
+        if args.inputs is not None or args.targets is not None:
+            raise ConfigError("geoop data pack: give the fields with --config or with --inputs/--targets, not both")
+        cfg = load_config(args.config, dataset_cls=MeshFolderDataset, model_cls=GINO)
+        d, kw = cfg["data"], data_kwargs(cfg)
+        if kw.get("queries"):
+            raise ConfigError(f"geoop data pack: {args.config} has query sets ([data] queries); a packed store holds one "
+                              "query geometry per case: train on the folder")
+        files = kw.get("files") or {}
+        for key in ("input_file", "query_file"):
+            asked = getattr(args, key)
+            given = kw.get(key, (files.get(key) if isinstance(files, dict) else getattr(files, key, None)))
+            if asked is not None and given is not None and asked != given:
+                raise ConfigError(f"geoop data pack: --{key.replace('_', '-')} {asked!r} differs from the config's {given!r}")
+            opts[key] = asked if asked is not None else given
+        norm = kw.get("normalization") or {}
+        opts["crop"] = kw.get("crop", norm.get("crop") if isinstance(norm, dict) else getattr(norm, "crop", None))
+        opts["symmetry"] = kw.get("symmetry")
+        inputs, targets = input_fields(cfg["model"], d["inputs"]), list(d["targets"])
+    elif not targets and not inputs:
+        raise ConfigError("geoop data pack: give --config CFG or the fields (--targets ..., --inputs ...)")
+    report = pack_folder(args.root, args.out, inputs, targets, cells=args.cells, chunk_rows=args.chunk_rows,
+                         overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise", log=print, **opts)
+    print(f"geoop data pack: {args.out}: {len(report.packed)} case(s) packed, {len(report.kept)} already there, "
+          f"{len(report.skipped)} skipped")
+    for case, f, reason in report.skipped:
+        print(f"  skipped {case}: {f}: {reason}")
+    return 1 if report.skipped else 0
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -152,7 +209,8 @@ def _check_config(path: str) -> int:
     kw = data_kwargs(cfg)
     kw.setdefault("seed", int(cfg["seed"]))
     inputs = input_fields(cfg["model"], d["inputs"])
-    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], **kw)
+    targets = [] if kw.get("queries") is not None else d["targets"]  # query sets name their own targets
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], **kw)
     parts = {c: p for c, p in train.split_of.items()}
     counts = {k: sum(1 for v in parts.values() if v == k) for k in sorted(set(parts.values()))}
     print(f"{path}: data {d['folder']}: split {counts} (train on {d['train_split']!r}, validate on "
@@ -166,19 +224,32 @@ def _check_config(path: str) -> int:
 
         T = fixed_transform(rule, 3)
         print(f"  coordinates: x' = (x - shift) / scale, a fixed rule: shift {rule['shift']}, scale {rule['scale']}")
-    elif rule == "dataset" and T is not None:
-        print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule 'dataset'): "
+    elif rule in ("dataset", "body") and T is not None:
+        print(f"  coordinates: x' = (x - shift) / scale fitted on the training cases (rule {rule!r}): "
               f"shift {[round(float(v), 6) for v in T.shift]}, scale {[round(float(v), 6) for v in T.scale]}")
     elif rule == "case":
         print("  coordinates: one transform per case, fitted on its input and query bounds (rule 'case')")
+    elif rule == "body_case":
+        print("  coordinates: one transform per case, fitted on its body box (rule 'body_case')")
     else:
         print("  coordinates: file units, not normalised (rule 'none')")
     for role, names, attr in (("input", inputs, "geometry"), ("target", d["targets"], "queries")):
         for n in names:
             lo = hi = None
             for c in train.train_cases:
+                if hasattr(train, "store"):  # a packed store: the stored per-case ranges
+                    st = train.store.info(c).roles["input" if role == "input" else "query"]["stats"][n]
+                    vlo, vhi = torch.tensor(st["min"], dtype=torch.float64), torch.tensor(st["max"], dtype=torch.float64)
+                    lo = vlo if lo is None else torch.minimum(lo, vlo)
+                    hi = vhi if hi is None else torch.maximum(hi, vhi)
+                    continue
                 gin, gq = train._raw(c)
                 v = (gin if role == "input" else gq).fields[n].double()
+                if role == "target" and train.query_sets:  # the rows of the target's own set
+                    from ..data.preprocess import QUERY_SET_FIELD
+
+                    sid = gq.fields[QUERY_SET_FIELD][:, 0].round().long()
+                    v = v[sid == train.preprocessor.set_names.index(n.partition("/")[0])]
                 lo = v.min(0).values if lo is None else torch.minimum(lo, v.min(0).values)
                 hi = v.max(0).values if hi is None else torch.maximum(hi, v.max(0).values)
             nz = train.normalizers.fields.get(n)
@@ -190,7 +261,7 @@ def _check_config(path: str) -> int:
         print(f"  latent: {model.latent} grid {list(model.latent_shape)} (no window)")
         return 0
     dom = torch.tensor(model.domain, dtype=torch.float64)
-    if (rule == "dataset" or isinstance(rule, dict)) and T is not None:
+    if (rule in ("dataset", "body") or isinstance(rule, dict)) and T is not None:
         k = dom.shape[1]
         files = torch.stack([dom[0] * T.scale[:k] + T.shift[:k], dom[1] * T.scale[:k] + T.shift[:k]])
         print(f"  latent window: {dom.tolist()} (normalised) = {files.tolist()} in file units")
@@ -199,10 +270,12 @@ def _check_config(path: str) -> int:
     splits = [d["train_split"]] + ([d["val_split"]] if d["val_split"] else [])
     for split in splits:
         ds = train if split == d["train_split"] else MeshFolderDataset(
-            d["folder"], inputs=inputs, targets=d["targets"], split=split, **{**kw, "normalize": train.normalizers})
+            d["folder"], inputs=inputs, targets=targets, split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
         out = total = 0
-        for i in range(len(ds)):
+        if hasattr(ds, "queries_outside"):  # a packed store: from bounds, chunk by chunk
+            out, total = ds.queries_outside(dom)
+        for i in range(len(ds) if not hasattr(ds, "queries_outside") else 0):
             q = ds[i].queries.points.double()
             inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
             out, total = out + int((~inside).sum()), total + q.shape[0]
@@ -239,4 +312,6 @@ def run(args) -> int:
         return 2
     if kind == "check":
         return _check(args)
+    if kind == "pack":
+        return _pack(args)
     return _generate(args)

@@ -7,7 +7,8 @@ domain much larger than its body is framed around the body (``--far-field`` show
 ``--body FILE`` names the body explicitly); the colour range and the title's error come from
 what is in view. For a 2-D body the field along the body versus x / chord is drawn too
 (``OUT_surface.png``). ``--html PAGE`` writes one self-contained interactive page (offline)
-with a field picker.
+with a field picker; ``--camera body`` aims its 3-D camera at the body (e.g. the surface Cp
+of a half car and its error).
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--body", default=None, help="file with the body surface to frame (default: the holes of a 2-D mesh)")
     p.add_argument("--no-surface-plot", action="store_true", help="no field-versus-chord plot for 2-D bodies")
     p.add_argument("--zoom", type=float, default=1.0, help="camera zoom")
+    p.add_argument("--camera", default="iso", choices=("iso", "body"),
+                   help="HTML page camera for 3-D: iso, or body (three-quarter view of the body from upstream, above and "
+                        "the side away from its symmetry plane)")
     p.add_argument("--title", help="title text")
     p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="picture size in pixels")
     return p
@@ -75,6 +79,7 @@ def run(args) -> int:
         from ..viz.html import render_html
 
         page = render_html(geometry, args.html, fields=args.fields, truth=truth, title=args.title, clim=clim,
-                           focus=args.focus, far_field=args.far_field, body=body, initial=args.field)
+                           focus=args.focus, far_field=args.far_field, body=body, initial=args.field,
+                           camera=args.camera)
         print(page)
     return 0

@@ -70,9 +70,9 @@ from ..geometry.openfoam import REGION_SEP, case_files, is_openfoam_case, split_
 from ..neighbors.neighborhoods import Neighborhoods
 from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
 from .normalize import DatasetNormalizers
-from .preprocess import Preprocessor, read_file
+from .preprocess import COEF_P_FIELD, COEF_TAU_FIELD, FITTED_RULES, GEOMETRY_NORMALIZATIONS, Preprocessor, read_file
 
-__all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "resolve_split", "MESH_EXTENSIONS"]
+__all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "discover_set_cases", "resolve_split", "MESH_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh
 
 _ON_ERROR = ("raise", "skip")
 _SPLITS = ("train", "val", "test", "all")
-_GEOM_NORM = ("dataset", "case", "none")
+_GEOM_NORM = GEOMETRY_NORMALIZATIONS
+#: suffix of the mirrored copy of a training case (``mirror=``)
+MIRROR_SUFFIX = "@mirror"
 
 Pattern = Union[str, Callable[[str], Optional[str]], None]
 
@@ -106,10 +108,12 @@ class CaseFiles:
     name: str
     input: Path
     query: Path
+    #: the files of the query sets, in set order (empty: one query file)
+    sets: tuple = ()
 
     @property
     def same_file(self) -> bool:
-        return self.input == self.query
+        return self.input == self.query and all(p == self.input for p in self.sets)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
@@ -222,6 +226,22 @@ def discover_cases(root: Union[str, Path], input_file: Pattern = None, query_fil
             problems.append((name, str(pick(ins[name], name, "input")), f"no query file matching {query_file!r}"))
             continue
         cases[name] = CaseFiles(name, pick(ins[name], name, "input"), pick(qs[name], name, "query"))
+    return cases, problems
+
+
+def discover_set_cases(root: Union[str, Path], input_file: Pattern, set_files: Sequence[Pattern]) -> tuple[dict[str, CaseFiles], list[tuple[str, str, str]]]:
+    """:func:`discover_cases` for several query sets: the cases that have the input file
+    and one file of every set pattern (``CaseFiles.sets`` in set order, ``query`` the first
+    set's file); a case lacking one is a problem ``(case, file, reason)``."""
+    per = [discover_cases(root, input_file, f) for f in set_files]
+    problems = [pr for _, probs in per for pr in probs]
+    names = [n for n in per[0][0] if all(n in c for c, _ in per)]
+    for c, _ in per:
+        for n in c:
+            if n not in names and not any(p[0] == n for p in problems):
+                missing = [f for f, (cc, _) in zip(set_files, per) if n not in cc]
+                problems.append((n, str(c[n].input), f"no query file matching {missing[0]!r}"))
+    cases = {n: CaseFiles(n, per[0][0][n].input, per[0][0][n].query, tuple(c[n].query for c, _ in per)) for n in names}
     return cases, problems
 
 
@@ -423,6 +443,25 @@ def _neighbors_config(fn: Callable, key) -> dict:
     return cfg
 
 
+def _mirror_spec(spec) -> Optional[dict]:
+    """``mirror=`` -> ``{"plane": [n..., c], "vector_fields": "auto" | [names]}`` or None."""
+    if spec is None or spec is False:
+        return None
+    from ..geometry.symmetry import SymmetryPlane
+
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"plane", "vector_fields"})
+        if unknown or "plane" not in spec:
+            raise DatasetError(f"MeshFolderDataset: mirror must be {{'plane': ['y', 0.0], 'vector_fields': 'auto' | [names]}} "
+                               f"(or a plane), got keys {sorted(spec)}")
+        plane, vec = spec["plane"], spec.get("vector_fields", "auto")
+    else:
+        plane, vec = spec, "auto"
+    if not (vec == "auto" or (isinstance(vec, (list, tuple)) and all(isinstance(v, str) for v in vec))):
+        raise DatasetError(f"MeshFolderDataset: mirror vector_fields must be 'auto' or a list of field names, got {vec!r}")
+    return {"plane": SymmetryPlane.from_spec(plane, 3).to_list(), "vector_fields": vec if vec == "auto" else list(vec)}
+
+
 def _source_sha256(path: Path) -> str:
     """sha256 of a file, or of an OpenFOAM case: the files its reader reads and the region."""
     if not is_openfoam_case(path):
@@ -438,7 +477,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    root : folder holding the cases.
+    root : folder holding the cases, or a packed store (``geoop data pack``; the dataset is then
+        a :class:`~geoop.data.store_dataset.PackedCaseDataset`, which reads it lazily).
     inputs : names of the input fields (on the input geometry), may be empty.
     targets : names of the target fields (on the query geometry).
     split : ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
@@ -477,6 +517,33 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         geometry is cut to this box (cells with a node outside are dropped), e.g. the region
         around a body in a far-field mesh.
     transform : callable ``f(sample) -> sample`` applied last to every item.
+    body_margins : margins of the ``"body"``/``"body_case"`` geometry normalisations in body
+        lengths, ``{"x": [before, after], ...}`` (keyword; :func:`geoop.data.preprocess.body_box`).
+    symmetry : the symmetry plane of every input geometry (keyword): None (what the files
+        say), ``"auto"`` (detected from the open boundary) or e.g. ``("y", 0.0)``; a half body
+        then gets the signed SDF of its mirrored closed body.
+    mirror : mirror augmentation (keyword) of the ``"train"`` split: ``{"plane": ["y", 0.0],
+        "vector_fields": "auto" | [names]}`` (or just the plane): every training case gets a
+        mirrored copy ``<case>@mirror`` (both files mirrored before the fields are picked:
+        points, normals, cell winding, and the vector fields' component normal to the plane;
+        ``"auto"``: fields with one component per coordinate; see
+        :func:`geoop.geometry.symmetry.mirror`), with its own neighbourhoods; the statistics
+        and the dataset transform are fitted on the originals and the copies (whatever the
+        split, so every split of one folder and config normalises alike).
+    queries : several query sets per case (keyword), a list of
+        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtp",
+        "targets": ["p", "U"], "name": ..., "weighting": ...}`` in place of ``query_file`` and
+        ``targets``: the sets' points are concatenated into one query geometry
+        (:func:`~geoop.data.preprocess.combine_query_sets`), the targets are ``"<set>/<field>"``
+        (zero on the other sets' rows, normalisers fitted on the set's own rows) and the
+        field :data:`~geoop.data.preprocess.QUERY_SET_FIELD` holds each query's set.
+    forces : coefficient operator rows as query fields (keyword), for a loss on integrated
+        coefficients: ``{"field": pressure target, "wall_shear": shear target or None,
+        "names": ["cd", "cl"], "reference": {forces keywords} or callable(case) -> them}``; the
+        geometry of the query set holding ``field`` (or the query geometry) must be a surface
+        with cells; :func:`geoop.physics.coefficient_weights` of it become the fields
+        :data:`~geoop.data.preprocess.COEF_P_FIELD` / ``COEF_TAU_FIELD`` (zero elsewhere;
+        scaled with the quadrature weights when queries are subsampled).
 
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
     its input and its target values. Attributes after construction: ``cases`` (this
@@ -485,6 +552,17 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     the model), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
     ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
+
+    def __new__(cls, root=None, *args, **kwargs):
+        # a packed store (``geoop data pack``) is read by its own lazy dataset class
+        if cls is MeshFolderDataset and root is not None:
+            from .store import is_store
+
+            if is_store(root):
+                from .store_dataset import PackedCaseDataset
+
+                return super().__new__(PackedCaseDataset)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -512,11 +590,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         memory_cache_mb: float = 1024,
         val_fraction: float = 0.0,
         crop=None,
+        body_margins=None,
+        symmetry=None,
+        mirror=None,
         files=None,
         splitting=None,
         normalization=None,
         sampling=None,
         caching=None,
+        queries=None,
+        forces=None,
     ):
         if any(g is not None for g in (files, splitting, normalization, sampling, caching)):
             # typed groups of settings (geoop.data.specs) replace their flat keywords
@@ -534,10 +617,14 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 kw[k] for k in ("input_file", "query_file", "manifest", "on_error", "test_fraction", "val_fraction", "seed",
                                 "normalize", "geometry_normalization", "isotropic", "margin", "drop_flat_z", "crop",
                                 "subsample", "cache_dir", "memory_cache_mb"))
+            body_margins = kw["body_margins"]
         self.root = Path(root)
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.targets = [targets] if isinstance(targets, str) else list(targets)
-        if not self.targets and not self.inputs:
+        if queries is not None and (self.targets or query_file is not None):
+            raise DatasetError("MeshFolderDataset: with queries=[...] give each set's targets and file there, not "
+                               f"targets={self.targets} / query_file={query_file!r}")
+        if not self.targets and not self.inputs and queries is None:
             raise DatasetError("MeshFolderDataset: give at least one of inputs=[...] or targets=[...] field names")
         self.split = _choice(split, _SPLITS, "split")
         self.on_error = _choice(on_error, _ON_ERROR, "on_error")
@@ -546,7 +633,21 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.isotropic, self.margin, self.drop_flat_z = isotropic, margin, drop_flat_z
         #: reading, coordinate and field normalisation of a case (shared with prediction)
-        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop)
+        self.preprocessor = Preprocessor(self.inputs, self.targets, self.geometry_normalization, isotropic, margin, crop=crop,
+                                         body_margins=body_margins, symmetry=symmetry, query_sets=queries)
+        self.mirror = _mirror_spec(mirror)
+        #: the query sets (plain dicts) or None; with them ``targets`` are ``"<set>/<field>"``
+        self.query_sets = self.preprocessor.query_sets
+        self.targets = list(self.preprocessor.targets)
+        self.forces = None if forces is None else dict(forces)
+        if self.forces is not None:
+            unknown = sorted(set(self.forces) - {"field", "wall_shear", "names", "reference"})
+            bad = [self.forces.get(k) for k in ("field", "wall_shear") if self.forces.get(k) is not None
+                   and self.forces.get(k) not in self.targets]
+            if unknown or not self.forces.get("names") or "field" not in self.forces or bad:
+                raise DatasetError(f"MeshFolderDataset: forces must be {{'field': target, 'wall_shear': target or None, "
+                                   f"'names': [...], 'reference': ...}} with fields among the targets {self.targets}; got "
+                                   f"{ {k: v for k, v in self.forces.items() if k != 'reference'} }")
         self.geometry_normalization = self.preprocessor.geometry_normalization  # a fixed rule, validated
         self.subsample = self._parse_subsample(subsample)
         self.neighbors = neighbors
@@ -565,7 +666,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
 
         # 1. cases and split
-        found, problems = discover_cases(self.root, input_file, query_file)
+        found, problems = self._discover(input_file, query_file)
         for case, f, reason in problems:
             self._bad(case, f, reason)
         man = _load_manifest(self.root, manifest)
@@ -582,10 +683,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self._files = {c: found[c] for c in found if c in self.split_of}
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
+        if self.mirror is not None:  # mirrored copies of the training cases: items of "train", fitted on in every split
+            for c in list(train):
+                self._files[c + MIRROR_SUFFIX], self.split_of[c + MIRROR_SUFFIX] = self._files[c], "train"
+            train += [c + MIRROR_SUFFIX for c in train]
+            if self.split == "train":
+                wanted += [c + MIRROR_SUFFIX for c in wanted]
 
         # 2. read and check every case needed (the split, plus the training split for statistics)
         fit_fields = normalize is True
-        fit_geom = self.geometry_normalization == "dataset" and not self._given_transform(normalize)
+        fit_geom = self.geometry_normalization in FITTED_RULES and not self._given_transform(normalize)
         need = wanted + [c for c in train if c not in wanted] if (fit_fields or fit_geom) else wanted
         self._dims: dict[str, int] = {}
         self._widths: dict[str, int] = {}
@@ -654,15 +761,69 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.skipped.append((case, file, reason))
 
     # ------------------------------------------------------------------ reading
+    def _discover(self, input_file: Pattern, query_file: Pattern):
+        """``(cases {name: CaseFiles}, problems)`` of the dataset's root (:func:`discover_cases`,
+        :func:`discover_set_cases` with query sets)."""
+        if self.query_sets:
+            return discover_set_cases(self.root, input_file, [q["file"] for q in self.query_sets])
+        return discover_cases(self.root, input_file, query_file)
+
+    def _case_hashes(self, case: str) -> list:
+        """sha256 of a case's files (the neighbourhood cache key)."""
+        cf = self._files[case]
+        return [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(f) for f in (cf.sets or (cf.query,))])
+
     def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields),
         in file coordinates (3-D; see :meth:`Preprocessor.split_geometries`)."""
         cf = self._files[case]
         g = read_file(cf.input)
+        if self.query_sets:
+            parts = [g if f == cf.input else read_file(f) for f in cf.sets]
+            if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+                from ..geometry.symmetry import mirror
+
+                g, *parts = [mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in [g, *parts]]
+            self._cols[case] = max([g.dim] + [q.dim for q in parts])
+            gin, gq, sets = self.preprocessor.read_sets(g, parts, case)
+            if self.forces is not None:
+                i = self.preprocessor.set_names.index(self.forces["field"].partition("/")[0])
+                r0 = sum(q.n_points for q in sets[:i])
+                gq = self._with_coefficients(case, gq, sets[i], r0, cf.sets[i], parts[i].symmetry)
+            return gin, gq
         q = None if cf.same_file else read_file(cf.query)
+        if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+            from ..geometry.symmetry import mirror
+
+            g, q = (None if x is None else mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in (g, q))
         # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
         self._cols[case] = max(g.dim, (g if q is None else q).dim)
-        return self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
+        gin, gq = self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
+        if self.forces is not None:
+            gq = self._with_coefficients(case, gq, gq, 0, cf.query, (g if q is None else q).symmetry)
+        return gin, gq
+
+    def _with_coefficients(self, case: str, gq: Geometry, surface: Geometry, r0: int, path, plane=None) -> Geometry:
+        """``gq`` with the coefficient operator of ``surface`` (its rows from ``r0``) as the
+        query fields ``COEF_P_FIELD`` (Q, K) and ``COEF_TAU_FIELD`` (Q, 3K). The symmetry
+        plane is the reference's ``symmetry``, else the file's (``plane``): the one the
+        coefficient metrics integrate the surface file with."""
+        from ..physics.coefficients import coefficient_weights
+
+        ref = self.forces.get("reference") or {}
+        ref = ref(case) if callable(ref) else dict(ref)
+        ref.setdefault("symmetry", plane)
+        try:
+            cw = coefficient_weights(surface, list(self.forces["names"]), **ref)
+        except GeoopError as e:
+            raise DatasetError(f"{path}: case {case!r}: the coefficient operator of the force surface: {e}") from None
+        k, n = len(cw.names), surface.n_points
+        P = torch.zeros(gq.n_points, k, dtype=gq.dtype)
+        S = torch.zeros(gq.n_points, 3 * k, dtype=gq.dtype)
+        P[r0:r0 + n] = cw.pressure.to(gq.dtype)
+        sh = cw.shear if cw.shear.shape[1] == 3 else torch.cat([cw.shear, cw.shear.new_zeros(n, 1, k)], 1)
+        S[r0:r0 + n] = sh.reshape(n, 3 * k).to(gq.dtype)
+        return gq.replace(fields={**gq.fields, COEF_P_FIELD: P, COEF_TAU_FIELD: S})
 
     def _scan(self, cases: Sequence[str]) -> set:
         ok = {}
@@ -680,6 +841,11 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             widths = {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()}
             ok[case] = (self._cols[case], widths)
             self._memory.put(("raw", case), (gin, gq))
+        return self._consistent(ok)
+
+    def _consistent(self, ok: dict) -> set:
+        """The cases of ``ok`` ({case: (point columns, {field: width})}, dimensions in
+        ``_dims``) that share the majority's dimension and field widths; sets ``dim``, ``is_2d``."""
         # every case must have the dimension (and field widths) of the majority
         if ok:
             dims = [self._dims[c] for c in ok]
@@ -771,7 +937,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             if missing:
                 raise DatasetError(f"MeshFolderDataset: the given normalizers lack fields {missing}; have {sorted(norms.fields)}")
         if not (fit_fields or fit_geom):
-            if self.geometry_normalization != "dataset":
+            if self.geometry_normalization not in FITTED_RULES:
                 norms.transform = None
             return norms
         if not self.train_cases:
@@ -780,8 +946,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 f"(pass normalize=<the training dataset's normalizers> instead)"
             )
         self.preprocessor.normalizers = norms
-        self.preprocessor.fit((self._raw(c) for c in self.train_cases), fields=fit_fields, geometry=fit_geom)
+        self._fit_statistics(fit_fields, fit_geom)
         return norms
+
+    def _fit_statistics(self, fit_fields: bool, fit_geom: bool) -> None:
+        """Fit the preprocessor's field statistics / dataset transform on the training cases."""
+        self.preprocessor.fit((self._raw(c) for c in self.train_cases), fields=fit_fields, geometry=fit_geom)
 
     def _case_transform(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
         return self.preprocessor.transform_for(gin, gq)
@@ -832,11 +1002,13 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
         if self.cache is not None:
             cf = self._files[case]
-            hashes = [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(cf.query)])
+            hashes = self._case_hashes(case)
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},
                 **({"crop": self.preprocessor.crop} if self.preprocessor.crop is not None else {}),
+                **({"symmetry": self.preprocessor.symmetry} if self.preprocessor.symmetry is not None else {}),
+                **({"mirror": self.mirror} if case.endswith(MIRROR_SUFFIX) else {}),
                 "dim": sample.geometry.dim,
                 "roles": [cf.same_file],
             }
@@ -906,7 +1078,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             near = self.subsample.get("near_input")
             if near is None:
                 qidx = torch.randperm(q.n_points, generator=self._generator(index, 1))[:k].sort().values
-                w = q.weights[qidx] * (q.n_points / k)
+                scale = torch.full((q.n_points,), q.n_points / k, dtype=q.weights.dtype)
+                w = q.weights[qidx] * scale[qidx]
             else:
                 keep = self._near_input(case, full.geometry, q, float(near))
                 rest = torch.nonzero(~keep).flatten()
@@ -917,6 +1090,9 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 scale[rest] = rest.numel() / max(k_rest, 1)
                 w = q.weights[qidx] * scale[qidx]
             q = q.select(qidx).replace(weights=w)
+            if COEF_P_FIELD in q.fields:  # integrals stay unbiased, as the weights
+                q = q.replace(fields={**q.fields, **{n: q.fields[n] * scale[qidx, None].to(q.dtype)
+                                                     for n in (COEF_P_FIELD, COEF_TAU_FIELD)}})
             if nout is not None:
                 nout = _take_queries(nout, qidx)
         cf = self._files[case]
@@ -927,6 +1103,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             "epoch": self.epoch,
             "input_file": str(cf.input),
             "query_file": str(cf.query),
+            **({"query_set_files": [str(f) for f in cf.sets]} if cf.sets else {}),
             "transform": T.state_dict(),
             "point_index": pidx,
             "query_index": qidx,

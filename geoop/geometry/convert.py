@@ -28,7 +28,8 @@ from .._optional import require
 from ..errors import FieldError, ShapeError
 from .geometry import CELL_DIM, Geometry
 
-__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK"]
+__all__ = ["to_pyvista", "from_pyvista", "to_trimesh", "to_open3d", "to_pyg", "from_pyg", "VTK_TO_CELL", "CELL_TO_VTK",
+           "SYMMETRY_FIELD"]
 
 #: VTK cell type id -> (geoop cell type, node permutation or None)
 VTK_TO_CELL = {
@@ -46,6 +47,8 @@ VTK_TO_CELL = {
 #: geoop cell type -> VTK cell type id
 CELL_TO_VTK = {"vertex": 1, "line": 3, "triangle": 5, "quad": 9, "tetra": 10, "hexahedron": 12, "wedge": 13, "pyramid": 14}
 _NEEDS_TRIANGULATION = {2, 4, 6, 7}  # poly-vertex, poly-line, triangle strip, polygon
+#: VTK field-data array holding a geometry's symmetry plane ``[nx, ny, nz, c]``
+SYMMETRY_FIELD = "geoop_symmetry"
 _NODES = {1: 1, 3: 2, 5: 3, 8: 4, 9: 4, 10: 4, 11: 8, 12: 8, 13: 6, 14: 5}
 VTK_POLYHEDRON = 42
 
@@ -124,6 +127,8 @@ def to_pyvista(geometry: Geometry):
         mesh.point_data[k] = _column(_np(v))
     if g.normals is not None:
         mesh.point_data["Normals"] = _pad3(_np(g.normals))
+    if g.symmetry is not None:
+        mesh.field_data[SYMMETRY_FIELD] = np.asarray(g.symmetry.with_dim(3).to_list(), dtype=np.float64)
     return mesh
 
 
@@ -276,8 +281,11 @@ def from_pyvista(mesh, fields: Optional[Iterable[str]] = None, source: Optional[
             raise FieldError(f"{where}no field(s) {missing}; available: {avail}")
         point_fields = {k: v for k, v in point_fields.items() if k in fields}
         cell_fields = {k: v for k, v in cell_fields.items() if k in fields}
+    symmetry = None
+    if SYMMETRY_FIELD in mesh.field_data.keys():
+        symmetry = np.asarray(mesh.field_data[SYMMETRY_FIELD], dtype=np.float64).reshape(-1).tolist()
     return Geometry(pts, cells=cells, normals=normals, fields=point_fields, cell_fields=cell_fields,
-                    polyhedra=poly, source=source, name=name, validate=validate)
+                    polyhedra=poly, source=source, name=name, validate=validate, symmetry=symmetry)
 
 
 def _read_polyhedra(ug, idx: np.ndarray, where: str):

@@ -15,9 +15,11 @@ cell_fields  : dict name -> (M, C) float, M = total number of cells in ``cells``
                then the polyhedra
 polyhedra    : :class:`~geoop.geometry.polyhedra.Polyhedra` or None (ragged polyhedral
                cells, VTK_POLYHEDRON: face lists per cell)
+symmetry     : :class:`~geoop.geometry.symmetry.SymmetryPlane` or None (a half body on it)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -28,6 +30,8 @@ from torch import Tensor
 from ..errors import FieldError, ShapeError
 
 __all__ = ["Geometry", "NormalizeTransform", "CELL_DIM"]
+
+log = logging.getLogger(__name__)
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -99,6 +103,20 @@ class NormalizeTransform:
         return cls(torch.as_tensor(state["shift"]), torch.as_tensor(state["scale"]))
 
 
+
+def weight_jacobian(scale: Tensor, dim: int, topological_dim: int, is_2d: bool) -> float:
+    """The factor quadrature weights are divided by when points map as ``x' = (x - shift) / scale``:
+    ``prod(scale)`` for cells of the points' dimension, ``scale_x scale_y`` for a planar mesh
+    stored with z = 0, ``mean(scale)^td`` for lower-dimensional cells (exact for isotropic
+    scales), 1 for a bare point cloud (``topological_dim`` 0)."""
+    if topological_dim == dim:
+        return float(torch.prod(scale[:dim]))
+    if topological_dim == 2 and dim == 3 and is_2d:
+        return float(scale[0] * scale[1])
+    if topological_dim > 0:
+        return float(scale.mean()) ** topological_dim
+    return 1.0
+
 class Geometry:
     """Points with optional cells, normals, quadrature weights and named point fields.
 
@@ -118,6 +136,13 @@ class Geometry:
         (any number of faces and points) as ragged face lists; they count as 3-D cells for
         :attr:`n_cells`, weights, cell measures and cell-to-point averaging.
     name : str, optional, for messages
+    symmetry : the symmetry plane of a half body: ``("y", 0.0)``, ``"y"``, ``(1, 0.0)``,
+        ``{"normal": [...], "offset": c}``, a :class:`~geoop.geometry.symmetry.SymmetryPlane`,
+        ``"auto"`` (the coordinate plane holding the open boundary of the surface, found by
+        :func:`~geoop.geometry.symmetry.detect_symmetry` and logged; None when there is none)
+        or None. The SDF and the forces then use the mirrored closed body
+        (:func:`~geoop.geometry.symmetry.full_body`); kept by :meth:`replace`, :meth:`select`,
+        :meth:`to`, mapped by the normalisation transforms, written to VTK/npz files.
 
     Float tensors keep their dtype; numpy arrays and lists become ``torch.get_default_dtype()``
     (float32). Fields, normals and weights are cast to the dtype of ``points``.
@@ -138,6 +163,7 @@ class Geometry:
         name: Optional[str] = None,
         source: Optional[str] = None,
         validate: bool = True,
+        symmetry=None,
     ):
         self.name = name
         self.source = source
@@ -200,10 +226,22 @@ class Geometry:
         self.cell_fields: dict[str, Tensor] = {}
         for k, v in (cell_fields or {}).items():
             self.cell_fields[k] = self._check_field(k, v, m, "cell")
+        self.symmetry = self._resolve_symmetry(symmetry)
         if validate:
             self.validate()
 
     # ------------------------------------------------------------------ basics
+    def _resolve_symmetry(self, spec):
+        from .symmetry import detect_symmetry, resolve_symmetry
+
+        if isinstance(spec, str) and spec == "auto":
+            plane = detect_symmetry(self)
+            log.info("%ssymmetry='auto': %s", self._where(),
+                     f"the open boundary lies on the plane {plane.describe()}" if plane is not None else
+                     "no coordinate plane holds the open boundary; no symmetry")
+            return plane
+        return resolve_symmetry(spec, self.dim)
+
     def _where(self) -> str:
         if self.source:
             return f"{self.source}: "
@@ -310,12 +348,13 @@ class Geometry:
                           + ([f"polyhedron: {self.polyhedra.n_cells}"] if self.polyhedra else [])) or "none"
         fields = ", ".join(f"{k}{tuple(v.shape[1:])}" for k, v in self.fields.items()) or "none"
         nm = f" {self.name!r}" if self.name else ""
-        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}])"
+        sym = f", symmetry={self.symmetry.describe()}" if self.symmetry is not None else ""
+        return f"Geometry{nm}(points={self.n_points}x{self.dim}, cells=[{cells}], fields=[{fields}]{sym})"
 
     # ------------------------------------------------------------------ copies
     def replace(self, **changes) -> "Geometry":
         """A new geometry with some attributes replaced (``points``, ``cells``, ``normals``,
-        ``weights``, ``fields``, ``cell_fields``, ``polyhedra``, ``name``, ``source``)."""
+        ``weights``, ``fields``, ``cell_fields``, ``polyhedra``, ``name``, ``source``, ``symmetry``)."""
         kw = dict(
             points=self.points,
             cells=self.cells,
@@ -326,6 +365,7 @@ class Geometry:
             cell_fields=self.cell_fields,
             name=self.name,
             source=self.source,
+            symmetry=self.symmetry,
         )
         kw.update(changes)
         validate = kw.pop("validate", False)
@@ -365,6 +405,7 @@ class Geometry:
             name=self.name,
             source=self.source,
             validate=False,
+            symmetry=self.symmetry,
         )
 
     # ------------------------------------------------------------------ weights
@@ -448,17 +489,9 @@ class Geometry:
             normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-30)
         weights = self._weights
         if weights is not None:
-            td = self.topological_dim
-            if td == self.dim:
-                jac = float(torch.prod(scale[: self.dim]))
-            elif td == 2 and self.dim == 3 and self.is_2d:  # planar mesh stored with z = 0
-                jac = float(scale[0] * scale[1])
-            elif td > 0:
-                jac = float(scale.mean()) ** td  # exact for isotropic scales
-            else:
-                jac = 1.0
-            weights = weights / jac
-        return self.replace(points=pts, normals=normals, weights=weights)
+            weights = weights / weight_jacobian(scale, self.dim, self.topological_dim, self.is_2d)
+        sym = None if self.symmetry is None else self.symmetry.transformed(shift, scale)
+        return self.replace(points=pts, normals=normals, weights=weights, symmetry=sym)
 
     def normalization(self, isotropic: bool = True, margin: float = 0.0) -> NormalizeTransform:
         """The transform mapping this geometry into the unit box ``[0, 1]^d``.
@@ -507,10 +540,44 @@ class Geometry:
 
     def sdf(self, points: ArrayLike, backend: str = "auto") -> Tensor:
         """Distance from ``points`` (Q, d) to the surface: signed (negative inside) when the
-        surface is watertight, unsigned otherwise. Returns (Q,)."""
+        surface is watertight or a half body with a declared ``symmetry`` (the distance to
+        the mirrored closed body), unsigned otherwise (with an
+        :class:`~geoop.errors.UnsignedSDFWarning`). Returns (Q,)."""
         from .sdf import sdf
 
         return sdf(self, points, backend=backend)
+
+    def contains(self, points: ArrayLike, backend: str = "auto") -> Tensor:
+        """(Q,) bool: the points strictly inside the body (``sdf < 0``): a closed surface,
+        volume mesh, closed 2-D curve or domain, or a half body with a declared ``symmetry``
+        (inside its mirrored closed body). An open surface has no inside: :class:`ShapeError`."""
+        import warnings as _w
+
+        from ..errors import UnsignedSDFWarning
+
+        if self.topological_dim == 0 or backend == "kdtree":
+            raise ShapeError(f"{self._where()}contains: a point cloud (or the 'kdtree' backend) has no inside")
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always", UnsignedSDFWarning)
+            d = self.sdf(points, backend=backend)
+        if any(issubclass(c.category, UnsignedSDFWarning) for c in caught):
+            raise ShapeError(f"{self._where()}contains: the geometry is open, so it has no inside (declare the symmetry "
+                             f"plane of a half body: Geometry(symmetry=('y', 0.0)))")
+        return d < 0
+
+    def full_body(self, vector_fields="auto") -> "Geometry":
+        """The closed full body of a half body with ``symmetry``
+        (:func:`geoop.geometry.symmetry.full_body`)."""
+        from .symmetry import full_body
+
+        return full_body(self, vector_fields=vector_fields)
+
+    def mirror(self, plane=None, vector_fields="auto") -> "Geometry":
+        """The mirror image across ``plane`` (default the ``symmetry`` plane;
+        :func:`geoop.geometry.symmetry.mirror`)."""
+        from .symmetry import mirror
+
+        return mirror(self, plane, vector_fields)
 
     def to_pyvista(self):
         from .convert import to_pyvista

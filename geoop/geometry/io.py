@@ -20,6 +20,9 @@ folder/, .foam             VTK's OpenFOAM       an OpenFOAM case: internal mesh 
                                                 (:mod:`geoop.geometry.openfoam`)
 =========================  ===================  ==========================================
 
+A geometry's symmetry plane (``Geometry.symmetry``) is kept by the VTK formats (field-data
+array ``geoop_symmetry`` = ``[nx, ny, nz, c]``) and npz (array ``symmetry``).
+
 Polyhedral cells (``VTK_POLYHEDRON``, what snappyHexMesh writes at refinement-level changes)
 are kept as :attr:`Geometry.polyhedra` with exact volumes and centroids
 (:mod:`geoop.geometry.polyhedra`); a polyhedron whose faces do not close or are oriented
@@ -346,6 +349,9 @@ def _read_npz(path: str) -> Geometry:
         raise GeometryReadError(f"{path}: npz archive has no 'points' array; keys: {sorted(data)}")
     pts = data.pop("points")
     n = pts.shape[0] if pts.ndim >= 1 else 0
+    symmetry = None  # [n_1, ..., n_d, c] of Geometry.symmetry (written by geoop.write)
+    if "symmetry" in data and data["symmetry"].shape in ((3,), (4,)) and data["symmetry"].shape[0] != n:
+        symmetry = data.pop("symmetry")
     faces = data.pop("faces", None)
     normals = data.pop("normals", None)
     weights = data.pop("weights", None)
@@ -379,7 +385,8 @@ def _read_npz(path: str) -> Geometry:
                 f"('cells/TYPE'), nor a field with one row per point (expected ({n}, ...) numeric, as "
                 f"'points' has {n} rows)")
     return Geometry(pts, faces, cells=cells, normals=normals, weights=weights, fields=fields,
-                    cell_fields=cell_fields, polyhedra=poly or None, source=path, validate=False)
+                    cell_fields=cell_fields, polyhedra=poly or None, source=path, validate=False,
+                    symmetry=None if symmetry is None else symmetry.reshape(-1).tolist())
 
 
 _POLY_KEYS = ("face_points", "face_offsets", "cell_offsets")
@@ -709,6 +716,8 @@ def _write_npz(g: Geometry, path: str) -> None:
         data["normals"] = _np(g.normals)
     if g._weights is not None:
         data["weights"] = _np(g._weights)
+    if g.symmetry is not None:
+        data["symmetry"] = np.asarray(g.symmetry.to_list(), dtype=np.float64)
     for k, v in g.fields.items():
         data[f"fields/{k}"] = _np(v)
     for k, v in g.cell_fields.items():

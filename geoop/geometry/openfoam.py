@@ -23,6 +23,13 @@ What is read (keyword arguments of :func:`read_openfoam` and :func:`geoop.read`)
   VTK's point interpolation (boundary points take the patch values; reconstructed cases and
   single patches only, as processor or patch seams would get two different values).
 
+A surface read from patches of a half-domain case gets its symmetry plane: when the case has
+symmetry patches (type ``symmetryPlane``/``symmetry`` in ``constant/polyMesh/boundary``, else by
+name, :func:`geoop.geometry.symmetry.is_symmetry_patch`) and the surface's open boundary lies on
+their plane (:func:`~geoop.geometry.symmetry.check_touches`), ``Geometry.symmetry`` is that plane
+(:func:`~geoop.geometry.symmetry.symmetry_from_patches`), so the SDF and the forces treat the
+surface as the half of the full body. A surface off the plane keeps no symmetry.
+
 Strict as the file readers: a case without ``constant/polyMesh`` (or ``processor*``), a
 decomposed case with a missing ``processorN`` (a gap in the numbers, fewer than
 ``numberOfSubdomains`` of ``system/decomposeParDict``, or one without the chosen time), a
@@ -334,7 +341,54 @@ def read_openfoam(path: Union[str, os.PathLike], fields: Optional[Iterable[str]]
     if fields is not None:
         g = g.replace(fields={k: v for k, v in g.fields.items() if k in fields},
                       cell_fields={k: v for k, v in g.cell_fields.items() if k in fields})
+    if not volume:
+        g = _half_body_symmetry(g, case, foam, decomposed, names, patches, chosen, p)
     return g.replace(source=p)
+
+
+def _patch_types(case: Path) -> dict:
+    """Patch name -> type from ``constant/polyMesh/boundary`` (processor0's of a decomposed
+    case); {} when there is no readable (uncompressed) boundary file."""
+    for base in (case, case / "processor0"):
+        f = base / "constant" / "polyMesh" / "boundary"
+        if f.is_file():
+            return dict(re.findall(r"([A-Za-z_][\w.:-]*)\s*\{[^{}]*?\btype\s+(\w+)\s*;", f.read_text(errors="replace")))
+    return {}
+
+
+def _half_body_symmetry(g: Geometry, case: Path, foam, decomposed: bool, names: list, patches: list, chosen,
+                        where: str) -> Geometry:
+    """``g`` with the plane of the case's symmetry patches when its open boundary lies on it
+    (see the module docstring); ``g`` unchanged otherwise."""
+    import pyvista as pv
+
+    from ..errors import SymmetryError
+    from .io import _quiet_vtk
+    from .symmetry import check_touches, is_symmetry_patch, symmetry_from_patches
+
+    types = _patch_types(case)
+    sym = [n[len("patch/"):] for n in names if n.startswith("patch/") and n[len("patch/"):] not in patches
+           and is_symmetry_patch(n[len("patch/"):], types.get(n[len("patch/"):]))]
+    if not sym:
+        return g
+    r = _reader(case, foam, decomposed)
+    with _quiet_vtk():
+        r.UpdateInformation()
+        r.DisableAllPatchArrays()
+        for n in sym:
+            r.SetPatchArrayStatus(f"patch/{n}", 1)
+        r.DisableAllCellArrays()
+        r.DisableAllPointArrays()
+        r.UpdateTimeStep(chosen[0]) if chosen is not None else r.Update()
+    pts = {name.rsplit("/", 1)[-1]: np.asarray(b.points, dtype=np.float64) for name, b in _leaves(pv.wrap(r.GetOutput()))}
+    plane = symmetry_from_patches(pts, {n: types.get(n, "symmetryPlane") for n in pts}, where=where)
+    if plane is None:
+        return g
+    try:
+        check_touches(g, plane.with_dim(g.dim))
+    except SymmetryError:
+        return g  # the surface is not a half body on the plane (e.g. an inlet patch)
+    return g.replace(symmetry=plane)
 
 
 def _concatenate(parts: list) -> Geometry:

@@ -17,6 +17,15 @@ geometry                           boundary                        signed when
 point cloud                        its points (scipy cKDTree)      never
 =================================  ==============================  =====================
 
+A surface or planar polyline with a declared symmetry plane (``Geometry(symmetry=...)``, a
+half body) is measured as its mirrored closed body (:func:`geoop.geometry.symmetry.full_body`:
+the half, its mirror image with reversed winding, the seam welded), so the sign is that of
+the full body on both sides of the plane; a plane the body does not touch raises
+:class:`~geoop.errors.SymmetryError`. Volume meshes and 2-D domains are closed already: their
+SDF ignores the plane. An open surface (or a planar polyline without a closed
+loop) and no symmetry gets an :class:`~geoop.errors.UnsignedSDFWarning`: its distance is
+unsigned (positive inside the body too).
+
 Backends for triangle surfaces: ``"open3d"`` (``RaycastingScene``: BVH closest point and
 ray-parity inside test, float32), ``"trimesh"`` (``proximity.closest_point`` and
 ``contains``, float64), ``"kdtree"`` (distance to the nearest *vertex*, unsigned; also the
@@ -32,6 +41,7 @@ returns : (Q,) float
 """
 from __future__ import annotations
 
+import warnings
 from typing import Union
 
 import numpy as np
@@ -39,7 +49,7 @@ import torch
 from torch import Tensor
 
 from .._optional import available, require
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, UnsignedSDFWarning
 from .geometry import CELL_DIM, Geometry
 
 __all__ = ["sdf", "SDF_BACKENDS", "resolve_sdf_backend", "is_watertight", "segment_distance", "inside_polygon",
@@ -220,6 +230,13 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
     flat2d = geometry.dim == 2 or geometry.is_2d
     if qd.shape[1] != geometry.dim and not (flat2d and qd.shape[1] in (2, 3)):
         raise ShapeError(f"{where}sdf: points must have {geometry.dim} columns, got {qd.shape[1]}")
+    from .symmetry import full_body, is_surface
+
+    if geometry.symmetry is not None and is_surface(geometry):  # volumes and 2-D domains are closed already
+
+        bare = geometry.replace(fields={}, cell_fields={}, normals=None, weights=None)
+        geometry = full_body(bare, vector_fields=())  # the closed body; errors when the plane is off it
+        pts = geometry.points.to(torch.float64).cpu()
 
     top = geometry.topological_dim
     faces = geometry.faces
@@ -240,6 +257,8 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
         if bool(loop.any()):  # sign from the closed loops (see closed_loop_segments)
             inside = inside_polygon(q2, a[loop], b[loop])
             d = torch.where(inside, -d, d)
+        else:
+            _warn_unsigned(geometry, "the polyline has no closed loop")
         result = d
     elif name == "kdtree" or (faces is None and not has_vol and lines is None):
         from scipy.spatial import cKDTree
@@ -252,11 +271,20 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
     elif faces is not None:
         v = pts if pts.shape[1] == 3 else torch.cat([pts, pts.new_zeros(pts.shape[0], 1)], 1)
         qq = qd if qd.shape[1] == 3 else torch.cat([qd, qd.new_zeros(qd.shape[0], 1)], 1)
-        result = torch.from_numpy(_surface_sdf(v.numpy(), faces.cpu().numpy(), qq.numpy(), is_watertight(faces), name))
+        closed = is_watertight(faces)
+        if not closed:
+            _warn_unsigned(geometry, "the surface is open (not every edge is shared by two faces)")
+        result = torch.from_numpy(_surface_sdf(v.numpy(), faces.cpu().numpy(), qq.numpy(), closed, name))
     else:  # 3-D polyline: unsigned distance to its segments
         a, b = pts[lines[:, 0]], pts[lines[:, 1]]
         result = segment_distance(qd, a, b)
     return result.to(device=q.device, dtype=out_dtype)
+
+
+def _warn_unsigned(geometry: Geometry, why: str) -> None:
+    warnings.warn(f"{geometry._where() or 'geometry: '}the SDF is unsigned: {why}, so it has no inside (points inside the "
+                  f"body get positive distances). A half body on a symmetry plane: declare it, "
+                  f"Geometry(symmetry=('y', 0.0)) or symmetry='auto'", UnsignedSDFWarning, stacklevel=3)
 
 
 def _match_dim(q: Tensor, pts: Tensor) -> Tensor:

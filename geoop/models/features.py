@@ -15,7 +15,9 @@ name                what                                       width
 
 Latent features (``BoxLatent.features``): ``"sdf"``, the signed distance from every latent
 node to the boundary of the input geometry (:func:`geoop.geometry.sdf.sdf`; negative inside
-a closed boundary), the GINO paper's geometry encoding on the latent grid.
+a closed boundary, or inside the mirrored closed body of a half body with a declared
+``symmetry`` plane; an open surface without one gives an unsigned distance and an
+:class:`~geoop.errors.UnsignedSDFWarning`), the GINO paper's geometry encoding on the latent grid.
 """
 from __future__ import annotations
 

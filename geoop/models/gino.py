@@ -342,6 +342,11 @@ class GINO(nn.Module):
         bad values raise :class:`ConfigError` prefixed with ``where`` (e.g. the file and
         section), naming the valid keys. A nested latent (``kind = "nested"``) is checked as
         :class:`~geoop.models.nested.NestedGINO`'s config."""
+        if isinstance(config, Mapping) and "ensemble" in config:  # [model] ensemble = K: members of this config
+            from .ensemble import ensemble_spec
+
+            ensemble_spec(config["ensemble"], f"{where}: ensemble")
+            config = {k: v for k, v in config.items() if k != "ensemble"}
         lat = config.get("latent") if isinstance(config, Mapping) else None
         if isinstance(lat, Mapping) and lat.get("kind") == "nested":
             from .nested import NestedGINO  # the nested model is built from GINOs, above this module

@@ -65,6 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
+from ._func import under_func_transform
 from .channel_mlp import SpectralBlock, run_blocks
 from .spectral import SpectralWeight
 
@@ -159,6 +160,8 @@ def complex_mode_matmul(xc: Tensor, w: Tensor) -> Tensor:
     modes = tuple(xc.shape[2:])
     if tuple(w.shape[2:]) != modes or w.shape[0] != i:
         raise ShapeError(f"complex_mode_matmul: x {tuple(xc.shape)} and w {tuple(w.shape)} do not match")
+    if under_func_transform(xc, w):  # torch.func.vmap (stacked ensemble members): plain differentiable einsum
+        return torch.einsum("bik,iok->bok", xc.reshape(b, i, -1), w.reshape(i, w.shape[1], -1)).reshape(b, w.shape[1], *modes)
     y = _ModeMatmul.apply(xc.reshape(b, i, -1), w.reshape(i, w.shape[1], -1))
     return y.reshape(b, w.shape[1], *modes)
 

@@ -41,6 +41,27 @@ Outward normals (``orientation``):
 * ``"cells"``: the cells' own winding, right-hand rule (counter-clockwise polylines and
   triangles seen from outside give outward normals).
 
+Half bodies (``symmetry``, default ``"auto"``: the surface's ``Geometry.symmetry``): a
+surface that is one half of a body symmetric about the plane ``n . x = c`` (reflection
+``R v = v - 2 (n . v) n``), with the other half's loads the mirror image of this half's,
+reports the FULL body's loads:
+
+.. math::
+
+    \\mathbf F_{full} = \\mathbf F + R\\mathbf F = 2\\mathbf F - 2(\\mathbf n\\cdot\\mathbf F)\\mathbf n,
+    \\qquad
+    \\mathbf M_{full} = \\mathbf M - R\\big(\\mathbf M + (\\mathbf x_0 - R\\mathbf x_0)\\times\\mathbf F\\big),
+
+i.e. the force component normal to the plane cancels and the in-plane components double;
+for a moment centre on the plane (``x0 = R x0``) ``M_full = 2 (n . M) n``: only the moment
+about the plane normal (the pitching moment for ``y = 0``) survives, doubled, and the moments
+about the in-plane axes (roll, yaw) cancel. The pressure and shear parts are mapped alike.
+Coefficients use the reference values as given: pass the FULL body's reference ``area``.
+The half must touch the plane (:func:`geoop.geometry.symmetry.check_touches`, else
+:class:`~geoop.errors.SymmetryError`); without point normals its outward side comes from the
+mirrored closed body (``orientation="auto"``/``"closed"``). ``symmetry=None`` integrates the
+half as it is; a plane spec (``("y", 0.0)``) overrides the geometry's.
+
 Coefficients (``.coefficients``), with ``q = dynamic_pressure`` (default
 ``0.5 * density * speed**2``), unit drag direction ``e_D`` (the free stream), unit lift
 direction ``e_L`` (given or default, made orthogonal to ``e_D``) and side / pitch axis
@@ -248,12 +269,30 @@ def _normal_signs(g: Geometry, p3: Tensor, blocks, vas: list[Tensor]) -> list[Te
     return out
 
 
-def surface_vector_areas(surface: Geometry, orientation: str = "auto") -> tuple[list[tuple[str, Tensor]], list[Tensor]]:
+def _half_closed_signs(surface: Geometry, plane, kind: str) -> Optional[list[Tensor]]:
+    """Closed-surface orientation of a half body: the signs of its cells in the mirrored
+    closed body (:func:`geoop.geometry.symmetry.full_body`, cells ``[half; mirror]`` per type)."""
+    from ..geometry.symmetry import full_body
+
+    full = full_body(surface, plane, vector_fields=())
+    p3 = full.points.double()
+    p3 = torch.cat([p3[:, :2], p3.new_zeros(p3.shape[0], 1)], 1) if (kind == "2d" or p3.shape[1] == 2) else p3
+    signs = _closed_signs(full, p3, _cell_blocks(full, kind), kind)
+    if signs is None:
+        return None
+    return [s[: c.shape[0]] for s, (_, c) in zip(signs, _cell_blocks(surface, kind))]
+
+
+def surface_vector_areas(surface: Geometry, orientation: str = "auto",
+                         symmetry=None) -> tuple[list[tuple[str, Tensor]], list[Tensor]]:
     """Outward vector areas of the surface cells: ``(blocks, areas)`` with ``blocks`` the
     ``(cell type, (M, k) cells)`` pairs in ``surface.cells`` order and ``areas`` per block
-    (M, 3) float64 ``A_c n_c`` (see the module docstring for ``orientation``)."""
+    (M, 3) float64 ``A_c n_c`` (see the module docstring for ``orientation``). ``symmetry``:
+    the :class:`~geoop.geometry.symmetry.SymmetryPlane` of a half body, whose closed
+    orientation is then taken from the mirrored closed body."""
     _resolve(orientation, ORIENTATIONS, "orientation")
     kind = _surface_kind(surface)
+    closed_signs = _closed_signs if symmetry is None else (lambda g, p3, b, k: _half_closed_signs(g, symmetry, k))
     p3 = surface.points.double()
     if p3.shape[1] == 2:
         p3 = torch.cat([p3, p3.new_zeros(p3.shape[0], 1)], 1)
@@ -265,7 +304,7 @@ def surface_vector_areas(surface: Geometry, orientation: str = "auto") -> tuple[
     if mode == "auto":
         mode = "normals" if surface.normals is not None else "closed"
         if mode == "closed":
-            signs = _closed_signs(surface, p3, blocks, kind)
+            signs = closed_signs(surface, p3, blocks, kind)
             if signs is None:
                 raise ShapeError(
                     f"{_where(surface)}: cannot tell the outward side: the surface has no point normals and is not closed "
@@ -277,7 +316,7 @@ def surface_vector_areas(surface: Geometry, orientation: str = "auto") -> tuple[
             raise ShapeError(f"{_where(surface)}: orientation='normals' but the geometry has no point normals")
         signs = _normal_signs(surface, p3, blocks, vas)
     elif mode == "closed":
-        signs = _closed_signs(surface, p3, blocks, kind)
+        signs = closed_signs(surface, p3, blocks, kind)
         if signs is None:
             raise ShapeError(f"{_where(surface)}: orientation='closed' but the surface is not closed and consistently wound "
                              f"(some directed edge has no reverse edge in it)")
@@ -326,6 +365,50 @@ def _unit(v, d: int, what: str) -> Tensor:
     return t / n
 
 
+def _directions(kind: str, freestream, lift_direction) -> tuple[Tensor, Tensor, Tensor]:
+    """Unit drag, lift and side directions ``(e_D, e_L, e_S = e_L x e_D)``, each (3,) float64."""
+    eD = _unit([1.0, 0.0, 0.0] if freestream is None else freestream, 3, "freestream")
+    if kind == "2d" and abs(float(eD[2])) > 1e-12:
+        raise ShapeError(f"forces: a 2-D free stream must lie in the plane, got {eD.tolist()}")
+    if lift_direction is None:
+        lift = torch.stack([-eD[1], eD[0], eD.new_zeros(())]) if kind == "2d" else eD.new_tensor([0.0, 0.0, 1.0])
+    else:
+        lift = _unit(lift_direction, 3, "lift_direction")
+    lift = lift - (lift @ eD) * eD
+    if float(lift.norm()) < 1e-9:
+        raise ShapeError(f"forces: the lift direction {None if lift_direction is None else list(lift_direction)} is parallel "
+                         f"to the free stream {eD.tolist()}; give lift_direction=")
+    eL = lift / lift.norm()
+    return eD, eL, torch.linalg.cross(eL, eD)
+
+
+def _symmetry_plane(surface: Geometry, symmetry):
+    """The plane of a half body (checked to touch it, as 3 components), or None."""
+    from ..geometry.symmetry import check_touches, resolve_symmetry
+
+    if isinstance(symmetry, str) and symmetry == "auto":
+        plane = surface.symmetry
+    else:
+        plane = resolve_symmetry(symmetry, surface.dim)
+    if plane is None:
+        return None
+    plane = plane.with_dim(surface.dim)
+    check_touches(surface, plane)
+    return plane.with_dim(3)
+
+
+def _full_body_loads(F: Tensor, M: Tensor, x0: Tensor, plane) -> tuple[Tensor, Tensor]:
+    """(F + R F, M - R (M + (x0 - R x0) x F)): the half's loads plus its mirror image's
+    (module docstring). Shapes: F, M, x0 (3,)."""
+    n = F.new_tensor(plane.normal)
+
+    def R(v: Tensor) -> Tensor:
+        return v - 2.0 * (v @ n) * n
+
+    arm = 2.0 * (x0 @ n - plane.offset) * n  # x0 - R x0
+    return F + R(F), M - R(M + torch.linalg.cross(arm, F))
+
+
 # ---------------------------------------------------------------------------- main
 def forces(
     surface: Geometry,
@@ -343,6 +426,7 @@ def forces(
     p_inf: float = 0.0,
     location: Optional[str] = None,
     orientation: str = "auto",
+    symmetry="auto",
 ) -> ForceResult:
     """Force, moment and coefficients of pressure ``p`` (and wall shear) on ``surface``.
 
@@ -366,6 +450,9 @@ def forces(
     location : ``"point"`` or ``"cell"`` for arrays (default point; a field name picks its
         own location, point fields first)
     orientation : how outward normals are found, one of :data:`ORIENTATIONS`
+    symmetry : ``"auto"`` (the surface's ``symmetry``), None (none), or a plane spec: the
+        surface is half of a body symmetric about it and the FULL body's loads are reported
+        (see the module docstring; ``area`` is then the full body's reference area)
 
     Returns a :class:`ForceResult`.
     """
@@ -373,7 +460,8 @@ def forces(
     if location is not None:
         _resolve(location, LOCATIONS, "location")
     kind = _surface_kind(surface)
-    blocks, vas = surface_vector_areas(surface, orientation)
+    plane = _symmetry_plane(surface, symmetry)
+    blocks, vas = surface_vector_areas(surface, orientation, plane)
     d_out = surface.dim
     d_phys = 2 if kind == "2d" else 3
     pv, ploc = _values(surface, p, "pressure", location, 1)
@@ -423,6 +511,9 @@ def forces(
         Fs, Ms = integrate(tau, tloc, vector=True)
     else:
         Fs, Ms = x.new_zeros(3), x.new_zeros(3)
+    if plane is not None:  # loads of the half and of its mirror image
+        Fp, Mp = _full_body_loads(Fp, Mp, x0, plane)
+        Fs, Ms = _full_body_loads(Fs, Ms, x0, plane)
     F, M = Fp + Fs, Mp + Ms
 
     # coefficients
@@ -431,19 +522,7 @@ def forces(
         raise ShapeError(f"forces: the dynamic pressure must be > 0, got {q} (density={density}, speed={speed})")
     if not (float(length) > 0 and float(area) > 0):
         raise ShapeError(f"forces: reference length and area must be > 0, got length={length}, area={area}")
-    eD = _unit([1.0, 0.0, 0.0] if freestream is None else freestream, 3, "freestream")
-    if kind == "2d" and abs(float(eD[2])) > 1e-12:
-        raise ShapeError(f"forces: a 2-D free stream must lie in the plane, got {eD.tolist()}")
-    if lift_direction is None:
-        lift = torch.stack([-eD[1], eD[0], eD.new_zeros(())]) if kind == "2d" else eD.new_tensor([0.0, 0.0, 1.0])
-    else:
-        lift = _unit(lift_direction, 3, "lift_direction")
-    lift = lift - (lift @ eD) * eD
-    if float(lift.norm()) < 1e-9:
-        raise ShapeError(f"forces: the lift direction {None if lift_direction is None else list(lift_direction)} is parallel "
-                         f"to the free stream {eD.tolist()}; give lift_direction=")
-    eL = lift / lift.norm()
-    eS = torch.linalg.cross(eL, eD)
+    eD, eL, eS = _directions(kind, freestream, lift_direction)
     Fd, Md = F.detach(), M.detach()
     if kind == "2d":
         fa, ma = q * float(length), q * float(length) ** 2
@@ -458,7 +537,7 @@ def forces(
     ref = {"density": float(density), "speed": float(speed), "dynamic_pressure": q, "length": float(length),
            "area": float(area) if kind == "3d" else float(length), "freestream": eD.tolist(), "lift_direction": eL.tolist(),
            "moment_center": x0.tolist(), "p_inf": float(p_inf), "location": ploc, "orientation": orientation,
-           "dim": d_phys}
+           "dim": d_phys, "symmetry": None if plane is None else plane.to_list()}
 
     def out(v: Tensor) -> Tensor:
         return v[:2] if d_out == 2 else v

@@ -18,6 +18,10 @@ File layout (TOML shown; YAML with the same nesting works too)::
     metrics = ["cd", "cl"]   # optional integrated coefficients on the validation split
     metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
                              # see geoop.train.metrics
+    queries = [{name = "surface", file = "{case}_surface.vtp", targets = ["p", "wallShearStress"]},
+               {name = "points", file = "{case}_points.vtp", targets = ["p", "U"]}]
+                             # several query sets per case instead of query_file / targets:
+                             # data.targets become "<set>/<field>" (geoop.data.specs.QuerySetSpec)
     # further keys are passed to MeshFolderDataset (must be among its parameters)
 
     [model.latent]           # the nested sections of geoop.models.GINO (geoop.models.config):
@@ -38,6 +42,13 @@ File layout (TOML shown; YAML with the same nesting works too)::
     amp = "none"             # "none" | "bf16" | "fp16" (fp16 on CUDA only)
     weighted_loss = false    # relative L2 with quadrature weights
 
+    [loss]
+    surface_weighting = "points"   # "area": relative L2 on surface query sets weighted by the
+                             # vertex areas (a single query file: optim.weighted_loss)
+    coefficients = {}        # e.g. {cd = 0.1, cl = 0.1}: + weight * mean |c_pred - c_true| of the
+                             # coefficients integrated from the predicted surface p (and
+                             # wall shear) with data.metrics_reference (geoop.physics.coefficient_weights)
+
     [output]
     dir = "runs/airfoil"     # required
     save_best = true
@@ -48,6 +59,8 @@ File layout (TOML shown; YAML with the same nesting works too)::
     domain = 1               # ranks sharing each batch, each a spatial shard of its samples
                              # (geoop.distributed.DomainParallel); the world size must be a
                              # multiple; DDP over the world_size / domain data groups
+    fsdp = false             # shard parameters, gradients and optimizer state over the data
+                             # ranks (geoop.train.fsdp, PyTorch FSDP2) instead of DDP replicas
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -96,8 +109,11 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "minutes": 0.0,
     },
+    "loss": {"surface_weighting": "points", "coefficients": {}},
     "output": {"dir": None, "save_best": True, "tensorboard": None, "tensorboard_images_every": 1},
-    "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
+    # domain: ranks sharing one batch of samples, each a spatial shard (geoop.distributed);
+    # fsdp: parameters, gradients and optimizer state sharded over the data ranks (geoop.train.fsdp)
+    "parallel": {"domain": 1, "fsdp": False},
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
@@ -218,6 +234,20 @@ def resolve_config(
             out[key].update(copy.deepcopy(dict(value)))
         else:
             out[key] = value
+    d = out["data"]
+    if d.get("queries") is not None:  # several query sets: each names its own targets
+        from ..data.specs import query_set_specs
+
+        if d.get("targets") not in (None, "", []) or d.get("query_file") is not None:
+            raise ConfigError(f"{source}: data.queries gives each set's file and targets; remove data.targets / data.query_file")
+        d["targets"] = [f"{q.name}/{t}" for q in query_set_specs(d["queries"]) for t in q.targets]
+    lo = out["loss"]
+    if lo["surface_weighting"] not in ("points", "area"):
+        raise ConfigError(f"{source}: loss.surface_weighting {lo['surface_weighting']!r} is unknown; valid: ['area', 'points']")
+    if not isinstance(lo["coefficients"], Mapping) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in lo["coefficients"].values()):
+        raise ConfigError(f"{source}: loss.coefficients must map coefficient names to weights >= 0, e.g. {{cd = 0.1}}, "
+                          f"got {lo['coefficients']!r}")
     for section, keys in REQUIRED.items():
         missing = [k for k in keys if out[section].get(k) in (None, "")]
         if missing:
@@ -249,6 +279,8 @@ def resolve_config(
     dom = out["parallel"]["domain"]
     if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
         raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
+    if not isinstance(out["parallel"]["fsdp"], bool):
+        raise ConfigError(f"{source}: parallel.fsdp must be true or false, got {out['parallel']['fsdp']!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])

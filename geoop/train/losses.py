@@ -17,7 +17,7 @@ Shapes
 ------
 pred, target : (ΣQ, C) float
 batch        : (ΣQ,) long, sample index of each query point
-weights      : (ΣQ,) float or None
+weights      : (ΣQ,) float, (ΣQ, F) per-field weights (e.g. zero off a field's query set), or None
 widths       : list of channel counts per field, summing to C
 returns      : (B, F) per-sample, per-field relative errors
 """
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 
-__all__ = ["relative_l2", "relative_l2_loss"]
+__all__ = ["relative_l2", "relative_l2_loss", "coefficient_errors"]
 
 
 def relative_l2(
@@ -66,7 +66,8 @@ def relative_l2(
     d2 = (pred - target).square() @ member  # (ΣQ, F)
     t2 = target.square() @ member
     if weights is not None:
-        w = weights.to(pred.dtype)[:, None]
+        w = weights.to(pred.dtype)
+        w = w[:, None] if w.dim() == 1 else w  # (ΣQ, 1) or per field (ΣQ, F)
         d2, t2 = d2 * w, t2 * w
     num = torch.zeros(num_samples, len(widths), dtype=pred.dtype, device=pred.device).index_add_(0, batch, d2)
     den = torch.zeros_like(num).index_add_(0, batch, t2)
@@ -79,3 +80,27 @@ def relative_l2(
 def relative_l2_loss(pred, target, batch, num_samples, widths=None, weights=None) -> Tensor:
     """Scalar training loss: the mean over samples and fields of :func:`relative_l2`."""
     return relative_l2(pred, target, batch, num_samples, widths, weights).mean()
+
+
+def coefficient_errors(dp: Tensor, op_p: Tensor, batch: Tensor, num_samples: int, dtau: Optional[Tensor] = None,
+                       op_tau: Optional[Tensor] = None) -> Tensor:
+    """Per-sample errors of integrated coefficients, (B, K): the coefficient operator rows
+    (:func:`geoop.physics.coefficient_weights`, stored per query) applied to the errors of the
+    surface fields in physical units,
+
+    .. math:: \\Delta c_{bk} = \\sum_{i \\in b} P_{ik}\\,\\Delta p_i + \\sum_{i \\in b} \\mathbf S_{ik} \\cdot \\Delta\\boldsymbol\\tau_i
+
+    (linear, so it is the difference of the coefficients of prediction and truth; rows off
+    the force surface have zero operator rows). Differentiable.
+
+    Shapes: dp (ΣQ,) / (ΣQ, 1); op_p (ΣQ, K); dtau (ΣQ, 3); op_tau (ΣQ, 3K); batch (ΣQ,)."""
+    dp = dp.reshape(-1, 1).to(op_p.dtype)
+    k = op_p.shape[1]
+    per = op_p * dp  # (ΣQ, K)
+    if dtau is not None:
+        if op_tau is None:
+            raise ShapeError("coefficient_errors: wall shear errors given without the shear operator rows")
+        t = dtau.to(op_tau.dtype)
+        t = t if t.shape[1] == 3 else torch.cat([t, t.new_zeros(t.shape[0], 3 - t.shape[1])], 1)
+        per = per + (op_tau.reshape(-1, 3, k) * t[:, :, None]).sum(1)
+    return torch.zeros(num_samples, k, dtype=per.dtype, device=per.device).index_add_(0, batch, per)

@@ -10,7 +10,8 @@ A dataset config names the coefficients and their reference values::
 ``field`` is the pressure target (default ``"p"``), ``wall_shear`` optionally a wall-shear
 target; every other key is a keyword of :func:`geoop.physics.forces` (``density``,
 ``speed``, ``dynamic_pressure``, ``length``, ``area``, ``freestream``, ``lift_direction``,
-``moment_center``, ``p_inf``, ``orientation``) or ``alpha_deg`` (2-D: free stream
+``moment_center``, ``p_inf``, ``orientation``, ``symmetry``: a half body's plane such as
+``["y", 0.0]``, full-body coefficients) or ``alpha_deg`` (2-D: free stream
 ``(cos a, sin a)``) / ``yaw_deg`` (3-D: ``(cos y, sin y, 0)``). A value
 ``"manifest:KEY.SUBKEY"`` is read per case from the case's record in the dataset folder's
 ``manifest.json`` (``{"cases": [{"case": NAME, ...}, ...]}``, as written by the
@@ -49,7 +50,7 @@ __all__ = ["COEFFICIENTS", "CoefficientMetrics", "coefficients", "regression_sta
 #: coefficient names a config may ask for (see :mod:`geoop.physics.forces`)
 COEFFICIENTS = ("cd", "cl", "cs", "cm", "cm_roll", "cm_yaw", "cfx", "cfy", "cfz", "cmx", "cmy", "cmz")
 _FORCE_KEYS = ("density", "speed", "dynamic_pressure", "length", "area", "freestream", "lift_direction",
-               "moment_center", "p_inf", "orientation")
+               "moment_center", "p_inf", "orientation", "symmetry")
 _OWN_KEYS = ("field", "wall_shear", "alpha_deg", "yaw_deg")
 _MANIFEST = "manifest:"
 
@@ -248,6 +249,25 @@ class CoefficientMetrics:
             s_pred, s_true = pred[rows, cs], None if true is None else true[rows, cs]
         return coefficients(surface, p_pred, p_true, self.case_reference(case), self.names, s_pred, s_true)
 
+    def drag_regions(self, case: str, surface: Geometry, query_points: Tensor, pred: Tensor, true: Tensor,
+                     columns: Mapping[str, slice]) -> dict:
+        """The drag coefficient error of one case split over the body regions of
+        :func:`geoop.physics.body_regions`: ``{region: cd part of (prediction - truth)}``,
+        summing to the case's ``cd`` error (same quadrature as :meth:`case_coefficients`;
+        pressure and, with ``wall_shear``, shear)."""
+        from ..physics.coefficients import REGIONS, body_regions, coefficient_weights
+
+        where = surface.source or case
+        rows = match_surface_nodes(surface.points, query_points, where=f"{where} (case {case!r})").to(pred.device)
+        ref = self.case_reference(case)
+        cw = coefficient_weights(surface, ["cd"], **ref)
+        dp = (pred[rows, columns[self.field]] - true[rows, columns[self.field]]).double().reshape(-1)
+        dtau = None
+        if self.shear is not None:
+            dtau = (pred[rows, columns[self.shear]] - true[rows, columns[self.shear]]).double()
+        lab = body_regions(surface, ref.get("freestream"), ref.get("lift_direction"), ref.get("orientation", "auto"))
+        return {r: float(cw.rows(lab == i)(dp, dtau)[0]) for i, r in enumerate(REGIONS)}
+
     # ------------------------------------------------------------------ accumulation
     def reset(self) -> None:
         self.sums = {"n": 0.0}
@@ -267,10 +287,13 @@ class CoefficientMetrics:
         self.per_case.append({"case": case, **{f"{c}_pred": pred[c] for c in self.names},
                               **{f"{c}_true": true[c] for c in self.names}})
 
-    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice]) -> None:
+    def add_sample(self, meta: Mapping, query_points: Tensor, pred: Tensor, true: Tensor, columns: Mapping[str, slice],
+                   surface_file=None) -> None:
         """One validation item: ``meta`` of a :class:`~geoop.data.MeshFolderDataset` item
         (``case``, ``input_file``, ``transform``), its NORMALISED query points (Q, d) and
-        the decoded prediction / truth (Q, ΣC)."""
+        the decoded prediction / truth (Q, ΣC); ``surface_file``: the file of the surface
+        to integrate on (default ``meta["input_file"]``; with query sets, the file of the
+        field's set)."""
         from ..geometry.geometry import NormalizeTransform
 
         for k in ("case", "input_file", "transform"):
@@ -279,7 +302,8 @@ class CoefficientMetrics:
                                   f"MeshFolderDataset (or items with case, input_file and transform)")
         T = NormalizeTransform.from_state_dict(meta["transform"])
         qp = T.inverse(query_points.detach().double().cpu())
-        pp, tp = self.case_coefficients(str(meta["case"]), self.surface(meta["input_file"]), qp,
+        surf = self.surface(meta["input_file"] if surface_file is None else surface_file)
+        pp, tp = self.case_coefficients(str(meta["case"]), surf, qp,
                                         pred.detach().double().cpu(), true.detach().double().cpu(), columns)
         self.add(str(meta["case"]), pp, tp)
 

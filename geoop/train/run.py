@@ -36,12 +36,21 @@ def data_kwargs(config: Mapping) -> dict:
 def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
     """Widths of the input fields ``inputs`` and total target width on the first case of
     the folder, and the coordinate dimension of the prepared points."""
-    from ..data.folder import discover_cases
+    from ..data.folder import discover_cases, discover_set_cases
+    from ..data.specs import query_set_specs
     from ..geometry.io import read
 
     d = config["data"]
     kw = data_kwargs(config)
-    cases, _ = discover_cases(d["folder"], kw.get("input_file"), kw.get("query_file"))
+    from ..data.store import is_store
+
+    if is_store(d["folder"]):  # a packed store: the widths are in its metadata
+        return _store_widths(d["folder"], inputs, d["targets"], kw.get("drop_flat_z"))
+    sets = query_set_specs(kw["queries"]) if kw.get("queries") is not None else None
+    if sets:
+        cases, _ = discover_set_cases(d["folder"], kw.get("input_file"), [q.file for q in sets])
+    else:
+        cases, _ = discover_cases(d["folder"], kw.get("input_file"), kw.get("query_file"))
     if not cases:
         raise ConfigError(f"data.folder {d['folder']}: no case found")
     cf = next(iter(cases.values()))
@@ -57,7 +66,30 @@ def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
     if kw.get("drop_flat_z") and gin.dim == 3 and gin.is_2d and gq.is_2d:
         coord = 2
     ins = {n: width(gin, n, "input", cf.input) for n in inputs}
+    if sets:  # the outputs of every set side by side
+        out = 0
+        for q, f in zip(sets, cf.sets):
+            g = gin if f == cf.input else read(f)
+            out += sum(width(g, n, f"target (query set {q.name!r})", f) for n in q.targets)
+        return ins, out, coord
     return ins, sum(width(gq, n, "target", cf.query) for n in d["targets"]), coord
+
+
+def _store_widths(path, inputs, targets, drop_flat_z) -> tuple[dict, int, int]:
+    """:func:`_first_case_widths` from the first case of a packed store (no rows read)."""
+    from ..data.store import CaseStore
+
+    store = CaseStore(path)
+    if not store.cases:
+        raise ConfigError(f"data.folder {path}: the store holds no case")
+    case = next(iter(store.cases))
+    store.check_fields(case, inputs, targets)
+    roles = store.info(case).roles
+    coord = int(store.info(case).attrs["cols"])
+    if drop_flat_z and coord == 3 and roles["input"]["is_2d"] and roles["query"]["is_2d"]:
+        coord = 2
+    ins = {n: int(roles["input"]["fields"][n][1]) for n in inputs}
+    return ins, sum(int(roles["query"]["fields"][n][1]) for n in targets), coord
 
 
 def infer_model_shape(config: Mapping) -> dict:
@@ -112,6 +144,8 @@ def queries_outside(dataset, model) -> tuple[int, int]:
     in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
     if getattr(model, "latent", None) != "box":
         return 0, 0
+    if hasattr(dataset, "queries_outside"):  # a packed store: from bounds, chunk by chunk
+        return dataset.queries_outside(model.domain)
     dom = torch.tensor(model.domain, dtype=torch.float64)
     out = total = 0
     for case in dataset.cases:
@@ -149,7 +183,22 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     # the model takes its inputs by name (model_config); a flat model section gets x from the trainer
     by_name = bool(model.point_inputs) or not d["inputs"]
     inputs = input_fields(mcfg, d["inputs"])
-    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["train_split"], neighbors=neighbors, **kw)
+    lo = config.get("loss") or {}
+    area = lo.get("surface_weighting") == "area"
+    targets = d["targets"]
+    if kw.get("queries") is not None:  # each set's targets; [loss] surface_weighting for the sets that name none
+        targets = []
+        kw["queries"] = [{**q, "weighting": q.get("weighting") or ("surface" if area else "points")} for q in kw["queries"]]
+    coef = None
+    if lo.get("coefficients"):
+        from .metrics import CoefficientMetrics
+
+        ref = dict(d.get("metrics_reference") or {})
+        names = list(lo["coefficients"])
+        cm = CoefficientMetrics(names, ref, d["folder"], d["targets"])
+        kw["forces"] = {"field": cm.field, "wall_shear": cm.shear, "names": names, "reference": cm.case_reference}
+        coef = {"weights": dict(lo["coefficients"]), "names": names, "field": cm.field, "wall_shear": cm.shear}
+    train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], neighbors=neighbors, **kw)
     out, total = queries_outside(train, model)
     if out:
         log.warning("%d of %d training query points (%.1f %%) lie outside the latent window %s: their predictions "
@@ -161,14 +210,15 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
                     "(a 'val' split, or data.val_fraction) and set val_split = 'val' to keep the test cases unseen")
     if d.get("val_split"):
         kv = {**kw, "normalize": train.normalizers}
-        val = MeshFolderDataset(d["folder"], inputs=inputs, targets=d["targets"], split=d["val_split"], neighbors=neighbors, **kv)
+        val = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["val_split"], neighbors=neighbors, **kv)
     from .metrics import CoefficientMetrics
 
     metrics = CoefficientMetrics.from_data_config(d) if val is not None else None
     trainer = Trainer.from_config(
         model, train, config, val_data=val, normalizers=train.normalizers, data_normalized=True, dist_info=dist_info,
         inputs=[] if by_name else d["inputs"],
-        precompute=False, progress=progress, preprocessor=train.preprocessor, metrics=metrics,
+        precompute=False, progress=progress, preprocessor=train.preprocessor, metrics=metrics, coefficient_loss=coef,
+        **({"weighted_loss": True} if area and not train.query_sets else {}),
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
                               "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
                               "latent_sdf": bool(d.get("latent_sdf"))}},

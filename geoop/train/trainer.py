@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
-from ..errors import CheckpointError, ConfigError, FieldError
+from ..errors import CheckpointError, ConfigError, DistributedError, FieldError
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
 from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
@@ -193,10 +193,30 @@ class Trainer:
     data_normalized : the dataset already returns normalised fields (e.g.
         :class:`geoop.data.MeshFolderDataset`): nothing is encoded, and metrics decode both
         prediction and target with ``normalizers``.
+    query_sets : names of the query sets when the items carry several (targets
+        ``"<set>/<field>"``, the set of each query in the query field
+        :data:`geoop.data.preprocess.QUERY_SET_FIELD`; default: the preprocessor's): each
+        target's relative L2 is taken over its own set's queries only, weighted by the
+        query weights (the set's weighting: 1 per point, or quadrature weights).
+    coefficient_loss : ``{"weights": {"cd": 0.1, ...}, "names": [operator order], "field":
+        pressure target, "wall_shear": shear target or None}``: adds
+        ``sum_k weight_k * mean_b |c_bk(pred) - c_bk(true)|`` to the loss, the coefficients
+        integrated from the predicted and true surface fields in physical units with the
+        operator rows the items carry (``MeshFolderDataset(forces=...)``,
+        :func:`geoop.train.losses.coefficient_errors`; an :class:`~geoop.models.Ensemble`:
+        every member's term, averaged over the members); ``evaluate()`` reports
+        ``coef_loss/<c>`` (the mean absolute errors).
     compile : training steps through ``torch.compile`` (``True`` / ``"inductor"``:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
         buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
         DDP, no amp); evaluation and prediction stay eager. Default False.
+    fsdp : shard parameters, gradients and AdamW state over the data-parallel ranks
+        (PyTorch FSDP2, :mod:`geoop.train.fsdp`; config ``[parallel] fsdp``) instead of
+        replicating them (DDP): same updates, ``1 / data ranks`` of the memory. With
+        ``domain`` the mesh is ``(domain, data)``: sharded over the data ranks, replicated in
+        a domain group. Checkpoints stay full single files (gathered on rank 0), loadable on
+        any number of ranks. One data rank: nothing to shard, trains unsharded.
+        :meth:`evaluate`, :meth:`save` and :meth:`predict` are collectives then (every rank calls them).
 
     A model with incremental FNO/SFNO blocks (``blocks.incremental``) grows their modes after
     the epochs where its rule fires (:class:`geoop.train.incremental.IncrementalModes`,
@@ -244,6 +264,9 @@ class Trainer:
         schedule=None,
         checkpointing=None,
         precision=None,
+        query_sets: Optional[Sequence[str]] = None,
+        coefficient_loss: Optional[Mapping] = None,
+        fsdp: bool = False,
     ):
         # typed groups of settings (geoop.train.specs) replace their flat keywords
         flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
@@ -279,6 +302,32 @@ class Trainer:
             normalizers = DatasetNormalizers(dict(normalizers))
         self.normalizers = normalizers
         self.data_normalized = bool(data_normalized)
+        if query_sets is None and preprocessor is not None:
+            query_sets = getattr(preprocessor, "set_names", None) or None
+        #: query set names (targets "<set>/<field>"), or None
+        self.query_sets = list(query_sets) if query_sets else None
+        self._target_set = None
+        if self.query_sets:
+            sets = [t.partition("/")[0] for t in self.targets]
+            bad = [t for t, s_ in zip(self.targets, sets) if s_ not in self.query_sets]
+            if bad:
+                raise ConfigError(f"Trainer: targets {bad} name no query set of {self.query_sets} ('<set>/<field>')")
+            self._target_set = torch.tensor([self.query_sets.index(s_) for s_ in sets])
+        self.coefficient_loss = None
+        if coefficient_loss:
+            cl = dict(coefficient_loss)
+            lam = dict(cl.get("weights") or {})
+            names = list(cl.get("names") or lam)
+            if not lam or set(lam) - set(names) or cl.get("field") not in self.targets or (
+                    cl.get("wall_shear") is not None and cl["wall_shear"] not in self.targets):
+                raise ConfigError(f"Trainer: coefficient_loss needs weights {{coefficient: weight}} over names {names} and a "
+                                  f"pressure field (and optional wall_shear) among the targets {self.targets}; got "
+                                  f"{ {k: v for k, v in cl.items()} }")
+            if domain != 1:
+                raise ConfigError("Trainer: coefficient_loss and domain parallelism do not combine yet")
+            cl["lambda"] = torch.tensor([float(lam.get(n, 0.0)) for n in names], dtype=torch.float64)
+            cl["names"] = names
+            self.coefficient_loss = cl
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.epochs_cap = self.epochs  # upper bound when a time budget plans the epochs
         self.clip, self.weighted_loss, self.seed = float(clip or 0.0), bool(weighted_loss), int(seed)
@@ -313,6 +362,7 @@ class Trainer:
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
         )
         self.steps_per_epoch = len(self.loader)
+        self.fsdp = self._shard(fsdp)
         self.optimizer = _adamw(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
         self.scheduler = WarmupCosine(
             self.optimizer,
@@ -333,11 +383,16 @@ class Trainer:
         if self.incremental is not None and self.compile == "cuda_graphs":
             raise ConfigError("Trainer: compile='cuda_graphs' replays graphs captured at fixed modes; incremental "
                               "blocks (model.blocks.incremental) change them: use 'inductor' or false")
+        if self.incremental is not None and self.fsdp and self.incremental.spec.rule == "energy":
+            raise ConfigError("Trainer: the incremental rule 'energy' reads the whole spectral weights, which fsdp "
+                              "shards: use model.blocks.incremental.rule = 'loss_plateau' with fsdp")
         if self.compile != "none" and self.domain_parallel is not None:
             raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
+        if self.compile != "none" and self.fsdp:
+            raise ConfigError(f"Trainer: compile={self.compile!r} and fsdp do not combine yet; set one of them")
         inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
                                                       self.amp_dtype)
-        if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
+        if self.dist.is_distributed and not self.fsdp and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -358,6 +413,30 @@ class Trainer:
 
             self.tracker = TensorBoardLogger(tensorboard, image_every=tensorboard_images_every)
         self._picture = None
+
+    def _shard(self, fsdp: bool) -> bool:
+        """Apply FSDP (:func:`geoop.train.fsdp.shard_model`) when asked and there is more
+        than one data-parallel rank; returns whether the model is sharded."""
+        if not isinstance(fsdp, bool):
+            raise ConfigError(f"Trainer: fsdp must be true or false, got {fsdp!r}")
+        domain = self.grid.domain if self.grid is not None else 1
+        data = self.dist.world_size // domain
+        if not fsdp or data == 1:
+            if fsdp:
+                log.warning("fsdp: %d data-parallel rank(s) (world size %d, domain %d): nothing to shard, training "
+                            "unsharded", data, self.dist.world_size, domain)
+            return False
+        if self.amp_dtype == torch.float16:
+            raise ConfigError("Trainer: fsdp and amp='fp16' (gradient scaling) do not combine yet; use amp='bf16' or 'none'")
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistributedError(f"Trainer: fsdp over {data} data ranks needs an initialised process group (launch with "
+                                   "torchrun and call geoop.train.distributed.init_distributed()); there is none")
+        from .fsdp import fsdp_mesh, shard_model
+
+        shard_model(self.model, fsdp_mesh(self.dist.world_size, domain, self.device.type), domain_methods=domain > 1)
+        return True
 
     def specs(self) -> dict:
         """The trainer's settings as the typed groups of :mod:`geoop.train.specs`, plain dicts
@@ -384,6 +463,7 @@ class Trainer:
             tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
             minutes=o.get("minutes"),
             domain=config.get("parallel", {}).get("domain", 1),
+            fsdp=config.get("parallel", {}).get("fsdp", False),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -405,6 +485,54 @@ class Trainer:
 
     def widths(self, batch: GeometryBatch) -> list[int]:
         return [batch.query_fields[n].shape[1] if batch.query_fields[n].dim() == 2 else 1 for n in self.targets]
+
+    def loss_weights(self, batch: GeometryBatch) -> Optional[Tensor]:
+        """Query weights of the relative L2: None (each query the same), (ΣQ,) quadrature
+        weights (``weighted_loss``), or with query sets (ΣQ, F): each target's own set's
+        weights, zero on the other sets' queries."""
+        if self.query_sets is None:
+            return batch.query_weights if self.weighted_loss else None
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        if QUERY_SET_FIELD not in batch.query_fields:
+            raise FieldError(f"Trainer: query sets {self.query_sets} but the batch has no {QUERY_SET_FIELD!r} field "
+                             f"(items of MeshFolderDataset(queries=...))")
+        mask = self.set_mask(batch)
+        w = batch.query_weights if batch.query_weights is not None else torch.ones_like(mask[:, 0])
+        return mask * w.float()[:, None]
+
+    def set_mask(self, batch: GeometryBatch) -> Tensor:
+        """With query sets: (ΣQ, F) 1 where the query belongs to the target's own set, else 0."""
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
+        return (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
+
+    def coefficient_errors(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int],
+                           normalized: bool) -> Tensor:
+        """(B, K) errors of the integrated coefficients of ``coefficient_loss``, from the
+        prediction and target (ΣQ, ΣC) (normalised when ``normalized``: decoded first)."""
+        from ..data.preprocess import COEF_P_FIELD, COEF_TAU_FIELD
+        from .losses import coefficient_errors
+
+        cl = self.coefficient_loss
+        if COEF_P_FIELD not in batch.query_fields:
+            raise FieldError(f"Trainer: coefficient_loss needs the coefficient operator rows {COEF_P_FIELD!r} in the "
+                             f"batch (MeshFolderDataset(forces=...))")
+        cols, c0 = {}, 0
+        for n, c in zip(self.targets, widths):
+            cols[n] = slice(c0, c0 + c)
+            c0 += c
+
+        def phys(name):
+            a, b = pred[:, cols[name]], y[:, cols[name]]
+            if normalized and self.normalizers is not None and name in self.normalizers:
+                a, b = self.normalizers.decode(name, a), self.normalizers.decode(name, b)
+            return a - b
+
+        dtau = phys(cl["wall_shear"]) if cl.get("wall_shear") is not None else None
+        return coefficient_errors(phys(cl["field"]), batch.query_fields[COEF_P_FIELD].double(), batch.query_batch,
+                                  batch.num_samples, dtau, batch.query_fields[COEF_TAU_FIELD].double())
 
     def decode(self, pred: Tensor, widths: Sequence[int]) -> Tensor:
         """Normalised prediction (ΣQ, ΣC) -> physical units, field by field."""
@@ -433,6 +561,32 @@ class Trainer:
             raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
         return pred
 
+    def _coefficient_term(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int]) -> Tensor:
+        """(B,) ``sum_k weight_k |c_bk(pred) - c_bk(true)|`` of ``coefficient_loss`` from the
+        normalised prediction and target (ΣQ, ΣC)."""
+        dc = self.coefficient_errors(batch, pred, y, widths, normalized=True)
+        return (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1)
+
+    def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
+        L2 errors (and NLLs, over each target's own query set), averaged over the members;
+        and with ``coefficient_loss`` (B,) every member's coefficient term, averaged over the
+        members (else None)."""
+        if self.domain_parallel is not None or self.dist.world_size > 1:
+            raise ConfigError("Trainer: model.ensemble trains in one process (no torchrun / DDP, parallel.domain = 1)")
+        x = self._fields(batch.fields, self.inputs, "input")
+        widths = self.widths(batch)
+        extra = None
+        if self.coefficient_loss is not None:
+            def extra(p):
+                return self._coefficient_term(batch, p.float(), y, widths)
+        mask = None if self.query_sets is None else self.set_mask(batch)
+        with self._autocast():
+            out = self.model.member_losses(batch, x, y, widths, lambda p: relative_l2(
+                p.float(), y, batch.query_batch, batch.num_samples, widths, w), extra=extra, mask=mask)
+        err, coef = out if extra is not None else (out, None)
+        return err.float(), None if coef is None else coef.float()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
@@ -454,25 +608,35 @@ class Trainer:
 
                     batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
-                pred = self.forward(batch)
-                w = batch.query_weights if self.weighted_loss else None
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
-                                  reduce=None if dp is None else dp.all_reduce)
+                w = self.loss_weights(batch)
+                coef = None  # (B,) the weighted coefficient errors of coefficient_loss
+                if getattr(self.model, "is_ensemble", False):  # every member its own loss (geoop.models.ensemble)
+                    err, coef = self._ensemble_error(batch, y, w)
+                else:
+                    pred = self.forward(batch)
+                    err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                      reduce=None if dp is None else dp.all_reduce)
+                    if self.coefficient_loss is not None:
+                        coef = self._coefficient_term(batch, pred, y, self.widths(batch))
                 loss = err.mean()
+                if coef is not None:
+                    loss = loss + coef.mean().float()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 # with domain parallelism every rank of the group computed the whole batch's
-                # loss: its share of the objective is loss / domain (geoop.distributed.domain)
-                scaled = loss if dp is None else loss / dp.world_size
+                # loss: its share of the objective is loss / domain (geoop.distributed.domain);
+                # FSDP averages the group's gradients itself (geoop.train.fsdp)
+                sync = dp is not None and not self.fsdp
+                scaled = loss / dp.world_size if sync else loss
                 if self.scaler is not None:
                     self.scaler.scale(scaled).backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                     self.scaler.unscale_(self.optimizer)
                 else:
                     scaled.backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                 if self.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -516,10 +680,15 @@ class Trainer:
         shard = _Shard(data, self.dist.rank, self.dist.world_size)
         loader = DataLoader(shard, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn)
         sums = {f"rel_l2/{n}": 0.0 for n in self.targets}
+        if self.coefficient_loss is not None:
+            sums.update({f"coef_loss/{c}": 0.0 for c in self.coefficient_loss["names"]})
         count = 0
         if self.metrics is not None:
             self.metrics.reset()
         picture = self.tracker is not None and data is self.val_data and self.tracker.wants_picture()
+        # under FSDP every rank must run as many forward passes (each gathers parameters):
+        # the largest count is agreed before any of them
+        most = self._most_batches(len(loader)) if self.fsdp else 0
         for batch in loader:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
@@ -527,14 +696,22 @@ class Trainer:
             if self.data_normalized:
                 y = self.decode(y, widths)
             pred = self.decode(self.forward(batch, net=self.model), widths)
-            w = batch.query_weights if self.weighted_loss else None
+            w = self.loss_weights(batch)
             err = relative_l2(pred, y, batch.query_batch, batch.num_samples, widths, w)
             for j, n in enumerate(self.targets):
                 sums[f"rel_l2/{n}"] += float(err[:, j].sum())
+            if self.coefficient_loss is not None:
+                dc = self.coefficient_errors(batch, pred, y, widths, normalized=False).abs().sum(0)
+                for k, c in enumerate(self.coefficient_loss["names"]):
+                    sums[f"coef_loss/{c}"] += float(dc[k])
             count += batch.num_samples
             if self.metrics is not None or picture:
                 self._per_sample(batch, pred, y, widths, picture)
                 picture = False
+        if len(loader) < most:  # forward passes on data[0], results dropped
+            extra = self.collate_fn([data[0]]).to(self.device)
+            for _ in range(most - len(loader)):
+                self.forward(extra, net=self.model)
         sums["n"] = count
         coef = {}
         if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
@@ -543,11 +720,19 @@ class Trainer:
         coef = {k[5:]: s.pop(k) for k in list(s) if k.startswith("coef:")}
         n = max(s.pop("n"), 1)
         out = {k: v / n for k, v in s.items()}
-        out["rel_l2"] = sum(out.values()) / len(self.targets)
+        out["rel_l2"] = sum(v for k, v in out.items() if k.startswith("rel_l2/")) / len(self.targets)
         if self.metrics is not None:
             out.update(self.metrics.summary(coef))
         self.model.train(was)
         return out
+
+    def _most_batches(self, mine: int) -> int:
+        """The largest number of batches over ranks (one all-reduce)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([mine], dtype=torch.long, device=self._reduce_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t)
 
     def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
         """Coefficient metrics of every item of a validation batch (decoded values) and, when
@@ -567,8 +752,18 @@ class Trainer:
 
             self._picture = prediction_picture(qs[0].cpu().numpy(), scalar(ps[0]), scalar(ys[0]), f"{name}: {self.targets[0]}")
         if self.metrics is not None:
-            for meta, q, p_, y_ in zip(batch.meta, qs, ps, ys):
-                self.metrics.add_sample(meta, q, p_, y_, cols)
+            sets = [None] * len(qs)
+            if self.query_sets is not None:  # the metrics' field lives on one query set
+                from ..data.preprocess import QUERY_SET_FIELD
+
+                sets = batch.split_queries(batch.query_fields[QUERY_SET_FIELD][:, 0].round().long())
+            for meta, q, p_, y_, sid in zip(batch.meta, qs, ps, ys, sets):
+                if sid is None:
+                    self.metrics.add_sample(meta, q, p_, y_, cols)
+                    continue
+                i = self.query_sets.index(self.metrics.field.partition("/")[0])
+                rows = (sid == i).nonzero()[:, 0]
+                self.metrics.add_sample(meta, q[rows], p_[rows], y_[rows], cols, surface_file=meta["query_set_files"][i])
 
     @torch.no_grad()
     def predict(self, batch: GeometryBatch) -> Tensor:
@@ -582,11 +777,17 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
         mc = getattr(self.model, "config", None)
+        if self.fsdp:  # a collective; the full states land on rank 0 (empty elsewhere)
+            from .fsdp import full_state
+
+            model_state, optim_state = full_state(self.model, self.optimizer)
+        else:
+            model_state, optim_state = strip_ddp_prefix(self.model.state_dict()), self.optimizer.state_dict()
         return {
             "epoch": int(self.epoch),
-            "model": strip_ddp_prefix(self.model.state_dict()),
+            "model": model_state,
             "model_config": _plain(mc) if isinstance(mc, Mapping) else {},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "normalizers": self.normalizers.state_dict() if self.normalizers is not None else {},
@@ -604,9 +805,18 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
         """Restore model, optimizer, scheduler, normalisers, RNG and epoch from ``state``."""
-        load_model_state(self.model, state["model"], source)
+        if self.fsdp:
+            from .checkpoint import check_state_dict
+            from .fsdp import load_full_state
+
+            check_state_dict(self.model, state["model"], source)
+        else:
+            load_model_state(self.model, state["model"], source)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.fsdp:
+                load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -624,9 +834,12 @@ class Trainer:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write a checkpoint atomically (call on every rank; only rank 0 writes)."""
+        if not self.dist.is_main and not self.fsdp:
+            return Path(path)
+        state = self.state_dict()  # under FSDP a collective: every rank gathers
         if not self.dist.is_main:
             return Path(path)
-        return save_checkpoint(self.state_dict(), path)
+        return save_checkpoint(state, path)
 
     def resume(self, path: Union[str, os.PathLike]) -> None:
         """Load a checkpoint written by :meth:`save` (every rank reads it)."""
@@ -634,12 +847,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ files
     def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
-        if self.out_dir is None or not self.dist.is_main:
+        if self.out_dir is None or not (self.dist.is_main or self.fsdp):
+            return
+        state = self.state_dict()  # under FSDP a collective: every rank gathers, once
+        if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.save(self.out_dir / "last.pt")
+        save_checkpoint(state, self.out_dir / "last.pt")
         if improved and self.save_best:
-            self.save(self.out_dir / "best.pt")
+            save_checkpoint(state, self.out_dir / "best.pt")
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_plain(metrics)) + "\n")
         # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry.geometry import Geometry
 
-__all__ = ["body_nodes", "body_box", "view_box", "in_box", "FRAME_RATIO", "FRAME_MARGIN"]
+__all__ = ["body_nodes", "body_box", "view_box", "in_box", "body_camera", "FRAME_RATIO", "FRAME_MARGIN"]
 
 #: crop to the body when the domain's extent is at least this many times the body's
 FRAME_RATIO = 3.0
@@ -105,3 +105,23 @@ def in_box(points: np.ndarray, box: Sequence[float]) -> np.ndarray:
     for a in range(len(box) // 2):
         m &= (p[:, a] >= box[2 * a]) & (p[:, a] <= box[2 * a + 1])
     return m
+
+
+def body_camera(points: np.ndarray, distance: float = 4.2) -> dict:
+    """A plotly scene camera on a 3-D body (K, 3) (x streamwise, z up): a three-quarter view
+    from upstream (-x), above (+z) and the side away from a symmetry plane y = const that
+    the body touches (a half body on ``y >= y_min`` is seen from +y; a full body from -y).
+    ``distance``: the eye's distance in plotly's normalised scene units (about 4 frames an elongated body
+    the data box)."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(0), p.max(0)
+    ext = float(np.max(hi - lo)) or 1.0
+    y_mid = 0.5 * (lo[1] + hi[1])
+    side = -1.0
+    if abs(lo[1]) <= 1e-6 * ext and hi[1] > 0:  # a half body on y >= 0
+        side = 1.0
+    elif abs(hi[1]) > 1e-6 * ext or y_mid > 0:
+        side = -1.0
+    d = np.array([-1.3, 1.0 * side, 0.8])
+    d = distance * d / np.linalg.norm(d)
+    return dict(eye=dict(x=float(d[0]), y=float(d[1]), z=float(d[2])), up=dict(x=0, y=0, z=1), center=dict(x=0, y=0, z=0))

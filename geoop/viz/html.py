@@ -27,7 +27,7 @@ from .._atomic import atomic_path
 from .._optional import require
 from ..errors import FieldError, ShapeError
 from ..geometry.geometry import Geometry
-from .framing import in_box, view_box
+from .framing import body_camera, in_box, view_box
 from .render import colour_limits, field_values, relative_l2_error
 
 __all__ = ["render_html"]
@@ -85,6 +85,7 @@ def render_html(
     body: Union[Geometry, str, os.PathLike, None] = None,
     point_size: float = 3.0,
     initial: Optional[str] = None,
+    camera: str = "iso",
 ) -> Path:
     """Write the interactive page to ``out_html``; returns its path.
 
@@ -95,6 +96,9 @@ def render_html(
     focus : crop box ``(xmin, xmax, ymin, ymax[, zmin, zmax])``; default: the body's
         surroundings when the domain is much larger (:func:`~geoop.viz.framing.view_box`,
         ``body`` gives the body explicitly), everything with ``far_field=True``.
+    camera : ``"iso"`` (3-D: an isometric view) or ``"body"`` (3-D: a three-quarter view of
+        the body from upstream, above and the side away from its symmetry plane:
+        :func:`~geoop.viz.framing.body_camera`); 2-D geometries are always seen from +z.
     """
     require("plotly", "the HTML viewer")
     import plotly.graph_objects as go
@@ -110,7 +114,7 @@ def render_html(
         raise ShapeError(f"render_html: prediction {g.source or ''} has {g.n_points} points but truth {tg.source or ''} has "
                          f"{tg.n_points}; they must be on the same points")
     if fields is None:
-        base = [k for k in g.fields if not k.endswith(("_true", "_error"))]
+        base = [k for k in g.fields if not k.endswith(("_true", "_error", "_std"))]
         if tg is not None:
             fields = [k for k in base if k in tg.fields]
         else:
@@ -147,6 +151,9 @@ def render_html(
     flat = g.is_2d
 
     views = ["prediction", "truth", "|error|"] if has_truth else ["prediction"]
+    has_std = all(f"{f}_std" in g.fields for f, _, _ in data)  # an ensemble's std (geoop predict), beside the error
+    if has_std:
+        views.append("std")
     fig = make_subplots(rows=1, cols=len(views), specs=[[{"type": "scene"}] * len(views)], subplot_titles=views,
                         horizontal_spacing=0.02)
     vis, titles = [], []
@@ -155,6 +162,10 @@ def render_html(
         vals = [pv_] if tv_ is None else [pv_, tv_, np.abs(pv_ - tv_)]
         lo, hi = colour_limits(np.concatenate(vals[:2]), clim)
         elo, ehi = (0.0, colour_limits(vals[2], "robust")[1]) if tv_ is not None else (0.0, 1.0)
+        if has_std:  # on the error's colour range (or its own without truth)
+            sv = field_values(g, f"{name}_std", None, "std")[keep]
+            ehi = max(ehi, colour_limits(sv, "robust")[1]) if tv_ is not None else colour_limits(sv, "robust")[1]
+            vals.append(sv)
         label = name if g.fields[name].shape[1] == 1 else f"|{name}|"
         t = f"{title + ' - ' if title else ''}{label}"
         if tv_ is not None:
@@ -162,13 +173,14 @@ def render_html(
             t += f": relative L2 error {100 * e:.2f}%{' (in view)' if box is not None else ''}"
         titles.append(t)
         for vi, v in enumerate(vals):
-            err = vi == 2
+            err = vi >= 2 if tv_ is not None else vi == 1  # the error and std views: the error colour map and range
             cmin, cmax = (elo, ehi if ehi > 0 else 1.0) if err else (lo, hi)
             # one bar for prediction + truth (beside the truth), one for the error, apart
             bar = None
-            if vi == len(vals) - 1 or (vi == 1 and not err):
+            if vi == len(vals) - 1 or (vi == 1 and not err) or (vi == 0 and tv_ is None):
                 x_end = (vi + 1) / len(views) - 0.01
-                bar = dict(title=dict(text=f"|error| {label}" if err else label, side="right"), x=x_end, len=0.75,
+                what = ("|error|, std" if tv_ is not None else "std") if has_std else "|error|"
+                bar = dict(title=dict(text=f"{what} {label}" if err else label, side="right"), x=x_end, len=0.75,
                            thickness=14, tickformat=".3g", nticks=5)
             common = dict(name=f"{label} {views[vi]}", visible=fi == 0, showlegend=False, hoverinfo="text+name",
                           hovertext=[f"{x:.4g}" for x in v] if v.shape[0] <= 20000 else None)
@@ -199,8 +211,15 @@ def render_html(
     buttons = [dict(label=name, method="update",
                     args=[{"visible": [vis[i] in (fi, -1) for i in range(n_tr)]}, {"title.text": titles[fi]}])
                for fi, (name, _, _) in enumerate(data)]
-    camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic")) if flat else \
-        dict(eye=dict(x=1.8, y=-1.8, z=1.2))
+    if camera not in ("iso", "body"):
+        raise ShapeError(f"render_html: unknown camera {camera!r}; valid: ['iso', 'body']")
+    if flat:
+        camera = dict(eye=dict(x=0.0, y=0.0, z=1.6), up=dict(x=0, y=1, z=0), projection=dict(type="orthographic"))
+    elif camera == "body":
+        bpts = (body if body is not None else g).points.detach().cpu().double().numpy()
+        camera = body_camera(bpts)
+    else:
+        camera = dict(eye=dict(x=1.8, y=-1.8, z=1.2))
     scene = dict(aspectmode="data", camera=camera, xaxis=dict(visible=not flat), yaxis=dict(visible=not flat),
                  zaxis=dict(visible=False) if flat else dict(visible=True), dragmode="pan" if flat else "turntable")
     fig.update_layout(**{("scene" if i == 0 else f"scene{i + 1}"): scene for i in range(len(views))})

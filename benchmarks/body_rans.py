@@ -1,0 +1,423 @@
+"""The 3-D half-body RANS comparison table: geoop (with and without the force loss) against
+neuraloperator's GINO and PhysicsNeMo's Transolver, at equal training wall-clock.
+
+    # the real set (geoop data body --solver rans), 30 min per arm on 2 threads
+    python benchmarks/body_rans.py --data data/body_rans --minutes 30 --threads 2 --out runs/body_rans_bench
+    # proof that it runs: 3 tiny synthetic cases (tests/_body_cases.py), seconds per arm
+    python benchmarks/body_rans.py --synthetic 3 --minutes 0.05 --tiny --out /tmp/body_rans
+
+Protocol (every arm): the cases and split of the data folder's manifest, the inputs of
+``configs/body_rans.toml`` (the body surface's points and normals, the signed distance on the
+latent grid for the GINOs), the two query sets of a case (surface ``p``, ``wallShearStress``;
+volume point cloud ``p``, ``U``), the same coordinate and field normalisation (the dataset's
+:class:`~geoop.data.preprocess.Preprocessor`), the per-set relative L2 loss, and the same
+training wall-clock (``--minutes``, ``--threads`` torch threads). Scores on the test split,
+all from one function (:func:`score_cases`) on the decoded predictions: relative L2 per set
+and field (each point the same), ``cd``/``cl`` from the predicted surface pressure AND wall
+shear with :func:`geoop.physics.forces` (``data.metrics_reference``), their MAE, the drag
+MAE over the mean true ``cd``, and R^2.
+
+Arms (``--arms``):
+
+``geoop``        ``configs/body_rans.toml`` without ``[loss] coefficients`` (field losses only)
+``geoop_force``  ``configs/body_rans.toml`` as written (``coefficients = {cd, cl}``)
+``gino_peer``    ``neuralop.models.GINO`` (the ``make bench`` environment, ``.venv-bench``,
+                 ``scripts/setup_bench_env.sh``), the same latent grid, radii, FNO width /
+                 modes / layers and inputs, run in that environment's Python
+                 (``--worker gino_peer``)
+``transolver``   ``physicsnemo.models.transolver.Transolver`` (``nvidia-physicsnemo``, CPU,
+                 ``use_te=False``; its car settings scaled to the budget: 4 layers, 128 hidden,
+                 8 heads, 32 slices) on the union of a case's surface and volume points
+                 (tokens: coordinates + normals and a surface flag), in the Python of
+                 ``$PNEMO_PYTHON`` or ``/work/.venv-pnemo``
+
+``mlp``          a per-point MLP of the query's coordinates, normal and set (no geometry
+                 encoding), in this environment: the floor any geometry-aware model must
+                 beat, and a check of the peers' training and scoring harness
+
+An arm whose environment is missing is reported as "not run" with the reason, never
+silently left out. The table (``table.md``) and all numbers (``results.json``) go to
+``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without an installed geoop
+    sys.path.insert(0, str(ROOT))
+
+ARMS = ("geoop", "geoop_force", "gino_peer", "transolver", "mlp")
+PEER_PYTHON = {
+    "gino_peer": [os.environ.get("BENCH_PYTHON", ""), str(ROOT / ".venv-bench" / "bin" / "python"),
+                  "/work/main/.venv-bench/bin/python"],
+    "transolver": [os.environ.get("PNEMO_PYTHON", ""), "/work/.venv-pnemo/bin/python"],
+}
+COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surface tau rel L2"),
+           ("points/p", "volume p rel L2"), ("points/U", "volume U rel L2"), ("cd/mae", "Cd MAE"),
+           ("cd/mae_pct", "Cd MAE / mean Cd %"), ("cd/r2", "Cd R2"), ("cl/mae", "Cl MAE"), ("cl/r2", "Cl R2")]
+
+
+# ------------------------------------------------------------------ configuration
+def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool, seed: int = 0) -> dict:
+    """``configs/body_rans.toml`` pointed at ``data``; ``force`` keeps its coefficient loss."""
+    from geoop.data.preprocess import GEOMETRY_NORMALIZATIONS
+
+    cfg = tomllib.loads((ROOT / "configs" / "body_rans.toml").read_text())
+    d = cfg["data"]
+    d["folder"] = str(data)
+    if "body" not in GEOMETRY_NORMALIZATIONS:  # the body-fit rule is not in this checkout
+        d["geometry_normalization"] = "dataset"
+        d.pop("body_margins", None)
+    if not force:
+        cfg["loss"]["coefficients"] = {}
+    if tiny:
+        cfg["model"]["latent"]["shape"] = [8, 6, 6]
+        cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
+        for s in ("encoder", "decoder"):
+            cfg["model"][s].update(mlp=[16], n_freqs=4)
+        d["val_fraction"] = 0.5
+    cfg["optim"].update(minutes=float(minutes), epochs=100000)
+    cfg["output"]["dir"] = str(out)
+    cfg["device"], cfg["seed"] = "cpu", seed
+    return cfg
+
+
+def _resolved(cfg: dict) -> dict:
+    from geoop.data.folder import MeshFolderDataset
+    from geoop.models.gino import GINO
+    from geoop.train.config import resolve_config
+
+    return resolve_config(cfg, source="body_rans", dataset_cls=MeshFolderDataset, model_cls=GINO)
+
+
+# ------------------------------------------------------------------ scoring (every arm)
+def score_cases(cfg: dict, predictions: dict) -> dict:
+    """Scores of decoded predictions ``{case: (set geometries {name: Geometry with the true
+    fields}, {"<set>/<field>": (Q_s, C) predicted})}``: mean relative L2 per target, and
+    coefficient MAE / R^2 from the predicted surface p and wall shear."""
+    import numpy as np
+    import torch
+
+    from geoop.train.metrics import CoefficientMetrics
+
+    d = cfg["data"]
+    ref = d["metrics_reference"]
+    m = CoefficientMetrics(d["metrics"], ref, d["folder"], d["targets"])
+    sname = m.field.partition("/")[0]
+    errs: dict = {t: [] for t in d["targets"]}
+    per_case = []
+    for case, (sets, pred) in predictions.items():
+        for t in d["targets"]:
+            s, f = t.split("/", 1)
+            true = sets[s].fields[f].double().reshape(pred[t].shape[0], -1)
+            errs[t].append(float((pred[t].double() - true).norm() / true.norm()))
+        surf = sets[sname]
+        cols, c0, pp, tt = {}, 0, [], []
+        for t in (m.field, m.shear):
+            if t is None:
+                continue
+            v = pred[t].double().reshape(surf.n_points, -1)
+            cols[t] = slice(c0, c0 + v.shape[1])
+            c0 += v.shape[1]
+            pp.append(v)
+            tt.append(surf.fields[t.split("/", 1)[1]].double().reshape(surf.n_points, -1))
+        cp, ct = m.case_coefficients(case, surf, surf.points.double(), torch.cat(pp, 1), torch.cat(tt, 1), cols)
+        m.add(case, cp, ct)
+        per_case.append({"case": case, **{f"{k}_pred": v for k, v in cp.items()}, **{f"{k}_true": v for k, v in ct.items()}})
+    out = {t: float(np.mean(v)) for t, v in errs.items()}
+    out.update(m.summary())
+    if "cd/mae" in out:
+        out["cd/mae_pct"] = 100 * out["cd/mae"] / abs(float(np.mean([r["cd_true"] for r in per_case])))
+    out["per_case"] = per_case
+    return out
+
+
+def _test_cases(cfg: dict):
+    """The test cases of the data folder as ``{case: (raw input geometry, combined queries,
+    set geometries {name: Geometry})}`` (file coordinates)."""
+    from geoop.data.folder import MeshFolderDataset
+
+    d = cfg["data"]
+    test = MeshFolderDataset(d["folder"], inputs=[], queries=d["queries"], split="test", input_file=d.get("input_file"),
+                             normalize=False, geometry_normalization="none", manifest=d.get("manifest"))
+    out = {}
+    for case in test.cases:
+        cf = test._files[case]
+        import geoop
+
+        g = geoop.read(cf.input)
+        parts = [g if f == cf.input else geoop.read(f) for f in cf.sets]
+        _, q, sets = test.preprocessor.read_sets(g, parts, case)
+        out[case] = (g, q, dict(zip(test.preprocessor.set_names, sets)))
+    return out
+
+
+# ------------------------------------------------------------------ geoop arms (this environment)
+def run_geoop(cfg: dict, threads: int) -> dict:
+    import torch
+
+    from geoop.cli.predict import predict_geometry
+    from geoop.data.preprocess import split_query_sets
+    from geoop.train.run import build_run, load_trained
+
+    torch.set_num_threads(threads)
+    rc = _resolved(cfg)
+    t0 = time.perf_counter()
+    run = build_run(rc, progress=False)
+    hist = run.trainer.fit()
+    wall = time.perf_counter() - t0
+    ck = Path(rc["output"]["dir"]) / ("best.pt" if (Path(rc["output"]["dir"]) / "best.pt").exists() else "last.pt")
+    trained = load_trained(ck)
+    preds = {}
+    for case, (g, q, sets) in _test_cases(rc).items():
+        res, _ = predict_geometry(trained, g, q)
+        split = split_query_sets(res, list(sets))
+        preds[case] = (sets, {t: split[t.split("/", 1)[0]].fields[t.split("/", 1)[1]] for t in rc["data"]["targets"]})
+    s = score_cases(rc, preds)
+    later = hist[1:] or hist  # the first epoch also computes neighbourhoods and latent features
+    per_step = sorted(run.trainer.batch_size / max(h["samples_per_s"], 1e-9) for h in later)  # training steps only
+    s.update(params=sum(p.numel() for p in run.model.parameters()), epochs=len(hist), train_s=wall,
+             step_ms=1000 * per_step[len(per_step) // 2])
+    return s
+
+
+# ------------------------------------------------------------------ peers (their own environments)
+def _peer_data(cfg: dict):
+    """Training items and the fitted preprocessing of the recipe, shared by the peers."""
+    from geoop.data.folder import MeshFolderDataset
+
+    d = cfg["data"]
+    kw = {k: d[k] for k in ("input_file", "geometry_normalization", "body_margins") if k in d}
+    train = MeshFolderDataset(d["folder"], inputs=[], queries=d["queries"], split="train", **kw)
+    return train
+
+
+def _set_weights(batch_fields, targets, set_names):
+    import torch
+
+    from geoop.data.preprocess import QUERY_SET_FIELD
+
+    sid = batch_fields[QUERY_SET_FIELD][:, 0].round().long()
+    idx = torch.tensor([set_names.index(t.split("/", 1)[0]) for t in targets])
+    return (sid[:, None] == idx[None, :]).float()
+
+
+def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e-3) -> dict:
+    """Train ``model`` with ``forward(sample) -> (Q, C)`` on the recipe's training items for
+    ``minutes`` (per-set relative L2, AdamW, cosine over the budget), then predict the test
+    cases and score them with :func:`score_cases`."""
+    import torch
+
+    from geoop.train.losses import relative_l2
+
+    torch.set_num_threads(threads)
+    train = _peer_data(cfg)
+    targets, names = train.targets, train.preprocessor.set_names
+    widths = train.preprocessor.target_widths()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    budget, t0, steps, times = 60.0 * minutes, time.perf_counter(), 0, []
+    while time.perf_counter() - t0 < budget or steps == 0:
+        for i in torch.randperm(len(train)).tolist():
+            s = train[i]
+            ts = time.perf_counter()
+            frac = min(1.0, (time.perf_counter() - t0) / max(budget, 1e-9))
+            for gr in opt.param_groups:
+                gr["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+            y = torch.cat([s.queries.fields[t] for t in targets], 1).float()
+            w = _set_weights(s.queries.fields, targets, names)
+            err = relative_l2(forward(s), y, torch.zeros(y.shape[0], dtype=torch.long), 1, widths, w)
+            opt.zero_grad(set_to_none=True)
+            err.mean().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            steps += 1
+            times.append(time.perf_counter() - ts)
+            if time.perf_counter() - t0 >= budget:
+                break
+    preds = {}
+    model.eval()
+    with torch.no_grad():
+        for case, (g, q, sets) in _test_cases(cfg).items():
+            sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2])
+            out = forward(sample)
+            dec, c0 = {}, 0
+            for t, c in zip(targets, widths):
+                dec[t] = train.normalizers.decode(t, out[:, c0:c0 + c])
+                c0 += c
+            # each set's rows of its own targets
+            sid = q.fields["__query_set__"][:, 0].round().long()
+            preds[case] = (sets, {t: dec[t][sid == names.index(t.split("/", 1)[0])] for t in targets})
+    s = score_cases(cfg, preds)
+    s.update(params=sum(p.numel() for p in model.parameters()), steps=steps,
+             step_ms=1000 * sorted(times)[len(times) // 2] if times else math.nan)
+    return s
+
+
+def worker_gino_peer(cfg, minutes, threads) -> dict:
+    """neuraloperator's GINO with geoop's latent grid, radii, widths and inputs."""
+    import torch
+    from neuralop.models import GINO as NOGINO
+
+    m = cfg["model"]
+    shape = list(m["latent"]["shape"])
+    spacing = 1.0 / (max(shape) - 1)
+
+    def radius(v):
+        return float(str(v).split()[0]) * spacing if isinstance(v, str) else float(v)
+
+    model = NOGINO(in_channels=3, out_channels=8, gno_coord_dim=3, in_gno_radius=radius(m["encoder"]["radius"]),
+                   out_gno_radius=radius(m["decoder"]["radius"]), in_gno_transform_type="linear",
+                   out_gno_transform_type="linear", in_gno_pos_embed_type="nerf", out_gno_pos_embed_type="nerf",
+                   gno_embed_channels=int(m["encoder"].get("n_freqs", 8)), fno_in_channels=3,
+                   fno_n_modes=tuple(2 * k for k in m["blocks"]["modes"]), fno_hidden_channels=m["blocks"]["width"],
+                   fno_n_layers=m["blocks"]["layers"], latent_feature_channels=1,
+                   in_gno_channel_mlp_hidden_layers=list(m["encoder"]["mlp"]),
+                   out_gno_channel_mlp_hidden_layers=list(m["decoder"]["mlp"]), gno_use_open3d=False,
+                   gno_use_torch_scatter=True)
+    axes = [torch.linspace(0.0, 1.0, n) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+    sdf_cache = {}
+
+    def forward(s):
+        key = s.meta.get("case", id(s))
+        if key not in sdf_cache:
+            sdf_cache[key] = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+        out = model(input_geom=s.geometry.points[None].float(), latent_queries=grid[None],
+                    output_queries=s.queries.points[None].float(), x=s.geometry.normals[None].float(),
+                    latent_features=sdf_cache[key])
+        return out[0]
+
+    return _peer_loop(cfg, model, forward, minutes, threads)
+
+
+def worker_transolver(cfg, minutes, threads) -> dict:
+    """PhysicsNeMo's Transolver on the union of a case's surface and volume points."""
+    import torch
+    from physicsnemo.models.transolver import Transolver
+
+    model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, n_layers=4, n_hidden=128, n_head=8, slice_num=32,
+                       use_te=False)
+
+    def forward(s):
+        from geoop.data.preprocess import QUERY_SET_FIELD
+
+        q = s.queries
+        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
+        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
+        fx = torch.cat([nrm.float() * surf, surf], 1)[None]
+        return model(fx, q.points[None].float())[0]
+
+    return _peer_loop(cfg, model, forward, minutes, threads)
+
+
+def worker_mlp(cfg, minutes, threads) -> dict:
+    """A per-point MLP baseline (coordinates, normal, set flag -> all outputs)."""
+    import torch
+
+    from geoop.data.preprocess import QUERY_SET_FIELD
+
+    model = torch.nn.Sequential(torch.nn.Linear(7, 128), torch.nn.GELU(), torch.nn.Linear(128, 128), torch.nn.GELU(),
+                                torch.nn.Linear(128, 8))
+
+    def forward(s):
+        q = s.queries
+        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
+        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
+        return model(torch.cat([q.points.float(), nrm.float() * surf, surf], 1))
+
+    return _peer_loop(cfg, model, forward, minutes, threads)
+
+
+def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) -> dict:
+    python = next((p for p in PEER_PYTHON[arm] if p and Path(p).exists()), None)
+    if python is None:
+        how = ("bash scripts/setup_bench_env.sh (make bench)" if arm == "gino_peer"
+               else "a venv with nvidia-physicsnemo at /work/.venv-pnemo or $PNEMO_PYTHON")
+        return {"not_run": f"no Python environment for {arm}: {how}"}
+    cfg_path = tmp / f"{arm}_config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    res = tmp / f"{arm}_result.json"
+    cmd = [python, str(Path(__file__).resolve()), "--worker", arm, "--config", str(cfg_path), "--minutes", str(minutes),
+           "--threads", str(threads), "--result", str(res)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if p.returncode != 0:
+        return {"not_run": f"{arm} failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"}
+    return json.loads(res.read_text())
+
+
+# ------------------------------------------------------------------ table
+def table(results: dict, minutes: float, threads: int) -> str:
+    def f(v):
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    head = ["arm", "params", "step ms"] + [c for _, c in COLUMNS]
+    lines = [f"Test split, {minutes} min training per arm on {threads} threads (CPU).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, r in results.items():
+        if "not_run" in r:
+            lines.append(f"| {arm} | not run: {r['not_run']} |" + " |" * (len(head) - 2))
+            continue
+        lines.append("| " + " | ".join([arm, f(r.get("params")), f(r.get("step_ms"))] + [f(r.get(k)) for k, _ in COLUMNS])
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="a generated set (geoop data body --solver rans)")
+    ap.add_argument("--synthetic", type=int, default=0, help="make this many tiny synthetic cases instead (tests/_body_cases.py)")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training wall-clock per arm")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--tiny", action="store_true", help="tiny models (for the synthetic proof run)")
+    ap.add_argument("--out", default="runs/body_rans_bench")
+    ap.add_argument("--worker", choices=("gino_peer", "transolver"), help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:  # a peer in its own environment
+        cfg = json.loads(Path(a.config).read_text())
+        fn = {"gino_peer": worker_gino_peer, "transolver": worker_transolver}[a.worker]
+        Path(a.result).write_text(json.dumps(fn(cfg, a.minutes, a.threads)))
+        return 0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(a.data) if a.data else None
+    if a.synthetic:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from _body_cases import make_cases
+
+        data = out / "synthetic_cases"
+        make_cases(data, a.synthetic, seed=0, test=tuple(range(max(1, a.synthetic // 3))))
+    if data is None:
+        ap.error("give --data DIR or --synthetic N")
+    results = {}
+    for arm in [x for x in a.arms.split(",") if x]:
+        if arm not in ARMS:
+            ap.error(f"unknown arm {arm!r}; valid: {list(ARMS)}")
+        cfg = recipe_config(data, out / arm, a.minutes, a.tiny, force=arm == "geoop_force")
+        if arm in ("geoop", "geoop_force"):
+            results[arm] = run_geoop(cfg, a.threads)
+        elif arm == "mlp":
+            results[arm] = worker_mlp(_resolved(cfg), a.minutes, a.threads)
+        else:
+            results[arm] = _run_worker(arm, _resolved(cfg), a.minutes, a.threads, out)
+        print(arm, {k: v for k, v in results[arm].items() if k != "per_case"}, flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    text = table(results, a.minutes, a.threads)
+    (out / "table.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
