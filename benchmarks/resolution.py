@@ -13,8 +13,9 @@ error (the floor: <= 1.1 at 4x).
 
 ``--body``: the same on 3-D car-like bodies (``geoop.data.body3d``, panel method, yaw 0, so
 the shape alone sets the flow): surface ``Cp`` from the surface points, the base at
-``n_panels`` 400-700 (about 230-400 nodes), refinements at ``k`` times the panels; a
-20 x 14 x 12 latent box over [-0.6, 0.6] x [-0.35, 0.35] x [-0.3, 0.3], FNO modes 6.
+``n_panels`` 800-1400, refinements at ``k`` times the panels (two surface resolutions:
+``--factors 1 2``; a 4x panel solve is slow and the coarser base is too faceted); a 20 x 14
+x 12 latent box over [-0.6, 0.6] x [-0.35, 0.35] x [-0.3, 0.3], FNO modes 6.
 
     python benchmarks/resolution.py --work /tmp/res [--cases 48] [--test 8] [--minutes 3]
         [--factors 1 2 4] [--threads 1] [--no-nearest] [--body] [--out report.json]
@@ -45,7 +46,7 @@ def generate(raw: Path, n: int, factor: int, seed: int = 0) -> None:
                      n_volume=tuple(factor * v for v in BASE_VOLUME), te_stagnation=True)
 
 
-BODY_PANELS = (400, 700)
+BODY_PANELS = (800, 1400)
 BODY_DOMAIN = [[-0.6, -0.35, -0.3], [0.6, 0.35, 0.3]]
 
 
