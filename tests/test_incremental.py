@@ -187,6 +187,9 @@ def test_trainer_grows_records_and_resumes_the_modes(tmp_path):
     assert [h["modes"] for h in again.history] == [[1, 1], [2, 2], [3, 3]]
     for (k, v), w in zip(full.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.allclose(v, w, atol=1e-12), k
+    from geoop.train.run import load_trained  # geoop evaluate / predict: the checkpoint's modes
+
+    assert active_modes(load_trained(tmp_path / "b" / "last.pt").model) == (3, 3)
 
 
 def test_incremental_config_and_bad_schedules():
