@@ -272,3 +272,13 @@ def test_incremental_under_fsdp_matches_one_process(tmp_path):
         assert torch.allclose(r0["model"][k], v, atol=1e-5, rtol=0), k
     assert r0["model"]["blocks.blocks.0.spectral.modes_active"].tolist() == [2, 2]
 
+
+
+def test_sphere_gino_grows_its_degrees():
+    pytest.importorskip("torch_harmonics")
+    torch.manual_seed(0)
+    kw = dict(coord_dim=3, latent={"kind": "sphere", "shape": [8, 16]}, encoder={"radius": 0.5}, decoder={"radius": 0.5})
+    model = GINO(1, 1, blocks={"width": 4, "layers": 1, "incremental": {"start": 2}}, **kw)
+    assert active_modes(model) == (2,) and grow_modes(model, 10) == (4,)  # lmax = (8 + 1) // 2 on the equiangular grid
+    with pytest.raises(ConfigError, match=r"incremental.start \[5\] exceeds the final modes blocks.lmax = \[4\]"):
+        GINO(1, 1, blocks={"width": 4, "layers": 1, "incremental": {"start": 5}}, **kw)
