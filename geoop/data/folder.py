@@ -550,7 +550,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         and the dataset transform are fitted on the originals and the copies (whatever the
         split, so every split of one folder and config normalises alike).
     queries : several query sets per case (keyword), a list of
-        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtp",
+        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtu",
         "targets": ["p", "U"], "name": ..., "weighting": ...}`` in place of ``query_file`` and
         ``targets``: the sets' points are concatenated into one query geometry
         (:func:`~geoop.data.preprocess.combine_query_sets`), the targets are ``"<set>/<field>"``

@@ -19,7 +19,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
                              # see geoop.train.metrics
     queries = [{name = "surface", file = "{case}_surface.vtp", targets = ["p", "wallShearStress"]},
-               {name = "points", file = "{case}_points.vtp", targets = ["p", "U"]}]
+               {name = "points", file = "{case}_points.vtu", targets = ["p", "U"]}]
                              # several query sets per case instead of query_file / targets:
                              # data.targets become "<set>/<field>" (geoop.data.specs.QuerySetSpec)
     # further keys are passed to MeshFolderDataset (must be among its parameters)

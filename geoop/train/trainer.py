@@ -228,6 +228,10 @@ class Trainer:
         a domain group. Checkpoints stay full single files (gathered on rank 0), loadable on
         any number of ranks. One data rank: nothing to shard, trains unsharded.
         :meth:`evaluate`, :meth:`save` and :meth:`predict` are collectives then (every rank calls them).
+
+    A model with incremental FNO/SFNO blocks (``blocks.incremental``) grows their modes after
+    the epochs where its rule fires (:class:`geoop.train.incremental.IncrementalModes`,
+    ``self.incremental``); each epoch's metrics record the ``modes`` it trained with.
     """
 
     def __init__(
@@ -383,6 +387,16 @@ class Trainer:
 
             self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
         self.compile = resolve_compile(compile, "Trainer compile")
+        from .incremental import IncrementalModes
+
+        #: grows incremental FNO/SFNO blocks (None: the model has none)
+        self.incremental = IncrementalModes.from_model(self.model)
+        if self.incremental is not None and self.compile == "cuda_graphs":
+            raise ConfigError("Trainer: compile='cuda_graphs' replays graphs captured at fixed modes; incremental "
+                              "blocks (model.blocks.incremental) change them: use 'inductor' or false")
+        if self.incremental is not None and self.fsdp and self.incremental.spec.rule == "energy":
+            raise ConfigError("Trainer: the incremental rule 'energy' reads the whole spectral weights, which fsdp "
+                              "shards: use model.blocks.incremental.rule = 'loss_plateau' with fsdp")
         if self.compile != "none" and self.domain_parallel is not None:
             raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
         if self.compile != "none" and self.fsdp:
@@ -843,6 +857,7 @@ class Trainer:
             "settings": self._run_settings(),
             "extra": _plain(self.extra_state),
             "preprocessor": self.preprocessor.state_dict() if self.preprocessor is not None else {},
+            "incremental": self.incremental.state_dict() if self.incremental is not None else {},
         }
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
@@ -866,6 +881,8 @@ class Trainer:
             raise CheckpointError(f"{source}: optimizer/scheduler state does not match this run: {e}") from e
         if state.get("normalizers") and self.normalizers is not None:
             self.normalizers.load_state_dict(state["normalizers"])
+        if self.incremental is not None and state.get("incremental"):
+            self.incremental.load_state_dict(state["incremental"])
         self.epoch = int(state["epoch"])
         self.history = [dict(h) for h in state.get("history", [])]
         self.best = state.get("best")
@@ -1065,6 +1082,9 @@ class Trainer:
                 bad = self.nonfinite_parameters()
                 if bad:
                     self._diverged(e, self.steps_per_epoch, f"weights ({len(bad)} tensors, e.g. {bad[0]})")
+                if self.incremental is not None:  # the modes this epoch trained with, then maybe grow
+                    metrics["modes"] = list(self.incremental.modes)
+                    self.incremental.update(m["train_loss"])
                 key = float(val.get("rel_l2", m["train_loss"]))
                 # only a finite metric can be best (NaN compares false with everything)
                 improved = math.isfinite(key) and (self.best is None or not math.isfinite(self.best) or key < self.best)
