@@ -379,10 +379,13 @@ class GNO(nn.Module):
     def _chunk_gathered(self, hq: Tensor, hs_e: Tensor, mult_e: Optional[Tensor], qloc: Tensor) -> Tensor:
         """As :meth:`_chunk`, from per-edge gathered source rows ``hs_e`` (e, H0) and
         ``mult_e`` (e, C) and the local query row of every edge ``qloc`` (e,)."""
-        h = self.rest(hq.index_select(0, qloc) + hs_e)
-        if mult_e is not None:
-            h = h * mult_e
+        h = self._edge_values(hq, hs_e, mult_e, qloc)
         return h.new_zeros((hq.shape[0], h.shape[1])).index_add_(0, qloc, h)
+
+    def _edge_values(self, hq: Tensor, hs_e: Tensor, mult_e: Optional[Tensor], qloc: Tensor) -> Tensor:
+        """The summands of :meth:`_chunk_gathered`, one row per edge: (e, out_channels)."""
+        h = self.rest(hq.index_select(0, qloc) + hs_e)
+        return h * mult_e if mult_e is not None else h
 
 
 class _CheckpointedEdges(torch.autograd.Function):
@@ -428,7 +431,9 @@ class _CheckpointedEdges(torch.autograd.Function):
                 hq_c = hq[q0:q1].detach().requires_grad_(need_hq)
                 hs_e = hs.index_select(0, src).requires_grad_(need_hs)
                 m_e = src_mult.index_select(0, src).requires_grad_(need_mult) if ctx.has_mult else None
-                out_c = layer._chunk_gathered(hq_c, hs_e, m_e, qloc)
+                # the per-edge summands, not their sums: the sums' gradient gathered per edge is
+                # the summands' gradient (the backward of index_add_), so the reduction is not redone
+                h_e = layer._edge_values(hq_c, hs_e, m_e, qloc)
                 inputs, slots = [], []
                 for name, t, n in (("hq", hq_c, need_hq), ("hs", hs_e, need_hs), ("m", m_e, need_mult and ctx.has_mult)):
                     if n:
@@ -440,7 +445,7 @@ class _CheckpointedEdges(torch.autograd.Function):
                         slots.append(i)
                 if not inputs:
                     continue
-                grads = torch.autograd.grad(out_c, inputs, gout[q0:q1], allow_unused=True)
+                grads = torch.autograd.grad(h_e, inputs, gout[q0:q1].index_select(0, qloc), allow_unused=True)
             for slot, g in zip(slots, grads):
                 if g is None:
                     continue
