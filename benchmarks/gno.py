@@ -106,6 +106,105 @@ def bench_small(repeats: int) -> dict:
     return out
 
 
+def _recipe_cases():
+    """The 3-D body recipe's GNOs (configs/body_rans.toml) on synthetic points of the same
+    sizes: a 48 x 24 x 24 latent grid on [0, 2] x [0, 1] x [0, 1]; encoder: 20k points on a
+    sphere -> the grid nodes, 3 input channels (normals) -> 48; decoder: the grid nodes ->
+    4,000 random queries, 48 -> 48 channels. Radius 0.095 (about 49 latent nodes per decoder
+    query, as in the recipe's real cases). Kernel MLP (64, 64), NeRF embedding, 8 frequencies."""
+    import torch
+
+    from geoop.neighbors.grid import grid_points
+    from geoop.neighbors.search import radius_search
+
+    g = torch.Generator().manual_seed(0)
+    latent = grid_points((48, 24, 24), [[0.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
+    d = torch.randn(20_000, 3, generator=g)
+    surf = torch.tensor([0.8, 0.5, 0.5]) + 0.35 * d / d.norm(dim=1, keepdim=True)
+    qry = torch.rand(4000, 3, generator=g) * torch.tensor([2.0, 1.0, 1.0])
+    r = 0.095
+    return {"encoder": (surf, latent, radius_search(surf, latent, r), 3, 48),
+            "decoder": (latent, qry, radius_search(latent, qry, r), 48, 48)}
+
+
+def _legacy_backward(ctx, gout):
+    """The checkpointed backward before the per-edge-summand recompute: it recomputed each
+    chunk's ``index_add_`` reduction too (kept here as the benchmark's 'before')."""
+    import torch
+
+    from geoop.nn.segment import segment_index
+
+    index, ptr, hq, hs, src_mult = ctx.saved_tensors
+    layer = ctx.layer
+    params = list(layer.rest.parameters())
+    g_hq, g_hs = torch.zeros_like(hq), torch.zeros_like(hs)
+    g_mult = torch.zeros_like(src_mult) if ctx.has_mult else None
+    g_p = [torch.zeros_like(p) for p in params]
+    for q0, q1, e0, e1 in ctx.chunks:
+        if e1 == e0:
+            continue
+        qloc = segment_index(ptr[q0 : q1 + 1], e1 - e0)
+        src = index[e0:e1]
+        with torch.enable_grad():
+            hq_c = hq[q0:q1].detach().requires_grad_()
+            hs_e = hs.index_select(0, src).requires_grad_()
+            m_e = src_mult.index_select(0, src).requires_grad_() if ctx.has_mult else None
+            out_c = layer._chunk_gathered(hq_c, hs_e, m_e, qloc)
+            inputs = [hq_c, hs_e] + ([m_e] if m_e is not None else []) + params
+            grads = list(torch.autograd.grad(out_c, inputs, gout[q0:q1]))
+        g_hq[q0:q1] += grads.pop(0)
+        g_hs.index_add_(0, src, grads.pop(0))
+        if m_e is not None:
+            g_mult.index_add_(0, src, grads.pop(0))
+        for acc, g in zip(g_p, grads):
+            acc += g
+    return (None, None, None, None, g_hq, g_hs, g_mult, *g_p)
+
+
+def bench_recipe(repeats: int) -> dict:
+    """Edges per second of a checkpointed forward + backward at the body recipe's sizes, for
+    1 and 2 threads, two chunk sizes, and the checkpointed backward before / after it stopped
+    recomputing the reduction; all variants interleaved in this process, median wall time."""
+    import torch
+
+    import geoop.nn.gno as gno_mod
+    from geoop.nn import GNO
+
+    new_backward = gno_mod._CheckpointedEdges.backward
+    old_backward = torch.autograd.function.once_differentiable(_legacy_backward)
+    res = {}
+    for name, (src, qry, nb, cin, cout) in _recipe_cases().items():
+        torch.manual_seed(0)
+        gno = GNO(cin, cout, 3, mlp_hidden=(64, 64), kernel="linear", reduction="weighted", checkpoint=True)
+        f = torch.randn(src.shape[0], cin, requires_grad=True)
+        w = torch.rand(src.shape[0]) + 0.5
+        variants = [(t, c, b) for t in (1, 2) for c in (1 << 14, 1 << 16) for b in ("before", "after")]
+        times = {v: [] for v in variants}
+        grads = {}
+        for _ in range(repeats + 1):  # the first round warms up
+            for v in variants:
+                t, c, b = v
+                torch.set_num_threads(t)
+                gno.chunk_edges = c
+                gno_mod._CheckpointedEdges.backward = staticmethod(old_backward if b == "before" else new_backward)
+                gno.zero_grad()
+                f.grad = None
+                t0 = time.perf_counter()
+                gno(src, qry, nb, f, w).square().mean().backward()
+                times[v].append(time.perf_counter() - t0)
+                grads[v] = f.grad.clone()
+        gno_mod._CheckpointedEdges.backward = staticmethod(new_backward)
+        torch.set_num_threads(1)
+        ref = grads[variants[0]]
+        out = {"edges": nb.num_edges, "queries": qry.shape[0], "sources": src.shape[0],
+               "max_rel_grad_diff": max(float((g - ref).abs().max() / ref.abs().max()) for g in grads.values())}
+        for (t, c, b), ts in times.items():
+            med = sorted(ts[1:])[len(ts[1:]) // 2]
+            out[f"threads{t}_chunk{c}_{b}"] = {"s": med, "edges_per_s": nb.num_edges / med}
+        res[name] = out
+    return res
+
+
 def _status_mb(key: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -164,9 +263,21 @@ def main(argv=None) -> int:
     p.add_argument("--big", action="store_true", help="also run the 10 M edge step")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="write the results to this file")
+    p.add_argument("--recipe", action="store_true",
+                   help="only the 3-D body recipe's sizes: edges/s for threads, chunk sizes, backward before/after")
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(_worker(a.worker)))
+        return 0
+    if a.recipe:
+        res = {"recipe": bench_recipe(a.repeats)}
+        print(json.dumps(res, indent=1))
+        for name, r in res["recipe"].items():
+            for k, v in r.items():
+                if isinstance(v, dict):
+                    print(f"{name} ({r['edges']} edges) {k:<30} {v['s']:8.3f} s  {v['edges_per_s'] / 1e3:8.1f} k edges/s")
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=1))
         return 0
     res = bench_small(a.repeats)
     ck, plain = _run_worker("1m_ckpt"), _run_worker("1m_plain")
