@@ -27,9 +27,11 @@ Arms (``--arms``):
                  (``--worker gino_peer``)
 ``transolver``   ``physicsnemo.models.transolver.Transolver`` (``nvidia-physicsnemo``, CPU,
                  ``use_te=False``; its car settings scaled to the budget: 4 layers, 128 hidden,
-                 8 heads, 32 slices) on the union of a case's surface and volume points
-                 (tokens: coordinates + normals and a surface flag), in the Python of
-                 ``$PNEMO_PYTHON`` or ``/work/.venv-pnemo``
+                 8 heads, mlp_ratio 2, 32 slices: :data:`TRANSOLVER_SETTINGS`) on the union
+                 of a case's surface and volume points (tokens: coordinates + normals and a
+                 surface flag), in the Python of ``$PNEMO_PYTHON`` or ``.venv-pnemo``
+                 (``scripts/setup_peer_env.sh``: torch 2.14.1 + torchvision 0.29.1, which
+                 physicsnemo 2.x needs through timm)
 
 ``mlp``          a per-point MLP of the query's coordinates, normal and set (no geometry
                  encoding), in this environment: the floor any geometry-aware model must
@@ -59,7 +61,8 @@ ARMS = ("geoop", "geoop_force", "gino_peer", "transolver", "mlp")
 PEER_PYTHON = {
     "gino_peer": [os.environ.get("BENCH_PYTHON", ""), str(ROOT / ".venv-bench" / "bin" / "python"),
                   "/work/main/.venv-bench/bin/python"],
-    "transolver": [os.environ.get("PNEMO_PYTHON", ""), "/work/.venv-pnemo/bin/python"],
+    "transolver": [os.environ.get("PNEMO_PYTHON", ""), str(ROOT / ".venv-pnemo" / "bin" / "python"),
+                   "/work/main/.venv-pnemo/bin/python"],
 }
 COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surface tau rel L2"),
            ("points/p", "volume p rel L2"), ("points/U", "volume U rel L2"), ("cd/mae", "Cd MAE"),
@@ -192,23 +195,33 @@ def run_geoop(cfg: dict, threads: int) -> dict:
 
 # ------------------------------------------------------------------ peers (their own environments)
 def _peer_data(cfg: dict):
-    """Training items and the fitted preprocessing of the recipe, shared by the peers."""
+    """Training items and the fitted preprocessing of the recipe, shared by the peers: the
+    dataset keywords of :func:`geoop.train.run.build_run` (split, validation share, body
+    box, symmetry plane, query sets with the ``[loss] surface_weighting`` weights), so the
+    peers see the geoop arms' training cases, coordinates and loss weights."""
     from geoop.data.folder import MeshFolderDataset
+    from geoop.train.run import data_kwargs
 
     d = cfg["data"]
-    kw = {k: d[k] for k in ("input_file", "geometry_normalization", "body_margins") if k in d}
-    train = MeshFolderDataset(d["folder"], inputs=[], queries=d["queries"], split="train", **kw)
-    return train
+    kw = data_kwargs(cfg)
+    kw.setdefault("seed", int(cfg.get("seed", 0)))
+    area = (cfg.get("loss") or {}).get("surface_weighting") == "area"
+    kw["queries"] = [{**q, "weighting": q.get("weighting") or ("surface" if area else "points")} for q in kw["queries"]]
+    return MeshFolderDataset(d["folder"], inputs=[], targets=[], split=d.get("train_split", "train"), **kw)
 
 
-def _set_weights(batch_fields, targets, set_names):
+def _set_weights(queries, targets, set_names):
+    """(Q, F) loss weights as geoop's :meth:`Trainer.loss_weights`: each target's own set's
+    query weights (area quadrature on the surface set with ``surface_weighting = "area"``),
+    zero on the other sets' queries."""
     import torch
 
     from geoop.data.preprocess import QUERY_SET_FIELD
 
-    sid = batch_fields[QUERY_SET_FIELD][:, 0].round().long()
+    sid = queries.fields[QUERY_SET_FIELD][:, 0].round().long()
     idx = torch.tensor([set_names.index(t.split("/", 1)[0]) for t in targets])
-    return (sid[:, None] == idx[None, :]).float()
+    w = queries.weights if queries.weights is not None else torch.ones(sid.shape[0])
+    return (sid[:, None] == idx[None, :]).float() * w.float()[:, None]
 
 
 def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e-3) -> dict:
@@ -233,7 +246,7 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
             for gr in opt.param_groups:
                 gr["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
             y = torch.cat([s.queries.fields[t] for t in targets], 1).float()
-            w = _set_weights(s.queries.fields, targets, names)
+            w = _set_weights(s.queries, targets, names)
             err = relative_l2(forward(s), y, torch.zeros(y.shape[0], dtype=torch.long), 1, widths, w)
             opt.zero_grad(set_to_none=True)
             err.mean().backward()
@@ -267,9 +280,11 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
     import torch
     from neuralop.models import GINO as NOGINO
 
+    torch.manual_seed(int(cfg.get("seed", 0)))
     m = cfg["model"]
     shape = list(m["latent"]["shape"])
-    spacing = 1.0 / (max(shape) - 1)
+    lo, hi = m["latent"].get("domain") or ([0.0] * 3, [1.0] * 3)  # geoop's box latent: the unit cube unless given
+    spacing = max((b - a) / (n - 1) for a, b, n in zip(lo, hi, shape))  # geoop's "cell" (geoop.models.config.cell_size)
 
     def radius(v):
         return float(str(v).split()[0]) * spacing if isinstance(v, str) else float(v)
@@ -283,7 +298,7 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
                    in_gno_channel_mlp_hidden_layers=list(m["encoder"]["mlp"]),
                    out_gno_channel_mlp_hidden_layers=list(m["decoder"]["mlp"]), gno_use_open3d=False,
                    gno_use_torch_scatter=True)
-    axes = [torch.linspace(0.0, 1.0, n) for n in shape]
+    axes = [torch.linspace(a, b, n) for a, b, n in zip(lo, hi, shape)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
     sdf_cache = {}
 
@@ -299,13 +314,27 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
     return _peer_loop(cfg, model, forward, minutes, threads)
 
 
+#: PhysicsNeMo's published DrivAerML settings (examples/cfd/external_aerodynamics/transolver,
+#: conf/train_surface.yaml and src/conf/transolver_surface.yaml: 8 layers, 256 hidden, 8 heads,
+#: mlp_ratio 4 / 2, slice_num 128 / 256, AdamW lr 5e-4 (volume 1e-3), weight decay 1e-4,
+#: 250 epochs of ~400 cars at 2-4e5 points on GPUs) scaled to 30 min on 2 CPU threads with
+#: ~1e4 points per case: depth and width halved (8 x 256 -> 4 x 128, ~1/8 the parameters and
+#: FLOPs per token), 8 heads kept (16 channels each), the newer mlp_ratio 2, and 32 slices (the
+#: Transolver paper's ShapeNet-Car setting for ~3e4 points; DrivAerML's 128-256 are for 10x more).
+TRANSOLVER_SETTINGS = dict(n_layers=4, n_hidden=128, n_head=8, mlp_ratio=2, slice_num=32, dropout=0.0, act="gelu")
+TRANSOLVER_LR = 1e-3  # the volume example's AdamW rate (surface: 5e-4), with the harness's cosine decay
+
+
 def worker_transolver(cfg, minutes, threads) -> dict:
-    """PhysicsNeMo's Transolver on the union of a case's surface and volume points."""
+    """PhysicsNeMo's Transolver on the union of a case's surface and volume points: tokens
+    with the normalised coordinates as the embedding (3) and as functions the surface normal
+    (zero on volume points) and a surface flag (4), all eight outputs on every token; trained
+    and evaluated on the same kind of point set (every surface and volume query of a case)."""
     import torch
     from physicsnemo.models.transolver import Transolver
 
-    model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, n_layers=4, n_hidden=128, n_head=8, slice_num=32,
-                       use_te=False)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, use_te=False, **TRANSOLVER_SETTINGS)
 
     def forward(s):
         from geoop.data.preprocess import QUERY_SET_FIELD
@@ -316,7 +345,7 @@ def worker_transolver(cfg, minutes, threads) -> dict:
         fx = torch.cat([nrm.float() * surf, surf], 1)[None]
         return model(fx, q.points[None].float())[0]
 
-    return _peer_loop(cfg, model, forward, minutes, threads)
+    return _peer_loop(cfg, model, forward, minutes, threads, lr=TRANSOLVER_LR)
 
 
 def worker_mlp(cfg, minutes, threads) -> dict:
@@ -341,7 +370,7 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
     python = next((p for p in PEER_PYTHON[arm] if p and Path(p).exists()), None)
     if python is None:
         how = ("bash scripts/setup_bench_env.sh (make bench)" if arm == "gino_peer"
-               else "a venv with nvidia-physicsnemo at /work/.venv-pnemo or $PNEMO_PYTHON")
+               else "bash scripts/setup_peer_env.sh (.venv-pnemo) or $PNEMO_PYTHON")
         return {"not_run": f"no Python environment for {arm}: {how}"}
     cfg_path = tmp / f"{arm}_config.json"
     cfg_path.write_text(json.dumps(cfg))
@@ -349,6 +378,7 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
     cmd = [python, str(Path(__file__).resolve()), "--worker", arm, "--config", str(cfg_path), "--minutes", str(minutes),
            "--threads", str(threads), "--result", str(res)]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    (tmp / f"{arm}_worker.log").write_text(p.stdout + p.stderr)  # the worker's whole output, for a failed run
     if p.returncode != 0:
         return {"not_run": f"{arm} failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"}
     return json.loads(res.read_text())
