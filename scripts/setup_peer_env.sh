@@ -17,7 +17,7 @@
 #
 # Pins: torch==2.14.1, torchvision==0.29.1 held by a constraints file for every later pip
 # call; nvidia-physicsnemo==2.2.2 with its declared dependencies; the few geoop runtime
-# dependencies the worker imports (reading the cases, preprocessing, scoring). Not
+# dependencies the worker imports (reading the cases: meshio, pyvista/VTK for .vtp; preprocessing, scoring). Not
 # torch-harmonics / torch-geometric: the worker builds no geoop model.
 #
 # Idempotent: a stamp keyed on this script skips the work when nothing changed.
@@ -49,12 +49,12 @@ $PIP install -c "$CONSTRAINTS" "nvidia-physicsnemo==2.2.2"
 
 log "geoop runtime dependencies of the worker"
 $PIP install -c "$CONSTRAINTS" "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "rtree>=1.0" \
-  "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "h5py"
+  "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "h5py" "pyvista>=0.43"
 
 CUDA_VISIBLE_DEVICES="" PYTHONPATH=$PWD $VENV/bin/python - <<'PY'
 import torch, torchvision, physicsnemo
 from physicsnemo.models.transolver import Transolver
-import geoop.data.folder, geoop.train.metrics  # noqa: F401  (the worker's geoop imports)
+import pyvista, geoop.data.folder, geoop.train.metrics  # noqa: F401  (the worker's imports)
 assert torch.__version__.startswith("2.14.1"), torch.__version__
 m = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, n_layers=1, n_hidden=16, n_head=2, slice_num=4, use_te=False)
 y = m(torch.randn(1, 10, 4), torch.randn(1, 10, 3))
