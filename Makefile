@@ -32,11 +32,11 @@ bench: setup
 
 # The peers' environments of benchmarks/body_rans.py: .venv-bench (neuraloperator's GINO) and
 # .venv-pnemo (PhysicsNeMo's Transolver, ~6 GB: a CUDA torch run on the CPU), then every arm
-# on 6 synthetic cases for a minute each (proof that each arm runs, not a comparison).
+# on 12 synthetic cases for a minute each (proof that each arm runs, not a comparison).
 bench-peers: setup
 	bash scripts/setup_bench_env.sh
 	bash scripts/setup_peer_env.sh
-	OMP_NUM_THREADS=1 $(PY) benchmarks/body_rans.py --synthetic 6 --minutes 1 --tiny --threads 1 --out runs/body_rans_smoke
+	OMP_NUM_THREADS=1 $(PY) benchmarks/body_rans.py --synthetic 12 --minutes 1 --tiny --threads 1 --out runs/body_rans_smoke
 
 # The 3-D car comparison on a generated set (geoop data body --solver rans --out data/body_rans):
 # five arms, 30 min each on 2 threads
