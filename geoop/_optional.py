@@ -34,6 +34,7 @@ _EXTRAS = {
     "pyvista": "viz",
     "plotly": "viz",
     "tensorboard": "tensorboard",
+    "zarr": "store",
     "torch_harmonics": "core (torch-harmonics)",
     "tensorly": "test (tensorly)",
     "torch_geometric": "core (torch-geometric)",

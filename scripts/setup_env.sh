@@ -72,6 +72,10 @@ $PIP install "numpy>=1.24" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" "torch-geome
   "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43" \
   "pytest>=7" "pytest-timeout" "hypothesis>=6" "h5py" "tomli-w>=1.0" "ruff>=0.6" "plotly>=5"
 
+# Packed case stores (optional extra geoop[store]; geoop data pack, geoop.data.store): zarr format 3
+log "zarr"
+$PIP install "zarr>=3.1,<4"
+
 # TensorBoard logging of training runs (optional extra geoop[tensorboard]; geoop train --tensorboard DIR)
 log "tensorboard"
 $PIP install "tensorboard>=2.14" || log "tensorboard unavailable: geoop train --tensorboard will say so"

@@ -56,7 +56,7 @@ def test_check_reports_bad_cases(tmp_path, capsys):
 
 
 def test_generator_choice_and_params_resolution():
-    with pytest.raises(ConfigError, match=r"valid: \['airfoil', 'body3d', 'sphere'\]"):
+    with pytest.raises(ConfigError, match=r"valid: \['airfoil', 'body', 'body3d', 'sphere'\]"):
         resolve_generator("wing")
     assert parse_params(["alpha_deg=0,8", "n_volume=500", "naca='0012'", "m=[0, 0.04]"]) == {
         "alpha_deg": (0, 8), "n_volume": 500, "naca": "0012", "m": (0, 0.04)}

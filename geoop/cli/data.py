@@ -3,16 +3,21 @@
     geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
     geoop data airfoil --solver rans --n 4 --out data/rans [--jobs 2] [--param iterations=1500 ...]  (OpenFOAM)
     geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
+    geoop data body --solver rans --n 100 --out data/body_rans [--jobs 1] [--param iterations=500 ...]  (OpenFOAM)
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
     geoop data check CONFIG        (a run config: split, normalisation, field ranges, queries outside the window)
+    geoop data pack DIR --out STORE (--config CFG | --targets p U [--inputs p] [--input-file P] [--query-file P])
+                    [--cells] [--chunk-rows 8192] [--overwrite] [--skip-bad]
 
 The generators (``geoop.data.<kind>.generate(out_dir, n, seed, **params)``) write
 ``case_XXXX_*.vtp/.vtu`` files and ``manifest.json`` (the parameters of each case); the same
 seed and parameters give byte-identical files. ``--param`` values are parsed as YAML
 (``alpha_deg=5``, ``m=[0, 0.04]``); ``a,b`` is shorthand for the range ``[a, b]``.
 ``check`` builds a :class:`~geoop.data.MeshFolderDataset` over every case and reports the
-cases that would be skipped, with the file and the reason.
+cases that would be skipped, with the file and the reason. ``pack`` converts a folder once
+into a packed store (:mod:`geoop.data.store`) that ``geoop train``/``evaluate``/``predict``
+take in place of the folder; with ``--config`` the fields, patterns and crop are the run's.
 """
 from __future__ import annotations
 
@@ -30,12 +35,16 @@ __all__ = ["GENERATORS", "add_parser", "run", "resolve_generator", "parse_params
 GENERATORS = {
     "airfoil": "geoop.data.airfoil",
     "body3d": "geoop.data.body3d",
+    "body": "geoop.data.body3d",
     "sphere": "geoop.data.sphere",
 }
 
 
 #: ``geoop data airfoil --solver NAME`` -> module providing ``generate``
 SOLVERS = {"panel": "geoop.data.airfoil", "rans": "geoop.data.rans"}
+#: generators with a ``--solver`` choice: kind -> {solver: module}; ``body`` is ``body3d``
+#: (panel method) with the 3-D RANS solver as an alternative
+KIND_SOLVERS = {"airfoil": SOLVERS, "body": {"panel": "geoop.data.body3d", "rans": "geoop.data.rans3d"}}
 
 
 def resolve_generator(kind: str):
@@ -86,13 +95,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                        help=f"generator option, repeatable (e.g. alpha_deg=0,8); the keys are those of "
                             f"{GENERATORS[kind]}.generate, an unknown key lists the valid ones")
-        if kind == "airfoil":
-            g.add_argument("--solver", choices=sorted(SOLVERS), default="panel",
-                           help="panel: inviscid vortex panel method (default); rans: steady RANS with OpenFOAM "
-                                "simpleFoam (geoop.data.rans; needs the Debian package openfoam)")
+        if kind in KIND_SOLVERS:
+            g.add_argument("--solver", choices=sorted(KIND_SOLVERS[kind]), default="panel",
+                           help=f"panel: inviscid panel method ({KIND_SOLVERS[kind]['panel']}, default); rans: steady "
+                                f"RANS with OpenFOAM simpleFoam ({KIND_SOLVERS[kind]['rans']}; needs the Debian "
+                                f"package openfoam)")
             g.add_argument("--jobs", "-j", type=int, default=1,
-                           help="--solver rans: cases solved at once, one serial simpleFoam each (default 1; "
-                                "up to the number of cores)")
+                           help="--solver rans: cases solved at once (default 1); airfoil: one serial simpleFoam "
+                                "each (up to the number of cores); body: n_procs MPI ranks each (default 2; "
+                                "-p n_procs=1 for serial cases)")
     c = sub.add_parser("check", help="check a folder of CFD files as a dataset, or the data of a run config")
     c.add_argument("root", help="dataset folder, or a run config (.toml/.yaml/.yml/.json): then the split, the "
                                 "coordinate normalisation, per-field ranges and the queries outside the latent "
@@ -101,8 +112,61 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--targets", nargs="+", default=None, help="target field names (a folder: required)")
     c.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
     c.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
+    k = sub.add_parser("pack", help="pack a folder of CFD files into a chunked store read lazily by training")
+    k.add_argument("root", help="dataset folder")
+    k.add_argument("--out", required=True, help="store folder (created; an unfinished one is resumed)")
+    k.add_argument("--config", default=None, help="run config: its data.inputs (and the model's named inputs), "
+                                                  "targets, input_file, query_file and crop")
+    k.add_argument("--inputs", nargs="*", default=None, help="input field names (without --config)")
+    k.add_argument("--targets", nargs="+", default=None, help="target field names (without --config)")
+    k.add_argument("--input-file", default=None, help="pattern of input files, e.g. '{case}_surface.vtp'")
+    k.add_argument("--query-file", default=None, help="pattern of query files, e.g. '{case}_volume.vtu'")
+    k.add_argument("--cells", action="store_true", help="also store the cell connectivity (whole-case reads carry the mesh)")
+    k.add_argument("--chunk-rows", type=int, default=8192, help="rows per chunk (default 8192)")
+    k.add_argument("--overwrite", action="store_true", help="repack cases already in the store / a store of other settings")
+    k.add_argument("--skip-bad", action="store_true", help="leave unreadable cases out (listed) instead of stopping")
     p.set_defaults(_data_parser=p)
     return p
+
+
+def _pack(args) -> int:
+    from ..data.store import pack_folder
+
+    opts = {"input_file": args.input_file, "query_file": args.query_file, "crop": None, "symmetry": None}
+    inputs, targets = list(args.inputs or []), list(args.targets or [])
+    if args.config:
+        from ..data.folder import MeshFolderDataset
+        from ..models.gino import GINO
+        from ..train.config import load_config
+        from ..train.run import data_kwargs, input_fields
+
+        if args.inputs is not None or args.targets is not None:
+            raise ConfigError("geoop data pack: give the fields with --config or with --inputs/--targets, not both")
+        cfg = load_config(args.config, dataset_cls=MeshFolderDataset, model_cls=GINO)
+        d, kw = cfg["data"], data_kwargs(cfg)
+        if kw.get("queries"):
+            raise ConfigError(f"geoop data pack: {args.config} has query sets ([data] queries); a packed store holds one "
+                              "query geometry per case: train on the folder")
+        files = kw.get("files") or {}
+        for key in ("input_file", "query_file"):
+            asked = getattr(args, key)
+            given = kw.get(key, (files.get(key) if isinstance(files, dict) else getattr(files, key, None)))
+            if asked is not None and given is not None and asked != given:
+                raise ConfigError(f"geoop data pack: --{key.replace('_', '-')} {asked!r} differs from the config's {given!r}")
+            opts[key] = asked if asked is not None else given
+        norm = kw.get("normalization") or {}
+        opts["crop"] = kw.get("crop", norm.get("crop") if isinstance(norm, dict) else getattr(norm, "crop", None))
+        opts["symmetry"] = kw.get("symmetry")
+        inputs, targets = input_fields(cfg["model"], d["inputs"]), list(d["targets"])
+    elif not targets and not inputs:
+        raise ConfigError("geoop data pack: give --config CFG or the fields (--targets ..., --inputs ...)")
+    report = pack_folder(args.root, args.out, inputs, targets, cells=args.cells, chunk_rows=args.chunk_rows,
+                         overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise", log=print, **opts)
+    print(f"geoop data pack: {args.out}: {len(report.packed)} case(s) packed, {len(report.kept)} already there, "
+          f"{len(report.skipped)} skipped")
+    for case, f, reason in report.skipped:
+        print(f"  skipped {case}: {f}: {reason}")
+    return 1 if report.skipped else 0
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -114,7 +178,7 @@ def _generate(args) -> int:
         raise ConfigError(f"geoop data {args.data_kind}: --n must be >= 1, got {args.n}")
     gen = resolve_generator(args.data_kind)
     if getattr(args, "solver", "panel") != "panel":
-        gen = importlib.import_module(SOLVERS[args.solver]).generate
+        gen = importlib.import_module(KIND_SOLVERS[args.data_kind][args.solver]).generate
     params = parse_params(args.param)
     jobs = getattr(args, "jobs", 1)
     if jobs != 1:
@@ -180,6 +244,12 @@ def _check_config(path: str) -> int:
         for n in names:
             lo = hi = None
             for c in train.train_cases:
+                if hasattr(train, "store"):  # a packed store: the stored per-case ranges
+                    st = train.store.info(c).roles["input" if role == "input" else "query"]["stats"][n]
+                    vlo, vhi = torch.tensor(st["min"], dtype=torch.float64), torch.tensor(st["max"], dtype=torch.float64)
+                    lo = vlo if lo is None else torch.minimum(lo, vlo)
+                    hi = vhi if hi is None else torch.maximum(hi, vhi)
+                    continue
                 gin, gq = train._raw(c)
                 v = (gin if role == "input" else gq).fields[n].double()
                 if role == "target" and train.query_sets:  # the rows of the target's own set
@@ -210,7 +280,9 @@ def _check_config(path: str) -> int:
             d["folder"], inputs=inputs, targets=targets, split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
         out = total = 0
-        for i in range(len(ds)):
+        if hasattr(ds, "queries_outside"):  # a packed store: from bounds, chunk by chunk
+            out, total = ds.queries_outside(dom)
+        for i in range(len(ds) if not hasattr(ds, "queries_outside") else 0):
             q = ds[i].queries.points.double()
             inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
             out, total = out + int((~inside).sum()), total + q.shape[0]
@@ -247,4 +319,6 @@ def run(args) -> int:
         return 2
     if kind == "check":
         return _check(args)
+    if kind == "pack":
+        return _pack(args)
     return _generate(args)

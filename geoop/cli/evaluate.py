@@ -1,4 +1,5 @@
-"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases.
+"""``geoop evaluate --checkpoint C CASES/ [--split test]``: a trained model on a folder of cases
+(or a packed store, ``geoop data pack``: its cases are read whole from the store).
 
 The model is loaded once and every case is predicted in this one process (no per-case
 start-up): cases are found with the checkpoint's ``input_file``/``query_file`` patterns
@@ -20,6 +21,12 @@ A model trained on several query sets per case (``data.queries``) predicts all s
 once; each set's prediction is written to ``OUT/<case>_<set>_pred.<ext>`` (the set's cells
 kept) with the set's fields under their own names. ``--split train test`` evaluates
 several splits, each in ``OUT/<split>``.
+
+An ensemble checkpoint adds each field's ``<name>_std`` (with query sets: in each set's
+file, beside the set's fields) and a ``calibration`` section (interval coverage, CRPS,
+Spearman of std vs error; :mod:`geoop.train.calibration`; with query sets per target
+``<set>/<field>`` over its own set's points), the coefficients' std and the coverage of
+``mean ± 2 std``, and ``OUT/reliability.png``.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ __all__ = ["add_parser", "run", "evaluate_folder"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="predict every case of a folder and tabulate field and coefficient errors",
                               description=__doc__.splitlines()[0])
-    p.add_argument("cases", help="folder of cases (the layout the model was trained on)")
+    p.add_argument("cases", help="folder of cases (the layout the model was trained on), or a packed store")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
     p.add_argument("--split", default=["test"], nargs="+", choices=("train", "val", "test", "all"),
                    help="which cases (from split.json / manifest.json; default test); several: one report each")
@@ -66,7 +73,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     import numpy as np
 
     from .._atomic import atomic_write_json, atomic_write_text
-    from ..data.folder import discover_cases
+    from ..data.folder import CaseFiles, discover_cases
+    from ..data.store import CaseStore, is_store
     from ..errors import DatasetError
     from ..geometry.io import read, write
     from ..train.metrics import CoefficientMetrics
@@ -78,7 +86,14 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     dcfg = dict(trained.config.get("data") or {})
     pre = trained.preprocessor
     set_names = pre.set_names if pre is not None else []
-    if set_names:
+    store = None
+    if is_store(root):  # a packed store: its cases, read whole from their arrays
+        if set_names:
+            raise DatasetError(f"{root}: a packed store holds one query geometry per case; the model has query sets "
+                               f"{set_names}: evaluate it on the case folder")
+        store = CaseStore(root)
+        cases, problems = {n: CaseFiles(n, Path(i.files["input"]), Path(i.files["query"])) for n, i in store.cases.items()}, []
+    elif set_names:
         from ..data.folder import discover_set_cases
 
         cases, problems = discover_set_cases(root, dcfg.get("input_file"), [q["file"] for q in pre.query_sets])
@@ -93,23 +108,29 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     if dcfg.get("metrics"):
         metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
     rows = []
+    uq = _Uncertainty(trained, metrics) if getattr(trained.model, "is_ensemble", False) else None
     for name in names:
         cf = cases[name]
-        geometry = read(cf.input)
-        surface, surface_rows = geometry, None
+        if store is not None:
+            geometry, queries = store.read_case(name, pre.inputs, pre.targets)
+        else:
+            geometry = read(cf.input)
+        surface, surface_rows, set_parts = geometry, None, None
+        members = {} if uq is not None else None
         if set_names:  # every set at once, written per set
             from ..data.preprocess import split_query_sets
 
             parts = [geometry if f == cf.input else read(f) for f in cf.sets]
             _, queries, sets = pre.read_sets(geometry, parts, name, targets_required=False)
-            result, _ = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+            result, _ = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
             errors = {}
-            for (sname, part), g, f in zip(split_query_sets(result, set_names).items(), sets, cf.sets):
+            set_parts = split_query_sets(result, set_names)
+            for (sname, part), g, f in zip(set_parts.items(), sets, cf.sets):
                 ext = Path(f).suffix if Path(f).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
                 write(g.replace(fields=part.fields, cell_fields={}), out / f"{name}_{sname}_pred{ext}")
                 for k in part.fields:
                     t = part.fields.get(f"{k}_true")
-                    if t is not None and not k.endswith(("_true", "_error")):
+                    if t is not None and not k.endswith(("_true", "_error", "_std")):
                         den = float(t.double().norm())
                         errors[f"{sname}/{k}"] = float((part.fields[k].double() - t.double()).norm()) / den if den else math.inf
             if metrics is not None:  # the coefficients' surface: the set of their pressure field
@@ -118,8 +139,9 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
                 r0 = sum(g.n_points for g in sets[:i])
                 surface_rows = slice(r0, r0 + surface.n_points)
         else:
-            queries = geometry if cf.same_file else read(cf.query)
-            result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size)
+            if store is None:
+                queries = geometry if cf.same_file else read(cf.query)
+            result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
             ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
             write(result, out / f"{name}_pred{ext}")
         row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
@@ -139,6 +161,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
                 if tp is not None:
                     row[f"{c}_true"] = tp[c]
                     row[f"{c}_abs_error"] = abs(pp[c] - tp[c])
+        if uq is not None:
+            uq.add(name, surface, result, members, row, set_parts, surface_rows)
         rows.append(row)
     keys = [k for k in rows[0] if k != "case"]
     mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
@@ -149,6 +173,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
         shares = _region_shares(rows)
         if shares:
             report["drag_error_share"] = shares
+    if uq is not None:
+        report.update(uq.report(out / "reliability.png"))
     atomic_write_json(out / "evaluation.json", report)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["case"] + keys)
@@ -162,8 +188,86 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     if report.get("drag_error_share"):
         log("share of the drag error by body region (sum over cases of |cd error| in the region / sum over regions): "
             + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report["drag_error_share"].items()))
+    if uq is not None:
+        log(uq.summary(report))
     log(f"predictions, evaluation.json and evaluation.csv in {out}")
     return report
+
+
+class _Uncertainty:
+    """Calibration of an ensemble over the evaluated cases (:mod:`geoop.train.calibration`):
+    per field, and for the metrics' pressure field on the surface nodes (``p@surface``); the
+    coefficients' member spread and the coverage of ``mean ± 2 std``. With query sets each
+    target ``<set>/<field>`` is scored on its own set's points only, and the coefficients'
+    surface is the rows of their field's set."""
+
+    def __init__(self, trained, metrics):
+        self.trained, self.metrics, self.fields, self.coef = trained, metrics, {}, []
+
+    def _put(self, key, err, std, true):
+        d = self.fields.setdefault(key, {"err": [], "std": [], "true": []})
+        for k, v in (("err", err), ("std", std), ("true", true)):
+            d[k].append(v.detach().double().cpu().numpy())
+
+    def add(self, name, surface, result, members, row, set_parts=None, surface_rows=None) -> None:
+        """One case: ``result`` (all queries, fields ``<target>``, ``_std``, ``_true``,
+        ``_error``), ``members`` {target: (K, Q, c)}; with query sets ``set_parts`` (the
+        result split by :func:`~geoop.data.preprocess.split_query_sets`) and the coefficients'
+        ``surface`` at rows ``surface_rows`` of the result."""
+        from ..train.calibration import field_temperature, member_coefficients
+        from ..train.metrics import match_surface_nodes
+
+        if set_parts is None:
+            per = [(n, result.fields, n) for n in self.trained.targets]
+        else:
+            per = [(n, set_parts[n.partition("/")[0]].fields, n.partition("/")[2]) for n in self.trained.targets]
+        for n, f, k in per:
+            if f"{k}_error" in f:
+                self._put(n, f[f"{k}_error"], f[f"{k}_std"], f[f"{k}_true"])
+                row[f"mean_std_{n}"] = float(f[f"{k}_std"].double().mean())
+        m = self.metrics
+        if m is None:
+            return
+        f, pts = result.fields, result.points
+        if surface_rows is not None:  # the set of the metrics' field: its rows are the surface's nodes
+            members = {n: v[:, surface_rows] for n, v in members.items()}
+            pts = pts[surface_rows]
+        elif f"{m.field}_error" in f:
+            rows = match_surface_nodes(surface.points, pts, where=f"{name} (surface nodes)")
+            self._put(f"{m.field}@surface", f[f"{m.field}_error"][rows], f[f"{m.field}_std"][rows], f[f"{m.field}_true"][rows])
+        T = field_temperature(self.trained.model, self.trained.targets, members, m.field)
+        dist = member_coefficients(m, name, surface, pts, members, self.trained.targets, T)
+        for c in m.names:
+            row[f"{c}_std"] = dist["std"][c]
+            if f"{c}_true" in row:
+                self.coef.append((c, row[f"{c}_pred"], row[f"{c}_true"], dist["std"][c]))
+
+    def report(self, png) -> dict:
+        from ..train.calibration import calibration_metrics, reliability_diagram
+
+        out = {"calibration": calibration_metrics(self.fields),
+               "temperature": [float(t) for t in self.trained.model.temperature]}
+        cov = {}
+        for c in dict.fromkeys(k for k, *_ in self.coef):
+            hits = [abs(p - t) <= 2 * s for k, p, t, s in self.coef if k == c]
+            cov[c] = float(sum(hits) / len(hits))
+        if cov:
+            out["coefficient_coverage_2std"] = cov
+        if self.fields:
+            out["reliability_diagram"] = str(reliability_diagram(self.fields, png, "ensemble: observed vs nominal coverage"))
+        return out
+
+    @staticmethod
+    def summary(report) -> str:
+        lines = ["calibration (coverage of the 50/90/95 % intervals, CRPS, Spearman(std, |error|) points / cases):"]
+        for n, r in report.get("calibration", {}).items():
+            lines.append(f"  {n}: {_fmt(r['coverage_50'])} / {_fmt(r['coverage_90'])} / {_fmt(r['coverage_95'])}, "
+                         f"CRPS {_fmt(r['crps'])}, Spearman {_fmt(r['spearman_points'])} / {_fmt(r['spearman_cases'])}")
+        for c, v in report.get("coefficient_coverage_2std", {}).items():
+            lines.append(f"  {c}: true value inside mean ± 2 std in {_fmt(v)} of the cases")
+        if "reliability_diagram" in report:
+            lines.append(f"  reliability diagram: {report['reliability_diagram']}")
+        return "\n".join(lines)
 
 
 def _stacked(result, targets):

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",
+    "calibrate": "calibrate",
     "render": "render",
     "demo": "demo",
 }

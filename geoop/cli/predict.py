@@ -1,6 +1,7 @@
 """``geoop predict``: a trained model's fields on a new geometry, in its own coordinates.
 
 ``geoop predict --checkpoint C --geometry FILE [--query POINTS | --on MESH] --out OUT.vtu``
+``geoop predict --checkpoint C --geometry STORE --case NAME --out OUT.vtu`` (a packed case)
 
 The input geometry (FILE, with the model's input fields) and the queries are prepared by
 the checkpoint's :class:`~geoop.data.preprocess.Preprocessor`, the code that prepared the
@@ -24,9 +25,13 @@ to ``OUT.coefficients.json`` beside the field file. Per-case reference values
 (``"manifest:..."``) come from the ``manifest.json`` beside the geometry file, for the case
 named by ``--case`` or found from the file name.
 
+An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>``, its
+standard deviation (temperature-calibrated by ``geoop calibrate``) as ``<name>_std``, and the
+coefficients' std over the members (``coefficients_std``, ``coefficients_members``).
+
 A model trained on several query sets per case (``data.queries``) answers with the fields of
 one set (``--query-set NAME``; default: the set read from the same file pattern as the
-input), written under their own names (``p``, ``U``...).
+input), written under their own names (``p``, ``U``...; an ensemble's ``p_std``...).
 """
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="predict fields on a geometry with a trained checkpoint",
                               description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint written by geoop train (last.pt / best.pt)")
-    p.add_argument("--geometry", required=True, help="input geometry file (with the model's input fields)")
+    p.add_argument("--geometry", required=True, help="input geometry file (with the model's input fields), or a packed "
+                                                     "store with --case (its queries: the case's query points)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--query", help="file of query points (xyz, npz, vtp, ...)")
     g.add_argument("--on", help="mesh to write the prediction on (its cells are kept)")
@@ -59,9 +65,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def predict_coefficients(trained, geometry, result, geometry_path, case=None):
+def predict_coefficients(trained, geometry, result, geometry_path, case=None, members=None, manifest_dir=None):
     """Coefficients of the prediction (and truth) in ``result`` on the input surface
-    ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict."""
+    ``geometry``, or None when the checkpoint names no metrics. Returns a JSON-able dict.
+    The per-case reference values come from ``manifest_dir`` (default: the folder of
+    ``geometry_path``)."""
     from ..train.metrics import CoefficientMetrics
     from .evaluate import _stacked
 
@@ -69,12 +77,19 @@ def predict_coefficients(trained, geometry, result, geometry_path, case=None):
     if not dcfg.get("metrics"):
         return None
     gpath = Path(geometry_path)
-    metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, gpath.parent, trained.targets)
+    root = gpath.parent if manifest_dir is None else Path(manifest_dir)
+    metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
     if case is None:
         case = metrics.case_for_file(gpath)
     pred, true, cols = _stacked(result, trained.targets)
     pp, tp = metrics.case_coefficients(str(case), geometry, result.points, pred, true, cols)
     out = {"case": case, "coefficients": pp, "reference": metrics.case_reference(str(case))}
+    if members:  # an ensemble: the coefficients of every member, their mean and std
+        from ..train.calibration import field_temperature, member_coefficients
+
+        T = field_temperature(trained.model, trained.targets, members, metrics.field)
+        dist = member_coefficients(metrics, str(case), geometry, result.points, members, trained.targets, T)
+        out["coefficients_std"], out["coefficients_members"] = dist["std"], dist["members"]
     if tp is not None:
         out["true"] = tp
         out["abs_error"] = {k: abs(pp[k] - tp[k]) for k in pp}
@@ -104,7 +119,8 @@ def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress
     return out
 
 
-def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None):
+def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None,
+                     members_out=None):
     """Prediction of ``trained`` (:class:`geoop.train.run.TrainedModel`) on ``geometry``
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
@@ -116,7 +132,11 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
     The geometries are prepared by the checkpoint's
     :class:`~geoop.data.preprocess.Preprocessor` (coordinates, fields), the very code that
     prepared the training cases; the model's inputs by name and latent features are
-    assembled from the prepared input geometry; the prediction is decoded by its normalisers."""
+    assembled from the prepared input geometry; the prediction is decoded by its normalisers.
+
+    An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>`` and
+    its (calibrated) standard deviation as ``<name>_std``; ``members_out`` (a dict), when
+    given, receives every member's fields ``{name: (K, Q, c)}`` in physical units."""
     from ..errors import FieldError
 
     q = geometry if queries is None else queries
@@ -139,7 +159,16 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
         from ..models.features import LatentSDF
 
         lf = LatentSDF(m).features(gin)
-    out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
+    if getattr(m, "is_ensemble", False) and model is None:  # mean, <name>_std and the members (geoop.train.calibration)
+        from ..train.calibration import ensemble_fields
+
+        out, std, members = ensemble_fields(m, trained.normalizers, trained.targets, gin, sample.queries.points, x, lf,
+                                            chunk_size, q.dtype)
+        out.update({f"{n}_std": v for n, v in std.items()})
+        if members_out is not None:
+            members_out.update(members)
+    else:
+        out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
     if out is None:  # a non-writing rank of a domain-parallel prediction
         return None, {}
     errors = {}
@@ -173,14 +202,28 @@ def _choose_set(trained, name):
 
 def run(args) -> int:
     from .._atomic import atomic_write_json
+    from ..data.store import CaseStore, is_store
     from ..geometry.io import read, write
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.run import load_trained
 
-    geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
     qfile = args.query or args.on
-    queries = read(qfile) if qfile else None
-    trained = load_trained(args.checkpoint)
+    manifest_dir = None
+    if is_store(args.geometry):  # a case of a packed store: its input geometry, and its queries unless given
+        from ..errors import ConfigError
+
+        store = CaseStore(args.geometry)
+        if not args.case:
+            raise ConfigError(f"geoop predict: --geometry {args.geometry} is a packed store; name the case with --case "
+                              f"(cases: {list(store.cases)[:5]}...)")
+        trained = load_trained(args.checkpoint)
+        geometry, packed_queries = store.read_case(args.case, trained.preprocessor.inputs, trained.preprocessor.targets)
+        queries = read(qfile) if qfile else packed_queries
+        manifest_dir = args.geometry
+    else:
+        geometry = read(args.geometry)  # the user's files first: a bad one fails before any model work
+        queries = read(qfile) if qfile else None
+        trained = load_trained(args.checkpoint)
     if args.query and queries is not None:
         queries = queries.replace(cells={}, cell_fields={})  # points only
     chosen = None
@@ -208,8 +251,9 @@ def run(args) -> int:
             from ..distributed.domain import DomainParallel
 
             model = DomainParallel(trained.model)
+        members = {}
         result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size, model=model,
-                                          progress=args.progress)
+                                          progress=args.progress, members_out=members)
         if result is None:
             return 0
         out = Path(args.out)
@@ -218,20 +262,23 @@ def run(args) -> int:
         if chosen is not None:
             metrics_field = str((trained.config.get("data") or {}).get("metrics_reference", {}).get("field", ""))
             if metrics_field.partition("/")[0] == chosen:  # the coefficients of the surface set
-                coef = predict_coefficients(trained, queries, result, args.geometry, getattr(args, "case", None))
+                coef = predict_coefficients(trained, queries, result, args.geometry, getattr(args, "case", None), members,
+                                            manifest_dir=manifest_dir)
             pre_ = f"{chosen}/"
             names = set(pre.set_names)
             result = result.replace(fields={(k[len(pre_):] if k.startswith(pre_) else k): v for k, v in result.fields.items()
                                             if k.startswith(pre_) or k.partition("/")[0] not in names})
             errors = {k[len(pre_):]: v for k, v in errors.items() if k.startswith(pre_)}
         else:
-            coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None))
+            coef = predict_coefficients(trained, geometry, result, args.geometry, getattr(args, "case", None), members,
+                                        manifest_dir=manifest_dir)
         write(result, out)
         extra = {}
         if coef is not None:
             cpath = out.with_name(out.stem + ".coefficients.json")
             atomic_write_json(cpath, coef)
-            extra = {"coefficients": coef["coefficients"], **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
+            extra = {"coefficients": coef["coefficients"], **({"coefficients_std": coef["coefficients_std"]} if members else {}),
+                     **({"coefficient_abs_error": coef["abs_error"]} if "abs_error" in coef else {}),
                      "coefficients_file": str(cpath)}
         fields = trained.targets if chosen is None else [t.partition("/")[2] for t in trained.targets if t.startswith(f"{chosen}/")]
         print(json.dumps({"out": str(out), "points": result.n_points, "fields": fields,

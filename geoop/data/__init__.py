@@ -1,5 +1,5 @@
-"""geoop.data: datasets (folders of CFD files, built-in physics generators), normalisers and
-the on-disk neighbourhood cache.
+"""geoop.data: datasets (folders of CFD files, packed case stores, built-in physics generators),
+normalisers and the on-disk neighbourhood cache.
 
 Names are resolved lazily, so ``import geoop.data`` imports none of the generators
 (``geoop.data.airfoil``, ``body3d``, ``sphere``, ``cars``) nor the dataset machinery until used.
@@ -25,12 +25,17 @@ _LAZY = {
     "NormalizationSpec": "geoop.data.specs",
     "SamplingSpec": "geoop.data.specs",
     "CacheSpec": "geoop.data.specs",
+    "CaseStore": "geoop.data.store",
+    "pack_folder": "geoop.data.store",
+    "StoreError": "geoop.data.store",
+    "PackedCaseDataset": "geoop.data.store_dataset",
 }
 
 __all__ = sorted(_LAZY)
 
 
-_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "folder", "normalize", "cache", "preprocess", "specs")
+_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "folder", "normalize", "cache", "preprocess", "specs", "store",
+               "store_dataset")
 
 
 def __getattr__(name: str):

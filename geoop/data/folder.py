@@ -477,7 +477,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    root : folder holding the cases.
+    root : folder holding the cases, or a packed store (``geoop data pack``; the dataset is then
+        a :class:`~geoop.data.store_dataset.PackedCaseDataset`, which reads it lazily).
     inputs : names of the input fields (on the input geometry), may be empty.
     targets : names of the target fields (on the query geometry).
     split : ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
@@ -530,7 +531,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         and the dataset transform are fitted on the originals and the copies (whatever the
         split, so every split of one folder and config normalises alike).
     queries : several query sets per case (keyword), a list of
-        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtp",
+        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtu",
         "targets": ["p", "U"], "name": ..., "weighting": ...}`` in place of ``query_file`` and
         ``targets``: the sets' points are concatenated into one query geometry
         (:func:`~geoop.data.preprocess.combine_query_sets`), the targets are ``"<set>/<field>"``
@@ -551,6 +552,17 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     the model), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
     ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
+
+    def __new__(cls, root=None, *args, **kwargs):
+        # a packed store (``geoop data pack``) is read by its own lazy dataset class
+        if cls is MeshFolderDataset and root is not None:
+            from .store import is_store
+
+            if is_store(root):
+                from .store_dataset import PackedCaseDataset
+
+                return super().__new__(PackedCaseDataset)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -654,10 +666,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
 
         # 1. cases and split
-        if self.query_sets:
-            found, problems = discover_set_cases(self.root, input_file, [q["file"] for q in self.query_sets])
-        else:
-            found, problems = discover_cases(self.root, input_file, query_file)
+        found, problems = self._discover(input_file, query_file)
         for case, f, reason in problems:
             self._bad(case, f, reason)
         man = _load_manifest(self.root, manifest)
@@ -752,6 +761,18 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.skipped.append((case, file, reason))
 
     # ------------------------------------------------------------------ reading
+    def _discover(self, input_file: Pattern, query_file: Pattern):
+        """``(cases {name: CaseFiles}, problems)`` of the dataset's root (:func:`discover_cases`,
+        :func:`discover_set_cases` with query sets)."""
+        if self.query_sets:
+            return discover_set_cases(self.root, input_file, [q["file"] for q in self.query_sets])
+        return discover_cases(self.root, input_file, query_file)
+
+    def _case_hashes(self, case: str) -> list:
+        """sha256 of a case's files (the neighbourhood cache key)."""
+        cf = self._files[case]
+        return [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(f) for f in (cf.sets or (cf.query,))])
+
     def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields),
         in file coordinates (3-D; see :meth:`Preprocessor.split_geometries`)."""
@@ -820,6 +841,11 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             widths = {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()}
             ok[case] = (self._cols[case], widths)
             self._memory.put(("raw", case), (gin, gq))
+        return self._consistent(ok)
+
+    def _consistent(self, ok: dict) -> set:
+        """The cases of ``ok`` ({case: (point columns, {field: width})}, dimensions in
+        ``_dims``) that share the majority's dimension and field widths; sets ``dim``, ``is_2d``."""
         # every case must have the dimension (and field widths) of the majority
         if ok:
             dims = [self._dims[c] for c in ok]
@@ -920,8 +946,12 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                 f"(pass normalize=<the training dataset's normalizers> instead)"
             )
         self.preprocessor.normalizers = norms
-        self.preprocessor.fit((self._raw(c) for c in self.train_cases), fields=fit_fields, geometry=fit_geom)
+        self._fit_statistics(fit_fields, fit_geom)
         return norms
+
+    def _fit_statistics(self, fit_fields: bool, fit_geom: bool) -> None:
+        """Fit the preprocessor's field statistics / dataset transform on the training cases."""
+        self.preprocessor.fit((self._raw(c) for c in self.train_cases), fields=fit_fields, geometry=fit_geom)
 
     def _case_transform(self, gin: Geometry, gq: Geometry) -> NormalizeTransform:
         return self.preprocessor.transform_for(gin, gq)
@@ -972,7 +1002,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
         if self.cache is not None:
             cf = self._files[case]
-            hashes = [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(f) for f in (cf.sets or (cf.query,))])
+            hashes = self._case_hashes(case)
             config = {
                 "neighbors": self.neighbors_config,
                 "transform": {"shift": T.shift, "scale": T.scale},

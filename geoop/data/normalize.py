@@ -86,6 +86,35 @@ class FieldNormalizer:
         self._sum += xs.sum(0)
         self._sumsq += (xs * xs).sum(0)
         self.count += x.shape[0]
+        return self._finish()
+
+    def update_moments(self, count: int, mean, m2) -> "FieldNormalizer":
+        """Add a block of rows given by its moments instead of its values: ``count``, the
+        per-channel ``mean`` (C,) and ``m2`` (C,) = sum_i (x_i - mean)^2 (e.g. the per-case
+        statistics of a packed store). With the running shift s the block adds
+        ``count (mean - s)`` to the shifted sum and ``m2 + count (mean - s)^2`` to the shifted
+        sum of squares, the same totals :meth:`update` accumulates from the values."""
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        m2 = torch.as_tensor(m2, dtype=torch.float64).reshape(-1)
+        if int(count) <= 0:
+            return self
+        if mean.shape != m2.shape or not (torch.isfinite(mean).all() and torch.isfinite(m2).all()):
+            raise ShapeError(f"{self._label()}: moments need finite mean and m2 of one shape, got {tuple(mean.shape)}, "
+                             f"{tuple(m2.shape)}")
+        if self._sum is not None and mean.numel() != self._sum.numel():
+            raise FieldError(f"{self._label()}: expected {self._sum.numel()} channels (as in earlier data), got {mean.numel()}")
+        if self._sum is None:
+            self._sum = torch.zeros(mean.numel(), dtype=torch.float64)
+            self._sumsq = torch.zeros(mean.numel(), dtype=torch.float64)
+            self.count = torch.zeros((), dtype=torch.float64)
+            self._shift = mean.clone()
+        d = mean - self._shift
+        self._sum += int(count) * d
+        self._sumsq += m2 + int(count) * d * d
+        self.count += int(count)
+        return self._finish()
+
+    def _finish(self) -> "FieldNormalizer":
         n = float(self.count)
         if n > 0:
             m = self._sum / n

@@ -187,19 +187,19 @@ def pick_fields(g: Geometry, names: Sequence[str], path, role: str, required: bo
 
 
 def pad_z(g: Geometry) -> Geometry:
-    """(N, 2) points -> (N, 3) with z = 0 (normals too); 3-D geometries unchanged."""
+    """(N, 2) points -> (N, 3) with z = 0 (normals too; given weights kept); 3-D geometries unchanged."""
     if g.dim == 3:
         return g
     z = lambda t: None if t is None else torch.cat([t, t.new_zeros(t.shape[0], 1)], 1)  # noqa: E731
-    return Geometry(z(g.points), cells=g.cells, polyhedra=g.polyhedra, normals=z(g.normals), fields=g.fields,
-                    name=g.name, source=g.source, validate=False,
+    return Geometry(z(g.points), cells=g.cells, polyhedra=g.polyhedra, normals=z(g.normals), weights=g._weights,
+                    fields=g.fields, name=g.name, source=g.source, validate=False,
                     symmetry=None if g.symmetry is None else g.symmetry.with_dim(3))
 
 
 def drop_z(g: Geometry) -> Geometry:
-    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too)."""
+    """(N, 3) points of a flat 2-D case -> (N, 2) (normals too; given weights kept)."""
     return Geometry(g.points[:, :2], cells=g.cells, polyhedra=g.polyhedra,
-                    normals=None if g.normals is None else g.normals[:, :2],
+                    normals=None if g.normals is None else g.normals[:, :2], weights=g._weights,
                     fields=g.fields, name=g.name, source=g.source, validate=False,
                     symmetry=None if g.symmetry is None else g.symmetry.with_dim(2))
 
@@ -490,9 +490,12 @@ class Preprocessor:
             return fixed_transform(self.geometry_normalization, d)
         return NormalizeTransform(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
 
-    def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None) -> tuple[Sample, NormalizeTransform]:
-        """Raw 3-D geometries of a case -> (normalised Sample, its transform (d,))."""
-        T = self.transform_for(gin, gq)
+    def apply(self, gin: Geometry, gq: Geometry, meta: Optional[dict] = None,
+              transform: Optional[NormalizeTransform] = None) -> tuple[Sample, NormalizeTransform]:
+        """Raw 3-D geometries of a case -> (normalised Sample, its transform (d,)).
+        ``transform``: the case's transform when ``gin``/``gq`` are parts of the case (rows of
+        a packed store) whose own bounds must not define it."""
+        T = self.transform_for(gin, gq) if transform is None else transform
         gin, gq = T.apply_geometry(gin), T.apply_geometry(gq)
         if self.dim == 2:  # 2-D cases: drop the flat z (raw geometries are always 3-D)
             if not (gin.is_2d and gq.is_2d):

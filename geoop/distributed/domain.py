@@ -119,9 +119,11 @@ def all_gather_rows(t: Tensor, group=None) -> Tensor:
 
 def parameter_checksums(module: nn.Module) -> Tensor:
     """(P, 2) float64: sum and sum of squares of every parameter tensor (real and imaginary
-    parts of a complex one), for the replica check."""
+    parts of a complex one; of the local shard of a sharded one, which the ranks of a domain
+    group share under FSDP), for the replica check."""
 
     def two(p: Tensor) -> Tensor:
+        p = p.to_local() if hasattr(p, "to_local") else p  # a DTensor (FSDP): this rank's shard
         r = torch.view_as_real(p.detach()) if p.is_complex() else p.detach()
         return torch.stack([r.sum(dtype=torch.float64), r.square().sum(dtype=torch.float64)])
 

@@ -103,6 +103,20 @@ class NormalizeTransform:
         return cls(torch.as_tensor(state["shift"]), torch.as_tensor(state["scale"]))
 
 
+
+def weight_jacobian(scale: Tensor, dim: int, topological_dim: int, is_2d: bool) -> float:
+    """The factor quadrature weights are divided by when points map as ``x' = (x - shift) / scale``:
+    ``prod(scale)`` for cells of the points' dimension, ``scale_x scale_y`` for a planar mesh
+    stored with z = 0, ``mean(scale)^td`` for lower-dimensional cells (exact for isotropic
+    scales), 1 for a bare point cloud (``topological_dim`` 0)."""
+    if topological_dim == dim:
+        return float(torch.prod(scale[:dim]))
+    if topological_dim == 2 and dim == 3 and is_2d:
+        return float(scale[0] * scale[1])
+    if topological_dim > 0:
+        return float(scale.mean()) ** topological_dim
+    return 1.0
+
 class Geometry:
     """Points with optional cells, normals, quadrature weights and named point fields.
 
@@ -475,16 +489,7 @@ class Geometry:
             normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-30)
         weights = self._weights
         if weights is not None:
-            td = self.topological_dim
-            if td == self.dim:
-                jac = float(torch.prod(scale[: self.dim]))
-            elif td == 2 and self.dim == 3 and self.is_2d:  # planar mesh stored with z = 0
-                jac = float(scale[0] * scale[1])
-            elif td > 0:
-                jac = float(scale.mean()) ** td  # exact for isotropic scales
-            else:
-                jac = 1.0
-            weights = weights / jac
+            weights = weights / weight_jacobian(scale, self.dim, self.topological_dim, self.is_2d)
         sym = None if self.symmetry is None else self.symmetry.transformed(shift, scale)
         return self.replace(points=pts, normals=normals, weights=weights, symmetry=sym)
 

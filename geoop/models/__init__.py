@@ -15,6 +15,7 @@ from .config import (  # noqa: F401
     SFNOSpec,
     SphereLatent,
 )
+from .ensemble import Ensemble, Predictive  # noqa: F401
 from .features import LatentSDF  # noqa: F401
 from .gino import GINO, sphere_grid_points  # noqa: F401
 from .graphed import GraphedGINO  # noqa: F401
@@ -22,4 +23,4 @@ from .nested import LatentLevel, NestedGINO, NestedLatent, model_from_config  # 
 
 __all__ = ["GINO", "GraphedGINO", "CompiledGINO", "RaggedGraphedGINO", "compile_gino", "LatentLevel", "NestedGINO",
            "NestedLatent", "model_from_config", "sphere_grid_points", "BoxLatent", "SphereLatent", "EncoderSpec", "GNOSpec", "FNOSpec",
-           "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF"]
+           "SFNOSpec", "LocalSpec", "MemorySpec", "LatentSDF", "Ensemble", "Predictive"]

@@ -35,7 +35,8 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 from ..errors import ConfigError
 
 __all__ = [
-    "BoxLatent", "SphereLatent", "GNOSpec", "EncoderSpec", "FNOSpec", "SFNOSpec", "LocalSpec", "MemorySpec",
+    "BoxLatent", "SphereLatent", "GNOSpec", "EncoderSpec", "FNOSpec", "SFNOSpec", "IncrementalSpec", "LocalSpec",
+    "MemorySpec", "INCREMENTAL_RULES",
     "latent_spec", "blocks_spec", "spec", "cell_size", "resolve_radius", "LEGACY_KEYS", "from_flat",
 ]
 
@@ -312,6 +313,70 @@ class EncoderSpec(GNOSpec):
 # ---------------------------------------------------------------------------- latent blocks
 _FACTORIZATIONS = (None, "tucker", "cp")
 
+#: rules that decide when incremental blocks grow their modes
+INCREMENTAL_RULES = ("loss_plateau", "energy")
+
+
+@dataclass
+class IncrementalSpec(_Spec):
+    """Incremental modes of the latent blocks (``[model.blocks.incremental]``): the blocks
+    start with ``start`` modes (FNO: an int or one per axis; SFNO: degrees) and grow by
+    ``step`` up to the blocks' ``modes`` / ``lmax`` (:mod:`geoop.nn.incremental`). After every
+    ``every`` epochs the ``rule`` is checked (:class:`geoop.train.incremental.IncrementalModes`):
+
+    * ``"loss_plateau"``: grow when the training loss improved by less than ``eps`` (absolute,
+      the loss is a relative L2) over each of the last ``patience`` epochs;
+    * ``"energy"``: grow when the modes below the outer ``buffer`` frequency shells hold less
+      than ``threshold`` of the active spectral weights' energy (the explained ratio).
+    """
+
+    start: Union[int, tuple] = 4
+    rule: str = "loss_plateau"
+    step: int = 1
+    every: int = 1
+    eps: float = 1e-3
+    patience: int = 1
+    threshold: float = 0.99
+    buffer: int = 1
+
+    def __post_init__(self):
+        st = tuple(self.start) if isinstance(self.start, (list, tuple)) else (self.start,)
+        if not st or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in st):
+            raise self._err(f"start must be an int >= 1 or one per axis, got {self.start!r}")
+        self.start = st if isinstance(self.start, (list, tuple)) else self.start
+        self._choice("rule", INCREMENTAL_RULES)
+        for k in ("step", "every", "patience", "buffer"):
+            self._int(k, 1)
+        for k, hi in (("eps", math.inf), ("threshold", 1.0)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= hi:
+                raise self._err(f"{k} must be a number in [0, {hi}], got {v!r}")
+            setattr(self, k, float(v))
+
+    def start_modes(self, final: Sequence[int], where: str = "blocks", final_key: str = "modes") -> tuple:
+        """``start`` as one int per axis of ``final``; ConfigError naming ``where`` when it
+        has the wrong length or exceeds the final modes (the setting ``where.final_key``)."""
+        st = self.start if isinstance(self.start, tuple) else (self.start,) * len(final)
+        if len(st) != len(final):
+            raise ConfigError(f"{where}.incremental.start {list(st)}: expected one value per axis of the "
+                              f"final modes {list(final)}")
+        if any(a > m for a, m in zip(st, final)):
+            raise ConfigError(f"{where}.incremental.start {list(st)} exceeds the final modes "
+                              f"{where}.{final_key} = {list(final)}")
+        return st
+
+
+def _incremental(s) -> None:
+    """Validate ``s.incremental`` (None or a mapping) and store it as a plain dict."""
+    if s.incremental is None:
+        return
+    if isinstance(s.incremental, IncrementalSpec):
+        s.incremental = s.incremental.to_dict()
+    try:
+        s.incremental = IncrementalSpec.from_dict(s.incremental).to_dict()
+    except ConfigError as e:
+        raise s._err(f"incremental: {e}") from None
+
 
 @dataclass
 class FNOSpec(_Spec):
@@ -319,7 +384,9 @@ class FNOSpec(_Spec):
     one per axis; ``m`` keeps ``2m`` frequencies on every axis but the last), ``layers``
     blocks; ``factorization``/``rank`` of the spectral weights, ``mlp_expansion``, ``skip``,
     ``norm`` of each block (see :class:`geoop.nn.FNOBlocks`); ``activation`` of every MLP of
-    the model; ``projection_hidden``: hidden width of the output MLP (default ``2 * width``)."""
+    the model; ``projection_hidden``: hidden width of the output MLP (default ``2 * width``);
+    ``incremental``: start with fewer modes and grow them to ``modes`` while training
+    (:class:`IncrementalSpec`, a dict; None: fixed modes)."""
 
     kind: ClassVar[str] = "fno"
     width: int = 32
@@ -332,6 +399,7 @@ class FNOSpec(_Spec):
     norm: Optional[str] = None
     activation: str = "gelu"
     projection_hidden: Optional[int] = None
+    incremental: Optional[dict] = None
 
     def __post_init__(self):
         self._int("width", 1)
@@ -344,6 +412,12 @@ class FNOSpec(_Spec):
         self._choice("factorization", _FACTORIZATIONS)
         self._choice("skip", ("linear", "identity"))
         self._choice("norm", (None, "instance", "group"))
+        _incremental(self)
+        if self.incremental is not None:
+            inc = IncrementalSpec.from_dict(self.incremental)
+            final = self.modes if isinstance(self.modes, tuple) else (
+                (self.modes,) * (len(inc.start) if isinstance(inc.start, tuple) else 1))
+            inc.start_modes(final)
 
     def block_kwargs(self) -> dict:
         return dict(factorization=self.factorization, rank=self.rank, mlp_expansion=self.mlp_expansion,
@@ -353,7 +427,8 @@ class FNOSpec(_Spec):
 @dataclass
 class SFNOSpec(_Spec):
     """SFNO blocks on a sphere latent (see :class:`geoop.nn.SFNOBlocks`): ``lmax``/``mmax``
-    spectral truncation (default from the grid), the other keys as for :class:`FNOSpec`."""
+    spectral truncation (default from the grid), the other keys as for :class:`FNOSpec`
+    (``incremental.start``: the degrees to start with, grown up to ``lmax``)."""
 
     kind: ClassVar[str] = "sfno"
     width: int = 32
@@ -368,6 +443,7 @@ class SFNOSpec(_Spec):
     norm: Optional[str] = None
     activation: str = "gelu"
     projection_hidden: Optional[int] = None
+    incremental: Optional[dict] = None
 
     def __post_init__(self):
         self._int("width", 1)
@@ -378,6 +454,13 @@ class SFNOSpec(_Spec):
         self._choice("factorization", _FACTORIZATIONS)
         self._choice("skip", ("linear", "identity"))
         self._choice("norm", (None, "instance", "group"))
+        _incremental(self)
+        if self.incremental is not None:
+            st = IncrementalSpec.from_dict(self.incremental).start
+            if isinstance(st, tuple) and len(st) != 1:
+                raise self._err(f"incremental.start must be one int (degrees) for SFNO blocks, got {list(st)}")
+            if self.lmax is not None:
+                IncrementalSpec.from_dict(self.incremental).start_modes((self.lmax,), final_key="lmax")
 
     def block_kwargs(self) -> dict:
         return dict(lmax=self.lmax, mmax=self.mmax, factorization=self.factorization, rank=self.rank,

@@ -81,6 +81,7 @@ from .config import (
     EncoderSpec,
     FNOSpec,
     GNOSpec,
+    IncrementalSpec,
     LocalSpec,
     MemorySpec,
     SFNOSpec,
@@ -255,8 +256,15 @@ class GINO(nn.Module):
 
             fno_modes = blk_s.modes
             modes = fno_modes if isinstance(fno_modes, (tuple, list)) else (int(fno_modes),) * self.coord_dim
+            start = None
+            if blk_s.incremental is not None:  # the final modes must fit the grid (2m points per axis)
+                start = IncrementalSpec.from_dict(blk_s.incremental).start_modes(modes)
+                need = tuple(2 * int(m) for m in modes)
+                if len(need) != len(shape) or any(n < k for n, k in zip(shape, need)):
+                    raise ConfigError(f"GINO: blocks.incremental grows the modes to blocks.modes={list(modes)}, which "
+                                      f"need a latent grid of at least {list(need)} points; latent.shape is {list(shape)}")
             self.blocks = FNOBlocks(width, tuple(int(m) for m in modes), int(blk_s.layers), act=activation,
-                                    checkpoint=mem_s.checkpoint_latent, **blk_s.block_kwargs())
+                                    checkpoint=mem_s.checkpoint_latent, active_modes=start, **blk_s.block_kwargs())
         else:
             if self.coord_dim != 3:
                 raise ConfigError(f"GINO: latent='sphere' needs coord_dim=3, got {coord_dim}")
@@ -264,10 +272,14 @@ class GINO(nn.Module):
             grid = resolve_sphere_grid(lat.grid, "GINO sphere grid")
             pts, wts = sphere_grid_points(shape[0], shape[1], grid)
             self.domain = None
-            from ..nn.sfno import SFNOBlocks
+            from ..nn.sfno import SFNOBlocks, default_lmax
 
+            start = None
+            if blk_s.incremental is not None:  # start degrees within the grid's (or the given) lmax
+                lmax = default_lmax(shape[0], grid) if blk_s.lmax is None else int(blk_s.lmax)
+                start = IncrementalSpec.from_dict(blk_s.incremental).start_modes((lmax,), final_key="lmax")[0]
             self.blocks = SFNOBlocks(width, shape[0], shape[1], int(blk_s.layers), grid=grid, act=activation,
-                                     checkpoint=mem_s.checkpoint_latent, **blk_s.block_kwargs())
+                                     checkpoint=mem_s.checkpoint_latent, active_lmax=start, **blk_s.block_kwargs())
         self.sphere_grid = None if self.latent == "box" else lat.grid
         self.latent_shape = shape
         self.num_latent = int(pts.shape[0])
@@ -330,6 +342,11 @@ class GINO(nn.Module):
         bad values raise :class:`ConfigError` prefixed with ``where`` (e.g. the file and
         section), naming the valid keys. A nested latent (``kind = "nested"``) is checked as
         :class:`~geoop.models.nested.NestedGINO`'s config."""
+        if isinstance(config, Mapping) and "ensemble" in config:  # [model] ensemble = K: members of this config
+            from .ensemble import ensemble_spec
+
+            ensemble_spec(config["ensemble"], f"{where}: ensemble")
+            config = {k: v for k, v in config.items() if k != "ensemble"}
         lat = config.get("latent") if isinstance(config, Mapping) else None
         if isinstance(lat, Mapping) and lat.get("kind") == "nested":
             from .nested import NestedGINO  # the nested model is built from GINOs, above this module

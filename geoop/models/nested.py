@@ -693,7 +693,12 @@ class NestedGINO(nn.Module):
 
 def model_from_config(config) -> nn.Module:
     """The model a config describes: a :class:`NestedGINO` when its ``latent`` is a nested one
-    (``{"kind": "nested", ...}`` or a :class:`NestedLatent`), else a :class:`GINO`."""
+    (``{"kind": "nested", ...}`` or a :class:`NestedLatent`), an :class:`~geoop.models.ensemble.Ensemble`
+    when it has an ``ensemble`` key, else a :class:`GINO`."""
+    if isinstance(config, dict) and "ensemble" in config:  # [model] ensemble = K
+        from .ensemble import Ensemble
+
+        return Ensemble.from_config(config)
     lat = config.get("latent") if isinstance(config, dict) else None
     nested = isinstance(lat, NestedLatent) or (isinstance(lat, dict) and lat.get("kind") == NestedLatent.kind)
     return NestedGINO.from_config(dict(config)) if nested else GINO.from_config(config)

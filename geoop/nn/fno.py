@@ -21,6 +21,18 @@ half spectrum (the factor 2 accounts for the implicit conjugate modes ``-k``).  
 the same operator at every resolution with ``N_j >= 2 m_j``: for an input band-limited to
 the retained modes, the outputs at 32 and at 64 points agree at the shared points (tested).
 
+Incremental modes
+-----------------
+``active_modes=a`` (``a_j <= m_j``) makes the layer *incremental*: ``W`` is allocated at the
+full ``m`` but only the modes with ``|k_j| < a_j`` are used (the sub-block
+``W[:, :, {0..a_1-1} u {2m_1-a_1..2m_1-1}, ..., {0..a_d-1}]``), so the layer is exactly a
+layer with ``n_modes=a`` whose weights are that sub-block, and costs what it costs.
+:meth:`SpectralConv.set_active_modes` grows (or shrinks) ``a``; the parameter tensor and
+therefore the optimizer's moments keep their shape and their values, and at ``a = m`` the
+layer is the plain one with the same weights (tested). The other weights get no gradient
+(AdamW's decoupled weight decay still scales them). ``a`` is a buffer (``modes_active``),
+so checkpoints store and restore it.
+
 ``W : (C_in, C_out, 2m_1, ..., 2m_{d-1}, m_d)`` is dense or Tucker/CP factorised
 (:class:`~geoop.nn.spectral.SpectralWeight`); it is applied mode by mode with
 :func:`complex_mode_matmul` (CP weights are contracted factor by factor instead, never
@@ -53,6 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
+from ._func import under_func_transform
 from .channel_mlp import SpectralBlock, run_blocks
 from .spectral import SpectralWeight
 
@@ -147,6 +160,8 @@ def complex_mode_matmul(xc: Tensor, w: Tensor) -> Tensor:
     modes = tuple(xc.shape[2:])
     if tuple(w.shape[2:]) != modes or w.shape[0] != i:
         raise ShapeError(f"complex_mode_matmul: x {tuple(xc.shape)} and w {tuple(w.shape)} do not match")
+    if under_func_transform(xc, w):  # torch.func.vmap (stacked ensemble members): plain differentiable einsum
+        return torch.einsum("bik,iok->bok", xc.reshape(b, i, -1), w.reshape(i, w.shape[1], -1)).reshape(b, w.shape[1], *modes)
     y = _ModeMatmul.apply(xc.reshape(b, i, -1), w.reshape(i, w.shape[1], -1))
     return y.reshape(b, w.shape[1], *modes)
 
@@ -162,6 +177,8 @@ class SpectralConv(nn.Module):
     factorization : None | "tucker" | "cp", factorisation of the spectral weight
     rank : float in (0, 1] (fraction of dense parameters) or int
     bias : bool, add a per-channel constant
+    active_modes : int or tuple of d ints <= n_modes, optional: an incremental layer that
+        uses only these modes (module docstring); None: all modes, no buffer
 
     Shapes
     ------
@@ -176,6 +193,7 @@ class SpectralConv(nn.Module):
         factorization: Optional[str] = None,
         rank: Union[int, float] = 0.5,
         bias: bool = True,
+        active_modes: Union[int, Sequence[int], None] = None,
     ):
         super().__init__()
         self.in_channels = int(in_channels)
@@ -184,11 +202,54 @@ class SpectralConv(nn.Module):
         weight_modes = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
         self.weight = SpectralWeight(self.in_channels, self.out_channels, weight_modes, factorization, rank)
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
-        self._index_cache: dict = {}  # (grid, device) -> flat mode positions, see _mode_index
+        self._index_cache: dict = {}  # (grid, device, active) -> flat mode positions, see _mode_index
+        self._active = self.n_modes  # the modes in use (all unless incremental)
+        self.incremental = active_modes is not None
+        if self.incremental:
+            self.register_buffer("modes_active", torch.tensor(self.n_modes, dtype=torch.long))
+            self.set_active_modes(active_modes)
 
     @property
     def dim(self) -> int:
         return len(self.n_modes)
+
+    @property
+    def active_modes(self) -> tuple[int, ...]:
+        """The modes in use per axis (``n_modes`` unless the layer is incremental)."""
+        return self._active
+
+    def set_active_modes(self, modes: Union[int, Sequence[int]]) -> None:
+        """Use the modes ``|k_j| < modes[j]`` (an int: the same on every axis), each between 1
+        and ``n_modes[j]``; only for a layer built with ``active_modes`` (ConfigError)."""
+        if not self.incremental:
+            raise ConfigError(f"{type(self).__name__}: built without active_modes, its modes are fixed at {self.n_modes}")
+        a = (int(modes),) * self.dim if isinstance(modes, int) else tuple(int(m) for m in modes)
+        if len(a) != self.dim or any(not 1 <= v <= m for v, m in zip(a, self.n_modes)):
+            raise ConfigError(f"active modes: expected {self.dim} ints between 1 and n_modes={self.n_modes}, got {modes!r}")
+        self._active = a
+        with torch.no_grad():
+            self.modes_active.copy_(torch.tensor(a, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.incremental and prefix + "modes_active" in state_dict:  # the checkpoint's modes
+            self.set_active_modes(tuple(int(v) for v in state_dict[prefix + "modes_active"].tolist()))
+
+    def _weight_index(self, device: torch.device) -> Optional[list]:
+        """Per weight mode axis, the positions of the active modes in the ``(2m_1, .., m_d)``
+        block (non-last axes: ``0..a-1`` then ``2m-a..2m-1``), None where all are active;
+        None when every mode is."""
+        if self._active == self.n_modes:
+            return None
+        out = []
+        for j, (a, m) in enumerate(zip(self._active, self.n_modes)):
+            if a == m:
+                out.append(None)
+            elif j == self.dim - 1:
+                out.append(torch.arange(a, device=device))
+            else:
+                out.append(torch.cat([torch.arange(a, device=device), torch.arange(2 * m - a, 2 * m, device=device)]))
+        return out
 
     def check_input(self, x: Tensor) -> None:
         """Raise :class:`ShapeError` unless ``x`` is ``(B, C_in, N_1..N_d)`` with ``N_j >= 2 m_j``."""
@@ -217,7 +278,7 @@ class SpectralConv(nn.Module):
         of those is a kernel launch, and the car step is launch-bound)."""
         if torch.compiler.is_compiling():  # built in the graph: filling the cache while tracing would
             return self._build_mode_index(grid, device)  # fail the next call's guard on it (one recompilation)
-        key = (grid, str(device))
+        key = (grid, str(device), self._active)
         idx = self._index_cache.get(key)
         if idx is None:
             idx = self._index_cache[key] = self._build_mode_index(grid, device)
@@ -227,8 +288,8 @@ class SpectralConv(nn.Module):
         """The flat mode positions of :meth:`_mode_index`, computed."""
         half = list(grid[:-1]) + [grid[-1] // 2 + 1]
         axes = [torch.cat([torch.arange(m, device=device), torch.arange(n - m, n, device=device)])
-                for m, n in zip(self.n_modes[:-1], grid[:-1])]
-        axes.append(torch.arange(self.n_modes[-1], device=device))
+                for m, n in zip(self._active[:-1], grid[:-1])]
+        axes.append(torch.arange(self._active[-1], device=device))
         idx = torch.zeros((), dtype=torch.long, device=device)
         for ax, n in zip(axes, half):  # C order: idx * N_j + i_j, one axis at a time
             idx = idx[..., None] * n + ax
@@ -244,8 +305,9 @@ class SpectralConv(nn.Module):
         half = tuple(xf.shape[2:])
         idx = self._mode_index(grid, x.device)
         # gather the retained corners into a compact (B, C, 2m_1..2m_{d-1}, m_d) block
-        xc = xf.reshape(b, xf.shape[1], -1).index_select(2, idx).reshape(b, xf.shape[1], *self.weight.shape[2:])
-        yc = self._contract(xc)
+        compact = [2 * a for a in self._active[:-1]] + [self._active[-1]]
+        xc = xf.reshape(b, xf.shape[1], -1).index_select(2, idx).reshape(b, xf.shape[1], *compact)
+        yc = self._contract(xc, self._weight_index(x.device))
         # scatter the compact block back into a zero half spectrum
         out = yc.new_zeros((b, self.out_channels, math.prod(half))).index_copy(2, idx, yc.reshape(b, self.out_channels, -1))
         y = torch.fft.irfftn(out.reshape(b, self.out_channels, *half), s=grid, dim=dims, norm="forward")
@@ -253,16 +315,17 @@ class SpectralConv(nn.Module):
             y = y + self.bias.view(1, -1, *([1] * d))
         return y
 
-    def _contract(self, xc: Tensor) -> Tensor:
-        """``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` over the compact modes ``k``.
+    def _contract(self, xc: Tensor, index: Optional[list] = None) -> Tensor:
+        """``y[b,o,k] = sum_i x[b,i,k] W[i,o,k]`` over the compact modes ``k`` (the active
+        sub-block of ``W`` selected by ``index``, see :meth:`_weight_index`).
 
         Dense and Tucker: :func:`complex_mode_matmul` with the dense weight. CP: contracted
         factor by factor, ``y = sum_r lambda_r B[o,r] prod_j A_j[k_j,r] sum_i A[i,r] x[b,i,k]``,
         so the dense weight is never formed (memory ``B R prod(modes)``).
         """
         if self.weight.factorization != "cp":
-            return complex_mode_matmul(xc, self.weight().to(xc.dtype))
-        lam, fs = self.weight.cp_factors()
+            return complex_mode_matmul(xc, self.weight(index).to(xc.dtype))
+        lam, fs = self.weight.cp_factors(index)
         fs = [f.to(xc.dtype) for f in fs]
         r = lam.shape[0]
         t = torch.einsum("bi...,ir->br...", xc, fs[0])  # (B, R, *modes)
@@ -273,7 +336,8 @@ class SpectralConv(nn.Module):
         return torch.einsum("br...,or->bo...", t, fs[1] * lam.to(xc.dtype))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, n_modes={self.n_modes}"
+        act = f", active_modes={self._active}" if self.incremental else ""
+        return f"{self.in_channels} -> {self.out_channels}, n_modes={self.n_modes}{act}"
 
 
 class FNOBlock(SpectralBlock):
@@ -295,8 +359,9 @@ class FNOBlock(SpectralBlock):
         act="gelu",
         skip: str = "linear",
         norm: Optional[str] = None,
+        active_modes: Union[int, Sequence[int], None] = None,
     ):
-        spectral = SpectralConv(channels, channels, n_modes, factorization, rank)
+        spectral = SpectralConv(channels, channels, n_modes, factorization, rank, active_modes=active_modes)
         super().__init__(spectral, channels, mlp_expansion, act, skip, norm)
 
 
@@ -316,6 +381,8 @@ class FNOBlocks(nn.Module):
     norm : None | "instance" | "group"
     checkpoint : recompute each block's activations in backward instead of keeping them
         (:func:`geoop.nn.channel_mlp.run_blocks`); same outputs and gradients
+    active_modes : int or tuple, optional: incremental blocks starting with these modes
+        (:meth:`SpectralConv.set_active_modes`; grown with :meth:`set_active_modes`)
 
     Shapes
     ------
@@ -334,6 +401,7 @@ class FNOBlocks(nn.Module):
         skip: str = "linear",
         norm: Optional[str] = None,
         checkpoint: bool = False,
+        active_modes: Union[int, Sequence[int], None] = None,
     ):
         super().__init__()
         if int(n_layers) < 1:
@@ -342,13 +410,23 @@ class FNOBlocks(nn.Module):
         self.channels = int(channels)
         self.n_modes = _check_modes(n_modes)
         self.blocks = nn.ModuleList(
-            FNOBlock(channels, self.n_modes, factorization, rank, mlp_expansion, act, skip, norm)
+            FNOBlock(channels, self.n_modes, factorization, rank, mlp_expansion, act, skip, norm, active_modes)
             for _ in range(int(n_layers))
         )
 
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
+
+    @property
+    def active_modes(self) -> tuple[int, ...]:
+        """The modes in use (the same in every block)."""
+        return self.blocks[0].spectral.active_modes
+
+    def set_active_modes(self, modes: Union[int, Sequence[int]]) -> None:
+        """:meth:`SpectralConv.set_active_modes` on every block (incremental blocks only)."""
+        for blk in self.blocks:
+            blk.spectral.set_active_modes(modes)
 
     def forward(self, x: Tensor) -> Tensor:
         if len(self.blocks):

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
 from ..neighbors.neighborhoods import EdgeList, Neighborhoods
+from ._func import under_func_transform
 from .embeddings import resolve_pos_embed
 from .mlp import resolve_activation
 from .segment import segment_index
@@ -286,7 +287,7 @@ class GNO(nn.Module):
         need_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (hq, hs, src_mult)
         )
-        ckpt = need_grad and (
+        ckpt = need_grad and not under_func_transform(hq, hs) and (  # autograd.Functions do not batch under vmap
             self.checkpoint is True or (self.checkpoint == "auto" and neighbors.num_edges > self.checkpoint_edges)
         )
         if isinstance(neighbors, EdgeList):

@@ -23,6 +23,11 @@ on the grid, rotations about the polar axis by a multiple of the longitude step 
 equivariant about the polar axis only).  ``W : (C_in, C_out, lmax)`` may be Tucker/CP
 factorised (:class:`~geoop.nn.spectral.SpectralWeight`).
 
+``active_lmax=a`` (``a <= lmax``) makes the layer incremental, as the FNO's
+``active_modes`` (:mod:`geoop.nn.fno`): ``W`` is allocated for ``lmax`` degrees, the degrees
+``l >= a`` are multiplied by zero (their weights unused), :meth:`SphericalConv.set_active_lmax`
+grows ``a``, and at ``a = lmax`` the layer is the plain one with the same weights.
+
 SFNO block
 ----------
 Same layout as the FNO block (:mod:`geoop.nn.fno`):
@@ -175,6 +180,8 @@ class SphericalConv(nn.Module):
     factorization : None | "tucker" | "cp"; rank : float in (0, 1] or int
     complex_weights : bool (default False: rotation-equivariant real zonal multiplier)
     bias : bool
+    active_lmax : int <= lmax, optional: an incremental layer using the degrees ``l < active_lmax``
+        (module docstring); None: all degrees, no buffer
 
     Shapes
     ------
@@ -194,6 +201,7 @@ class SphericalConv(nn.Module):
         rank: Union[int, float] = 0.5,
         complex_weights: bool = False,
         bias: bool = True,
+        active_lmax: Optional[int] = None,
     ):
         super().__init__()
         th = require("torch_harmonics", "SFNO")
@@ -216,6 +224,32 @@ class SphericalConv(nn.Module):
             self.in_channels, self.out_channels, (lmax,), factorization, rank, complex_weights=complex_weights
         )
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self._active = lmax  # degrees in use (all unless incremental)
+        self.incremental = active_lmax is not None
+        if self.incremental:
+            self.register_buffer("lmax_active", torch.tensor([lmax], dtype=torch.long))
+            self.set_active_lmax(active_lmax)
+
+    @property
+    def active_lmax(self) -> int:
+        """The number of degrees in use (``lmax`` unless the layer is incremental)."""
+        return self._active
+
+    def set_active_lmax(self, lmax: int) -> None:
+        """Use the degrees ``l < lmax`` (1 <= lmax <= the layer's ``lmax``); only for a layer
+        built with ``active_lmax`` (ConfigError)."""
+        if not self.incremental:
+            raise ConfigError(f"{type(self).__name__}: built without active_lmax, its degrees are fixed at lmax={self.lmax}")
+        if isinstance(lmax, bool) or not isinstance(lmax, int) or not 1 <= lmax <= self.lmax:
+            raise ConfigError(f"active lmax: expected an int between 1 and lmax={self.lmax}, got {lmax!r}")
+        self._active = int(lmax)
+        with torch.no_grad():
+            self.lmax_active.fill_(self._active)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.incremental and prefix + "lmax_active" in state_dict:  # the checkpoint's degrees
+            self.set_active_lmax(int(state_dict[prefix + "lmax_active"].reshape(-1)[0]))
 
     def check_input(self, x: Tensor) -> None:
         """Raise :class:`ShapeError` unless ``x`` is ``(B, C_in, nlat, nlon)``."""
@@ -228,8 +262,14 @@ class SphericalConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         xh = self.sht(x)  # (B, C_in, lmax, mmax) complex
-        w = self.weight().to(xh.dtype)  # (C_in, C_out, lmax), same for every order m
-        yh = torch.einsum("bilm,iol->bolm", xh, w)
+        a = self._active
+        if a == self.lmax:
+            w = self.weight().to(xh.dtype)  # (C_in, C_out, lmax), same for every order m
+            yh = torch.einsum("bilm,iol->bolm", xh, w)
+        else:  # degrees l < a only, the others zero
+            w = self.weight([torch.arange(a, device=x.device)]).to(xh.dtype)  # (C_in, C_out, a)
+            yh = torch.einsum("bilm,iol->bolm", xh[:, :, :a], w)
+            yh = torch.cat([yh, yh.new_zeros(yh.shape[0], yh.shape[1], self.lmax - a, yh.shape[3])], dim=2)
         y = _inverse_sht_traceable(self.isht, yh) if torch.compiler.is_compiling() else self.isht(yh)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
@@ -238,7 +278,7 @@ class SphericalConv(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels} -> {self.out_channels}, grid=({self.nlat}, {self.nlon}, {self.grid}), "
-            f"lmax={self.lmax}, mmax={self.mmax}"
+            f"lmax={self.lmax}, mmax={self.mmax}" + (f", active_lmax={self._active}" if self.incremental else "")
         )
 
 
@@ -265,9 +305,11 @@ class SFNOBlock(SpectralBlock):
         act="gelu",
         skip: str = "linear",
         norm: Optional[str] = None,
+        active_lmax: Optional[int] = None,
     ):
         spectral = SphericalConv(
-            channels, channels, nlat, nlon, lmax, mmax, grid, factorization, rank, complex_weights
+            channels, channels, nlat, nlon, lmax, mmax, grid, factorization, rank, complex_weights,
+            active_lmax=active_lmax,
         )
         super().__init__(spectral, channels, mlp_expansion, act, skip, norm)
 
@@ -288,6 +330,8 @@ class SFNOBlocks(nn.Module):
     norm : None | "instance" | "group"
     checkpoint : recompute each block's activations in backward instead of keeping them
         (:func:`geoop.nn.channel_mlp.run_blocks`); same outputs and gradients
+    active_lmax : int, optional: incremental blocks starting with these degrees
+        (:meth:`SphericalConv.set_active_lmax`; grown with :meth:`set_active_modes`)
 
     Shapes
     ------
@@ -311,6 +355,7 @@ class SFNOBlocks(nn.Module):
         skip: str = "linear",
         norm: Optional[str] = None,
         checkpoint: bool = False,
+        active_lmax: Optional[int] = None,
     ):
         super().__init__()
         if int(n_layers) < 1:
@@ -321,7 +366,7 @@ class SFNOBlocks(nn.Module):
         self.blocks = nn.ModuleList(
             SFNOBlock(
                 channels, nlat, nlon, lmax, mmax, self.grid, factorization, rank, complex_weights,
-                mlp_expansion, act, skip, norm,
+                mlp_expansion, act, skip, norm, active_lmax,
             )
             for _ in range(int(n_layers))
         )
@@ -329,6 +374,22 @@ class SFNOBlocks(nn.Module):
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
+
+    @property
+    def n_modes(self) -> tuple[int]:
+        """``(lmax,)``: the degrees the weights are allocated for."""
+        return (self.blocks[0].spectral.lmax,)
+
+    @property
+    def active_modes(self) -> tuple[int]:
+        """``(active lmax,)``: the degrees in use (the same in every block)."""
+        return (self.blocks[0].spectral.active_lmax,)
+
+    def set_active_modes(self, modes) -> None:
+        """:meth:`SphericalConv.set_active_lmax` on every block (an int or a 1-tuple)."""
+        a = modes[0] if isinstance(modes, (tuple, list)) and len(modes) == 1 else modes
+        for blk in self.blocks:
+            blk.spectral.set_active_lmax(a)
 
     def grid_points(self, dtype=None) -> Tensor:
         """The grid nodes ``sphere_grid_points(nlat, nlon, grid)[0]``: (nlat * nlon, 3)."""

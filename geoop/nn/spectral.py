@@ -189,8 +189,12 @@ class SpectralWeight(nn.Module):
     def _view(self, p: Tensor) -> Tensor:
         return torch.view_as_complex(p) if self.complex_weights else p
 
-    def forward(self) -> Tensor:
-        """The dense tensor ``(C_in, C_out, *modes)`` (complex unless ``complex_weights=False``).
+    def forward(self, index: Optional[Sequence[Optional[Tensor]]] = None) -> Tensor:
+        """The dense tensor ``(C_in, C_out, *modes)`` (complex unless ``complex_weights=False``),
+        or with ``index`` (one LongTensor or None per mode axis) its sub-tensor
+        ``W[:, :, index_1, ..., index_n]`` (None: the whole axis): the retained modes of an
+        incrementally grown layer. Factorised weights select rows of the mode factors
+        before contracting, so the sub-tensor costs only its own size.
 
         Tucker: one mode product per factor (``tensordot``), so no intermediate is larger
         than the dense tensor. CP: ``(KR(A_1, A_2) diag(lambda)) KR(A_3, ..)^T`` with
@@ -198,27 +202,41 @@ class SpectralWeight(nn.Module):
         left-to-right ``einsum`` would build one of ``prod(shape) * R`` entries).
         """
         if self.factorization == "dense":
-            return self._view(self.dense)
-        factors = [self._view(f) for f in self.factors]
+            w = self._view(self.dense)
+            for j, idx in enumerate(index or ()):
+                if idx is not None:
+                    w = w.index_select(2 + j, idx)
+            return w
+        lam, factors = self._factors(index)
         if self.factorization == "tucker":
             w = self._view(self.core)
             for u in factors:  # contract the leading rank axis, append the mode axis
                 w = torch.tensordot(w, u, dims=([0], [1]))
             return w
-        lam = self.cp_weights.to(factors[0].dtype)
+        shape = tuple(f.shape[0] for f in factors)
         left = _khatri_rao(factors[:2]) * lam  # (C_in * C_out, R)
         right = _khatri_rao(factors[2:]) if len(factors) > 2 else None  # (prod(modes), R)
         if right is None:
-            return left.sum(-1).reshape(self.shape)
-        return (left @ right.transpose(0, 1)).reshape(self.shape)
+            return left.sum(-1).reshape(shape)
+        return (left @ right.transpose(0, 1)).reshape(shape)
 
-    def cp_factors(self) -> tuple[Tensor, list[Tensor]]:
+    def _factors(self, index: Optional[Sequence[Optional[Tensor]]] = None) -> tuple[Optional[Tensor], list[Tensor]]:
+        """CP weights (None for Tucker) and the factors as complex views, the mode factors
+        restricted to the rows ``index`` (one LongTensor or None per mode axis)."""
+        factors = [self._view(f) for f in self.factors]
+        for j, idx in enumerate(index or ()):
+            if idx is not None:
+                factors[2 + j] = factors[2 + j].index_select(0, idx)
+        lam = self.cp_weights.to(factors[0].dtype) if self.factorization == "cp" else None
+        return lam, factors
+
+    def cp_factors(self, index: Optional[Sequence[Optional[Tensor]]] = None) -> tuple[Tensor, list[Tensor]]:
         """CP weights ``lambda (R,)`` and factors ``[(I_k, R)]`` (views, complex when the
-        weight is complex), for contracting with an input without the dense tensor."""
+        weight is complex), for contracting with an input without the dense tensor; with
+        ``index`` the mode factors keep only those rows (see :meth:`forward`)."""
         if self.factorization != "cp":
             raise ConfigError(f"cp_factors: this weight is {self.factorization}, not cp")
-        factors = [self._view(f) for f in self.factors]
-        return self.cp_weights.to(factors[0].dtype), factors
+        return self._factors(index)
 
     def extra_repr(self) -> str:
         return (

@@ -228,7 +228,10 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """:func:`check_state_dict` then ``model.load_state_dict(state)``."""
+    """:func:`check_state_dict` then ``model.load_state_dict(state)``; a model with its own
+    ``check_state(state, source)`` (an Ensemble: the member count) checks first."""
+    if hasattr(model, "check_state"):
+        model.check_state(state, source)
     check_state_dict(model, state, source)
     model.load_state_dict(state)
 

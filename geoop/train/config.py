@@ -19,7 +19,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
                              # see geoop.train.metrics
     queries = [{name = "surface", file = "{case}_surface.vtp", targets = ["p", "wallShearStress"]},
-               {name = "points", file = "{case}_points.vtp", targets = ["p", "U"]}]
+               {name = "points", file = "{case}_points.vtu", targets = ["p", "U"]}]
                              # several query sets per case instead of query_file / targets:
                              # data.targets become "<set>/<field>" (geoop.data.specs.QuerySetSpec)
     # further keys are passed to MeshFolderDataset (must be among its parameters)
@@ -59,6 +59,8 @@ File layout (TOML shown; YAML with the same nesting works too)::
     domain = 1               # ranks sharing each batch, each a spatial shard of its samples
                              # (geoop.distributed.DomainParallel); the world size must be a
                              # multiple; DDP over the world_size / domain data groups
+    fsdp = false             # shard parameters, gradients and optimizer state over the data
+                             # ranks (geoop.train.fsdp, PyTorch FSDP2) instead of DDP replicas
 
 Unknown keys are a :class:`~geoop.errors.ConfigError` listing the valid ones; missing
 required keys are named. :func:`resolve_config` returns the complete dict (defaults filled
@@ -109,7 +111,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "loss": {"surface_weighting": "points", "coefficients": {}},
     "output": {"dir": None, "save_best": True, "tensorboard": None, "tensorboard_images_every": 1},
-    "parallel": {"domain": 1},  # ranks sharing one batch of samples, each a spatial shard (geoop.distributed)
+    # domain: ranks sharing one batch of samples, each a spatial shard (geoop.distributed);
+    # fsdp: parameters, gradients and optimizer state sharded over the data ranks (geoop.train.fsdp)
+    "parallel": {"domain": 1, "fsdp": False},
 }
 
 REQUIRED = {"data": ("folder", "targets"), "output": ("dir",)}
@@ -275,6 +279,8 @@ def resolve_config(
     dom = out["parallel"]["domain"]
     if isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
         raise ConfigError(f"{source}: parallel.domain must be an integer >= 1, got {dom!r}")
+    if not isinstance(out["parallel"]["fsdp"], bool):
+        raise ConfigError(f"{source}: parallel.fsdp must be true or false, got {out['parallel']['fsdp']!r}")
     if not isinstance(out["seed"], int):
         raise ConfigError(f"{source}: seed must be an integer, got {out['seed']!r}")
     out["output"]["dir"] = str(out["output"]["dir"])

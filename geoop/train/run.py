@@ -42,6 +42,10 @@ def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
 
     d = config["data"]
     kw = data_kwargs(config)
+    from ..data.store import is_store
+
+    if is_store(d["folder"]):  # a packed store: the widths are in its metadata
+        return _store_widths(d["folder"], inputs, d["targets"], kw.get("drop_flat_z"))
     sets = query_set_specs(kw["queries"]) if kw.get("queries") is not None else None
     if sets:
         cases, _ = discover_set_cases(d["folder"], kw.get("input_file"), [q.file for q in sets])
@@ -69,6 +73,23 @@ def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
             out += sum(width(g, n, f"target (query set {q.name!r})", f) for n in q.targets)
         return ins, out, coord
     return ins, sum(width(gq, n, "target", cf.query) for n in d["targets"]), coord
+
+
+def _store_widths(path, inputs, targets, drop_flat_z) -> tuple[dict, int, int]:
+    """:func:`_first_case_widths` from the first case of a packed store (no rows read)."""
+    from ..data.store import CaseStore
+
+    store = CaseStore(path)
+    if not store.cases:
+        raise ConfigError(f"data.folder {path}: the store holds no case")
+    case = next(iter(store.cases))
+    store.check_fields(case, inputs, targets)
+    roles = store.info(case).roles
+    coord = int(store.info(case).attrs["cols"])
+    if drop_flat_z and coord == 3 and roles["input"]["is_2d"] and roles["query"]["is_2d"]:
+        coord = 2
+    ins = {n: int(roles["input"]["fields"][n][1]) for n in inputs}
+    return ins, sum(int(roles["query"]["fields"][n][1]) for n in targets), coord
 
 
 def infer_model_shape(config: Mapping) -> dict:
@@ -123,6 +144,8 @@ def queries_outside(dataset, model) -> tuple[int, int]:
     in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
     if getattr(model, "latent", None) != "box":
         return 0, 0
+    if hasattr(dataset, "queries_outside"):  # a packed store: from bounds, chunk by chunk
+        return dataset.queries_outside(model.domain)
     dom = torch.tensor(model.domain, dtype=torch.float64)
     out = total = 0
     for case in dataset.cases:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
-from ..errors import CheckpointError, ConfigError, FieldError
+from ..errors import CheckpointError, ConfigError, DistributedError, FieldError
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
 from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
@@ -203,12 +203,24 @@ class Trainer:
         ``sum_k weight_k * mean_b |c_bk(pred) - c_bk(true)|`` to the loss, the coefficients
         integrated from the predicted and true surface fields in physical units with the
         operator rows the items carry (``MeshFolderDataset(forces=...)``,
-        :func:`geoop.train.losses.coefficient_errors`); ``evaluate()`` reports
+        :func:`geoop.train.losses.coefficient_errors`; an :class:`~geoop.models.Ensemble`:
+        every member's term, averaged over the members); ``evaluate()`` reports
         ``coef_loss/<c>`` (the mean absolute errors).
     compile : training steps through ``torch.compile`` (``True`` / ``"inductor"``:
         :func:`geoop.models.compile_gino`, dynamic sizes) or CUDA graphs of padded capacity
         buckets (``"cuda_graphs"``: :class:`geoop.models.RaggedGraphedGINO`, CUDA only, no
         DDP, no amp); evaluation and prediction stay eager. Default False.
+    fsdp : shard parameters, gradients and AdamW state over the data-parallel ranks
+        (PyTorch FSDP2, :mod:`geoop.train.fsdp`; config ``[parallel] fsdp``) instead of
+        replicating them (DDP): same updates, ``1 / data ranks`` of the memory. With
+        ``domain`` the mesh is ``(domain, data)``: sharded over the data ranks, replicated in
+        a domain group. Checkpoints stay full single files (gathered on rank 0), loadable on
+        any number of ranks. One data rank: nothing to shard, trains unsharded.
+        :meth:`evaluate`, :meth:`save` and :meth:`predict` are collectives then (every rank calls them).
+
+    A model with incremental FNO/SFNO blocks (``blocks.incremental``) grows their modes after
+    the epochs where its rule fires (:class:`geoop.train.incremental.IncrementalModes`,
+    ``self.incremental``); each epoch's metrics record the ``modes`` it trained with.
     """
 
     def __init__(
@@ -254,6 +266,7 @@ class Trainer:
         precision=None,
         query_sets: Optional[Sequence[str]] = None,
         coefficient_loss: Optional[Mapping] = None,
+        fsdp: bool = False,
     ):
         # typed groups of settings (geoop.train.specs) replace their flat keywords
         flat = dict(lr=lr, weight_decay=weight_decay, clip=clip, batch_size=batch_size, weighted_loss=weighted_loss,
@@ -349,6 +362,7 @@ class Trainer:
             self.train_data, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate_fn, num_workers=int(num_workers)
         )
         self.steps_per_epoch = len(self.loader)
+        self.fsdp = self._shard(fsdp)
         self.optimizer = _adamw(self.model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
         self.scheduler = WarmupCosine(
             self.optimizer,
@@ -362,11 +376,23 @@ class Trainer:
 
             self.domain_parallel = DomainParallel(self.model, group=self.grid.domain_group)
         self.compile = resolve_compile(compile, "Trainer compile")
+        from .incremental import IncrementalModes
+
+        #: grows incremental FNO/SFNO blocks (None: the model has none)
+        self.incremental = IncrementalModes.from_model(self.model)
+        if self.incremental is not None and self.compile == "cuda_graphs":
+            raise ConfigError("Trainer: compile='cuda_graphs' replays graphs captured at fixed modes; incremental "
+                              "blocks (model.blocks.incremental) change them: use 'inductor' or false")
+        if self.incremental is not None and self.fsdp and self.incremental.spec.rule == "energy":
+            raise ConfigError("Trainer: the incremental rule 'energy' reads the whole spectral weights, which fsdp "
+                              "shards: use model.blocks.incremental.rule = 'loss_plateau' with fsdp")
         if self.compile != "none" and self.domain_parallel is not None:
             raise ConfigError(f"Trainer: compile={self.compile!r} and domain parallelism do not combine yet; set one of them")
+        if self.compile != "none" and self.fsdp:
+            raise ConfigError(f"Trainer: compile={self.compile!r} and fsdp do not combine yet; set one of them")
         inner = self.domain_parallel or _compiled_net(self.model, self.compile, self.device, self.dist.is_distributed,
                                                       self.amp_dtype)
-        if self.dist.is_distributed and (self.grid is None or self.grid.data > 1):
+        if self.dist.is_distributed and not self.fsdp and (self.grid is None or self.grid.data > 1):
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -387,6 +413,30 @@ class Trainer:
 
             self.tracker = TensorBoardLogger(tensorboard, image_every=tensorboard_images_every)
         self._picture = None
+
+    def _shard(self, fsdp: bool) -> bool:
+        """Apply FSDP (:func:`geoop.train.fsdp.shard_model`) when asked and there is more
+        than one data-parallel rank; returns whether the model is sharded."""
+        if not isinstance(fsdp, bool):
+            raise ConfigError(f"Trainer: fsdp must be true or false, got {fsdp!r}")
+        domain = self.grid.domain if self.grid is not None else 1
+        data = self.dist.world_size // domain
+        if not fsdp or data == 1:
+            if fsdp:
+                log.warning("fsdp: %d data-parallel rank(s) (world size %d, domain %d): nothing to shard, training "
+                            "unsharded", data, self.dist.world_size, domain)
+            return False
+        if self.amp_dtype == torch.float16:
+            raise ConfigError("Trainer: fsdp and amp='fp16' (gradient scaling) do not combine yet; use amp='bf16' or 'none'")
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistributedError(f"Trainer: fsdp over {data} data ranks needs an initialised process group (launch with "
+                                   "torchrun and call geoop.train.distributed.init_distributed()); there is none")
+        from .fsdp import fsdp_mesh, shard_model
+
+        shard_model(self.model, fsdp_mesh(self.dist.world_size, domain, self.device.type), domain_methods=domain > 1)
+        return True
 
     def specs(self) -> dict:
         """The trainer's settings as the typed groups of :mod:`geoop.train.specs`, plain dicts
@@ -413,6 +463,7 @@ class Trainer:
             tensorboard_images_every=config["output"].get("tensorboard_images_every", 1),
             minutes=o.get("minutes"),
             domain=config.get("parallel", {}).get("domain", 1),
+            fsdp=config.get("parallel", {}).get("fsdp", False),
         )
         args.update(kw)
         return cls(model, train_data, **args)
@@ -446,10 +497,16 @@ class Trainer:
         if QUERY_SET_FIELD not in batch.query_fields:
             raise FieldError(f"Trainer: query sets {self.query_sets} but the batch has no {QUERY_SET_FIELD!r} field "
                              f"(items of MeshFolderDataset(queries=...))")
-        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
-        mask = (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
+        mask = self.set_mask(batch)
         w = batch.query_weights if batch.query_weights is not None else torch.ones_like(mask[:, 0])
         return mask * w.float()[:, None]
+
+    def set_mask(self, batch: GeometryBatch) -> Tensor:
+        """With query sets: (ΣQ, F) 1 where the query belongs to the target's own set, else 0."""
+        from ..data.preprocess import QUERY_SET_FIELD
+
+        sid = batch.query_fields[QUERY_SET_FIELD][:, 0].round().long()
+        return (sid[:, None] == self._target_set.to(sid.device)[None, :]).float()
 
     def coefficient_errors(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int],
                            normalized: bool) -> Tensor:
@@ -504,6 +561,32 @@ class Trainer:
             raise FieldError(f"Trainer: the model returned shape {tuple(pred.shape)}, expected ({nq}, C) for {nq} queries")
         return pred
 
+    def _coefficient_term(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int]) -> Tensor:
+        """(B,) ``sum_k weight_k |c_bk(pred) - c_bk(true)|`` of ``coefficient_loss`` from the
+        normalised prediction and target (ΣQ, ΣC)."""
+        dc = self.coefficient_errors(batch, pred, y, widths, normalized=True)
+        return (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1)
+
+    def _ensemble_error(self, batch: GeometryBatch, y: Tensor, w: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """(B, F) training error of an :class:`~geoop.models.Ensemble`: the members' relative
+        L2 errors (and NLLs, over each target's own query set), averaged over the members;
+        and with ``coefficient_loss`` (B,) every member's coefficient term, averaged over the
+        members (else None)."""
+        if self.domain_parallel is not None or self.dist.world_size > 1:
+            raise ConfigError("Trainer: model.ensemble trains in one process (no torchrun / DDP, parallel.domain = 1)")
+        x = self._fields(batch.fields, self.inputs, "input")
+        widths = self.widths(batch)
+        extra = None
+        if self.coefficient_loss is not None:
+            def extra(p):
+                return self._coefficient_term(batch, p.float(), y, widths)
+        mask = None if self.query_sets is None else self.set_mask(batch)
+        with self._autocast():
+            out = self.model.member_losses(batch, x, y, widths, lambda p: relative_l2(
+                p.float(), y, batch.query_batch, batch.num_samples, widths, w), extra=extra, mask=mask)
+        err, coef = out if extra is not None else (out, None)
+        return err.float(), None if coef is None else coef.float()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the training data; returns all-reduced metrics."""
@@ -525,28 +608,35 @@ class Trainer:
 
                     batch = shard(batch, dp.rank, dp.world_size)
                 y = self._fields(batch.query_fields, self.targets, "target")
-                pred = self.forward(batch)
                 w = self.loss_weights(batch)
-                err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
-                                  reduce=None if dp is None else dp.all_reduce)
+                coef = None  # (B,) the weighted coefficient errors of coefficient_loss
+                if getattr(self.model, "is_ensemble", False):  # every member its own loss (geoop.models.ensemble)
+                    err, coef = self._ensemble_error(batch, y, w)
+                else:
+                    pred = self.forward(batch)
+                    err = relative_l2(pred, y, batch.query_batch, batch.num_samples, self.widths(batch), w,
+                                      reduce=None if dp is None else dp.all_reduce)
+                    if self.coefficient_loss is not None:
+                        coef = self._coefficient_term(batch, pred, y, self.widths(batch))
                 loss = err.mean()
-                if self.coefficient_loss is not None:
-                    dc = self.coefficient_errors(batch, pred, y, self.widths(batch), normalized=True)
-                    loss = loss + (dc.abs() * self.coefficient_loss["lambda"].to(dc)).sum(1).mean().float()
+                if coef is not None:
+                    loss = loss + coef.mean().float()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 # with domain parallelism every rank of the group computed the whole batch's
-                # loss: its share of the objective is loss / domain (geoop.distributed.domain)
-                scaled = loss if dp is None else loss / dp.world_size
+                # loss: its share of the objective is loss / domain (geoop.distributed.domain);
+                # FSDP averages the group's gradients itself (geoop.train.fsdp)
+                sync = dp is not None and not self.fsdp
+                scaled = loss / dp.world_size if sync else loss
                 if self.scaler is not None:
                     self.scaler.scale(scaled).backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                     self.scaler.unscale_(self.optimizer)
                 else:
                     scaled.backward()
-                    if dp is not None:
+                    if sync:
                         dp.sync_gradients()
                 if self.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -596,6 +686,9 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.reset()
         picture = self.tracker is not None and data is self.val_data and self.tracker.wants_picture()
+        # under FSDP every rank must run as many forward passes (each gathers parameters):
+        # the largest count is agreed before any of them
+        most = self._most_batches(len(loader)) if self.fsdp else 0
         for batch in loader:
             batch = batch.to(self.device)
             y = self._fields(batch.query_fields, self.targets, "target", encode=False)
@@ -615,6 +708,10 @@ class Trainer:
             if self.metrics is not None or picture:
                 self._per_sample(batch, pred, y, widths, picture)
                 picture = False
+        if len(loader) < most:  # forward passes on data[0], results dropped
+            extra = self.collate_fn([data[0]]).to(self.device)
+            for _ in range(most - len(loader)):
+                self.forward(extra, net=self.model)
         sums["n"] = count
         coef = {}
         if self.metrics is not None:  # coefficient sums, all-reduced with the field errors
@@ -628,6 +725,14 @@ class Trainer:
             out.update(self.metrics.summary(coef))
         self.model.train(was)
         return out
+
+    def _most_batches(self, mine: int) -> int:
+        """The largest number of batches over ranks (one all-reduce)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([mine], dtype=torch.long, device=self._reduce_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t)
 
     def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
         """Coefficient metrics of every item of a validation batch (decoded values) and, when
@@ -672,11 +777,17 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
         mc = getattr(self.model, "config", None)
+        if self.fsdp:  # a collective; the full states land on rank 0 (empty elsewhere)
+            from .fsdp import full_state
+
+            model_state, optim_state = full_state(self.model, self.optimizer)
+        else:
+            model_state, optim_state = strip_ddp_prefix(self.model.state_dict()), self.optimizer.state_dict()
         return {
             "epoch": int(self.epoch),
-            "model": strip_ddp_prefix(self.model.state_dict()),
+            "model": model_state,
             "model_config": _plain(mc) if isinstance(mc, Mapping) else {},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "normalizers": self.normalizers.state_dict() if self.normalizers is not None else {},
@@ -689,13 +800,23 @@ class Trainer:
             "best": self.best,
             "extra": _plain(self.extra_state),
             "preprocessor": self.preprocessor.state_dict() if self.preprocessor is not None else {},
+            "incremental": self.incremental.state_dict() if self.incremental is not None else {},
         }
 
     def load_state_dict(self, state: Mapping, source: str = "checkpoint") -> None:
         """Restore model, optimizer, scheduler, normalisers, RNG and epoch from ``state``."""
-        load_model_state(self.model, state["model"], source)
+        if self.fsdp:
+            from .checkpoint import check_state_dict
+            from .fsdp import load_full_state
+
+            check_state_dict(self.model, state["model"], source)
+        else:
+            load_model_state(self.model, state["model"], source)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.fsdp:
+                load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -703,6 +824,8 @@ class Trainer:
             raise CheckpointError(f"{source}: optimizer/scheduler state does not match this run: {e}") from e
         if state.get("normalizers") and self.normalizers is not None:
             self.normalizers.load_state_dict(state["normalizers"])
+        if self.incremental is not None and state.get("incremental"):
+            self.incremental.load_state_dict(state["incremental"])
         self.epoch = int(state["epoch"])
         self.history = [dict(h) for h in state.get("history", [])]
         self.best = state.get("best")
@@ -711,9 +834,12 @@ class Trainer:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write a checkpoint atomically (call on every rank; only rank 0 writes)."""
+        if not self.dist.is_main and not self.fsdp:
+            return Path(path)
+        state = self.state_dict()  # under FSDP a collective: every rank gathers
         if not self.dist.is_main:
             return Path(path)
-        return save_checkpoint(self.state_dict(), path)
+        return save_checkpoint(state, path)
 
     def resume(self, path: Union[str, os.PathLike]) -> None:
         """Load a checkpoint written by :meth:`save` (every rank reads it)."""
@@ -721,12 +847,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ files
     def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
-        if self.out_dir is None or not self.dist.is_main:
+        if self.out_dir is None or not (self.dist.is_main or self.fsdp):
+            return
+        state = self.state_dict()  # under FSDP a collective: every rank gathers, once
+        if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.save(self.out_dir / "last.pt")
+        save_checkpoint(state, self.out_dir / "last.pt")
         if improved and self.save_best:
-            self.save(self.out_dir / "best.pt")
+            save_checkpoint(state, self.out_dir / "best.pt")
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_plain(metrics)) + "\n")
         # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch
@@ -837,6 +966,9 @@ class Trainer:
                 m = self.train_epoch(e)
                 val = self.evaluate() if self.val_data is not None else {}
                 metrics = {"epoch": e + 1, **m, **{f"val/{k}": v for k, v in val.items()}, "time_s": time.perf_counter() - t0}
+                if self.incremental is not None:  # the modes this epoch trained with, then maybe grow
+                    metrics["modes"] = list(self.incremental.modes)
+                    self.incremental.update(m["train_loss"])
                 key = val.get("rel_l2", m["train_loss"])
                 improved = self.best is None or key < self.best
                 if improved:

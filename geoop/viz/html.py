@@ -114,7 +114,7 @@ def render_html(
         raise ShapeError(f"render_html: prediction {g.source or ''} has {g.n_points} points but truth {tg.source or ''} has "
                          f"{tg.n_points}; they must be on the same points")
     if fields is None:
-        base = [k for k in g.fields if not k.endswith(("_true", "_error"))]
+        base = [k for k in g.fields if not k.endswith(("_true", "_error", "_std"))]
         if tg is not None:
             fields = [k for k in base if k in tg.fields]
         else:
@@ -151,6 +151,9 @@ def render_html(
     flat = g.is_2d
 
     views = ["prediction", "truth", "|error|"] if has_truth else ["prediction"]
+    has_std = all(f"{f}_std" in g.fields for f, _, _ in data)  # an ensemble's std (geoop predict), beside the error
+    if has_std:
+        views.append("std")
     fig = make_subplots(rows=1, cols=len(views), specs=[[{"type": "scene"}] * len(views)], subplot_titles=views,
                         horizontal_spacing=0.02)
     vis, titles = [], []
@@ -159,6 +162,10 @@ def render_html(
         vals = [pv_] if tv_ is None else [pv_, tv_, np.abs(pv_ - tv_)]
         lo, hi = colour_limits(np.concatenate(vals[:2]), clim)
         elo, ehi = (0.0, colour_limits(vals[2], "robust")[1]) if tv_ is not None else (0.0, 1.0)
+        if has_std:  # on the error's colour range (or its own without truth)
+            sv = field_values(g, f"{name}_std", None, "std")[keep]
+            ehi = max(ehi, colour_limits(sv, "robust")[1]) if tv_ is not None else colour_limits(sv, "robust")[1]
+            vals.append(sv)
         label = name if g.fields[name].shape[1] == 1 else f"|{name}|"
         t = f"{title + ' - ' if title else ''}{label}"
         if tv_ is not None:
@@ -166,13 +173,14 @@ def render_html(
             t += f": relative L2 error {100 * e:.2f}%{' (in view)' if box is not None else ''}"
         titles.append(t)
         for vi, v in enumerate(vals):
-            err = vi == 2
+            err = vi >= 2 if tv_ is not None else vi == 1  # the error and std views: the error colour map and range
             cmin, cmax = (elo, ehi if ehi > 0 else 1.0) if err else (lo, hi)
             # one bar for prediction + truth (beside the truth), one for the error, apart
             bar = None
-            if vi == len(vals) - 1 or (vi == 1 and not err):
+            if vi == len(vals) - 1 or (vi == 1 and not err) or (vi == 0 and tv_ is None):
                 x_end = (vi + 1) / len(views) - 0.01
-                bar = dict(title=dict(text=f"|error| {label}" if err else label, side="right"), x=x_end, len=0.75,
+                what = ("|error|, std" if tv_ is not None else "std") if has_std else "|error|"
+                bar = dict(title=dict(text=f"{what} {label}" if err else label, side="right"), x=x_end, len=0.75,
                            thickness=14, tickformat=".3g", nticks=5)
             common = dict(name=f"{label} {views[vi]}", visible=fi == 0, showlegend=False, hoverinfo="text+name",
                           hovertext=[f"{x:.4g}" for x in v] if v.shape[0] <= 20000 else None)

@@ -259,6 +259,8 @@ def render(
                 f"render: prediction {g.source or g.name or ''} has {pred.shape[0]} points but truth "
                 f"{truth.source or truth.name or ''} has {tvals.shape[0]}; they must be on the same points"
             )
+    std_name = f"{field}_std"  # an ensemble's standard deviation, written by geoop predict
+    svals = field_values(g, std_name, component, "std") if std_name in g.fields else None
     _resolve_cmap(cmap)
     _resolve_cmap(error_cmap)
     if body is not None and not isinstance(body, Geometry):
@@ -274,9 +276,9 @@ def render(
     label = field if component is None else f"{field}[{component}]"
     if component is None and g.fields[field].dim() == 2 and g.fields[field].shape[1] > 1:
         label = f"|{field}|"
-    n_views = 1 if tvals is None else 3
+    n_views = (1 if tvals is None else 3) + (svals is not None)
     if window_size is None:
-        window_size = (800, 640) if n_views == 1 else (1800, 640)
+        window_size = (800, 640) if n_views == 1 else (600 * n_views, 640)
     # a title row spanning all columns above the views, a colour-bar row below them (bars
     # never cover the geometry)
     plotter = pv.Plotter(off_screen=True, shape=(3, n_views), row_weights=[0.09, 0.77, 0.14], groups=[(0, np.s_[:])],
@@ -294,8 +296,15 @@ def render(
             # one colour bar title for prediction and truth: PyVista shares the bar
             meshes.append((_mesh(pv, g, label, pred), label, [lo, hi], cmap, label, "prediction"))
             meshes.append((_mesh(pv, g, label, tvals), label, [lo, hi], cmap, label, "truth"))
+            if svals is not None:  # the std beside the error, on one colour range: where is the model unsure, where wrong
+                emax = max(emax, colour_limits(svals[view], "robust")[1])
             ename = f"abs. error {label}"
             meshes.append((_mesh(pv, g, ename, err), ename, [0.0, emax if emax > 0 else 1.0], error_cmap, ename, "absolute error"))
+        if svals is not None:
+            smax = emax if tvals is not None else colour_limits(svals[view], "robust")[1]
+            sname = f"std {label}"
+            meshes.append((_mesh(pv, g, sname, svals), sname, [0.0, smax if smax > 0 else 1.0], error_cmap, sname,
+                           "ensemble std"))
         for i, (mesh, name, clim, cm, bar, sub) in enumerate(meshes):
             plotter.subplot(1, i)
             if focus is not None:
