@@ -303,15 +303,53 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
     sdf_cache = {}
 
     def forward(s):
-        key = s.meta.get("case", id(s))
-        if key not in sdf_cache:
-            sdf_cache[key] = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+        key = s.meta.get("case")  # training items name their case; a prediction's sample is computed afresh
+        sdf = sdf_cache.get(key) if key is not None else None
+        if sdf is None:
+            sdf = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+            if key is not None:
+                sdf_cache[key] = sdf
         out = model(input_geom=s.geometry.points[None].float(), latent_queries=grid[None],
                     output_queries=s.queries.points[None].float(), x=s.geometry.normals[None].float(),
-                    latent_features=sdf_cache[key])
+                    latent_features=sdf)
         return out[0]
 
     return _peer_loop(cfg, model, forward, minutes, threads)
+
+
+def _token_features(cfg: dict):
+    """``features(sample) -> (Q, 4)`` for the point-wise peers: the surface normal on the
+    surface set's rows (zero elsewhere) and a surface flag. The combined query geometry
+    carries no normals when one set has none (the volume cloud), so a surface row takes the
+    normal of its nearest point of the input surface (the same file: its own vertex, at
+    distance 0), cached per case."""
+    import torch
+    from scipy.spatial import cKDTree
+
+    from geoop.data.preprocess import QUERY_SET_FIELD
+
+    d = cfg["data"]
+    sid_surface = [q["name"] for q in d["queries"]].index(d["metrics_reference"]["field"].partition("/")[0])
+    cache: dict = {}
+
+    def features(s):
+        key = s.meta.get("case")  # training items name their case; a prediction's sample is computed afresh
+        if key is None or key not in cache:
+            q = s.queries
+            surf = q.fields[QUERY_SET_FIELD][:, 0].round().long() == sid_surface
+            nrm = torch.zeros_like(q.points, dtype=torch.float32)
+            if q.normals is not None:
+                nrm[surf] = q.normals[surf].float()
+            elif s.geometry.normals is not None and bool(surf.any()):
+                _, j = cKDTree(s.geometry.points.double().numpy()).query(q.points[surf].double().numpy())
+                nrm[surf] = s.geometry.normals[torch.as_tensor(j)].float()
+            out = torch.cat([nrm, surf.float()[:, None]], 1)
+            if key is None:
+                return out
+            cache[key] = out
+        return cache[key]
+
+    return features
 
 
 #: PhysicsNeMo's published DrivAerML settings (examples/cfd/external_aerodynamics/transolver,
@@ -336,14 +374,10 @@ def worker_transolver(cfg, minutes, threads) -> dict:
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, use_te=False, **TRANSOLVER_SETTINGS)
 
-    def forward(s):
-        from geoop.data.preprocess import QUERY_SET_FIELD
+    features = _token_features(cfg)
 
-        q = s.queries
-        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
-        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
-        fx = torch.cat([nrm.float() * surf, surf], 1)[None]
-        return model(fx, q.points[None].float())[0]
+    def forward(s):
+        return model(features(s)[None], s.queries.points[None].float())[0]
 
     return _peer_loop(cfg, model, forward, minutes, threads, lr=TRANSOLVER_LR)
 
@@ -352,16 +386,13 @@ def worker_mlp(cfg, minutes, threads) -> dict:
     """A per-point MLP baseline (coordinates, normal, set flag -> all outputs)."""
     import torch
 
-    from geoop.data.preprocess import QUERY_SET_FIELD
-
     model = torch.nn.Sequential(torch.nn.Linear(7, 128), torch.nn.GELU(), torch.nn.Linear(128, 128), torch.nn.GELU(),
                                 torch.nn.Linear(128, 8))
 
+    features = _token_features(cfg)
+
     def forward(s):
-        q = s.queries
-        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
-        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
-        return model(torch.cat([q.points.float(), nrm.float() * surf, surf], 1))
+        return model(torch.cat([s.queries.points.float(), features(s)], 1))
 
     return _peer_loop(cfg, model, forward, minutes, threads)
 
