@@ -83,3 +83,21 @@ def test_peer_worker_runs_in_its_environment(arm, cases, tmp_path):
     assert r["steps"] > 0 and r["params"] > 0
     for k in ("surface/p", "points/U", "cd/mae"):
         assert math.isfinite(r[k]), k
+
+
+def test_point_peers_see_the_surface_normals(cases, tmp_path):
+    """Transolver's and the MLP's tokens: the surface file's normals on the surface rows (the
+    combined queries carry none, the volume cloud having none), zero and flag 0 elsewhere."""
+    import geoop
+
+    bench = _bench()
+    rc = bench._resolved(bench.recipe_config(cases, tmp_path / "run", 0.01, tiny=True, force=False))
+    peer = bench._peer_data(rc)
+    s = peer[0]
+    f = bench._token_features(rc)(s)
+    surf = f[:, 3] == 1
+    g = geoop.read(cases / f"{s.meta['case']}_surface.vtp")
+    assert int(surf.sum()) == g.n_points and f.shape == (s.queries.n_points, 4)
+    ref = torch.nn.functional.normalize(g.normals.float(), dim=1)
+    torch.testing.assert_close(torch.nn.functional.normalize(f[surf, :3], dim=1), ref, atol=1e-5, rtol=0)
+    assert (f[~surf] == 0).all()
