@@ -40,7 +40,7 @@ def test_same_seed_gives_same_files(tmp_path, capsys):
 
 
 def test_unknown_generator_option_is_a_clear_error(tmp_path, capsys):
-    assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "x"), "-p", "camber=0.1"]) == 1
+    assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "x"), "-p", "camber=0.1"]) == 2
     err = capsys.readouterr().err
     assert "camber" in err and "alpha_deg" in err  # names the bad key and the valid ones
 
