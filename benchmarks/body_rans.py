@@ -237,8 +237,10 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
     targets, names = train.targets, train.preprocessor.set_names
     widths = train.preprocessor.target_widths()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    budget, t0, steps, times = 60.0 * minutes, time.perf_counter(), 0, []
+    budget, t0, steps, times, epoch = 60.0 * minutes, time.perf_counter(), 0, [], 0
     while time.perf_counter() - t0 < budget or steps == 0:
+        train.set_epoch(epoch)  # a fresh random query subsample ([data] subsample) each epoch, as geoop's trainer
+        epoch += 1
         for i in torch.randperm(len(train)).tolist():
             s = train[i]
             ts = time.perf_counter()
@@ -322,7 +324,7 @@ def _token_features(cfg: dict):
     surface set's rows (zero elsewhere) and a surface flag. The combined query geometry
     carries no normals when one set has none (the volume cloud), so a surface row takes the
     normal of its nearest point of the input surface (the same file: its own vertex, at
-    distance 0), cached per case."""
+    distance 0); the input surface's search tree is cached per case."""
     import torch
     from scipy.spatial import cKDTree
 
@@ -333,21 +335,21 @@ def _token_features(cfg: dict):
     cache: dict = {}
 
     def features(s):
-        key = s.meta.get("case")  # training items name their case; a prediction's sample is computed afresh
-        if key is None or key not in cache:
-            q = s.queries
-            surf = q.fields[QUERY_SET_FIELD][:, 0].round().long() == sid_surface
-            nrm = torch.zeros_like(q.points, dtype=torch.float32)
-            if q.normals is not None:
-                nrm[surf] = q.normals[surf].float()
-            elif s.geometry.normals is not None and bool(surf.any()):
-                _, j = cKDTree(s.geometry.points.double().numpy()).query(q.points[surf].double().numpy())
-                nrm[surf] = s.geometry.normals[torch.as_tensor(j)].float()
-            out = torch.cat([nrm, surf.float()[:, None]], 1)
-            if key is None:
-                return out
-            cache[key] = out
-        return cache[key]
+        q = s.queries
+        surf = q.fields[QUERY_SET_FIELD][:, 0].round().long() == sid_surface
+        nrm = torch.zeros_like(q.points, dtype=torch.float32)
+        if q.normals is not None:
+            nrm[surf] = q.normals[surf].float()
+        elif s.geometry.normals is not None and bool(surf.any()):
+            key = s.meta.get("case")  # training items name their case (the queries vary: [data] subsample)
+            tree = cache.get(key) if key is not None else None
+            if tree is None:
+                tree = cKDTree(s.geometry.points.double().numpy())
+                if key is not None:
+                    cache[key] = tree
+            _, j = tree.query(q.points[surf].double().numpy())
+            nrm[surf] = s.geometry.normals[torch.as_tensor(j)].float()
+        return torch.cat([nrm, surf.float()[:, None]], 1)
 
     return features
 
@@ -375,9 +377,22 @@ def worker_transolver(cfg, minutes, threads) -> dict:
     model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, use_te=False, **TRANSOLVER_SETTINGS)
 
     features = _token_features(cfg)
+    sub = cfg["data"].get("subsample")
+    sub = sub.get("queries") if isinstance(sub, dict) else sub
 
     def forward(s):
-        return model(features(s)[None], s.queries.points[None].float())[0]
+        f, x = features(s), s.queries.points.float()
+        n = x.shape[0]
+        chunk = 0 if sub is None else (int(sub) if float(sub) > 1 else math.ceil(float(sub) * n))
+        if model.training or not chunk or n <= chunk:
+            return model(f[None], x[None])[0]
+        # evaluated on point sets like those it trained on (as PhysicsNeMo's inference on
+        # large meshes): random chunks of the training token count covering every query
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        out = torch.empty(n, 8)
+        for idx in perm.tensor_split(math.ceil(n / chunk)):
+            out[idx] = model(f[idx][None], x[idx][None])[0]
+        return out
 
     return _peer_loop(cfg, model, forward, minutes, threads, lr=TRANSOLVER_LR)
 
