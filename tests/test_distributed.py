@@ -3,11 +3,11 @@ global batch."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _helpers import free_port
 from _train_models import PointNetField, make_samples
 
 from geoop.train import Trainer
@@ -17,12 +17,6 @@ EPOCHS, N_SAMPLES, PER_RANK_BATCH = 2, 8, 2
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _trainer(dist_info, batch_size, out_dir=None):
@@ -49,7 +43,7 @@ def _worker(rank, world, port, out):
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["sum"] == r1["sum"] == 1.0
