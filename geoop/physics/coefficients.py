@@ -179,12 +179,11 @@ def coefficient_weights(
         if plane is None:
             pr, sr = force_rows(e) if what == "f" else moment_rows(e)
         else:
-            n, c = x.new_tensor(plane.normal), float(plane.offset)
-            Re = e - 2.0 * (e @ n) * n
+            Re = plane.reflect_vectors(e)
             if what == "f":
                 pr, sr = force_rows(e + Re)
             else:
-                arm = 2.0 * (x0 @ n - c) * n
+                arm = 2.0 * plane.distance(x0) * x.new_tensor(plane.normal)  # x0 - R x0
                 p1, s1 = moment_rows(e - Re)
                 p2, s2 = force_rows(torch.linalg.cross(Re, arm))
                 pr, sr = p1 - p2, s1 - s2

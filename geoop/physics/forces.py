@@ -425,12 +425,8 @@ def _symmetry_plane(surface: Geometry, symmetry):
 def _full_body_loads(F: Tensor, M: Tensor, x0: Tensor, plane) -> tuple[Tensor, Tensor]:
     """(F + R F, M - R (M + (x0 - R x0) x F)): the half's loads plus its mirror image's
     (module docstring). Shapes: F, M, x0 (3,)."""
-    n = F.new_tensor(plane.normal)
-
-    def R(v: Tensor) -> Tensor:
-        return v - 2.0 * (v @ n) * n
-
-    arm = 2.0 * (x0 @ n - plane.offset) * n  # x0 - R x0
+    R = plane.reflect_vectors
+    arm = 2.0 * plane.distance(x0) * F.new_tensor(plane.normal)  # x0 - R x0
     return F + R(F), M - R(M + torch.linalg.cross(arm, F))
 
 
