@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DatasetError, GeoopError
+from .losses import field_columns
 
 __all__ = ["LEVELS", "fit_temperature", "calibrate_checkpoint", "interval_coverage", "gaussian_crps", "spearman",
            "calibration_metrics", "reliability_curve", "reliability_diagram", "ensemble_fields", "member_coefficients",
@@ -199,10 +200,7 @@ def member_coefficients(metrics, case: str, surface, points: Tensor, members: Ma
     the pressure, so scaling the members' deviations from the mean field by :math:`T` scales
     their coefficients' deviations by :math:`T`."""
     K = next(iter(members.values())).shape[0]
-    cols, c0 = {}, 0
-    for n in targets:
-        cols[n] = slice(c0, c0 + members[n].shape[2])
-        c0 += members[n].shape[2]
+    cols = field_columns(targets, [members[n].shape[2] for n in targets])
     per = []
     for k in range(K):
         pred = torch.cat([members[n][k].double() for n in targets], 1)
