@@ -36,6 +36,7 @@ from torch import Tensor
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
+from ..geometry.symmetry import is_surface
 from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
 
 __all__ = ["Preprocessor", "GEOMETRY_NORMALIZATIONS", "DEFAULT_BODY_MARGINS", "body_box", "check_body_margins",
@@ -70,12 +71,6 @@ def set_of_target(target: str) -> tuple[str, str]:
     return (a, b) if sep else ("", target)
 
 
-def _is_surface(g: Geometry) -> bool:
-    """Cells one dimension below the space: a body surface (3-D) or a boundary polyline (2-D)."""
-    td = g.topological_dim
-    return td > 0 and td == (2 if g.is_2d else g.dim) - 1
-
-
 def combine_query_sets(parts: Sequence[Geometry], names: Sequence[str], weighting: Sequence[str] = ()) -> Geometry:
     """One query geometry from the query sets of a case (each with its bare target fields):
     points side by side (set order), field ``f`` of set ``s`` as ``"s/f"`` (zero on the other
@@ -96,7 +91,7 @@ def combine_query_sets(parts: Sequence[Geometry], names: Sequence[str], weightin
             full = torch.zeros(q, v.shape[1], dtype=dtype)
             full[rows] = v.to(dtype)
             fields[f"{name}/{f}"] = full
-        quad = wt == "quadrature" or (wt == "surface" and _is_surface(g))  # None / "points": 1 per query
+        quad = wt == "quadrature" or (wt == "surface" and is_surface(g))  # None / "points": 1 per query
         ws.append(g.weights.to(dtype) if quad else torch.ones(g.n_points, dtype=dtype))
         sid.append(torch.full((g.n_points, 1), float(i), dtype=dtype))
         r0 += g.n_points
