@@ -317,6 +317,13 @@ def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -
                     fields={n: v[keep] for n, v in g.fields.items()}, name=g.name, source=g.source, validate=False)
 
 
+def _with_fields(g: Geometry, fields: Mapping, name: Optional[str], symmetry) -> Geometry:
+    """``g``'s mesh with ``fields`` only, named ``name`` (default its own) and ``symmetry``,
+    not yet validated."""
+    return Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fields, name=name or g.name,
+                    source=g.source, validate=False, symmetry=symmetry)
+
+
 class Preprocessor:
     """Reading, coordinate and field normalisation of cases (see the module docstring).
 
@@ -391,35 +398,34 @@ class Preprocessor:
         cells kept, cropped), 3-D, in file coordinates."""
         if len(parts) != len(self.query_sets):
             raise DatasetError(f"{name or g.source}: {len(parts)} query geometries for {len(self.query_sets)} query sets")
-        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin, name=name or g.name,
-                       source=g.source, validate=False, symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        gin = self._input_geometry(g, name)
         gin.validate()
         sets = []
         for spec, q in zip(self.query_sets, parts):
-            fq = pick_fields(q, spec["targets"], q.source or name or spec["name"], f"target (query set {spec['name']!r})",
-                             required=targets_required)
-            gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq, name=name or q.name,
-                          source=q.source, validate=False, symmetry=gin.symmetry if q is g else q.symmetry)
+            gq = _with_fields(q, pick_fields(q, spec["targets"], q.source or name or spec["name"],
+                                             f"target (query set {spec['name']!r})", required=targets_required),
+                              name, gin.symmetry if q is g else q.symmetry)
             gq.validate()
             sets.append(self.crop_queries(gin, pad_z(gq))[1])
         combined = combine_query_sets(sets, self.set_names, [spec.get("weighting") for spec in self.query_sets])
         return pad_z(gin), combined, sets
 
     # ------------------------------------------------------------------ 1. reading
+    def _input_geometry(self, g: Geometry, name: Optional[str]) -> Geometry:
+        """``g`` with the input fields only and the dataset's symmetry plane (when one is
+        set), not yet validated."""
+        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
+        return _with_fields(g, fin, name, g.symmetry if self.symmetry is None else self.symmetry)
+
     def split_geometries(self, g: Geometry, q: Optional[Geometry], name: Optional[str] = None,
                          targets_required: bool = True) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields) from
         read geometries (``q`` None: the same one), 3-D, validated."""
-        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin,
-                       name=name or g.name, source=g.source, validate=False,
-                       symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        gin = self._input_geometry(g, name)
         same = q is None
         q = g if q is None else q
         fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
-        gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq,
-                      name=name or q.name, source=q.source, validate=False, symmetry=gin.symmetry if same else q.symmetry)
+        gq = _with_fields(q, fq, name, gin.symmetry if same else q.symmetry)
         for gg in (gin, gq):
             gg.validate()
         return pad_z(gin), pad_z(gq)
