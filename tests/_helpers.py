@@ -1,4 +1,5 @@
-"""Helpers shared by several test files: a free TCP port for torch.distributed, the tiny 2-D
+"""Helpers shared by several test files: a free TCP port and a rank's environment for
+torch.distributed, the tiny 2-D
 annulus cases of the command-line tests and a tiny GINO training config for them."""
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def dist_env(rank: int, world: int, port: int) -> dict:
+    """The environment a torchrun-launched rank sees (gloo on 127.0.0.1:``port``), for
+    ``os.environ.update`` in an ``mp.spawn`` worker before ``init_distributed``."""
+    return {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}
 
 
 def annulus(amp: float, angle: float, centre=(10.0, 5.0), scale=3.0, n_r=6, n_t=20) -> Geometry:

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from _helpers import free_port
+from _helpers import dist_env, free_port
 from _train_models import PointNetField, make_samples
 
 from geoop.train import Trainer
@@ -28,8 +28,7 @@ def _trainer(dist_info, batch_size, out_dir=None):
 
 def _worker(rank, world, port, out):
     torch.set_num_threads(1)
-    env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    os.environ.update(env)
+    os.environ.update(dist_env(rank, world, port))
     info = init_distributed(torch.device("cpu"))
     try:
         assert info.world_size == world and info.backend == "gloo"

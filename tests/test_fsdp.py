@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
-from _helpers import free_port, tiny_gino_config, write_annulus_cases
+from _helpers import dist_env, free_port, tiny_gino_config, write_annulus_cases
 from _train_models import make_samples
 
 from geoop.errors import ConfigError, DistributedError
@@ -43,8 +43,7 @@ def _trainer(info, batch_size, fsdp, out_dir=None, domain=1):
 
 def _init(rank, world, port):
     torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(dist_env(rank, world, port))
     return init_distributed(torch.device("cpu"), timeout_s=180)  # a mismatch fails, never hangs the suite
 
 
