@@ -4,18 +4,22 @@ A file is written to a temporary name in the destination folder, flushed and fsy
 given the permissions a normal ``open(path, "w")`` would give (``0o666 & ~umask``; plain
 ``tempfile.mkstemp`` files are ``0o600``), then moved into place with :func:`os.replace`.
 On any failure (``KeyboardInterrupt`` included) the temporary file is removed and the
-previous file at ``path``, if any, is untouched.
+previous file at ``path``, if any, is untouched; an ``OSError`` that names no file (a full
+disk reported by ``write``/``fsync``) is re-raised naming ``path``.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json", "file_mode", "remove_stale_temps"]
+__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json", "file_mode", "remove_stale_temps",
+           "deferred_interrupts"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,6 +54,11 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
         yield tmp
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.filename is None and e.errno is not None:  # a failed write() names no file: name the destination
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
     except BaseException:
         _remove(tmp)
         raise
@@ -85,6 +94,34 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
             os.unlink(path.parent / name)
             removed.append(path.parent / name)
     return removed
+
+
+@contextlib.contextmanager
+def deferred_interrupts(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then act on the first one received as its
+    previous handler would (``KeyboardInterrupt`` for Ctrl-C). For writes that call back into
+    Python from native code (``torch.save`` into a file object), where an exception raised
+    mid-write is turned into an unrelated ``RuntimeError``: the write completes (or fails on
+    its own), then the interrupt is seen. Outside the main thread nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list = []
+    old = {}
+    try:
+        for s in signals:
+            old[s] = signal.signal(s, lambda signum, frame: received.append((signum, frame)))
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if received:
+            signum, frame = received[0]
+            h = old.get(signum)
+            if callable(h):
+                h(signum, frame)
+            elif h == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -19,6 +19,9 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "DistributedError",
+    "RunFolderError",
+    "TrainingDiverged",
+    "MemoryBudgetError",
     "SymmetryError",
     "GeoopWarning",
     "UnsignedSDFWarning",
@@ -74,6 +77,20 @@ class DatasetError(GeoopError, RuntimeError):
 
 class DistributedError(GeoopError, RuntimeError):
     """A multi-process run is set up inconsistently (no process group, ranks disagree)."""
+
+
+class RunFolderError(GeoopError, RuntimeError):
+    """A run folder is in use by another process, or already holds a run that would be overwritten."""
+
+
+class TrainingDiverged(GeoopError, FloatingPointError):
+    """Training produced a non-finite loss, gradient norm or weights; nothing non-finite was
+    saved over the last good checkpoint."""
+
+
+class MemoryBudgetError(GeoopError, MemoryError):
+    """An allocation (latent grid, neighbourhoods) was estimated to exceed the available memory
+    and refused before it was attempted."""
 
 
 class SymmetryError(ShapeError):

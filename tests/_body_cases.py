@@ -1,7 +1,7 @@
 """Tiny synthetic 3-D half-body cases in the layout of ``geoop data body --solver rans``
 (analytic fields, no solver): per case ``case_XXXX_surface.vtp`` (half body on the symmetry
 plane y = 0, point data ``p`` (a pressure coefficient), ``wallShearStress`` (over q),
-``Normals``) and ``case_XXXX_points.vtp`` (a volume point cloud around it with ``p`` and
+``Normals``) and ``case_XXXX_points.vtu`` (a volume point cloud around it with ``p`` and
 ``U``), and ``manifest.json`` with ``cd``, ``cl`` (full-body coefficients: the half's forces with its
 symmetry plane), their pressure / friction parts, the full body's frontal ``area`` and the
 split."""
@@ -94,14 +94,14 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
         geoop.write(surf, root / f"{name}_surface.vtp")
         x, p, U = volume_points(rng, a, b, c, n_points)
         geoop.write(Geometry(torch.as_tensor(x), fields={"p": torch.as_tensor(p), "U": torch.as_tensor(U)}),
-                    root / f"{name}_points.vtp")
+                    root / f"{name}_points.vtu")
         area = float(np.pi * b * c)  # the full body's frontal area; forces of the half with its plane: the full body's
         half = geoop.read(root / f"{name}_surface.vtp")
         r = forces(half, "p", "wallShearStress", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
         rp = forces(half, "p", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
-        records.append({"case": name, "split": "test" if i in test else "train", "area": area,
+        records.append({"case": name, "split": "test" if i in test else "train", "aref": area,
                         "cd": r.coefficients["cd"], "cl": r.coefficients["cl"],
-                        "cd_pressure": rp.coefficients["cd"], "cd_friction": r.coefficients["cd"] - rp.coefficients["cd"],
+                        "cd_pressure": rp.coefficients["cd"], "cd_viscous": r.coefficients["cd"] - rp.coefficients["cd"],
                         "params": {"a": a, "b": b, "c": c, "slant": slant, "base": k}})
     (root / "manifest.json").write_text(json.dumps({"generator": "tests/_body_cases.py", "cases": records}, indent=1))
     return records

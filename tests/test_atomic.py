@@ -31,3 +31,19 @@ def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
             open(tmp, "wb").write(b"x")
             raise KeyboardInterrupt
     assert os.listdir(tmp_path) == ["ckpt.bin"]
+
+
+def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
+    import os
+    import signal
+
+    import pytest
+
+    from geoop._atomic import deferred_interrupts
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("write finished")  # not interrupted mid-block
+    assert done == ["write finished"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = [{"name": "surface", "file": "{case}_surface.vtp", "targets": ["p", "wallShearStress"]},
-        {"name": "points", "file": "{case}_points.vtp", "targets": ["p", "U"]}]
+        {"name": "points", "file": "{case}_points.vtu", "targets": ["p", "U"]}]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_two_query_sets_loss_equals_separate_per_set_losses(cases):
     assert both.targets == ["surface/p", "surface/wallShearStress", "points/p", "points/U"]
     surf = MeshFolderDataset(root, targets=["p", "wallShearStress"], input_file="{case}_surface.vtp",
                              query_file="{case}_surface.vtp", manifest=False, test_fraction=0.0)
-    pts = MeshFolderDataset(root, targets=["p", "U"], input_file="{case}_surface.vtp", query_file="{case}_points.vtp",
+    pts = MeshFolderDataset(root, targets=["p", "U"], input_file="{case}_surface.vtp", query_file="{case}_points.vtu",
                             manifest=False, test_fraction=0.0)
     # the per-set normalisers are the single-set datasets' ones
     for a, b in (("surface/p", surf.normalizers["p"]), ("points/U", pts.normalizers["U"])):
@@ -178,7 +178,7 @@ def test_coefficient_loss_matches_forces_and_has_gradients(cases):
     from geoop.train import Trainer
 
     root, recs = cases
-    area = {r["case"]: r["area"] for r in recs}
+    area = {r["case"]: r["aref"] for r in recs}
     ref = lambda case: {"area": area[case]}  # noqa: E731
     ds = MeshFolderDataset(root, input_file="{case}_surface.vtp", queries=SETS, manifest=False, test_fraction=0.0,
                            forces={"field": "surface/p", "wall_shear": "surface/wallShearStress", "names": ["cd", "cl"],
@@ -254,7 +254,7 @@ def test_train_evaluate_render_recipe(cases, tmp_path, capsys):
     torch.testing.assert_close(surf.fields["p_true"][:, 0], src.fields["p"].reshape(-1).to(surf.dtype))
     e = float((surf.fields["p"] - surf.fields["p_true"]).norm() / surf.fields["p_true"].norm())
     assert e == pytest.approx(row["rel_l2_surface/p"], rel=1e-5)
-    pts = geoop.read(out / "test" / f"{row['case']}_points_pred.vtp")
+    pts = geoop.read(out / "test" / f"{row['case']}_points_pred.vtu")
     assert {"p", "U", "U_true"} <= set(pts.fields) and "wallShearStress" not in pts.fields
 
     # geoop predict: one set's fields under their own names (default: the set of the input file)
@@ -265,7 +265,7 @@ def test_train_evaluate_render_recipe(cases, tmp_path, capsys):
     assert info["query_set"] == "surface" and info["fields"] == ["p", "wallShearStress"]
     assert info["rel_l2"]["p"] == pytest.approx(row["rel_l2_surface/p"], rel=1e-5)
     assert info["coefficients"]["cd"] == pytest.approx(row["cd_pred"], rel=1e-5)
-    assert main(["predict", "--checkpoint", ck, "--geometry", str(case), "--on", str(root / f"{row['case']}_points.vtp"),
+    assert main(["predict", "--checkpoint", ck, "--geometry", str(case), "--on", str(root / f"{row['case']}_points.vtu"),
                  "--query-set", "points", "--out", str(tmp_path / "v.vtp")]) == 0
     v = geoop.read(tmp_path / "v.vtp")
     assert {"p", "U", "U_true"} <= set(v.fields) and not any("/" in k for k in v.fields)

@@ -79,18 +79,18 @@ def test_train_resume_predict_render(tmp_path, folder, capsys):
 def test_cli_errors_exit_nonzero_with_clear_messages(tmp_path, folder, capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n[output]\ndir = "{tmp_path}"\n[optim]\nlearning_rate = 1\n')
-    assert main(["train", str(cfg)]) == 1
+    assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "geoop train: error:" in err and "unknown key ['learning_rate']" in err and "'lr'" in err and "bad.toml" in err
     cfg.write_text(f'[data]\nfolder = "{folder}"\n[output]\ndir = "{tmp_path}"\n')
-    assert main(["train", str(cfg)]) == 1
+    assert main(["train", str(cfg)]) == 2
     assert "missing required key data.targets" in capsys.readouterr().err
     cfg.write_text(f'[data]\nfolder = "{folder}"\ntargets = ["p"]\n[model]\nlatent_shap = [4, 4]\n[output]\ndir = "{tmp_path}"\n')
-    assert main(["train", str(cfg)]) == 1
+    assert main(["train", str(cfg)]) == 2
     assert "[model]: unknown key ['latent_shap']" in capsys.readouterr().err
-    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--geometry", str(folder / "case_00.vtu"), "--out", str(tmp_path / "x.vtu")]) == 1
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--geometry", str(folder / "case_00.vtu"), "--out", str(tmp_path / "x.vtu")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err
-    assert main(["render", str(folder / "case_00.vtu"), "--field", "T", "--out", str(tmp_path / "x.png")]) == 1
+    assert main(["render", str(folder / "case_00.vtu"), "--field", "T", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "no point field 'T'" in err and "['a', 'p']" in err
 
@@ -104,7 +104,7 @@ def test_predict_without_input_field_names_field_and_file(tmp_path, folder, caps
     capsys.readouterr()
     rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--geometry", str(tmp_path / "no_a.vtu"), "--out", str(tmp_path / "o.vtu")])
     err = capsys.readouterr().err
-    assert rc == 1 and "no_a.vtu" in err and "input field 'a'" in err
+    assert rc == 2 and "no_a.vtu" in err and "input field 'a'" in err
     assert not (tmp_path / "o.vtu").exists()
 
 

@@ -40,7 +40,7 @@ def test_same_seed_gives_same_files(tmp_path, capsys):
 
 
 def test_unknown_generator_option_is_a_clear_error(tmp_path, capsys):
-    assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "x"), "-p", "camber=0.1"]) == 1
+    assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "x"), "-p", "camber=0.1"]) == 2
     err = capsys.readouterr().err
     assert "camber" in err and "alpha_deg" in err  # names the bad key and the valid ones
 
@@ -56,7 +56,7 @@ def test_check_reports_bad_cases(tmp_path, capsys):
 
 
 def test_generator_choice_and_params_resolution():
-    with pytest.raises(ConfigError, match=r"valid: \['airfoil', 'body3d', 'sphere'\]"):
+    with pytest.raises(ConfigError, match=r"valid: \['airfoil', 'body', 'body3d', 'sphere'\]"):
         resolve_generator("wing")
     assert parse_params(["alpha_deg=0,8", "n_volume=500", "naca='0012'", "m=[0, 0.04]"]) == {
         "alpha_deg": (0, 8), "n_volume": 500, "naca": "0012", "m": (0, 0.04)}

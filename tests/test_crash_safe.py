@@ -140,10 +140,16 @@ def test_truncated_or_tampered_checkpoint_is_a_checkpoint_error(tmp_path):
     torch.save(state, bad)
     with pytest.raises(CheckpointError, match="checksum"):
         load_checkpoint(bad)
-    # checkpoints written before checksums existed still load
+    # deleting the checksum does not switch the check off: a current-version file needs it
     del state["checksum"]
     torch.save(state, bad)
-    assert load_checkpoint(bad)["epoch"] == 4
+    with pytest.raises(CheckpointError, match="has no checksum"):
+        load_checkpoint(bad)
+    # only a file of the older format version (written before checksums existed) loads, with a warning
+    state["version"] = 1
+    torch.save(state, bad)
+    with pytest.warns(UserWarning, match="no checksum|integrity"):
+        assert load_checkpoint(bad)["epoch"] == 4
 
 
 # ---------------------------------------------------------------------------- datasets

@@ -374,7 +374,7 @@ def test_ensemble_with_query_sets_and_coefficient_loss_per_member(bodies):
     from geoop.train.losses import relative_l2
 
     root, recs = bodies
-    area = {r["case"]: r["area"] for r in recs}
+    area = {r["case"]: r["aref"] for r in recs}
     forces = {"field": "surface/p", "wall_shear": "surface/wallShearStress", "names": ["cd", "cl"],
               "reference": lambda case: {"area": area[case]}}
     cfg = {"out_channels": 8, "coord_dim": 3, "latent": {"shape": (6, 6, 6), "features": ["sdf"]},
@@ -420,7 +420,7 @@ def test_ensemble_with_query_sets_and_coefficient_loss_per_member(bodies):
 
 
 SETS_BODY = [{"name": "surface", "file": "{case}_surface.vtp", "targets": ["p", "wallShearStress"]},
-             {"name": "points", "file": "{case}_points.vtp", "targets": ["p", "U"]}]
+             {"name": "points", "file": "{case}_points.vtu", "targets": ["p", "U"]}]
 
 
 @pytest.mark.slow
@@ -462,7 +462,7 @@ def test_cli_ensemble_query_sets_train_calibrate_evaluate_predict(bodies, tmp_pa
     ratios = {n: [] for n in trained.targets}
     for c in val:
         g = geoop.read(root / f"{c}_surface.vtp")
-        parts = [g, geoop.read(root / f"{c}_points.vtp")]
+        parts = [g, geoop.read(root / f"{c}_points.vtu")]
         _, q, _ = trained.preprocessor.read_sets(g, parts, c, targets_required=False)
         res, _ = predict_geometry(_uncalibrated(trained), g, q)
         for s, part in split_query_sets(res, ["surface", "points"]).items():
@@ -483,7 +483,7 @@ def test_cli_ensemble_query_sets_train_calibrate_evaluate_predict(bodies, tmp_pa
     assert {"cd_std", "cl_std", "mean_std_surface/p", "mean_std_points/U"} <= set(row) and row["cd_std"] > 0
     assert set(rep["coefficient_coverage_2std"]) == {"cd", "cl"}
     surf = geoop.read(out / "train" / f"{row['case']}_surface_pred.vtp")
-    pts = geoop.read(out / "train" / f"{row['case']}_points_pred.vtp")
+    pts = geoop.read(out / "train" / f"{row['case']}_points_pred.vtu")
     assert {"p", "p_std", "wallShearStress_std"} <= set(surf.fields) and "U_std" not in surf.fields
     assert {"p_std", "U_std"} <= set(pts.fields) and "wallShearStress_std" not in pts.fields
     assert float(surf.fields["p_std"].double().mean()) == pytest.approx(row["mean_std_surface/p"], rel=1e-5)

@@ -106,7 +106,7 @@ def test_predict_bad_query_file_fails_before_loading_the_model(tmp_path, capsys,
     rc = main(["predict", "--checkpoint", str(tmp_path / "missing.pt"), "--geometry", str(geom),
                "--query", str(bad), "--out", str(tmp_path / "out.vtp")])
     err = capsys.readouterr().err
-    assert rc == 1 and f"geoop predict: error: {bad}" in err and match in err, err
+    assert rc == 2 and f"geoop predict: error: {bad}" in err and match in err, err
     assert "Traceback" not in err and not (tmp_path / "out.vtp").exists()
 
 

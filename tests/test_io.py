@@ -282,5 +282,5 @@ def test_cli_info(capsys):
     assert main(["info", str(MESHES / "naca0012_domain.vtu")]) == 0
     out = capsys.readouterr().out
     assert "2-D: yes" in out and "wall_distance" in out and "triangle: " in out
-    assert main(["info", os.devnull + ".vtu"]) == 1
+    assert main(["info", os.devnull + ".vtu"]) == 2
     assert "no such file" in capsys.readouterr().err

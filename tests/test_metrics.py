@@ -205,7 +205,7 @@ def test_train_predict_evaluate_with_coefficients(airfoils, tmp_path, capsys):
     for f in (f"{case}_surface.vtp", f"{case}_volume.vtu"):
         (bare / f).write_bytes((root / f).read_bytes())
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(bare)]) == 1
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(bare)]) == 2
     assert "no split.json" in capsys.readouterr().err
 
     # TensorBoard: the event file read back with TensorBoard's own reader

@@ -324,7 +324,7 @@ def test_cli_pack_train_evaluate_predict_on_a_store(tmp_path, capsys):
     pred = geoop.read(out)
     truth = geoop.read(root / "case_05.vtu")
     assert pred.n_points == truth.n_points and torch.allclose(pred.points[:, :2].double(), truth.points[:, :2].double())
-    assert main(["predict", "--checkpoint", str(run / "last.pt"), "--geometry", str(store), "--out", str(out)]) == 1
+    assert main(["predict", "--checkpoint", str(run / "last.pt"), "--geometry", str(store), "--out", str(out)]) == 2
     assert "--case" in capsys.readouterr().err
 
 

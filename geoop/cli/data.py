@@ -3,6 +3,7 @@
     geoop data airfoil --n 20 --out data/airfoil [--seed 0] [--param alpha_deg=0,8 ...]
     geoop data airfoil --solver rans --n 4 --out data/rans [--jobs 2] [--param iterations=1500 ...]  (OpenFOAM)
     geoop data body3d  --n 10 --out data/body3d  [--seed 0] [--param KEY=VALUE ...]
+    geoop data body --solver rans --n 100 --out data/body_rans [--jobs 1] [--param iterations=500 ...]  (OpenFOAM)
     geoop data sphere  --n 10 --out data/sphere  [--seed 0] [--param KEY=VALUE ...]
     geoop data check DIR --targets p U [--inputs p] [--input-file PATTERN] [--query-file PATTERN]
     geoop data check CONFIG        (a run config: split, normalisation, field ranges, queries outside the window)
@@ -34,12 +35,16 @@ __all__ = ["GENERATORS", "add_parser", "run", "resolve_generator", "parse_params
 GENERATORS = {
     "airfoil": "geoop.data.airfoil",
     "body3d": "geoop.data.body3d",
+    "body": "geoop.data.body3d",
     "sphere": "geoop.data.sphere",
 }
 
 
 #: ``geoop data airfoil --solver NAME`` -> module providing ``generate``
 SOLVERS = {"panel": "geoop.data.airfoil", "rans": "geoop.data.rans"}
+#: generators with a ``--solver`` choice: kind -> {solver: module}; ``body`` is ``body3d``
+#: (panel method) with the 3-D RANS solver as an alternative
+KIND_SOLVERS = {"airfoil": SOLVERS, "body": {"panel": "geoop.data.body3d", "rans": "geoop.data.rans3d"}}
 
 
 def resolve_generator(kind: str):
@@ -90,13 +95,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         g.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                        help=f"generator option, repeatable (e.g. alpha_deg=0,8); the keys are those of "
                             f"{GENERATORS[kind]}.generate, an unknown key lists the valid ones")
-        if kind == "airfoil":
-            g.add_argument("--solver", choices=sorted(SOLVERS), default="panel",
-                           help="panel: inviscid vortex panel method (default); rans: steady RANS with OpenFOAM "
-                                "simpleFoam (geoop.data.rans; needs the Debian package openfoam)")
+        if kind in KIND_SOLVERS:
+            g.add_argument("--solver", choices=sorted(KIND_SOLVERS[kind]), default="panel",
+                           help=f"panel: inviscid panel method ({KIND_SOLVERS[kind]['panel']}, default); rans: steady "
+                                f"RANS with OpenFOAM simpleFoam ({KIND_SOLVERS[kind]['rans']}; needs the Debian "
+                                f"package openfoam)")
             g.add_argument("--jobs", "-j", type=int, default=1,
-                           help="--solver rans: cases solved at once, one serial simpleFoam each (default 1; "
-                                "up to the number of cores)")
+                           help="--solver rans: cases solved at once (default 1); airfoil: one serial simpleFoam "
+                                "each (up to the number of cores); body: n_procs MPI ranks each (default 2; "
+                                "-p n_procs=1 for serial cases)")
     c = sub.add_parser("check", help="check a folder of CFD files as a dataset, or the data of a run config")
     c.add_argument("root", help="dataset folder, or a run config (.toml/.yaml/.yml/.json): then the split, the "
                                 "coordinate normalisation, per-field ranges and the queries outside the latent "
@@ -171,7 +178,7 @@ def _generate(args) -> int:
         raise ConfigError(f"geoop data {args.data_kind}: --n must be >= 1, got {args.n}")
     gen = resolve_generator(args.data_kind)
     if getattr(args, "solver", "panel") != "panel":
-        gen = importlib.import_module(SOLVERS[args.solver]).generate
+        gen = importlib.import_module(KIND_SOLVERS[args.data_kind][args.solver]).generate
     params = parse_params(args.param)
     jobs = getattr(args, "jobs", 1)
     if jobs != 1:

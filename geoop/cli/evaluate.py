@@ -12,8 +12,11 @@ Reported per case and as the mean over cases (printed, and written to
 ``OUT/evaluation.json`` and ``OUT/evaluation.csv``): the relative L2 error of every target
 field, and, when the checkpoint's config names coefficient metrics
 (``data.metrics``, :mod:`geoop.train.metrics`), the predicted and true coefficients, their
-absolute errors, and over the cases their MAE and R^2. For a 3-D body with ``cd`` among
-the metrics, the drag error of every case is split exactly over the body regions of
+absolute errors, and over the cases their MAE and R^2. Extrapolation is reported per case as
+``geoop predict`` reports it (``"extrapolation"`` in ``evaluation.json``, a warning on stderr
+and under ``"warnings"`` for every case above the threshold).
+
+For a 3-D body with ``cd`` among the metrics, the drag error of every case is split exactly over the body regions of
 :func:`geoop.physics.body_regions` (front, roof, slant/rear, base, underbody) and the share
 of the summed absolute drag error from each region is reported.
 
@@ -34,6 +37,7 @@ import argparse
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run", "evaluate_folder"]
@@ -107,7 +111,7 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     metrics = None
     if dcfg.get("metrics"):
         metrics = CoefficientMetrics(dcfg["metrics"], dcfg.get("metrics_reference") or {}, root, trained.targets)
-    rows = []
+    rows, warnings_, extrapolation = [], [], {}
     uq = _Uncertainty(trained, metrics) if getattr(trained.model, "is_ensemble", False) else None
     for name in names:
         cf = cases[name]
@@ -117,12 +121,14 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
             geometry = read(cf.input)
         surface, surface_rows, set_parts = geometry, None, None
         members = {} if uq is not None else None
+        ex: dict = {}
         if set_names:  # every set at once, written per set
             from ..data.preprocess import split_query_sets
 
             parts = [geometry if f == cf.input else read(f) for f in cf.sets]
             _, queries, sets = pre.read_sets(geometry, parts, name, targets_required=False)
-            result, _ = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
+            result, _ = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members,
+                                             extrapolation=ex)
             errors = {}
             set_parts = split_query_sets(result, set_names)
             for (sname, part), g, f in zip(set_parts.items(), sets, cf.sets):
@@ -141,9 +147,14 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
         else:
             if store is None:
                 queries = geometry if cf.same_file else read(cf.query)
-            result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members)
+            result, errors = predict_geometry(trained, geometry, queries, chunk_size=chunk_size, members_out=members,
+                                              extrapolation=ex)
             ext = Path(cf.query).suffix if Path(cf.query).suffix in (".vtu", ".vtp", ".vtk") else ".vtu"
             write(result, out / f"{name}_pred{ext}")
+        for w in ex.get("warnings", []):
+            warnings_.append(f"{name}: {w}")
+            print(f"geoop evaluate: warning: {name}: {w}", file=sys.stderr)
+        extrapolation[name] = {k: v for k, v in ex.items() if k != "warnings"}
         row = {"case": name, **{f"rel_l2_{k}": v for k, v in errors.items()}}
         if metrics is not None:
             pred, true, cols = _stacked(result, trained.targets)
@@ -167,7 +178,8 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
     keys = [k for k in rows[0] if k != "case"]
     mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
     report = {"checkpoint": str(checkpoint), "cases_dir": str(root), "split": split, "n_cases": len(rows), "cases": rows,
-              "mean": mean, "skipped": [list(p) for p in problems]}
+              "mean": mean, "skipped": [list(p) for p in problems], "extrapolation": extrapolation,
+              **({"warnings": warnings_} if warnings_ else {})}
     if metrics is not None:
         report["coefficients"] = metrics.summary()
         shares = _region_shares(rows)

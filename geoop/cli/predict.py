@@ -25,6 +25,13 @@ to ``OUT.coefficients.json`` beside the field file. Per-case reference values
 (``"manifest:..."``) come from the ``manifest.json`` beside the geometry file, for the case
 named by ``--case`` or found from the file name.
 
+Extrapolation is reported as training reports it (:mod:`geoop.models.extrapolation`): the
+fractions of query and input points outside the latent window and of latent nodes with empty
+encoder balls are in the output JSON (``"extrapolation"``); above the threshold a warning is
+printed on stderr and listed under ``"warnings"``. A prediction with NaN/Inf values is an
+error (nothing is written); the memory of the latent grid and the neighbourhoods is
+estimated first and refused above the machine's available memory.
+
 An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>``, its
 standard deviation (temperature-calibrated by ``geoop calibrate``) as ``<name>_std``, and the
 coefficients' std over the members (``coefficients_std``, ``coefficients_members``).
@@ -38,7 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -120,7 +129,7 @@ def _stream_fields(model, trained, gin, qpts, x, lf, chunk_size, dtype, progress
 
 
 def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, model=None, progress=None,
-                     members_out=None):
+                     members_out=None, extrapolation: Optional[dict] = None):
     """Prediction of ``trained`` (:class:`geoop.train.run.TrainedModel`) on ``geometry``
     (input fields required) at ``queries`` (a Geometry; default: ``geometry``). Returns
     ``queries`` (original coordinates, cells kept) with the predicted target fields, plus
@@ -136,8 +145,17 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
 
     An ensemble checkpoint (``[model] ensemble = K``) writes the ensemble mean as ``<name>`` and
     its (calibrated) standard deviation as ``<name>_std``; ``members_out`` (a dict), when
-    given, receives every member's fields ``{name: (K, Q, c)}`` in physical units."""
-    from ..errors import FieldError
+    given, receives every member's fields ``{name: (K, Q, c)}`` in physical units.
+
+    ``extrapolation``: a dict that receives the extrapolation report of the prepared input
+    and query points (:func:`geoop.models.extrapolation.extrapolation_report`) and its
+    ``"warnings"`` (:func:`~geoop.models.extrapolation.extrapolation_messages`).
+
+    Raises :class:`~geoop.errors.MemoryBudgetError` before any allocation when the latent
+    grid and the neighbourhoods would not fit, and :class:`~geoop.errors.ShapeError` when the
+    prediction holds NaN/Inf (a broken model is never written out)."""
+    from ..errors import FieldError, ShapeError
+    from ..train.resources import check_memory, model_plan
 
     q = geometry if queries is None else queries
     where = geometry.source or geometry.name or "geometry"
@@ -148,6 +166,14 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
                              f"available: {sorted(geometry.fields)}")
     sample, _ = pre.prepare(geometry, q)
     gin, m = sample.geometry, trained.model
+    qpts = sample.queries.points
+    check_memory(model_plan(m), f"predicting {where}", "cpu", batch_size=1, training=False, n_points=gin.n_points,
+                 n_queries=min(int(qpts.shape[0]), max(int(chunk_size), 1)))
+    if extrapolation is not None:
+        from ..models.extrapolation import extrapolation_messages, extrapolation_report
+
+        extrapolation.update(extrapolation_report(m, gin.points, qpts))
+        extrapolation["warnings"] = extrapolation_messages(extrapolation, where)
     if trained.inputs:  # features the trainer assembled (a checkpoint of a flat model config)
         x = torch.cat([gin.fields[n] if gin.fields[n].dim() == 2 else gin.fields[n][:, None] for n in trained.inputs], 1).float()
     else:  # the model's inputs by name (None when it takes none)
@@ -171,6 +197,11 @@ def predict_geometry(trained, geometry, queries=None, chunk_size: int = 65536, m
         out = _stream_fields(model or m, trained, gin, sample.queries.points, x, lf, chunk_size, q.dtype, progress)
     if out is None:  # a non-writing rank of a domain-parallel prediction
         return None, {}
+    for n, v in out.items():
+        if not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).any(1).sum()) if v.dim() == 2 else int((~torch.isfinite(v)).sum())
+            raise ShapeError(f"{where}: the prediction of {n!r} is non-finite (NaN/Inf) at {bad} of {v.shape[0]} points; "
+                             f"the model {trained.checkpoint} or the input fields are broken; nothing was written")
     errors = {}
     for n in trained.targets:
         c = out[n].shape[1]
@@ -251,11 +282,14 @@ def run(args) -> int:
             from ..distributed.domain import DomainParallel
 
             model = DomainParallel(trained.model)
+        extra_report: dict = {}
         members = {}
         result, errors = predict_geometry(trained, geometry, queries, chunk_size=args.chunk_size, model=model,
-                                          progress=args.progress, members_out=members)
+                                          progress=args.progress, members_out=members, extrapolation=extra_report)
         if result is None:
             return 0
+        for w in extra_report.get("warnings", []):
+            print(f"geoop predict: warning: {w}", file=sys.stderr)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         coef = None
@@ -284,7 +318,8 @@ def run(args) -> int:
         print(json.dumps({"out": str(out), "points": result.n_points, "fields": fields,
                           **({"query_set": chosen} if chosen is not None else {}),
                           **({"rel_l2": errors} if errors else {}), **({"ranks": info.world_size} if info.is_distributed else {}),
-                          **extra}))
+                          **extra, "extrapolation": {k: v for k, v in extra_report.items() if k != "warnings"},
+                          **({"warnings": extra_report["warnings"]} if extra_report.get("warnings") else {})}))
         return 0
     finally:
         cleanup_distributed(info)

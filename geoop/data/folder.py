@@ -260,7 +260,7 @@ def _load_manifest(root: Path, manifest) -> Optional[dict]:
     for p in paths:
         if p.exists():
             try:
-                data = json.loads(p.read_text())
+                data = json.loads(p.read_text(), object_pairs_hook=_unique_pairs)
             except (OSError, ValueError) as e:
                 raise DatasetError(f"{p}: cannot read the manifest as JSON: {e}") from None
             split = _split_from_manifest(data, p)
@@ -274,8 +274,27 @@ def _load_manifest(root: Path, manifest) -> Optional[dict]:
     return None
 
 
+def _unique_pairs(items) -> dict:
+    """JSON object hook: a key given twice is an error (``json`` would keep the last)."""
+    out = {}
+    for k, v in items:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _assign(out: dict, name: str, part: str, where) -> None:
+    """``out[name] = part``; a case listed in two splits is a :class:`DatasetError`."""
+    if name in out and out[name] != part:
+        raise DatasetError(f"{where}: case {name!r} is listed in two splits, {out[name]!r} and {part!r}; "
+                           "a case belongs to one split (remove it from one of them)")
+    out[name] = part
+
+
 def _split_from_manifest(data: Any, where) -> Optional[dict]:
-    """Normalise the accepted manifest layouts to ``{case: "train"|"test"|other}``."""
+    """Normalise the accepted manifest layouts to ``{case: "train"|"test"|other}``; a case in
+    two splits is a :class:`DatasetError` naming it and both splits."""
     if isinstance(data, Mapping) and "split" in data:
         data = data["split"]
     out: dict = {}
@@ -283,7 +302,7 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
         for part, names in data.items():
             if isinstance(names, (list, tuple)):
                 for n in names:
-                    out[str(n)] = str(part)
+                    _assign(out, str(n), str(part), where)
         return out
     if isinstance(data, Mapping) and data and all(isinstance(v, str) for v in data.values()):
         return {str(k): v for k, v in data.items()}
@@ -294,7 +313,7 @@ def _split_from_manifest(data: Any, where) -> Optional[dict]:
                 name = next((r[k] for k in ("case", "name", "id") if k in r), None)
                 if name is None:
                     raise DatasetError(f"{where}: manifest record {dict(r)} has a 'split' but no 'case'/'name'/'id'")
-                out[str(name)] = str(r["split"])
+                _assign(out, str(name), str(r["split"]), where)
             return out
     return None
 
@@ -531,7 +550,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         and the dataset transform are fitted on the originals and the copies (whatever the
         split, so every split of one folder and config normalises alike).
     queries : several query sets per case (keyword), a list of
-        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtp",
+        :class:`~geoop.data.specs.QuerySetSpec` or dicts ``{"file": "{case}_points.vtu",
         "targets": ["p", "U"], "name": ..., "weighting": ...}`` in place of ``query_file`` and
         ``targets``: the sets' points are concatenated into one query geometry
         (:func:`~geoop.data.preprocess.combine_query_sets`), the targets are ``"<set>/<field>"``

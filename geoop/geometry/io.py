@@ -610,7 +610,21 @@ def _write_vtk(g: Geometry, path: str, ext: str) -> None:
         # zlib (~50 MB/s) would take longer than answering the queries of a streamed
         # prediction: meshes of millions of points are written as plain binary (any VTK
         # reader; about 2x larger files)
-        mesh.save(path, binary=True, compression=None if mesh.n_points >= LARGE_VTK_POINTS else "zlib")
+        compression = None if mesh.n_points >= LARGE_VTK_POINTS or ext == ".vtk" else "zlib"
+        w = type(mesh)._WRITERS[ext](path, mesh)
+        w._apply_kwargs_safely(data_format="binary", compression=compression)
+        # VTK renders the file in memory and Python writes it: a write error (a full disk)
+        # is an OSError here, where VTK's own file output can crash the process
+        vw = w.writer
+        vw.SetInputData(mesh)
+        vw.WriteToOutputStringOn()
+        if not vw.Write():
+            raise GeometryWriteError(f"{path}: the VTK {ext} writer failed")
+        data = vw.GetOutputStdString() if ext == ".vtk" else vw.GetOutputString()
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape"))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _split_columns(fields: dict, keep_widths: tuple = (1,)) -> dict:

@@ -232,8 +232,8 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
         raise ShapeError(f"{where}sdf: points must have {geometry.dim} columns, got {qd.shape[1]}")
     from .symmetry import full_body, is_surface
 
-    if geometry.symmetry is not None and is_surface(geometry):  # volumes and 2-D domains are closed already
-
+    mirrored = geometry.symmetry is not None and is_surface(geometry)
+    if mirrored:  # volumes and 2-D domains are closed already
         bare = geometry.replace(fields={}, cell_fields={}, normals=None, weights=None)
         geometry = full_body(bare, vector_fields=())  # the closed body; errors when the plane is off it
         pts = geometry.points.to(torch.float64).cpu()
@@ -258,7 +258,7 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
             inside = inside_polygon(q2, a[loop], b[loop])
             d = torch.where(inside, -d, d)
         else:
-            _warn_unsigned(geometry, "the polyline has no closed loop")
+            _warn_unsigned(geometry, "the polyline has no closed loop", hint=not mirrored)
         result = d
     elif name == "kdtree" or (faces is None and not has_vol and lines is None):
         from scipy.spatial import cKDTree
@@ -273,7 +273,9 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
         qq = qd if qd.shape[1] == 3 else torch.cat([qd, qd.new_zeros(qd.shape[0], 1)], 1)
         closed = is_watertight(faces)
         if not closed:
-            _warn_unsigned(geometry, "the surface is open (not every edge is shared by two faces)")
+            _warn_unsigned(geometry, "the surface is open (not every edge is shared by two faces)"
+                           + (" even after closing it with its mirror image: it has holes or cracks besides the "
+                              "symmetry plane" if mirrored else ""), hint=not mirrored)
         result = torch.from_numpy(_surface_sdf(v.numpy(), faces.cpu().numpy(), qq.numpy(), closed, name))
     else:  # 3-D polyline: unsigned distance to its segments
         a, b = pts[lines[:, 0]], pts[lines[:, 1]]
@@ -281,10 +283,13 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
     return result.to(device=q.device, dtype=out_dtype)
 
 
-def _warn_unsigned(geometry: Geometry, why: str) -> None:
+def _warn_unsigned(geometry: Geometry, why: str, hint: bool = True) -> None:
+    """Warn that the distance is unsigned; ``hint``: suggest declaring a symmetry plane (not
+    when one is declared already)."""
+    tip = (" A half body on a symmetry plane: declare it, Geometry(symmetry=('y', 0.0)) or symmetry='auto'"
+           if hint else " Repair the surface (e.g. close its holes) for a signed distance.")
     warnings.warn(f"{geometry._where() or 'geometry: '}the SDF is unsigned: {why}, so it has no inside (points inside the "
-                  f"body get positive distances). A half body on a symmetry plane: declare it, "
-                  f"Geometry(symmetry=('y', 0.0)) or symmetry='auto'", UnsignedSDFWarning, stacklevel=3)
+                  f"body get positive distances).{tip}", UnsignedSDFWarning, stacklevel=3)
 
 
 def _match_dim(q: Tensor, pts: Tensor) -> Tensor:

@@ -700,6 +700,7 @@ class GINO(nn.Module):
         x: Optional[Tensor] = None,
         chunk_size: int = 65536,
         latent_features: Optional[Tensor] = None,
+        check_extrapolation: bool = False,
     ) -> Tensor:
         """Answer at any number of query points with bounded memory: encode the geometry and
         run the latent blocks once, then decode ``chunk_size`` queries at a time.
@@ -716,6 +717,11 @@ class GINO(nn.Module):
             the model's ``encoder.inputs``, or none when ``in_channels == 0``
         latent_features : (latent_channels, *latent_shape); None (default): the model's
             ``latent.features`` computed from ``geometry``, or none
+        check_extrapolation : also report the fractions of query and input points outside
+            the latent window and of latent nodes with empty encoder balls
+            (:func:`geoop.models.extrapolation.extrapolation_report`, kept as
+            ``self.last_extrapolation``) and warn (``ExtrapolationWarning``) above the
+            threshold training uses; default False (one more encoder search)
 
         Returns
         -------
@@ -741,6 +747,11 @@ class GINO(nn.Module):
             if not torch.isfinite(t).all():
                 bad = int((~torch.isfinite(t)).any(1).sum())
                 raise ShapeError(f"GINO.query: {what} must be finite, got {bad} of {t.shape[0]} rows with NaN/Inf")
+        if check_extrapolation:
+            from .extrapolation import extrapolation_report, warn_extrapolation
+
+            self.last_extrapolation = extrapolation_report(self, pts, q)
+            warn_extrapolation(self.last_extrapolation, "GINO.query")
         if x is None and self.point_inputs:
             if not isinstance(geometry, Geometry):
                 raise ShapeError(f"GINO.query: the model's inputs {list(self.point_inputs)} are taken from a Geometry; "

@@ -20,6 +20,10 @@ key                content
 ``checksum``       SHA-256 of everything else (see :func:`state_digest`)
 =================  ==========================================================
 
+Format versions: 1 (checksum optional), 2 (checksum always written and required). A file
+without ``checksum`` loads only when it declares version 1, with a warning; deleting the
+entry from a version-2 file is a :class:`CheckpointError`.
+
 Writes go to a temporary file in the destination folder followed by :func:`os.replace`, so a
 failure (full disk, no permission, Ctrl-C) never leaves a truncated checkpoint behind and the
 previous checkpoint at that path stays loadable (also when the process is killed with
@@ -35,13 +39,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
-from .._atomic import atomic_open, remove_stale_temps
+from .._atomic import atomic_open, deferred_interrupts, remove_stale_temps
 from ..errors import CheckpointError
 
 __all__ = [
@@ -57,7 +62,9 @@ __all__ = [
 ]
 
 FORMAT = "geoop-checkpoint"
-VERSION = 1
+VERSION = 2
+#: format versions written before the checksum was mandatory
+UNCHECKED_VERSIONS = (1,)
 PathLike = Union[str, os.PathLike]
 
 
@@ -159,7 +166,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)  # left by a writer killed mid-write
-        with atomic_open(path, "wb") as f:
+        with deferred_interrupts(), atomic_open(path, "wb") as f:  # Ctrl-C/SIGTERM after the write, not inside torch
             torch.save(state, f)
     except (OSError, RuntimeError) as e:
         prev = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"
@@ -181,21 +188,48 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle errors, truncated zip, unsafe globals...
-        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+        raise CheckpointError(f"checkpoint {path} cannot be read: {_load_failure(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a geoop checkpoint (expected a dict with format={FORMAT!r}, got "
             f"{type(state).__name__}{' with format=' + repr(state.get('format')) if isinstance(state, dict) else ''})"
         )
-    if int(state.get("version", -1)) > VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {state.get('version')}; this geoop reads up to {VERSION}")
-    if "checksum" in state:  # checkpoints written before checksums load without the check
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {path}: format version {version!r} is not valid (expected an integer 1..{VERSION})")
+    if version > VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {version}; this geoop reads up to {VERSION}")
+    if "checksum" not in state:
+        if version not in UNCHECKED_VERSIONS:
+            raise CheckpointError(f"checkpoint {path} has no checksum, which every version-{version} checkpoint "
+                                  "carries: the file was altered after it was written; retrain or use an intact copy")
+        warnings.warn(f"checkpoint {path} is of the older format version {version}, written without a checksum: its "
+                      "integrity cannot be verified", UserWarning, stacklevel=2)
+    else:
         found = state_digest(state)
         if found != state["checksum"]:
             raise CheckpointError(f"checkpoint {path} fails its checksum (expected {state['checksum'][:16]}..., "
                                   f"found {found[:16]}...): its content changed after it was written (tampered "
                                   "or corrupted file)")
     return state
+
+
+def _load_failure(e: Exception) -> str:
+    """What ``torch.load`` reported, in words a user can act on, without torch's advice to
+    load with ``weights_only=False`` (which would run code stored in the file)."""
+    text = str(e)
+    low = text.lower()
+    if "central directory" in low or "failed reading zip" in low or "not a zip" in low or isinstance(e, EOFError):
+        return "the file is truncated or not a torch checkpoint (its zip archive is incomplete)"
+    if "weights_only" in low or "unsupported global" in low or "unpickl" in low:
+        import re
+
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({m.group(1)})" if m else ""
+        return (f"it holds objects other than tensors and plain data{what}, which geoop checkpoints never do: it was "
+                "not written by geoop or was altered; it is not loaded, as loading it could run code stored in it")
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"{type(e).__name__}: {first}"
 
 
 # --------------------------------------------------------------------------- compatibility

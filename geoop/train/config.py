@@ -19,7 +19,7 @@ File layout (TOML shown; YAML with the same nesting works too)::
     metrics_reference = {field = "p", dynamic_pressure = 1.0, alpha_deg = "manifest:alpha_deg"}
                              # see geoop.train.metrics
     queries = [{name = "surface", file = "{case}_surface.vtp", targets = ["p", "wallShearStress"]},
-               {name = "points", file = "{case}_points.vtp", targets = ["p", "U"]}]
+               {name = "points", file = "{case}_points.vtu", targets = ["p", "U"]}]
                              # several query sets per case instead of query_file / targets:
                              # data.targets become "<set>/<field>" (geoop.data.specs.QuerySetSpec)
     # further keys are passed to MeshFolderDataset (must be among its parameters)
@@ -78,7 +78,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "COMPILE_MODES", "resolve_compile", "load_config_file", "resolve_config", "load_config", "resolve_amp", "check_keys"]
+__all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "COMPILE_MODES", "resolve_compile", "load_config_file", "resolve_config",
+           "load_config", "resolve_amp", "check_keys", "strict_yaml_load", "strict_json_load"]
 
 #: defaults of every known key, per section (None at top level = scalar key)
 DEFAULTS: dict[str, Any] = {
@@ -159,8 +160,56 @@ def check_keys(where: str, given: Iterable[str], valid: Iterable[str]) -> None:
         raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; valid keys: {valid}")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def strict_yaml_load(stream) -> Any:
+    """``yaml.safe_load`` that refuses a key repeated in one mapping (PyYAML keeps the last
+    one silently); ``<<`` merge keys may still be overridden, as YAML defines."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML reports it itself
+                continue
+            if first is not None:
+                raise _DuplicateKey(f"duplicate key {key!r} on line {key_node.start_mark.line + 1} (first on line {first}); "
+                                    "each key may appear once in a mapping")
+            seen[key] = key_node.start_mark.line + 1
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(stream, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def strict_json_load(stream) -> Any:
+    """``json.load`` that refuses a key repeated in one object (``json`` keeps the last one)."""
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise _DuplicateKey(f"duplicate key {k!r}; each key may appear once in an object")
+            out[k] = v
+        return out
+
+    return json.load(stream, object_pairs_hook=pairs)
+
+
 def load_config_file(path: Union[str, os.PathLike]) -> dict:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file into a dict. A key
+    repeated in one table/mapping/object is a :class:`ConfigError` in every format (TOML
+    forbids it; YAML and JSON readers are made strict)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -172,17 +221,17 @@ def load_config_file(path: Union[str, os.PathLike]) -> dict:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
             with open(path) as f:
-                data = yaml.safe_load(f) or {}
+                data = strict_yaml_load(f) or {}
         elif suffix == ".json":
             with open(path) as f:
-                data = json.load(f)
+                data = strict_json_load(f)
         else:
             raise ConfigError(f"config file {path}: unknown extension {suffix!r}; valid: ['.json', '.toml', '.yaml', '.yml']")
     except ConfigError:
         raise
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError, JSONDecodeError
         raise ConfigError(f"config file {path} cannot be parsed: {e}") from e
     if not isinstance(data, dict):

@@ -142,17 +142,17 @@ def model_config(config: Mapping) -> dict:
 def queries_outside(dataset, model) -> tuple[int, int]:
     """(query points of ``dataset`` outside ``model``'s box latent window, all query points),
     in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
+    from ..models.extrapolation import outside_window
+
     if getattr(model, "latent", None) != "box":
         return 0, 0
     if hasattr(dataset, "queries_outside"):  # a packed store: from bounds, chunk by chunk
         return dataset.queries_outside(model.domain)
-    dom = torch.tensor(model.domain, dtype=torch.float64)
     out = total = 0
     for case in dataset.cases:
         gin, gq = dataset._raw(case)
-        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, : dom.shape[1]]
-        inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
-        out, total = out + int((~inside).sum()), total + int(q.shape[0])
+        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())
+        out, total = out + outside_window(model, q), total + int(q.shape[0])
     return out, total
 
 
@@ -174,6 +174,11 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
     config = dict(config)
     d = config["data"]
     mcfg = model_config(config)
+    from .resources import check_memory, latent_plan
+    from .trainer import resolve_device
+
+    check_memory(latent_plan(mcfg), "geoop train [model]", resolve_device(config.get("device"), dist_info),
+                 batch_size=int(config["optim"]["batch_size"]), training=True)  # before the grid is allocated
     torch.manual_seed(int(config["seed"]))
     model = model_from_config(mcfg)
     # a flat (deprecated) model section takes the SDF as a hand-given latent channel
@@ -250,6 +255,13 @@ def load_trained(path, map_location="cpu") -> TrainedModel:
     mc = state.get("model_config") or {}
     if not mc:
         raise CheckpointError(f"{path}: the checkpoint has no model_config; it was not written by geoop train")
+    from .resources import check_memory, latent_plan
+
+    check_memory(latent_plan(mc), f"checkpoint {path}", map_location, batch_size=1, training=False)
+    bad = [k for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]!r}): it is "
+                              "the state of a diverged run and would predict NaN; use an earlier checkpoint")
     model = model_from_config(dict(mc))
     load_model_state(model, state["model"], str(path))
     model.eval()

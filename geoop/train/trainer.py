@@ -16,6 +16,14 @@ Determinism: the sample order of epoch ``e`` is a permutation drawn from ``(seed
 in every checkpoint and the scheduler is stepped per optimizer step, so a run stopped after
 epoch k and resumed ends with the same weights as an uninterrupted run.
 
+Only finite models are kept: a non-finite loss or gradient norm in a step, or non-finite
+weights at the end of an epoch, stop training with :class:`~geoop.errors.TrainingDiverged`
+(naming the epoch, the step and the last good checkpoint); the diverged state is written, if
+anywhere, as ``diverged-e<E>-s<S>.pt`` and never over ``last.pt``/``best.pt``; ``best.pt`` only
+takes finite validation metrics. Resuming with changed optimisation settings applies them
+and logs each change (:meth:`Trainer.resume`); a changed global batch size or ``seed`` (the
+steps and data order of the run) is refused.
+
 Shapes
 ------
 batch.points : (ΣN, d)   batch.queries : (ΣQ, d)   prediction : (ΣQ, ΣC_targets)
@@ -38,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..batch import GeometryBatch, collate
-from ..errors import CheckpointError, ConfigError, DistributedError, FieldError
+from ..errors import CheckpointError, ConfigError, DistributedError, FieldError, TrainingDiverged
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
 from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
@@ -112,6 +120,9 @@ def _plain(x: Any) -> Any:
 
 
 _FUSED_DEVICES = ("cpu", "cuda")
+
+#: how a checkpoint setting is named in messages
+_SETTING_NAMES = {"seed": "seed", "global_batch_size": "global batch size (optim.batch_size x data-parallel ranks)"}
 
 
 def _adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -403,6 +414,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.best: Optional[float] = None
+        self._good: Optional[tuple] = None  # (path, epoch) of the last finite checkpoint written or resumed
         self.plot_every_s = 10.0
         self._last_plot = -math.inf
         # coefficient metrics (geoop.train.metrics.CoefficientMetrics) and TensorBoard (rank 0)
@@ -594,11 +606,13 @@ class Trainer:
         show = self.progress if self.progress is not None else (self.dist.is_main and sys.stderr.isatty())
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not show, leave=False)
+        # no tqdm object at all without a bar: tqdm takes a process-shared lock on creation, which a
+        # forked process killed at that moment would leave held
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False) if show else None
         loss_sum, n_samples, t0 = 0.0, 0, time.perf_counter()
         try:
             dp = self.domain_parallel
-            for batch in self.loader:
+            for step, batch in enumerate(self.loader, 1):
                 batch = batch.to(self.device)
                 if dp is not None:  # this rank's spatial shard of the batch
                     from ..distributed.shard import shard
@@ -619,7 +633,7 @@ class Trainer:
                 if coef is not None:
                     loss = loss + coef.mean().float()
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at epoch {epoch + 1}")
+                    self._diverged(epoch, step, f"loss {float(loss.detach())}")
                 self.optimizer.zero_grad(set_to_none=True)
                 # with domain parallelism every rank of the group computed the whole batch's
                 # loss: its share of the objective is loss / domain (geoop.distributed.domain);
@@ -635,8 +649,12 @@ class Trainer:
                     scaled.backward()
                     if sync:
                         dp.sync_gradients()
-                if self.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+                # the gradient norm (clipped at ``clip``; a norm only when 0); fp16 loss scaling
+                # skips non-finite steps itself
+                gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip if self.clip > 0 else math.inf)
+                gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # FSDP: a DTensor
+                if self.scaler is None and not torch.isfinite(gnorm):
+                    self._diverged(epoch, step, f"gradient norm {float(gnorm)}")
                 if self.scaler is not None:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
@@ -649,10 +667,12 @@ class Trainer:
                 loss_sum += float(err.detach().mean(1).sum()) if b else 0.0
                 n_samples += b
                 dt = time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / max(n_samples, 1):.4f}", sps=f"{n_samples * self.dist.world_size / max(dt, 1e-9):.1f}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / max(n_samples, 1):.4f}", sps=f"{n_samples * self.dist.world_size / max(dt, 1e-9):.1f}")
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         dt = time.perf_counter() - t0
         s = all_reduce_sums({"loss": loss_sum, "n": n_samples}, self.dist, self._reduce_device)
         return {"train_loss": s["loss"] / max(s["n"], 1), "samples_per_s": s["n"] / max(dt, 1e-9), "lr": self.scheduler.get_last_lr()[0]}
@@ -767,7 +787,43 @@ class Trainer:
         widths = [self.normalizers[n].channels if self.normalizers is not None and n in self.normalizers else 1 for n in self.targets]
         return self.decode(self.forward(batch, net=self.model), widths)
 
+    # ------------------------------------------------------------------ divergence
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the model's parameters and buffers holding NaN or Inf (floating point)."""
+        bad = []
+        for name, t in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(name)
+        return bad
+
+    def _diverged(self, epoch: int, step: int, what: str) -> None:
+        """Stop training: write the diverged state as ``diverged-e<E>-s<S>.pt`` (never over
+        ``last.pt``) and raise :class:`TrainingDiverged` naming the last good checkpoint."""
+        where = ""
+        # (not under FSDP: gathering the state is a collective, and one rank may diverge alone)
+        if self.out_dir is not None and self.dist.is_main and not getattr(self, "fsdp", False):
+            path = self.out_dir / f"diverged-e{epoch + 1}-s{step}.pt"
+            try:
+                save_checkpoint(self.state_dict(), path)
+                where = f"; the diverged state is in {path}"
+            except Exception as e:  # a failed debugging copy must not hide the divergence
+                where = f"; the diverged state could not be written ({e})"
+        good = (f"last good checkpoint {self._good[0]} (epoch {self._good[1]})" if self._good is not None
+                else "no checkpoint was written before")
+        raise TrainingDiverged(
+            f"diverged at epoch {epoch + 1} step {step} ({what} non-finite); {good}{where}; lower optim.lr "
+            f"(now {float(self._settings['lr']):.3g}), set optim.clip (now {self.clip:g}) or "
+            "use amp = \"none\", and resume from the last good checkpoint")
+
     # ------------------------------------------------------------------ state
+    def _run_settings(self) -> dict:
+        """The settings a checkpoint records and a resume compares (see :meth:`resume`)."""
+        return {"lr": float(self._settings["lr"]),
+                "weight_decay": float(self._settings["weight_decay"]), "epochs": int(self.epochs_cap),
+                "warmup": float(self._settings["warmup"]), "min_lr_ratio": float(self._settings["min_lr_ratio"]),
+                "clip": float(self.clip), "weighted_loss": bool(self.weighted_loss), "amp": self.amp,
+                "global_batch_size": int(self.batch_size) * int(self.sampler.num_replicas), "seed": int(self.seed)}
+
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (plain types; see :mod:`geoop.train.checkpoint`)."""
         mc = getattr(self.model, "config", None)
@@ -792,6 +848,7 @@ class Trainer:
             "metrics": _plain(self.history[-1]) if self.history else {},
             "history": _plain(self.history),
             "best": self.best,
+            "settings": self._run_settings(),
             "extra": _plain(self.extra_state),
             "preprocessor": self.preprocessor.state_dict() if self.preprocessor is not None else {},
             "incremental": self.incremental.state_dict() if self.incremental is not None else {},
@@ -835,9 +892,64 @@ class Trainer:
             return Path(path)
         return save_checkpoint(state, path)
 
-    def resume(self, path: Union[str, os.PathLike]) -> None:
-        """Load a checkpoint written by :meth:`save` (every rank reads it)."""
-        self.load_state_dict(load_checkpoint(path, map_location=self.device), source=str(path))
+    #: settings a resume cannot change: they define the steps and the data order of the run
+    #: (the global batch: optim.batch_size x data-parallel ranks; a checkpoint moves between world sizes)
+    FIXED_ON_RESUME = ("global_batch_size", "seed")
+
+    def resume(self, path: Union[str, os.PathLike]) -> list[str]:
+        """Load a checkpoint written by :meth:`save` (every rank reads it).
+
+        Optimisation settings that differ from the checkpoint's (``lr``, ``weight_decay``,
+        ``epochs``, ``warmup``, ``min_lr_ratio``, ``clip``, ``weighted_loss``, ``amp``) are
+        applied from the next step on: the learning rate follows this trainer's warm-up +
+        cosine schedule at the checkpoint's step count, with this trainer's total steps;
+        each change is logged (warning) and returned as ``"lr 0.001 -> 0.0005"`` lines. A
+        changed global batch size (``batch_size`` x data-parallel ranks) or ``seed`` is a
+        :class:`~geoop.errors.CheckpointError` listing the differences (nothing is loaded)."""
+        state = load_checkpoint(path, map_location=self.device)
+        old = dict(state.get("settings") or {})
+        if not old and isinstance((state.get("config") or {}).get("optim"), Mapping):  # written before "settings"
+            o = state["config"]["optim"]
+            old = {k: o[k] for k in ("lr", "weight_decay", "warmup", "min_lr_ratio", "clip", "weighted_loss", "amp",
+                                     ) if k in o}
+            if "seed" in state["config"]:
+                old["seed"] = state["config"]["seed"]
+        new = self._run_settings()
+        changed = {k: (old[k], new[k]) for k in new if k in old and old[k] != new[k]}
+        fixed = {k: v for k, v in changed.items() if k in self.FIXED_ON_RESUME}
+        if fixed:
+            raise CheckpointError(
+                f"--resume {path}: settings that define the run's steps and data order changed: "
+                + ", ".join(f"{_SETTING_NAMES.get(k, 'optim.' + k)} {a!r} -> {b!r}" for k, (a, b) in fixed.items())
+                + "; restore them to continue this run, or start a new run (another output folder, or --overwrite)")
+        self.load_state_dict(state, source=str(path))
+        self._good = (Path(path), self.epoch)
+        if changed:
+            self._apply_settings(changed)
+        lines = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()]  # applied: optimisation settings
+        if lines and self.dist.is_main:
+            log.warning("resume from %s: settings changed since the checkpoint, applied from epoch %d on: %s",
+                        path, self.epoch + 1, ", ".join(f"optim.{x}" for x in lines))
+        return lines
+
+    def _apply_settings(self, changed: Mapping[str, tuple]) -> None:
+        """Make the loaded optimizer/scheduler state follow this trainer's settings."""
+        sch = self.scheduler
+        if "lr" in changed:
+            sch.base_lrs = [float(self._settings["lr"])] * len(self.optimizer.param_groups)
+            for g in self.optimizer.param_groups:
+                g["initial_lr"] = float(self._settings["lr"])
+        if "weight_decay" in changed:
+            for g in self.optimizer.param_groups:
+                g["weight_decay"] = float(self._settings["weight_decay"])
+        sch.total_steps = max(self.epochs_cap * self.steps_per_epoch, 1)
+        sch.warmup_steps = round(float(self._settings["warmup"]) * self.steps_per_epoch)
+        sch.min_lr_ratio = float(self._settings["min_lr_ratio"])
+        # the rate of the next step: the schedule at the checkpoint's step count
+        f = sch.factor(sch.last_epoch)
+        for g, base in zip(self.optimizer.param_groups, sch.base_lrs):
+            g["lr"] = base * f
+        sch._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ files
     def _write_files(self, metrics: dict, improved: bool, final: bool) -> None:
@@ -848,10 +960,11 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(state, self.out_dir / "last.pt")
+        self._good = (self.out_dir / "last.pt", self.epoch)
         if improved and self.save_best:
             save_checkpoint(state, self.out_dir / "best.pt")
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(_plain(metrics)) + "\n")
+        # the whole history, atomically: a kill never leaves a half line or a repeated epoch
+        self._rewrite_metrics()
         # the loss curve at most every ``plot_every_s`` seconds, and after the last epoch
         now = time.perf_counter()
         if final or now - self._last_plot >= self.plot_every_s:
@@ -960,13 +1073,20 @@ class Trainer:
                 m = self.train_epoch(e)
                 val = self.evaluate() if self.val_data is not None else {}
                 metrics = {"epoch": e + 1, **m, **{f"val/{k}": v for k, v in val.items()}, "time_s": time.perf_counter() - t0}
+                bad = self.nonfinite_parameters()
+                if bad:
+                    self._diverged(e, self.steps_per_epoch, f"weights ({len(bad)} tensors, e.g. {bad[0]})")
                 if self.incremental is not None:  # the modes this epoch trained with, then maybe grow
                     metrics["modes"] = list(self.incremental.modes)
                     self.incremental.update(m["train_loss"])
-                key = val.get("rel_l2", m["train_loss"])
-                improved = self.best is None or key < self.best
+                key = float(val.get("rel_l2", m["train_loss"]))
+                # only a finite metric can be best (NaN compares false with everything)
+                improved = math.isfinite(key) and (self.best is None or not math.isfinite(self.best) or key < self.best)
+                if not math.isfinite(key) and self.dist.is_main:
+                    log.warning("epoch %d: the %s is %s; best.pt is not updated", e + 1,
+                                "validation rel_l2" if "rel_l2" in val else "training loss", key)
                 if improved:
-                    self.best = float(key)
+                    self.best = key
                 self.history.append(metrics)
                 self.epoch = e + 1
                 if max_time is not None:
