@@ -27,9 +27,11 @@ Arms (``--arms``):
                  (``--worker gino_peer``)
 ``transolver``   ``physicsnemo.models.transolver.Transolver`` (``nvidia-physicsnemo``, CPU,
                  ``use_te=False``; its car settings scaled to the budget: 4 layers, 128 hidden,
-                 8 heads, 32 slices) on the union of a case's surface and volume points
-                 (tokens: coordinates + normals and a surface flag), in the Python of
-                 ``$PNEMO_PYTHON`` or ``/work/.venv-pnemo``
+                 8 heads, mlp_ratio 2, 32 slices: :data:`TRANSOLVER_SETTINGS`) on the union
+                 of a case's surface and volume points (tokens: coordinates + normals and a
+                 surface flag), in the Python of ``$PNEMO_PYTHON`` or ``.venv-pnemo``
+                 (``scripts/setup_peer_env.sh``: torch 2.14.1 + torchvision 0.29.1, which
+                 physicsnemo 2.x needs through timm)
 
 ``mlp``          a per-point MLP of the query's coordinates, normal and set (no geometry
                  encoding), in this environment: the floor any geometry-aware model must
@@ -59,7 +61,8 @@ ARMS = ("geoop", "geoop_force", "gino_peer", "transolver", "mlp")
 PEER_PYTHON = {
     "gino_peer": [os.environ.get("BENCH_PYTHON", ""), str(ROOT / ".venv-bench" / "bin" / "python"),
                   "/work/main/.venv-bench/bin/python"],
-    "transolver": [os.environ.get("PNEMO_PYTHON", ""), "/work/.venv-pnemo/bin/python"],
+    "transolver": [os.environ.get("PNEMO_PYTHON", ""), str(ROOT / ".venv-pnemo" / "bin" / "python"),
+                   "/work/main/.venv-pnemo/bin/python"],
 }
 COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surface tau rel L2"),
            ("points/p", "volume p rel L2"), ("points/U", "volume U rel L2"), ("cd/mae", "Cd MAE"),
@@ -192,23 +195,33 @@ def run_geoop(cfg: dict, threads: int) -> dict:
 
 # ------------------------------------------------------------------ peers (their own environments)
 def _peer_data(cfg: dict):
-    """Training items and the fitted preprocessing of the recipe, shared by the peers."""
+    """Training items and the fitted preprocessing of the recipe, shared by the peers: the
+    dataset keywords of :func:`geoop.train.run.build_run` (split, validation share, body
+    box, symmetry plane, query sets with the ``[loss] surface_weighting`` weights), so the
+    peers see the geoop arms' training cases, coordinates and loss weights."""
     from geoop.data.folder import MeshFolderDataset
+    from geoop.train.run import data_kwargs
 
     d = cfg["data"]
-    kw = {k: d[k] for k in ("input_file", "geometry_normalization", "body_margins") if k in d}
-    train = MeshFolderDataset(d["folder"], inputs=[], queries=d["queries"], split="train", **kw)
-    return train
+    kw = data_kwargs(cfg)
+    kw.setdefault("seed", int(cfg.get("seed", 0)))
+    area = (cfg.get("loss") or {}).get("surface_weighting") == "area"
+    kw["queries"] = [{**q, "weighting": q.get("weighting") or ("surface" if area else "points")} for q in kw["queries"]]
+    return MeshFolderDataset(d["folder"], inputs=[], targets=[], split=d.get("train_split", "train"), **kw)
 
 
-def _set_weights(batch_fields, targets, set_names):
+def _set_weights(queries, targets, set_names):
+    """(Q, F) loss weights as geoop's :meth:`Trainer.loss_weights`: each target's own set's
+    query weights (area quadrature on the surface set with ``surface_weighting = "area"``),
+    zero on the other sets' queries."""
     import torch
 
     from geoop.data.preprocess import QUERY_SET_FIELD
 
-    sid = batch_fields[QUERY_SET_FIELD][:, 0].round().long()
+    sid = queries.fields[QUERY_SET_FIELD][:, 0].round().long()
     idx = torch.tensor([set_names.index(t.split("/", 1)[0]) for t in targets])
-    return (sid[:, None] == idx[None, :]).float()
+    w = queries.weights if queries.weights is not None else torch.ones(sid.shape[0])
+    return (sid[:, None] == idx[None, :]).float() * w.float()[:, None]
 
 
 def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e-3) -> dict:
@@ -224,8 +237,10 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
     targets, names = train.targets, train.preprocessor.set_names
     widths = train.preprocessor.target_widths()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    budget, t0, steps, times = 60.0 * minutes, time.perf_counter(), 0, []
+    budget, t0, steps, times, epoch = 60.0 * minutes, time.perf_counter(), 0, [], 0
     while time.perf_counter() - t0 < budget or steps == 0:
+        train.set_epoch(epoch)  # a fresh random query subsample ([data] subsample) each epoch, as geoop's trainer
+        epoch += 1
         for i in torch.randperm(len(train)).tolist():
             s = train[i]
             ts = time.perf_counter()
@@ -233,7 +248,7 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
             for gr in opt.param_groups:
                 gr["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
             y = torch.cat([s.queries.fields[t] for t in targets], 1).float()
-            w = _set_weights(s.queries.fields, targets, names)
+            w = _set_weights(s.queries, targets, names)
             err = relative_l2(forward(s), y, torch.zeros(y.shape[0], dtype=torch.long), 1, widths, w)
             opt.zero_grad(set_to_none=True)
             err.mean().backward()
@@ -267,9 +282,11 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
     import torch
     from neuralop.models import GINO as NOGINO
 
+    torch.manual_seed(int(cfg.get("seed", 0)))
     m = cfg["model"]
     shape = list(m["latent"]["shape"])
-    spacing = 1.0 / (max(shape) - 1)
+    lo, hi = m["latent"].get("domain") or ([0.0] * 3, [1.0] * 3)  # geoop's box latent: the unit cube unless given
+    spacing = max((b - a) / (n - 1) for a, b, n in zip(lo, hi, shape))  # geoop's "cell" (geoop.models.config.cell_size)
 
     def radius(v):
         return float(str(v).split()[0]) * spacing if isinstance(v, str) else float(v)
@@ -283,56 +300,114 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
                    in_gno_channel_mlp_hidden_layers=list(m["encoder"]["mlp"]),
                    out_gno_channel_mlp_hidden_layers=list(m["decoder"]["mlp"]), gno_use_open3d=False,
                    gno_use_torch_scatter=True)
-    axes = [torch.linspace(0.0, 1.0, n) for n in shape]
+    axes = [torch.linspace(a, b, n) for a, b, n in zip(lo, hi, shape)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
     sdf_cache = {}
 
     def forward(s):
-        key = s.meta.get("case", id(s))
-        if key not in sdf_cache:
-            sdf_cache[key] = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+        key = s.meta.get("case")  # training items name their case; a prediction's sample is computed afresh
+        sdf = sdf_cache.get(key) if key is not None else None
+        if sdf is None:
+            sdf = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+            if key is not None:
+                sdf_cache[key] = sdf
         out = model(input_geom=s.geometry.points[None].float(), latent_queries=grid[None],
                     output_queries=s.queries.points[None].float(), x=s.geometry.normals[None].float(),
-                    latent_features=sdf_cache[key])
+                    latent_features=sdf)
         return out[0]
 
     return _peer_loop(cfg, model, forward, minutes, threads)
 
 
+def _token_features(cfg: dict):
+    """``features(sample) -> (Q, 4)`` for the point-wise peers: the surface normal on the
+    surface set's rows (zero elsewhere) and a surface flag. The combined query geometry
+    carries no normals when one set has none (the volume cloud), so a surface row takes the
+    normal of its nearest point of the input surface (the same file: its own vertex, at
+    distance 0); the input surface's search tree is cached per case."""
+    import torch
+    from scipy.spatial import cKDTree
+
+    from geoop.data.preprocess import QUERY_SET_FIELD
+
+    d = cfg["data"]
+    sid_surface = [q["name"] for q in d["queries"]].index(d["metrics_reference"]["field"].partition("/")[0])
+    cache: dict = {}
+
+    def features(s):
+        q = s.queries
+        surf = q.fields[QUERY_SET_FIELD][:, 0].round().long() == sid_surface
+        nrm = torch.zeros_like(q.points, dtype=torch.float32)
+        if q.normals is not None:
+            nrm[surf] = q.normals[surf].float()
+        elif s.geometry.normals is not None and bool(surf.any()):
+            key = s.meta.get("case")  # training items name their case (the queries vary: [data] subsample)
+            tree = cache.get(key) if key is not None else None
+            if tree is None:
+                tree = cKDTree(s.geometry.points.double().numpy())
+                if key is not None:
+                    cache[key] = tree
+            _, j = tree.query(q.points[surf].double().numpy())
+            nrm[surf] = s.geometry.normals[torch.as_tensor(j)].float()
+        return torch.cat([nrm, surf.float()[:, None]], 1)
+
+    return features
+
+
+#: PhysicsNeMo's published DrivAerML settings (examples/cfd/external_aerodynamics/transolver,
+#: conf/train_surface.yaml and src/conf/transolver_surface.yaml: 8 layers, 256 hidden, 8 heads,
+#: mlp_ratio 4 / 2, slice_num 128 / 256, AdamW lr 5e-4 (volume 1e-3), weight decay 1e-4,
+#: 250 epochs of ~400 cars at 2-4e5 points on GPUs) scaled to 30 min on 2 CPU threads with
+#: ~1e4 points per case: depth and width halved (8 x 256 -> 4 x 128, ~1/8 the parameters and
+#: FLOPs per token), 8 heads kept (16 channels each), the newer mlp_ratio 2, and 32 slices (the
+#: Transolver paper's ShapeNet-Car setting for ~3e4 points; DrivAerML's 128-256 are for 10x more).
+TRANSOLVER_SETTINGS = dict(n_layers=4, n_hidden=128, n_head=8, mlp_ratio=2, slice_num=32, dropout=0.0, act="gelu")
+TRANSOLVER_LR = 1e-3  # the volume example's AdamW rate (surface: 5e-4), with the harness's cosine decay
+
+
 def worker_transolver(cfg, minutes, threads) -> dict:
-    """PhysicsNeMo's Transolver on the union of a case's surface and volume points."""
+    """PhysicsNeMo's Transolver on the union of a case's surface and volume points: tokens
+    with the normalised coordinates as the embedding (3) and as functions the surface normal
+    (zero on volume points) and a surface flag (4), all eight outputs on every token; trained
+    and evaluated on the same kind of point set (every surface and volume query of a case)."""
     import torch
     from physicsnemo.models.transolver import Transolver
 
-    model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, n_layers=4, n_hidden=128, n_head=8, slice_num=32,
-                       use_te=False)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    model = Transolver(functional_dim=4, out_dim=8, embedding_dim=3, use_te=False, **TRANSOLVER_SETTINGS)
+
+    features = _token_features(cfg)
+    sub = cfg["data"].get("subsample")
+    sub = sub.get("queries") if isinstance(sub, dict) else sub
 
     def forward(s):
-        from geoop.data.preprocess import QUERY_SET_FIELD
+        f, x = features(s), s.queries.points.float()
+        n = x.shape[0]
+        chunk = 0 if sub is None else (int(sub) if float(sub) > 1 else math.ceil(float(sub) * n))
+        if model.training or not chunk or n <= chunk:
+            return model(f[None], x[None])[0]
+        # evaluated on point sets like those it trained on (as PhysicsNeMo's inference on
+        # large meshes): random chunks of the training token count covering every query
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        out = torch.empty(n, 8)
+        for idx in perm.tensor_split(math.ceil(n / chunk)):
+            out[idx] = model(f[idx][None], x[idx][None])[0]
+        return out
 
-        q = s.queries
-        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
-        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
-        fx = torch.cat([nrm.float() * surf, surf], 1)[None]
-        return model(fx, q.points[None].float())[0]
-
-    return _peer_loop(cfg, model, forward, minutes, threads)
+    return _peer_loop(cfg, model, forward, minutes, threads, lr=TRANSOLVER_LR)
 
 
 def worker_mlp(cfg, minutes, threads) -> dict:
     """A per-point MLP baseline (coordinates, normal, set flag -> all outputs)."""
     import torch
 
-    from geoop.data.preprocess import QUERY_SET_FIELD
-
     model = torch.nn.Sequential(torch.nn.Linear(7, 128), torch.nn.GELU(), torch.nn.Linear(128, 128), torch.nn.GELU(),
                                 torch.nn.Linear(128, 8))
 
+    features = _token_features(cfg)
+
     def forward(s):
-        q = s.queries
-        surf = (q.fields[QUERY_SET_FIELD] == 0).float()
-        nrm = q.normals if q.normals is not None else torch.zeros_like(q.points)
-        return model(torch.cat([q.points.float(), nrm.float() * surf, surf], 1))
+        return model(torch.cat([s.queries.points.float(), features(s)], 1))
 
     return _peer_loop(cfg, model, forward, minutes, threads)
 
@@ -341,7 +416,7 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
     python = next((p for p in PEER_PYTHON[arm] if p and Path(p).exists()), None)
     if python is None:
         how = ("bash scripts/setup_bench_env.sh (make bench)" if arm == "gino_peer"
-               else "a venv with nvidia-physicsnemo at /work/.venv-pnemo or $PNEMO_PYTHON")
+               else "bash scripts/setup_peer_env.sh (.venv-pnemo) or $PNEMO_PYTHON")
         return {"not_run": f"no Python environment for {arm}: {how}"}
     cfg_path = tmp / f"{arm}_config.json"
     cfg_path.write_text(json.dumps(cfg))
@@ -349,6 +424,7 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
     cmd = [python, str(Path(__file__).resolve()), "--worker", arm, "--config", str(cfg_path), "--minutes", str(minutes),
            "--threads", str(threads), "--result", str(res)]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    (tmp / f"{arm}_worker.log").write_text(p.stdout + p.stderr)  # the worker's whole output, for a failed run
     if p.returncode != 0:
         return {"not_run": f"{arm} failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"}
     return json.loads(res.read_text())

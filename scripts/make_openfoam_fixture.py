@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from geoop.data.rans import _foam_env  # WM_PROJECT_DIR and OMP_NUM_THREADS for the OpenFOAM tools
 
 TUTORIAL = Path("/usr/share/doc/openfoam-examples/examples/mesh/snappyHexMesh/flange")
 GEOMETRY = Path("/usr/share/doc/openfoam-examples/examples/resources/geometry/flange.stl.gz")
@@ -31,20 +32,9 @@ MESH_FILES = ("points", "faces", "owner", "neighbour", "boundary")
 FIELDS = ("V", "C")
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    if not env.get("WM_PROJECT_DIR"):
-        for cand in ("/usr/share/openfoam", "/usr/lib/openfoam/openfoam"):
-            if os.path.isdir(os.path.join(cand, "etc")):
-                env["WM_PROJECT_DIR"] = cand
-                break
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
 def _run(cmd: list, case: Path) -> str:
     r = subprocess.run(cmd + ["-case", str(case)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       env=_env())
+                       env=_foam_env())
     (case / f"log.{'.'.join(c for c in cmd if not c.startswith('-'))}").write_text(r.stdout, encoding="utf-8")
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed in {case}:\n{r.stdout[-2000:]}")

@@ -50,7 +50,8 @@ PY
 
 log "geoop core dependencies"
 $PIP install -c "$CONSTRAINTS" "numpy>=1.25" "scipy>=1.10" "meshio>=5.3" "trimesh>=4" \
-  "torch-geometric>=2.5" "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "h5py"
+  "torch-geometric>=2.5" "tensorly>=0.8" "pyyaml>=6" "tqdm>=4" "matplotlib>=3.7" "h5py" \
+  "threadpoolctl>=3.5" "rtree>=1.0" "pyvista>=0.43"  # rtree: trimesh SDF; pyvista/VTK: .vtp (benchmarks/body_rans.py)
 
 if ! $VENV/bin/python -c "import torch_harmonics" 2>/dev/null; then
   log "torch-harmonics 0.8.0 (source build against the pinned torch)"
@@ -71,7 +72,7 @@ $PIP install --no-deps --no-build-isolation -e .
 
 $VENV/bin/python - <<'PY'
 import importlib.util
-import torch, torch_scatter, neuralop
+import torch, torch_scatter, neuralop, pyvista  # noqa: F401
 from neuralop.models import GINO
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 assert importlib.util.find_spec("torch_scatter") is not None

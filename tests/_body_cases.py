@@ -105,3 +105,24 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
                         "params": {"a": a, "b": b, "c": c, "slant": slant, "base": k}})
     (root / "manifest.json").write_text(json.dumps({"generator": "tests/_body_cases.py", "cases": records}, indent=1))
     return records
+
+
+def tiny_body_config(tmp: Path, folder: Path, name: str = "body_rans.json", **model) -> Path:
+    """``configs/body_rans.toml`` shrunk to a 2-epoch CPU run on the cases in ``folder``
+    (latent 8x6x6, width 8, half of the train split for validation), written as JSON to
+    ``tmp/name``; ``model`` keys (``ensemble=2``) are set in its ``[model]`` table."""
+    import tomllib
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "body_rans.toml").read_text())
+    cfg["data"].update(folder=str(folder), val_split="val", val_fraction=0.5)
+    cfg["model"].update(model)
+    cfg["model"]["latent"]["shape"] = [8, 6, 6]
+    cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
+    for s in ("encoder", "decoder"):
+        cfg["model"][s].update(mlp=[16], n_freqs=4)
+    cfg["optim"].update(epochs=2, minutes=0)
+    cfg["output"]["dir"] = str(tmp / "run")
+    cfg["device"] = "cpu"
+    path = tmp / name
+    path.write_text(json.dumps(cfg))
+    return path

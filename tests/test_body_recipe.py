@@ -6,13 +6,12 @@ three tiny synthetic cases in the generator's layout."""
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _body_cases import half_body, make_cases
+from _body_cases import half_body, make_cases, tiny_body_config
 
 import geoop
 from geoop import Geometry
@@ -218,33 +217,11 @@ def test_coefficient_loss_matches_forces_and_has_gradients(cases):
 
 
 # ------------------------------------------------------------------ the recipe end to end
-def _tiny_config(tmp, folder) -> Path:
-    from geoop.data.preprocess import GEOMETRY_NORMALIZATIONS
-
-    cfg = tomllib.loads((ROOT / "configs" / "body_rans.toml").read_text())
-    d = cfg["data"]
-    d["folder"] = str(folder)
-    if "body" not in GEOMETRY_NORMALIZATIONS:  # the body-fit rule lives on another branch until merged
-        d["geometry_normalization"] = "dataset"
-        d.pop("body_margins", None)
-    d["val_split"], d["val_fraction"] = "val", 0.5
-    cfg["model"]["latent"]["shape"] = [8, 6, 6]
-    cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
-    for s in ("encoder", "decoder"):
-        cfg["model"][s].update(mlp=[16], n_freqs=4)
-    cfg["optim"].update(epochs=2, minutes=0)
-    cfg["output"]["dir"] = str(tmp / "run")
-    cfg["device"] = "cpu"
-    path = tmp / "body_rans.json"
-    path.write_text(json.dumps(cfg))
-    return path
-
-
 def test_train_evaluate_render_recipe(cases, tmp_path, capsys):
     from geoop.cli.main import main
 
     root, recs = cases
-    cfg = _tiny_config(tmp_path, root)
+    cfg = tiny_body_config(tmp_path, root)
     assert main(["data", "check", str(cfg)]) == 0
     assert "target field 'points/U'" in capsys.readouterr().out
     assert main(["train", str(cfg), "--no-progress"]) == 0

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_gino_config, write_annulus_cases
 
 import geoop
 from geoop.cli.main import main
@@ -15,57 +16,13 @@ from geoop.geometry.geometry import Geometry
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _annulus(amp: float, angle: float, centre=(10.0, 5.0), scale=3.0, n_r=6, n_t=20):
-    """A 2-D triangulated annulus (z = 0) in 'file' coordinates, with a constant input
-    field ``a`` and a target ``p`` depending on ``a`` and the position."""
-    r, t = np.meshgrid(np.linspace(0.4, 1.0, n_r), np.linspace(0, 2 * np.pi, n_t, endpoint=False), indexing="ij")
-    x, y = r.ravel() * np.cos(t.ravel()), r.ravel() * np.sin(t.ravel())
-    idx = np.arange(n_r * n_t).reshape(n_r, n_t)
-    a, b, c, d = idx[:-1], np.roll(idx[:-1], -1, 1), idx[1:], np.roll(idx[1:], -1, 1)
-    tri = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
-    p = amp * np.cos(2 * (t.ravel() - angle)) * r.ravel() + 0.3 * x
-    pts = np.stack([centre[0] + scale * x, centre[1] + scale * y, 0 * x], 1)
-    return Geometry(pts, cells={"triangle": tri}, fields={"a": np.full(x.shape, amp), "p": p})
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cases")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        g = _annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i)
-        geoop.write(g, root / f"case_{i:02d}.vtu")
-    (root / "split.json").write_text(json.dumps({"train": [f"case_{i:02d}" for i in range(5)], "test": ["case_05"]}))
-    return root
+    return write_annulus_cases(tmp_path_factory.mktemp("cases"), 6, "case_{i:02d}")
 
 
 def _config(tmp, folder, **optim):
-    o = {"epochs": 2, "batch_size": 2, "lr": 3e-3, **optim}
-    text = f"""
-seed = 1
-device = "cpu"
-[data]
-folder = "{folder}"
-inputs = ["a"]
-targets = ["p"]
-drop_flat_z = true
-geometry_normalization = "case"
-[model]
-latent_shape = [8, 8]
-radius_in = 0.2
-radius_out = 0.2
-fno_width = 8
-fno_modes = 3
-fno_layers = 1
-gno_mlp = [8]
-[optim]
-""" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in o.items()) + f"""
-[output]
-dir = "{tmp / 'run'}"
-"""
-    path = tmp / "cfg.toml"
-    path.write_text(text)
-    return path
+    return tiny_gino_config(tmp / "cfg.toml", folder, tmp / "run", optim=optim)
 
 
 @pytest.mark.slow

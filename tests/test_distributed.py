@@ -3,11 +3,11 @@ global batch."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _helpers import dist_env, free_port
 from _train_models import PointNetField, make_samples
 
 from geoop.train import Trainer
@@ -19,12 +19,6 @@ EPOCHS, N_SAMPLES, PER_RANK_BATCH = 2, 8, 2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _trainer(dist_info, batch_size, out_dir=None):
     torch.manual_seed(0)
     model = PointNetField(in_channels=1, out_channels=1, hidden=16, dropout=0.0)
@@ -34,8 +28,7 @@ def _trainer(dist_info, batch_size, out_dir=None):
 
 def _worker(rank, world, port, out):
     torch.set_num_threads(1)
-    env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    os.environ.update(env)
+    os.environ.update(dist_env(rank, world, port))
     info = init_distributed(torch.device("cpu"))
     try:
         assert info.world_size == world and info.backend == "gloo"
@@ -49,7 +42,7 @@ def _worker(rank, world, port, out):
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["sum"] == r1["sum"] == 1.0

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _helpers import free_port, tiny_gino_config, write_annulus_cases
 
 from geoop import Geometry, GeometryBatch
 from geoop.distributed import DomainParallel, grid_layout, orb_split, shard, shard_index, stream_query
@@ -127,16 +127,10 @@ def _worker(rank, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("domain")
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn")
+    ctx = mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
@@ -238,56 +232,20 @@ def test_shard_keeps_neighbourhoods_exact():
 def test_train_with_domain_2_under_torchrun(tmp_path):
     """``[parallel] domain = 2`` under torchrun: 2 ranks share every batch; training matches
     one process on the whole batches, and only rank 0 writes."""
-    import json
     import subprocess
     import sys
-
-    import numpy as np
-    from test_cli import _annulus
 
     import geoop
     from geoop.cli.main import main
 
-    root = tmp_path / "cases"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i), root / f"case_{i}.vtu")
-    (root / "split.json").write_text(json.dumps({"train": ["case_0", "case_1", "case_2"], "test": ["case_3"]}))
+    root = write_annulus_cases(tmp_path / "cases", 4)
 
     def config(run, domain):
-        text = f"""seed = 1
-device = "cpu"
-[data]
-folder = "{root}"
-inputs = ["a"]
-targets = ["p"]
-drop_flat_z = true
-geometry_normalization = "case"
-[model]
-latent_shape = [8, 8]
-radius_in = 0.2
-radius_out = 0.2
-fno_width = 8
-fno_modes = 3
-fno_layers = 1
-gno_mlp = [8]
-local_radius = 0.1
-[optim]
-epochs = 2
-batch_size = 2
-lr = 3e-3
-[output]
-dir = "{run}"
-[parallel]
-domain = {domain}
-"""
-        path = tmp_path / f"cfg{domain}.toml"
-        path.write_text(text)
-        return path
+        return tiny_gino_config(tmp_path / f"cfg{domain}.toml", root, run, model={"local_radius": 0.1},
+                                parallel={"domain": domain})
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "geoop", "train", str(config(tmp_path / "run2", 2)), "--no-progress"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -306,7 +264,7 @@ domain = {domain}
     # predict under torchrun: 2 ranks split the geometry and the queries, rank 0 writes the same file
     case, p1, p2 = root / "case_3.vtu", tmp_path / "p1.vtu", tmp_path / "p2.vtu"
     assert main(["predict", "--checkpoint", str(run2 / "last.pt"), "--geometry", str(case), "--out", str(p1), "--chunk-size", "50"]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "geoop",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "geoop",
            "predict", "--checkpoint", str(run2 / "last.pt"), "--geometry", str(case), "--out", str(p2), "--chunk-size", "50"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

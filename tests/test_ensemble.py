@@ -363,26 +363,6 @@ def bodies(tmp_path_factory):
     return root, make_cases(root, 4, seed=3, n_points=150, n_theta=10)
 
 
-def _body_config(tmp, folder, ensemble=2):
-    import json
-    import tomllib
-    from pathlib import Path
-
-    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "body_rans.toml").read_text())
-    cfg["data"].update(folder=str(folder), val_split="val", val_fraction=0.5)
-    cfg["model"]["ensemble"] = ensemble
-    cfg["model"]["latent"]["shape"] = [8, 6, 6]
-    cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
-    for s in ("encoder", "decoder"):
-        cfg["model"][s].update(mlp=[16], n_freqs=4)
-    cfg["optim"].update(epochs=2, minutes=0)
-    cfg["output"]["dir"] = str(tmp / "run")
-    cfg["device"] = "cpu"
-    path = tmp / "body_uq.json"
-    path.write_text(json.dumps(cfg))
-    return path
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_ensemble_with_query_sets_and_coefficient_loss_per_member(bodies):
     """An ensemble trained on two query sets with a coefficient loss: the relative L2 of every
@@ -453,6 +433,7 @@ def test_cli_ensemble_query_sets_train_calibrate_evaluate_predict(bodies, tmp_pa
     import json
 
     import numpy as np
+    from _body_cases import tiny_body_config
 
     import geoop
     from geoop.cli.main import main
@@ -461,7 +442,7 @@ def test_cli_ensemble_query_sets_train_calibrate_evaluate_predict(bodies, tmp_pa
     from geoop.train.run import load_trained
 
     root, _ = bodies
-    assert main(["train", str(_body_config(tmp_path, root)), "--no-progress"]) == 0
+    assert main(["train", str(tiny_body_config(tmp_path, root, "body_uq.json", ensemble=2)), "--no-progress"]) == 0
     ck = tmp_path / "run" / "last.pt"
     hist = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "val/coef_loss/cd" in hist[-1] and np.isfinite(hist[-1]["train_loss"])

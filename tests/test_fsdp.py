@@ -4,16 +4,15 @@ single-file format and move between 2 sharded ranks and 1 unsharded process both
 FSDP composes with domain parallelism (2 x 2 mesh); bad settings are clear errors."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _helpers import dist_env, free_port, tiny_gino_config, write_annulus_cases
 from _train_models import make_samples
 
 from geoop.errors import ConfigError, DistributedError
@@ -25,12 +24,6 @@ from geoop.train.distributed import DistInfo, cleanup_distributed, init_distribu
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPOCHS, N_SAMPLES, PER_RANK_BATCH = 3, 8, 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model() -> GINO:
@@ -50,8 +43,7 @@ def _trainer(info, batch_size, fsdp, out_dir=None, domain=1):
 
 def _init(rank, world, port):
     torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(dist_env(rank, world, port))
     return init_distributed(torch.device("cpu"), timeout_s=180)  # a mismatch fails, never hangs the suite
 
 
@@ -105,7 +97,7 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoints_move(tmp_path):
     ref_hist = single.fit()
     ref = single.model.state_dict()
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     # same weights and losses as one process (the model moved: not two untrained models)
@@ -170,7 +162,7 @@ def test_fsdp_composes_with_domain_parallelism_and_resumes_on_four_ranks(tmp_pat
     grads = {n: p.grad.clone() for n, p in single.model.named_parameters()}
     ref_hist = single.fit()
 
-    mp.spawn(_four_rank_worker, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
+    mp.spawn(_four_rank_worker, args=(4, free_port(), str(tmp_path)), nprocs=4, join=True)
     r0 = torch.load(tmp_path / "four.pt", weights_only=True)
     _close(r0["model"], ep2, atol=1e-4)
     # the last step's (clipped) gradient itself, not only Adam's scale-free update
@@ -212,50 +204,17 @@ def test_geoop_train_fsdp_under_torchrun(tmp_path):
     """``[parallel] fsdp = true`` under torchrun: 2 sharded ranks train like one process;
     rank 0 writes the usual files and a checkpoint that ``geoop train --resume`` continues
     on one process."""
-    import numpy as np
-    from test_cli import _annulus
 
-    import geoop
     from geoop.cli.main import main
 
-    root = tmp_path / "cases"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i), root / f"case_{i}.vtu")
-    (root / "split.json").write_text(json.dumps({"train": ["case_0", "case_1", "case_2", "case_3"], "test": ["case_4"]}))
+    root = write_annulus_cases(tmp_path / "cases", 5)
 
     def config(run, batch, fsdp, epochs=2):
-        path = tmp_path / f"cfg_{run.name}.toml"
-        path.write_text(f"""seed = 1
-device = "cpu"
-[data]
-folder = "{root}"
-inputs = ["a"]
-targets = ["p"]
-drop_flat_z = true
-geometry_normalization = "case"
-[model]
-latent_shape = [8, 8]
-radius_in = 0.2
-radius_out = 0.2
-fno_width = 8
-fno_modes = 3
-fno_layers = 1
-gno_mlp = [8]
-[optim]
-epochs = {epochs}
-batch_size = {batch}
-lr = 3e-3
-[output]
-dir = "{run}"
-[parallel]
-fsdp = {str(fsdp).lower()}
-""")
-        return path
+        return tiny_gino_config(tmp_path / f"cfg_{run.name}.toml", root, run, optim={"epochs": epochs, "batch_size": batch},
+                                parallel={"fsdp": fsdp})
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "geoop", "train", str(config(tmp_path / "run2", 1, True)), "--no-progress"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import dist_env, free_port
 from _train_models import make_samples
 
 from geoop.errors import ConfigError
@@ -228,8 +229,7 @@ def _fsdp_worker(rank, world, port, out):
     from geoop.train.distributed import cleanup_distributed, init_distributed
 
     torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(dist_env(rank, world, port))
     info = init_distributed(torch.device("cpu"), timeout_s=180)
     try:
         torch.manual_seed(0)
@@ -251,8 +251,6 @@ def _fsdp_worker(rank, world, port, out):
 def test_incremental_under_fsdp_matches_one_process(tmp_path):
     """2 gloo ranks with sharded parameters grow the modes at the same epoch as one process
     and end with its weights; the gathered checkpoint holds the grown modes."""
-    import socket
-
     import torch.multiprocessing as mp
 
     from geoop.train.distributed import DistInfo
@@ -260,10 +258,7 @@ def test_incremental_under_fsdp_matches_one_process(tmp_path):
     single = _fsdp_trainer(DistInfo(), 4, False)
     hist = single.fit()
     assert [h["modes"] for h in hist] == [[1, 1], [1, 1], [2, 2]]  # grown after epoch 2 (eps: any change is a plateau)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_fsdp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_fsdp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     assert r0["modes"] == [[1, 1], [1, 1], [2, 2]]
     ref = single.model.state_dict()

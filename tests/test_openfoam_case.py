@@ -23,19 +23,11 @@ import geoop
 from geoop import GeometryReadError
 
 pytest.importorskip("pyvista")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("float64")]
 
 FIXTURE = Path(__file__).parent / "data" / "openfoam_flange"
 INFO = json.loads((FIXTURE / "checkMesh.json").read_text())
 PATCHES = ["flange_patch1", "flange_patch2", "flange_patch3", "flange_patch4"]
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 @pytest.fixture

@@ -22,17 +22,9 @@ from geoop.errors import ShapeError
 from geoop.geometry.polyhedra import Polyhedra
 
 pv = pytest.importorskip("pyvista")
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("float64")]
 
 H = 4  # fine cells per side
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def _pid(i, j, k):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import annulus
 from _train_models import PointNetField, make_samples
 
 import geoop
@@ -30,23 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------- data and configs
-def _annulus(amp: float, angle: float, n_t: int = 18) -> Geometry:
-    r, t = np.meshgrid(np.linspace(0.4, 1.0, 5), np.linspace(0, 2 * np.pi, n_t, endpoint=False), indexing="ij")
-    x, y = r.ravel() * np.cos(t.ravel()), r.ravel() * np.sin(t.ravel())
-    idx = np.arange(r.size).reshape(r.shape)
-    a, b, c, d = idx[:-1], np.roll(idx[:-1], -1, 1), idx[1:], np.roll(idx[1:], -1, 1)
-    tri = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
-    p = amp * np.cos(2 * (t.ravel() - angle)) * r.ravel() + 0.3 * x
-    pts = np.stack([10.0 + 3.0 * x, 5.0 + 3.0 * y, 0 * x], 1)
-    return Geometry(pts, cells={"triangle": tri}, fields={"a": np.full(x.shape, amp), "p": p})
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("cases")
     rng = np.random.default_rng(0)
     for i in range(4):
-        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=16 + 2 * i),
+        geoop.write(annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_r=5, n_t=16 + 2 * i),
                     root / f"case_{i:02d}.vtu")
     (root / "split.json").write_text(json.dumps({"train": ["case_00", "case_01", "case_02"], "test": ["case_03"]}))
     return root

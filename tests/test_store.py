@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("zarr")
 
-from test_cli import _annulus, _config  # noqa: E402
+from _helpers import annulus, tiny_gino_config, write_annulus_cases  # noqa: E402
 from test_folder import FOAM, make_foam  # noqa: E402
 
 import geoop  # noqa: E402
@@ -82,7 +82,7 @@ def test_same_file_2d_cases_and_case_transform(tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
-        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, 3)), n_t=18 + 2 * i), root / f"c{i}.vtu")
+        geoop.write(annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, 3)), n_t=18 + 2 * i), root / f"c{i}.vtu")
     store = tmp_path / "store"
     pack_folder(root, store, ["a"], ["p"], chunk_rows=32)
     kw = dict(inputs=["a"], targets=["p"], split="all", drop_flat_z=True, geometry_normalization="case")
@@ -302,13 +302,8 @@ def test_fields_or_settings_other_than_packed(foam, tmp_path):
 # ---------------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_cli_pack_train_evaluate_predict_on_a_store(tmp_path, capsys):
-    root = tmp_path / "cases"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        geoop.write(_annulus(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, np.pi)), n_t=18 + 2 * i), root / f"case_{i:02d}.vtu")
-    (root / "split.json").write_text(json.dumps({"train": [f"case_{i:02d}" for i in range(5)], "test": ["case_05"]}))
-    cfg = _config(tmp_path, root)
+    root = write_annulus_cases(tmp_path / "cases", 6, "case_{i:02d}")
+    cfg = tiny_gino_config(tmp_path / "cfg.toml", root, tmp_path / "run")
     store = tmp_path / "store"
     assert main(["data", "pack", str(root), "--out", str(store), "--config", str(cfg), "--chunk-rows", "16"]) == 0
     assert "6 case(s) packed" in capsys.readouterr().out

@@ -72,21 +72,26 @@ class FieldNormalizer:
             raise ShapeError(f"{self._label()}: expected (N, C) values, got shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ShapeError(f"{self._label()}: values contain NaN/Inf; refusing to fit statistics on them")
-        if self._sum is not None and x.shape[1] != self._sum.numel():
-            raise FieldError(
-                f"{self._label()}: expected {self._sum.numel()} channels (as in earlier data), got {x.shape[1]}"
-            )
-        if self._sum is None:  # first batch (or first after load_state_dict: start afresh)
-            self._sum = torch.zeros(x.shape[1], dtype=torch.float64)
-            self._sumsq = torch.zeros(x.shape[1], dtype=torch.float64)
-            self.count = torch.zeros((), dtype=torch.float64)
-            # sums shifted by the first mean seen keep E[x^2] - E[x]^2 accurate for large offsets
-            self._shift = x.mean(0) if x.shape[0] else torch.zeros(x.shape[1], dtype=torch.float64)
+        self._begin(x.shape[1], lambda: x.mean(0) if x.shape[0] else torch.zeros(x.shape[1], dtype=torch.float64))
         xs = x - self._shift
         self._sum += xs.sum(0)
         self._sumsq += (xs * xs).sum(0)
         self.count += x.shape[0]
         return self._finish()
+
+    def _begin(self, channels: int, first_shift) -> None:
+        """Check a block's channel count against earlier data; for the first block (or the
+        first after load_state_dict: start afresh) zero the sums, with ``first_shift()`` (C,)
+        as the running shift: sums shifted by the first mean seen keep E[x^2] - E[x]^2
+        accurate for large offsets."""
+        if self._sum is not None:
+            if channels != self._sum.numel():
+                raise FieldError(f"{self._label()}: expected {self._sum.numel()} channels (as in earlier data), got {channels}")
+            return
+        self._sum = torch.zeros(channels, dtype=torch.float64)
+        self._sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+        self._shift = first_shift()
 
     def update_moments(self, count: int, mean, m2) -> "FieldNormalizer":
         """Add a block of rows given by its moments instead of its values: ``count``, the
@@ -101,13 +106,7 @@ class FieldNormalizer:
         if mean.shape != m2.shape or not (torch.isfinite(mean).all() and torch.isfinite(m2).all()):
             raise ShapeError(f"{self._label()}: moments need finite mean and m2 of one shape, got {tuple(mean.shape)}, "
                              f"{tuple(m2.shape)}")
-        if self._sum is not None and mean.numel() != self._sum.numel():
-            raise FieldError(f"{self._label()}: expected {self._sum.numel()} channels (as in earlier data), got {mean.numel()}")
-        if self._sum is None:
-            self._sum = torch.zeros(mean.numel(), dtype=torch.float64)
-            self._sumsq = torch.zeros(mean.numel(), dtype=torch.float64)
-            self.count = torch.zeros((), dtype=torch.float64)
-            self._shift = mean.clone()
+        self._begin(mean.numel(), mean.clone)
         d = mean - self._shift
         self._sum += int(count) * d
         self._sumsq += m2 + int(count) * d * d

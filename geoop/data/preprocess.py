@@ -36,6 +36,7 @@ from torch import Tensor
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
+from ..geometry.symmetry import is_surface
 from .normalize import DatasetNormalizers, FieldNormalizer, fit_box_transform
 
 __all__ = ["Preprocessor", "GEOMETRY_NORMALIZATIONS", "DEFAULT_BODY_MARGINS", "body_box", "check_body_margins",
@@ -70,12 +71,6 @@ def set_of_target(target: str) -> tuple[str, str]:
     return (a, b) if sep else ("", target)
 
 
-def _is_surface(g: Geometry) -> bool:
-    """Cells one dimension below the space: a body surface (3-D) or a boundary polyline (2-D)."""
-    td = g.topological_dim
-    return td > 0 and td == (2 if g.is_2d else g.dim) - 1
-
-
 def combine_query_sets(parts: Sequence[Geometry], names: Sequence[str], weighting: Sequence[str] = ()) -> Geometry:
     """One query geometry from the query sets of a case (each with its bare target fields):
     points side by side (set order), field ``f`` of set ``s`` as ``"s/f"`` (zero on the other
@@ -96,7 +91,7 @@ def combine_query_sets(parts: Sequence[Geometry], names: Sequence[str], weightin
             full = torch.zeros(q, v.shape[1], dtype=dtype)
             full[rows] = v.to(dtype)
             fields[f"{name}/{f}"] = full
-        quad = wt == "quadrature" or (wt == "surface" and _is_surface(g))  # None / "points": 1 per query
+        quad = wt == "quadrature" or (wt == "surface" and is_surface(g))  # None / "points": 1 per query
         ws.append(g.weights.to(dtype) if quad else torch.ones(g.n_points, dtype=dtype))
         sid.append(torch.full((g.n_points, 1), float(i), dtype=dtype))
         r0 += g.n_points
@@ -322,6 +317,13 @@ def crop_geometry(g: Geometry, lower: Sequence[float], upper: Sequence[float]) -
                     fields={n: v[keep] for n, v in g.fields.items()}, name=g.name, source=g.source, validate=False)
 
 
+def _with_fields(g: Geometry, fields: Mapping, name: Optional[str], symmetry) -> Geometry:
+    """``g``'s mesh with ``fields`` only, named ``name`` (default its own) and ``symmetry``,
+    not yet validated."""
+    return Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fields, name=name or g.name,
+                    source=g.source, validate=False, symmetry=symmetry)
+
+
 class Preprocessor:
     """Reading, coordinate and field normalisation of cases (see the module docstring).
 
@@ -396,35 +398,34 @@ class Preprocessor:
         cells kept, cropped), 3-D, in file coordinates."""
         if len(parts) != len(self.query_sets):
             raise DatasetError(f"{name or g.source}: {len(parts)} query geometries for {len(self.query_sets)} query sets")
-        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin, name=name or g.name,
-                       source=g.source, validate=False, symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        gin = self._input_geometry(g, name)
         gin.validate()
         sets = []
         for spec, q in zip(self.query_sets, parts):
-            fq = pick_fields(q, spec["targets"], q.source or name or spec["name"], f"target (query set {spec['name']!r})",
-                             required=targets_required)
-            gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq, name=name or q.name,
-                          source=q.source, validate=False, symmetry=gin.symmetry if q is g else q.symmetry)
+            gq = _with_fields(q, pick_fields(q, spec["targets"], q.source or name or spec["name"],
+                                             f"target (query set {spec['name']!r})", required=targets_required),
+                              name, gin.symmetry if q is g else q.symmetry)
             gq.validate()
             sets.append(self.crop_queries(gin, pad_z(gq))[1])
         combined = combine_query_sets(sets, self.set_names, [spec.get("weighting") for spec in self.query_sets])
         return pad_z(gin), combined, sets
 
     # ------------------------------------------------------------------ 1. reading
+    def _input_geometry(self, g: Geometry, name: Optional[str]) -> Geometry:
+        """``g`` with the input fields only and the dataset's symmetry plane (when one is
+        set), not yet validated."""
+        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
+        return _with_fields(g, fin, name, g.symmetry if self.symmetry is None else self.symmetry)
+
     def split_geometries(self, g: Geometry, q: Optional[Geometry], name: Optional[str] = None,
                          targets_required: bool = True) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields) from
         read geometries (``q`` None: the same one), 3-D, validated."""
-        fin = pick_fields(g, self.inputs, g.source or name or "input", "input")
-        gin = Geometry(g.points, cells=g.cells, polyhedra=g.polyhedra, normals=g.normals, fields=fin,
-                       name=name or g.name, source=g.source, validate=False,
-                       symmetry=g.symmetry if self.symmetry is None else self.symmetry)
+        gin = self._input_geometry(g, name)
         same = q is None
         q = g if q is None else q
         fq = pick_fields(q, self.targets, q.source or name or "query", "target", required=targets_required)
-        gq = Geometry(q.points, cells=q.cells, polyhedra=q.polyhedra, normals=q.normals, fields=fq,
-                      name=name or q.name, source=q.source, validate=False, symmetry=gin.symmetry if same else q.symmetry)
+        gq = _with_fields(q, fq, name, gin.symmetry if same else q.symmetry)
         for gg in (gin, gq):
             gg.validate()
         return pad_z(gin), pad_z(gq)

@@ -159,7 +159,7 @@ def _polyhedral_grid(pts: np.ndarray, blocks: list, poly):
     n_fixed = sum(c.shape[0] for _, c in blocks)
     sz = np.concatenate(sizes)
     cells = _cell_array(np.concatenate([[0], np.cumsum(sz)]), np.concatenate(conn).astype(np.int64))
-    nf = np.concatenate([np.zeros(n_fixed, np.int64), _np(poly.cell_offsets[1:] - poly.cell_offsets[:-1])])
+    nf = np.concatenate([np.zeros(n_fixed, np.int64), _np(poly.cell_sizes())])
     loc = _cell_array(np.concatenate([[0], np.cumsum(nf)]), np.arange(poly.n_faces, dtype=np.int64))
     faces = _cell_array(_np(poly.face_offsets), _np(poly.face_points))
     ug = pv.UnstructuredGrid()

@@ -289,17 +289,25 @@ def _read_trimesh(path: str, file_type: str) -> Geometry:
     return Geometry(np.array(mesh.vertices), np.array(mesh.faces), source=path, validate=False)
 
 
+def _first_appearance(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly equal rows of ``v`` (N, d) merged in the order of their first appearance:
+    ``(keep (U,) the row kept for each merged row, new_id (N,) each row's merged index)``,
+    so ``v[keep][new_id] == v``."""
+    _, first, inv = np.unique(v, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inv.reshape(-1)]
+
+
 def _merge_vertices(g: Geometry) -> Geometry:
     """Merge exactly equal vertices (STL repeats each vertex per triangle), in the order of
     first appearance: what trimesh's processing does, without its removal of faces."""
     v, f = g.points.numpy(), g.faces.numpy()
     if not np.isfinite(v).all():
         return g  # validation reports it
-    u, first, inv = np.unique(v, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return g.replace(points=u[order], cells={"triangle": rank[inv.reshape(-1)][f]})
+    keep, new_id = _first_appearance(v)
+    return g.replace(points=v[keep], cells={"triangle": new_id[f]})
 
 
 def _read_xyz(path: str) -> Geometry:

@@ -200,16 +200,12 @@ def _exact_merge_points(g: Geometry, check_fields: bool, where: str, what: str) 
     """``g`` with exactly coinciding points merged (kept in order of first appearance),
     cells and polyhedra renumbered. With ``check_fields`` the point fields must agree at
     merged points."""
-    pts = g.points.cpu().numpy()
-    _, first, inv = np.unique(pts, axis=0, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
-    if first.size == pts.shape[0]:
+    from .io import _first_appearance
+
+    keep, new_id = _first_appearance(g.points.cpu().numpy())
+    if keep.size == g.n_points:
         return g
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    new_id = torch.as_tensor(rank[inv])
-    keep = torch.as_tensor(first[order])
+    keep, new_id = torch.as_tensor(keep), torch.as_tensor(new_id)
     fields = {}
     for k, v in g.fields.items():
         if check_fields and not torch.equal(v, v[keep][new_id]):

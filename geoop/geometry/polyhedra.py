@@ -113,10 +113,13 @@ class Polyhedra:
         """(F,) number of points of each face."""
         return self.face_offsets[1:] - self.face_offsets[:-1]
 
+    def cell_sizes(self) -> Tensor:
+        """(M,) number of faces of each cell."""
+        return self.cell_offsets[1:] - self.cell_offsets[:-1]
+
     def face_cell(self) -> Tensor:
         """(F,) the cell of each face."""
-        nf = self.cell_offsets[1:] - self.cell_offsets[:-1]
-        return torch.repeat_interleave(torch.arange(self.n_cells, device=self.device), nf)
+        return torch.repeat_interleave(torch.arange(self.n_cells, device=self.device), self.cell_sizes())
 
     def point_cell(self) -> Tensor:
         """(P,) the cell of each entry of ``face_points``."""
@@ -147,7 +150,7 @@ class Polyhedra:
         keep = torch.as_tensor(keep, dtype=torch.bool, device=self.device)
         fkeep = keep[self.face_cell()]
         pkeep = torch.repeat_interleave(fkeep, self.face_sizes())
-        nf = (self.cell_offsets[1:] - self.cell_offsets[:-1])[keep]
+        nf = self.cell_sizes()[keep]
         fs = self.face_sizes()[fkeep]
         zero = torch.zeros(1, dtype=torch.long, device=self.device)
         return Polyhedra(self.face_points[pkeep], torch.cat([zero, fs.cumsum(0)]), torch.cat([zero, nf.cumsum(0)]))
@@ -182,7 +185,7 @@ class Polyhedra:
             f = int((fs < 3).nonzero()[0, 0])
             raise ShapeError(f"{where}polyhedron cell {int(self.face_cell()[f])}: face {f} has {int(fs[f])} points, "
                              "expected at least 3")
-        nf = self.cell_offsets[1:] - self.cell_offsets[:-1]
+        nf = self.cell_sizes()
         if bool((nf < 4).any()):
             c = int((nf < 4).nonzero()[0, 0])
             raise ShapeError(f"{where}polyhedron cell {c}: {int(nf[c])} faces, expected at least 4 (a closed cell)")
@@ -205,10 +208,7 @@ class Polyhedra:
     def _edges(self) -> tuple[Tensor, Tensor, Tensor]:
         """Directed face edges ``(a, b, cell)``, each (P,): face point i to point i + 1 (cyclic)."""
         fp = self.face_points
-        nxt = torch.arange(1, fp.numel() + 1, device=fp.device)
-        last = self.face_offsets[1:] - 1
-        nxt[last] = self.face_offsets[:-1]
-        return fp, fp[nxt], self.point_cell()
+        return fp, fp[_next_in_face(self.face_offsets, fp.numel())], self.point_cell()
 
     # ------------------------------------------------------------------ measures
     def volumes_centroids(self, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,6 +216,14 @@ class Polyhedra:
         and returned in the dtype of ``points``. Volumes are the absolute values of the
         signed volume, so cells oriented all inward measure the same as outward ones."""
         return face_volumes(points, self.face_points, self.face_offsets, self.face_cell(), self.n_cells)
+
+
+def _next_in_face(face_offsets: Tensor, n: int) -> Tensor:
+    """(P,) the position of the next point of the same face (cyclic: the last point's next is
+    the face's first) for each of the ``n`` entries of a ragged ``face_points``."""
+    nxt = torch.arange(1, n + 1, device=face_offsets.device)
+    nxt[face_offsets[1:] - 1] = face_offsets[:-1]
+    return nxt
 
 
 def face_volumes(points: Tensor, face_points: Tensor, face_offsets: Tensor, face_cell: Tensor,
@@ -235,10 +243,8 @@ def face_volumes(points: Tensor, face_points: Tensor, face_offsets: Tensor, face
     # cell reference point: mean of its face points (any point gives the same exact result)
     cnt = torch.zeros(n_cells, dtype=p.dtype, device=dev).index_add_(0, pc, torch.ones_like(pc, dtype=p.dtype))
     a = torch.zeros(n_cells, 3, dtype=p.dtype, device=dev).index_add_(0, pc, x) / cnt[:, None].clamp_min(1)
-    nxt = torch.arange(1, fp.numel() + 1, device=dev)
-    nxt[fo[1:] - 1] = fo[:-1]
     ap = a[pc]
-    xi, xj, c = x - ap, p[fp[nxt]] - ap, cf[pf] - ap
+    xi, xj, c = x - ap, p[fp[_next_in_face(fo, fp.numel())]] - ap, cf[pf] - ap
     v = torch.einsum("ij,ij->i", xi, torch.linalg.cross(xj, c)) / 6.0
     vol = torch.zeros(n_cells, dtype=p.dtype, device=dev).index_add_(0, pc, v)
     mom = torch.zeros(n_cells, 3, dtype=p.dtype, device=dev).index_add_(0, pc, v[:, None] * (xi + xj + c) / 4.0)

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from ..errors import FieldError, SymmetryError
+from .sdf import _edges_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from .geometry import Geometry
@@ -251,10 +252,7 @@ def open_boundary_vertices(geometry: "Geometry") -> Tensor:
     triangle/quad only) or of a planar polyline (in one segment only); empty when closed."""
     g = geometry
     if g.topological_dim == 2:
-        f = g.faces
-        e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-        e = torch.sort(e, dim=1).values
-        uniq, counts = torch.unique(e, dim=0, return_counts=True)
+        uniq, counts = _edges_count(g.faces)
         return torch.unique(uniq[counts == 1].reshape(-1))
     lines = g.cells.get("line")
     if lines is None or lines.shape[0] == 0:

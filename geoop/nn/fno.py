@@ -202,7 +202,8 @@ class SpectralConv(nn.Module):
         weight_modes = [2 * m for m in self.n_modes[:-1]] + [self.n_modes[-1]]
         self.weight = SpectralWeight(self.in_channels, self.out_channels, weight_modes, factorization, rank)
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
-        self._index_cache: dict = {}  # (grid, device, active) -> flat mode positions, see _mode_index
+        self._index_cache: dict = {}  # (grid, device, active) -> flat mode positions, see _mode_index;
+        # ("weight", device, active) -> the active weight sub-block, see _weight_index
         self._active = self.n_modes  # the modes in use (all unless incremental)
         self.incremental = active_modes is not None
         if self.incremental:
@@ -238,9 +239,19 @@ class SpectralConv(nn.Module):
     def _weight_index(self, device: torch.device) -> Optional[list]:
         """Per weight mode axis, the positions of the active modes in the ``(2m_1, .., m_d)``
         block (non-last axes: ``0..a-1`` then ``2m-a..2m-1``), None where all are active;
-        None when every mode is."""
+        None when every mode is. Cached per device and active modes, as :meth:`_mode_index`."""
         if self._active == self.n_modes:
             return None
+        if torch.compiler.is_compiling():
+            return self._build_weight_index(device)
+        key = ("weight", str(device), self._active)
+        idx = self._index_cache.get(key)
+        if idx is None:
+            idx = self._index_cache[key] = self._build_weight_index(device)
+        return idx
+
+    def _build_weight_index(self, device: torch.device) -> list:
+        """The per-axis positions of :meth:`_weight_index`, computed."""
         out = []
         for j, (a, m) in enumerate(zip(self._active, self.n_modes)):
             if a == m:

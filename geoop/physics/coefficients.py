@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from ..geometry.geometry import Geometry
-from .forces import _directions, _surface_kind, _symmetry_plane, _where, surface_vector_areas
+from .forces import _coefficient_axes, _directions, _reference_scales, _surface_kind, _symmetry_plane, _where, surface_vector_areas
 
 __all__ = ["CoefficientWeights", "coefficient_weights", "body_regions", "REGIONS", "COEFFICIENT_NAMES"]
 
@@ -152,10 +152,7 @@ def coefficient_weights(
     if bad or not names:
         raise ShapeError(f"coefficient_weights: {bad or list(names)} not defined for a {kind.upper()} surface "
                          f"({_where(surface)}); valid: {list(valid)}")
-    q = 0.5 * float(density) * float(speed) ** 2 if dynamic_pressure is None else float(dynamic_pressure)
-    if not q > 0 or not (float(length) > 0 and float(area) > 0):
-        raise ShapeError(f"coefficient_weights: dynamic pressure, length and area must be > 0, got q={q}, "
-                         f"length={length}, area={area}")
+    _, fa, ma = _reference_scales(kind, density, speed, dynamic_pressure, length, area, "coefficient_weights")
     eD, eL, eS = _directions(kind, freestream, lift_direction)
     x = surface.points.double()
     x = torch.cat([x[:, :2], x.new_zeros(x.shape[0], 1)], 1) if (kind == "2d" or x.shape[1] == 2) else x
@@ -166,16 +163,7 @@ def coefficient_weights(
             raise ShapeError(f"coefficient_weights: moment_center must have 2 or 3 components, got {x0.shape[0]}")
         x0 = torch.cat([x0[:2], x0.new_zeros(1)]) if (kind == "2d" or x0.shape[0] == 2) else x0
     r = x - x0
-    if kind == "2d":
-        fa, ma = q * float(length), q * float(length) ** 2
-        table = {"cd": (eD, "f"), "cl": (eL, "f"), "cm": (eS, "m"), "cfx": (x.new_tensor([1.0, 0, 0]), "f"),
-                 "cfy": (x.new_tensor([0, 1.0, 0]), "f"), "cmz": (x.new_tensor([0, 0, 1.0]), "m")}
-    else:
-        fa, ma = q * float(area), q * float(area) * float(length)
-        ax = torch.eye(3, dtype=x.dtype)
-        table = {"cd": (eD, "f"), "cl": (eL, "f"), "cs": (eS, "f"), "cm": (eS, "m"), "cm_roll": (eD, "m"),
-                 "cm_yaw": (eL, "m"), "cfx": (ax[0], "f"), "cfy": (ax[1], "f"), "cfz": (ax[2], "f"),
-                 "cmx": (ax[0], "m"), "cmy": (ax[1], "m"), "cmz": (ax[2], "m")}
+    table = _coefficient_axes(kind, eD, eL, eS)
     rxW = torch.linalg.cross(r, W)
 
     def force_rows(d):  # d . F as (dF/dp (N,), dF/dtau (N, 3))
@@ -191,12 +179,11 @@ def coefficient_weights(
         if plane is None:
             pr, sr = force_rows(e) if what == "f" else moment_rows(e)
         else:
-            n, c = x.new_tensor(plane.normal), float(plane.offset)
-            Re = e - 2.0 * (e @ n) * n
+            Re = plane.reflect_vectors(e)
             if what == "f":
                 pr, sr = force_rows(e + Re)
             else:
-                arm = 2.0 * (x0 @ n - c) * n
+                arm = 2.0 * plane.distance(x0) * x.new_tensor(plane.normal)  # x0 - R x0
                 p1, s1 = moment_rows(e - Re)
                 p2, s2 = force_rows(torch.linalg.cross(Re, arm))
                 pr, sr = p1 - p2, s1 - s2

@@ -382,6 +382,31 @@ def _directions(kind: str, freestream, lift_direction) -> tuple[Tensor, Tensor, 
     return eD, eL, torch.linalg.cross(eL, eD)
 
 
+def _coefficient_axes(kind: str, eD: Tensor, eL: Tensor, eS: Tensor) -> dict[str, tuple[Tensor, str]]:
+    """The coefficients of a ``kind`` surface (module docstring), in ``ForceResult.coefficients``
+    order: name -> (unit direction (3,), ``"f"``: a force component, ``"m"``: a moment component)."""
+    ax = torch.eye(3, dtype=eD.dtype)
+    if kind == "2d":
+        return {"cd": (eD, "f"), "cl": (eL, "f"), "cm": (eS, "m"), "cfx": (ax[0], "f"), "cfy": (ax[1], "f"),
+                "cmz": (ax[2], "m")}
+    return {"cd": (eD, "f"), "cl": (eL, "f"), "cs": (eS, "f"), "cm": (eS, "m"), "cm_roll": (eD, "m"),
+            "cm_yaw": (eL, "m"), "cfx": (ax[0], "f"), "cfy": (ax[1], "f"), "cfz": (ax[2], "f"),
+            "cmx": (ax[0], "m"), "cmy": (ax[1], "m"), "cmz": (ax[2], "m")}
+
+
+def _reference_scales(kind: str, density, speed, dynamic_pressure, length, area, who: str) -> tuple[float, float, float]:
+    """``(q, f, m)``: the dynamic pressure and the force and moment coefficient denominators
+    (3-D: ``q area``, ``q area length``; 2-D: ``q length``, ``q length**2``), checked > 0."""
+    q = 0.5 * float(density) * float(speed) ** 2 if dynamic_pressure is None else float(dynamic_pressure)
+    if not q > 0:
+        raise ShapeError(f"{who}: the dynamic pressure must be > 0, got {q} (density={density}, speed={speed})")
+    if not (float(length) > 0 and float(area) > 0):
+        raise ShapeError(f"{who}: reference length and area must be > 0, got length={length}, area={area}")
+    if kind == "2d":
+        return q, q * float(length), q * float(length) ** 2
+    return q, q * float(area), q * float(area) * float(length)
+
+
 def _symmetry_plane(surface: Geometry, symmetry):
     """The plane of a half body (checked to touch it, as 3 components), or None."""
     from ..geometry.symmetry import check_touches, resolve_symmetry
@@ -400,12 +425,8 @@ def _symmetry_plane(surface: Geometry, symmetry):
 def _full_body_loads(F: Tensor, M: Tensor, x0: Tensor, plane) -> tuple[Tensor, Tensor]:
     """(F + R F, M - R (M + (x0 - R x0) x F)): the half's loads plus its mirror image's
     (module docstring). Shapes: F, M, x0 (3,)."""
-    n = F.new_tensor(plane.normal)
-
-    def R(v: Tensor) -> Tensor:
-        return v - 2.0 * (v @ n) * n
-
-    arm = 2.0 * (x0 @ n - plane.offset) * n  # x0 - R x0
+    R = plane.reflect_vectors
+    arm = 2.0 * plane.distance(x0) * F.new_tensor(plane.normal)  # x0 - R x0
     return F + R(F), M - R(M + torch.linalg.cross(arm, F))
 
 
@@ -517,23 +538,11 @@ def forces(
     F, M = Fp + Fs, Mp + Ms
 
     # coefficients
-    q = 0.5 * float(density) * float(speed) ** 2 if dynamic_pressure is None else float(dynamic_pressure)
-    if not q > 0:
-        raise ShapeError(f"forces: the dynamic pressure must be > 0, got {q} (density={density}, speed={speed})")
-    if not (float(length) > 0 and float(area) > 0):
-        raise ShapeError(f"forces: reference length and area must be > 0, got length={length}, area={area}")
+    q, fa, ma = _reference_scales(kind, density, speed, dynamic_pressure, length, area, "forces")
     eD, eL, eS = _directions(kind, freestream, lift_direction)
     Fd, Md = F.detach(), M.detach()
-    if kind == "2d":
-        fa, ma = q * float(length), q * float(length) ** 2
-        coeffs = {"cd": float(Fd @ eD) / fa, "cl": float(Fd @ eL) / fa, "cm": float(Md @ eS) / ma,
-                  "cfx": float(Fd[0]) / fa, "cfy": float(Fd[1]) / fa, "cmz": float(Md[2]) / ma}
-    else:
-        fa, ma = q * float(area), q * float(area) * float(length)
-        coeffs = {"cd": float(Fd @ eD) / fa, "cl": float(Fd @ eL) / fa, "cs": float(Fd @ eS) / fa,
-                  "cm": float(Md @ eS) / ma, "cm_roll": float(Md @ eD) / ma, "cm_yaw": float(Md @ eL) / ma,
-                  "cfx": float(Fd[0]) / fa, "cfy": float(Fd[1]) / fa, "cfz": float(Fd[2]) / fa,
-                  "cmx": float(Md[0]) / ma, "cmy": float(Md[1]) / ma, "cmz": float(Md[2]) / ma}
+    coeffs = {name: float((Fd if what == "f" else Md) @ e) / (fa if what == "f" else ma)
+              for name, (e, what) in _coefficient_axes(kind, eD, eL, eS).items()}
     ref = {"density": float(density), "speed": float(speed), "dynamic_pressure": q, "length": float(length),
            "area": float(area) if kind == "3d" else float(length), "freestream": eD.tolist(), "lift_direction": eL.tolist(),
            "moment_center": x0.tolist(), "p_inf": float(p_inf), "location": ploc, "orientation": orientation,

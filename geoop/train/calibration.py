@@ -37,6 +37,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DatasetError, GeoopError
+from ..models.ensemble import mixture
+from .losses import field_columns
 
 __all__ = ["LEVELS", "fit_temperature", "calibrate_checkpoint", "interval_coverage", "gaussian_crps", "spearman",
            "calibration_metrics", "reliability_curve", "reliability_diagram", "ensemble_fields", "member_coefficients",
@@ -170,12 +172,10 @@ def ensemble_fields(model, normalizers, targets: Sequence[str], geometry, querie
             scale = (normalizers.decode(n, m.new_ones((1, c))) - zero).abs()
         else:
             dec, scale = m, m.new_ones((1, c))
-        mean, spread = dec.mean(0), (dec - dec.mean(0)).square().mean(0)
-        if v is not None:
-            spread = spread + v.mean(0) * scale.square()
+        mean, std = mixture(dec, None if v is None else v * scale.square())
         members[n] = dec.to(dtype)
         means[n] = mean.to(dtype)
-        stds[n] = (spread.clamp(min=0).sqrt() * T[sl]).to(dtype)
+        stds[n] = (std * T[sl]).to(dtype)
     return means, stds, members
 
 
@@ -199,10 +199,7 @@ def member_coefficients(metrics, case: str, surface, points: Tensor, members: Ma
     the pressure, so scaling the members' deviations from the mean field by :math:`T` scales
     their coefficients' deviations by :math:`T`."""
     K = next(iter(members.values())).shape[0]
-    cols, c0 = {}, 0
-    for n in targets:
-        cols[n] = slice(c0, c0 + members[n].shape[2])
-        c0 += members[n].shape[2]
+    cols = field_columns(targets, [members[n].shape[2] for n in targets])
     per = []
     for k in range(K):
         pred = torch.cat([members[n][k].double() for n in targets], 1)

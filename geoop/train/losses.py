@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 
-__all__ = ["relative_l2", "relative_l2_loss", "coefficient_errors"]
+__all__ = ["relative_l2", "relative_l2_loss", "coefficient_errors", "field_columns"]
 
 
 def relative_l2(
@@ -75,6 +75,16 @@ def relative_l2(
         num, den = reduce(torch.stack([num, den]))
     # eps² inside the root keeps the gradient finite when a prediction is exact
     return (num + eps * eps).sqrt() / (den.sqrt() + eps)
+
+
+def field_columns(names: Sequence[str], widths: Sequence[int]) -> dict:
+    """``{name: slice}``: the columns of each field in a (ΣQ, ΣC) array of the fields
+    ``names`` side by side, ``widths`` channels each."""
+    cols, c0 = {}, 0
+    for n, c in zip(names, widths):
+        cols[n] = slice(c0, c0 + int(c))
+        c0 += int(c)
+    return cols
 
 
 def relative_l2_loss(pred, target, batch, num_samples, widths=None, weights=None) -> Tensor:

@@ -50,7 +50,7 @@ from ..errors import CheckpointError, ConfigError, DistributedError, FieldError,
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, strip_ddp_prefix
 from .config import resolve_amp, resolve_compile
 from .distributed import DistInfo, all_reduce_sums, barrier
-from .losses import relative_l2
+from .losses import field_columns, relative_l2
 from .schedule import WarmupCosine
 
 __all__ = ["Trainer", "TrainingInterrupted", "resolve_device"]
@@ -531,10 +531,7 @@ class Trainer:
         if COEF_P_FIELD not in batch.query_fields:
             raise FieldError(f"Trainer: coefficient_loss needs the coefficient operator rows {COEF_P_FIELD!r} in the "
                              f"batch (MeshFolderDataset(forces=...))")
-        cols, c0 = {}, 0
-        for n, c in zip(self.targets, widths):
-            cols[n] = slice(c0, c0 + c)
-            c0 += c
+        cols = field_columns(self.targets, widths)
 
         def phys(name):
             a, b = pred[:, cols[name]], y[:, cols[name]]
@@ -757,10 +754,7 @@ class Trainer:
     def _per_sample(self, batch: GeometryBatch, pred: Tensor, y: Tensor, widths: Sequence[int], picture: bool) -> None:
         """Coefficient metrics of every item of a validation batch (decoded values) and, when
         ``picture``, the TensorBoard picture of its first item."""
-        cols, c0 = {}, 0
-        for n, c in zip(self.targets, widths):
-            cols[n] = slice(c0, c0 + c)
-            c0 += c
+        cols = field_columns(self.targets, widths)
         qs, ps, ys = batch.split_queries(batch.queries), batch.split_queries(pred), batch.split_queries(y)
         if picture:
             from .tracking import prediction_picture

@@ -111,17 +111,12 @@ def body_camera(points: np.ndarray, distance: float = 4.2) -> dict:
     """A plotly scene camera on a 3-D body (K, 3) (x streamwise, z up): a three-quarter view
     from upstream (-x), above (+z) and the side away from a symmetry plane y = const that
     the body touches (a half body on ``y >= y_min`` is seen from +y; a full body from -y).
-    ``distance``: the eye's distance in plotly's normalised scene units (about 4 frames an elongated body
-    the data box)."""
+    ``distance``: the eye's distance from the centre in plotly's normalised scene units
+    (about 4 frames an elongated body)."""
     p = np.asarray(points, dtype=np.float64)
     lo, hi = p.min(0), p.max(0)
     ext = float(np.max(hi - lo)) or 1.0
-    y_mid = 0.5 * (lo[1] + hi[1])
-    side = -1.0
-    if abs(lo[1]) <= 1e-6 * ext and hi[1] > 0:  # a half body on y >= 0
-        side = 1.0
-    elif abs(hi[1]) > 1e-6 * ext or y_mid > 0:
-        side = -1.0
-    d = np.array([-1.3, 1.0 * side, 0.8])
+    side = 1.0 if abs(lo[1]) <= 1e-6 * ext and hi[1] > 0 else -1.0  # a half body on y >= 0 is seen from +y
+    d = np.array([-1.3, side, 0.8])
     d = distance * d / np.linalg.norm(d)
     return dict(eye=dict(x=float(d[0]), y=float(d[1]), z=float(d[2])), up=dict(x=0, y=0, z=1), center=dict(x=0, y=0, z=0))
