@@ -14,6 +14,10 @@ Measurements (training step = forward + backward of ``out.square().mean()``):
 * ``checkpoint``: step time and peak memory (resident-set high-water mark of a fresh
   subprocess, reset just before the step, minus the resident set at that moment) with and without the checkpointed edge pass, 1 M random edges.
 * ``gno_10m`` (``--big``): peak memory of a 10 M edge training step (target < 2 GB).
+* ``recipe`` (``--recipe``, alone): edges/s of a checkpointed step at the 3-D body recipe's
+  encoder and decoder sizes, for 1 and 2 threads, chunks of 16k and 64k edges, and the
+  checkpointed backward before / after it stopped recomputing the reduction (wall time,
+  variants interleaved).
 
 Times are medians of ``--repeats`` runs of process CPU time (``time.process_time``) with
 one thread, which is robust to other processes on a shared machine; ratios are between
