@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -94,12 +95,21 @@ def _spawn(argv: list, log: Path) -> int:
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
+            # new streams on fds 1/2: the inherited sys.stdout/sys.stderr may be the test runner's
+            # capture objects, which do not write to the log
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)
             from geoop.cli.main import main
 
             rc = main(argv)
         except BaseException:
             rc = 3
         finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
             os._exit(rc)
     return pid
 
