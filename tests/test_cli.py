@@ -139,3 +139,17 @@ def test_demo_wind_frame_and_crop(tmp_path):
     j = d.argmin(1)
     assert float(d.min(1).values.max()) < 1e-6
     assert torch.allclose(v.fields["p"][j], s.fields["Cp"], atol=1e-4)
+
+
+def test_train_threads(tmp_path, folder, capsys):
+    """``geoop train --threads N`` sets torch's CPU threads before training; N < 1 is a clear error."""
+    cfg = _config(tmp_path, folder, epochs=1)
+    assert main(["train", str(cfg), "--threads", "0", "--no-progress"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", str(cfg), "--threads", "1", "--no-progress"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
