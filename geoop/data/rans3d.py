@@ -86,7 +86,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .rans import INSTALL_HINT, OpenFOAMError, _foam_env, _residual_history, openfoam_available, require_openfoam
+from .rans import INSTALL_HINT, OpenFOAMError, _foam_env, _latest_time, _residual_history, openfoam_available, require_openfoam
 
 __all__ = [
     "Rans3DSettings",
@@ -711,19 +711,6 @@ def solve_case(case_dir: str, settings: Optional[Rans3DSettings] = None) -> dict
 
 
 # ---------------------------------------------------------------------------- reading
-def _latest_time(case_dir: str) -> str:
-    times = []
-    for d in os.listdir(case_dir):
-        try:
-            if float(d) > 0:
-                times.append((float(d), d))
-        except ValueError:
-            pass
-    if not times:
-        raise OpenFOAMError(f"{case_dir}: simpleFoam wrote no time folder")
-    return max(times)[1]
-
-
 def read_case(case_dir: str, n_points: int = 32768, seed: int = 0) -> dict:
     """The solution of a finished case as pyvista datasets ``{"surface", "volume", "points"}``
     in the output layout of the module docstring (VTK's OpenFOAM reader; polyhedra kept)."""
