@@ -156,3 +156,41 @@ def test_parallel_jobs_write_the_same_set(tmp_path, capsys, monkeypatch):
     assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "d"), "--jobs", "2"]) != 0
     assert "--jobs applies to --solver rans" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@needs_foam
+def test_sigterm_stops_a_parallel_set_at_once(tmp_path):
+    """SIGTERM to ``geoop data airfoil --solver rans --jobs 2`` ends it within seconds with exit
+    143: the workers end their solvers (no simpleFoam of the set keeps running), unfinished
+    cases leave no marker, and the same command then resumes."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "geoop", "data", "airfoil", "--solver", "rans", "--n", "2", "--jobs", "2",
+           "--out", str(out), "-p", "n_around=64", "-p", "n_radial=32", "-p", "first_cell=4e-3",
+           "-p", "iterations=100000", "-p", "residual_tol=1e-30", "-p", "cl_window=50"]
+
+    def solvers():
+        r = subprocess.run(["pgrep", "-f", f"simpleFoam -case {out}"], capture_output=True, text=True)
+        return r.stdout.split()
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while len(solvers()) < 2 and time.time() - t0 < 120:
+            time.sleep(0.5)
+        assert len(solvers()) == 2, "the two solvers did not start"
+        proc.send_signal(signal.SIGTERM)
+        t1 = time.time()
+        rc = proc.wait(timeout=60)
+        stopped = time.time() - t1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 143, proc.stderr.read()
+    assert stopped < 30
+    time.sleep(0.5)
+    assert solvers() == []
+    assert not list(out.glob("case_*.json")) and not list(out.glob("case_*_surface.vtp"))

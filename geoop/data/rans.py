@@ -64,7 +64,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
@@ -173,12 +172,16 @@ def require_openfoam() -> None:
 
 
 def _run(cmd: list, case_dir: str, log_name: str) -> str:
+    """Run an OpenFOAM utility on ``case_dir`` (its own process group, ended if this process
+    is interrupted), output to ``case_dir/log_name``; :class:`OpenFOAMError` with the log's
+    tail on failure."""
+    from ._case_io import run_logged
+
     log = os.path.join(case_dir, log_name)
-    with open(log, "w") as fh:
-        r = subprocess.run(cmd + ["-case", case_dir], stdout=fh, stderr=subprocess.STDOUT, env=_foam_env())
-    if r.returncode != 0:
+    rc = run_logged(cmd + ["-case", case_dir], log, _foam_env())
+    if rc != 0:
         tail = "".join(open(log).readlines()[-15:])
-        raise OpenFOAMError(f"{cmd[0]} failed (exit {r.returncode}) in {case_dir}; see {log}:\n{tail}")
+        raise OpenFOAMError(f"{cmd[0]} failed (exit {rc}) in {case_dir}; see {log}:\n{tail}")
     return log
 
 
@@ -801,7 +804,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     import json
 
     from ..errors import DatasetError
-    from ._case_io import resolve_ranges, write_manifest
+    from ._case_io import resolve_ranges, run_cases, write_manifest
 
     require_openfoam()
     if int(n) != n or n < 0:
@@ -856,27 +859,14 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
                                  "settings": asdict(st),
                                  "cases": [done[k] for k in sorted(done) if not done[k].get("dropped")]})
 
+    def done(task, entry):
+        entries[task[1]] = entry
+        manifest()
+
     if not todo:
         manifest()
-    elif int(jobs) == 1 or len(todo) == 1:
-        for i, prm in todo:
-            entries[i] = _write_one(out_dir, i, prm, st, keep_cases, drop_unconverged)
-            manifest()
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
-        with cf.ProcessPoolExecutor(max_workers=min(int(jobs), len(todo)), mp_context=mp.get_context("spawn")) as ex:
-            futures = {ex.submit(_write_one, out_dir, i, prm, st, keep_cases, drop_unconverged): i for i, prm in todo}
-            try:
-                for fut in cf.as_completed(futures):
-                    entries[futures[fut]] = fut.result()
-                    manifest()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    # jobs > 1: spawned workers (no forked torch / OpenMP state); interrupted: stopped at once
+    run_cases(_write_one, [(out_dir, i, prm, st, keep_cases, drop_unconverged) for i, prm in todo], jobs, done)
     if not keep_cases:
         shutil.rmtree(os.path.join(out_dir, "openfoam"), ignore_errors=True)
     return [entries[i] for i in sorted(entries) if not entries[i].get("dropped")]
