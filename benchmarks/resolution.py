@@ -29,7 +29,7 @@ base's solution, is scored at 4x against a different field). The report has both
 for the one trained model.
 
     python benchmarks/resolution.py --work /tmp/res [--cases 48] [--test 8] [--minutes 3]
-        [--factors 1 2 4] [--threads 1] [--no-nearest] [--out report.json]
+        [--epochs 0] [--factors 1 2 4] [--threads 1] [--no-nearest] [--out report.json]
     python benchmarks/resolution.py --work /tmp/res --body --cases 20 --test 4 [--truth finest|own]
 """
 from __future__ import annotations
@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=48)
     ap.add_argument("--test", type=int, default=8)
     ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--epochs", type=int, default=0,
+                    help="train this many epochs instead of --minutes (runs comparable on a loaded machine)")
     ap.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -211,6 +213,8 @@ def main(argv=None) -> int:
     if not a.body:
         raw = config(folders[1], work / "run", a.seed, a.minutes, (32, 24), (8, 8))
         raw["model"]["local"]["nearest"] = a.nearest is not False
+    if a.epochs > 0:
+        raw["optim"].update(epochs=a.epochs, minutes=0.0)
     cfg = resolve_config(raw, source="benchmark", dataset_cls=MeshFolderDataset, model_cls=GINO)
     run = build_run(cfg, progress=False)
     hist = run.trainer.fit()
@@ -220,7 +224,7 @@ def main(argv=None) -> int:
     base = errors["1x"]["rel_l2"]
     ratios = {k: e["rel_l2"] / base for k, e in errors.items()}
     area_ratios = {k: e["area/rel_l2"] / errors["1x"]["area/rel_l2"] for k, e in errors.items()}
-    report = {"data": info, "epochs": len(hist), "minutes": a.minutes, "threads": a.threads,
+    report = {"data": info, "epochs": len(hist), "minutes": a.minutes if a.epochs <= 0 else None, "threads": a.threads,
               "nearest": None if a.body else a.nearest is not False, "case": "body3d" if a.body else "airfoil",
               "truth": a.truth if a.body else "own", "errors": errors,
               "ratio_to_base": ratios, "area_ratio_to_base": area_ratios}
