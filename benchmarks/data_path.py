@@ -4,9 +4,10 @@ epoch), on a small generated airfoil set, from the folder and from a packed stor
 
     python benchmarks/data_path.py --out /tmp/data_path      # prints one JSON line per source
 
-"Entered" counts calls into a function of ``geoop/data/folder.py`` from code outside it
-(a call from one of its functions to another is not an entry). Reads are calls of
-``geoop.geometry.io.read``, by file.
+"Entered" counts calls into a function of ``geoop/data/folder.py`` from geoop code outside it
+(a call from one of its functions to another is not an entry; ``from_train_cli``: from
+``geoop/train`` and ``geoop/cli``, the layers that turn a config into a run). Discovery passes
+count ``discover_cases`` calls. Reads are calls of ``geoop.geometry.io.read``, by file.
 """
 from __future__ import annotations
 
@@ -42,8 +43,13 @@ def trace(config_path: Path) -> dict:
     from geoop.train.trainer import Trainer
 
     folder_file = os.path.realpath(folder.__file__)
+    data_dir = os.path.dirname(folder_file)
+    geoop_dir = os.path.dirname(data_dir)
+    run_layers = (os.path.join(geoop_dir, "train"), os.path.join(geoop_dir, "cli"))
     read_code = io.read.__code__
-    entries: collections.Counter = collections.Counter()
+    entries: collections.Counter = collections.Counter()  # from any geoop module
+    from_run: collections.Counter = collections.Counter()  # from geoop/train and geoop/cli
+    passes: collections.Counter = collections.Counter()  # discovery and manifest passes
     reads: collections.Counter = collections.Counter()
     state = {"on": True}
 
@@ -53,10 +59,18 @@ def trace(config_path: Path) -> dict:
         code = frame.f_code
         if code is read_code:
             reads[os.path.basename(str(frame.f_locals.get("path")))] += 1
-        elif os.path.realpath(code.co_filename) == folder_file:
+            return
+        name = code.co_name
+        if name in ("discover_cases", "_load_manifest", "load_manifest") and os.path.dirname(
+                os.path.realpath(code.co_filename)) == data_dir:
+            passes[name.lstrip("_")] += 1
+        if os.path.realpath(code.co_filename) == folder_file:
             back = frame.f_back
-            if back is None or os.path.realpath(back.f_code.co_filename) != folder_file:
-                entries[code.co_name] += 1
+            caller = "" if back is None else os.path.realpath(back.f_code.co_filename)
+            if caller != folder_file and caller.startswith(geoop_dir):
+                entries[name] += 1
+                if caller.startswith(run_layers):
+                    from_run[name] += 1
 
     fit = Trainer.fit
 
@@ -71,10 +85,9 @@ def trace(config_path: Path) -> dict:
     finally:
         sys.setprofile(None)
         Trainer.fit = fit
-    per_case = collections.Counter()
-    for f, n in reads.items():
-        per_case[f] = n
-    return {"rc": rc, "folder_py_entries": sum(entries.values()), "entries_by_function": dict(entries),
+    return {"rc": rc, "folder_py_entries_from_train_cli": sum(from_run.values()), "entries_from_train_cli": dict(from_run),
+            "folder_py_entries_from_geoop": sum(entries.values()), "discovery_passes": passes.get("discover_cases", 0),
+            "manifest_loads": passes.get("load_manifest", 0),
             "files_read": len(reads), "reads": sum(reads.values()), "max_reads_per_file": max(reads.values(), default=0),
             "reads_by_file": dict(sorted(reads.items()))}
 

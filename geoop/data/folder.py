@@ -624,7 +624,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
 
     def _reading_settings(self, input_file, query_file, manifest, test_fraction, val_fraction) -> dict:
         """What decides the cases, their split and how one is read (a shared reader must match)."""
-        return {"kind": type(self).__name__, "root": str(self.root), "inputs": self.inputs, "targets": self.targets,
+        return {"kind": type(self).__name__, "root": str(self.root), "on_error": self.on_error, "inputs": self.inputs,
+                "targets": self.targets,
                 "query_sets": self.query_sets, "crop": self.preprocessor.crop, "symmetry": self.preprocessor.symmetry,
                 "mirror": self.mirror, "forces": self.forces, "input_file": input_file, "query_file": query_file,
                 "manifest": manifest, "seed": self.seed, "test_fraction": test_fraction, "val_fraction": val_fraction}
@@ -1043,6 +1044,21 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         meta = self._meta(case, index, T, pidx, qidx)
         s = Sample(g, q, latent_features=full.latent_features, neighbors_in=nin, neighbors_out=nout, meta=meta)
         return self.transform(s) if self.transform is not None else s
+
+    # ------------------------------------------------------------------ checks
+    def queries_outside(self, domain) -> tuple[int, int]:
+        """(query points of this split outside the box ``domain`` [[lo...], [hi...]] in
+        prepared coordinates, both ends included up to 1e-9; all query points), from the
+        decoded cases."""
+        dom = torch.as_tensor(domain, dtype=torch.float64)
+        k = dom.shape[1]
+        out = total = 0
+        for case in self.cases:
+            gin, gq = self._raw(case)
+            q = self.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, :k]
+            out += int((~((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)).sum())
+            total += int(q.shape[0])
+        return out, total
 
     # ------------------------------------------------------------------ mapping back
     def decode(self, values: Tensor, names: Optional[Sequence[str]] = None) -> Tensor:

@@ -268,7 +268,7 @@ def resolve_config(
                 raise ConfigError(f"{source}: [{key}] must be a table/mapping, got {type(value).__name__}")
             valid = set(DEFAULTS[key])
             if key == "data":
-                extra = _params(dataset_cls, skip=("root", "inputs", "targets", "split"))
+                extra = _params(dataset_cls, skip=("root", "inputs", "targets", "split", "reader"))
                 valid |= extra or set()
                 if extra is None and dataset_cls is not None:
                     valid |= set(value)
