@@ -167,5 +167,6 @@ def test_a_run_on_a_packed_store_reads_metadata_only(airfoils, tmp_path, monkeyp
     monkeypatch.setattr(st.CaseStore, "_read_chunks", no_read)
     cfg = run_config(store, tmp_path, input_file=None, query_file=None)
     r = build_run(cfg, progress=False)
-    assert r.train_data.store.chunks_read == 0 and r.train_data.reader is r.val_data.reader
+    assert r.train_data.reader is r.val_data.reader and r.train_data.store is r.val_data.store is r.train_data.reader.store
+    assert r.train_data.store.chunks_read == 0
     assert r.model.config["out_channels"] == 3 and r.model.config["coord_dim"] == 2

@@ -5,6 +5,18 @@ surface ``case_XXX_surface.vtp``) and a query geometry carrying the target field
 volume ``case_XXX_volume.vtu``; it may be the same file). Files are grouped into cases by
 patterns with a ``{case}`` placeholder (or a callable); see :func:`discover_cases`.
 
+The path from files to items, one object per step:
+
+1. :class:`~geoop.data.cases.CaseIndex` (:mod:`geoop.data.cases`): the cases and their split,
+   no file opened;
+2. :class:`CaseReader`: one case's raw geometries read from its files (strict field checks,
+   crop, mirror, coefficient rows) and kept decoded in a memory cache
+   (:class:`~geoop.data.store_dataset.StoreCaseReader` for a packed store);
+3. :class:`~geoop.data.preprocess.Preprocessor`: coordinates and fields normalised -> a Sample;
+4. :class:`MeshFolderDataset`: composes them, checks that the cases agree, subsamples, adds
+   neighbourhoods. :meth:`MeshFolderDataset.open_cases` opens steps 1-2 alone, so every
+   dataset of a run shares them (``reader=``).
+
 Each item is a :class:`geoop.batch.Sample` whose
 
 * points (input and query) are mapped into the unit box by ONE transform fitted on the
@@ -460,11 +472,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         :data:`~geoop.data.preprocess.COEF_P_FIELD` / ``COEF_TAU_FIELD`` (zero elsewhere;
         scaled with the quadrature weights when queries are subsampled).
 
+    reader : a :class:`CaseReader` from :meth:`open_cases` with the same settings (keyword; a
+        reader opened with other ones is a :class:`DatasetError` naming them): the cases, their
+        split and the decoded cases shared with the other datasets of a run, not discovered
+        or read again.
+
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
     its input and its target values. Attributes after construction: ``cases`` (this
     split), ``train_cases``, ``split_of`` (case -> split), ``skipped`` (``(case, file,
     reason)``), ``normalizers`` (:class:`DatasetNormalizers`, save its ``state_dict()`` with
-    the model), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
+    the model), ``reader`` (:class:`CaseReader`), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
     ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
 

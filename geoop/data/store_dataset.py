@@ -169,6 +169,11 @@ class PackedCaseDataset(MeshFolderDataset):
         return StoreCaseReader(self.store, index, self.inputs, self.targets, memory_cache_mb=memory_cache_mb,
                                settings=settings)
 
+    def _check_reader(self, reader, opening: dict) -> StoreCaseReader:
+        reader = super()._check_reader(reader, opening)
+        self.store = reader.store  # one CaseStore: its counters count every read of the datasets sharing it
+        return reader
+
     def _fit_statistics(self, fit_fields: bool, fit_geom: bool) -> None:
         # the coordinate rule sees each case through its bounding corners (and symmetry plane)
         self.preprocessor.fit((self.reader.corners(c) for c in self.train_cases), fields=False, geometry=fit_geom)

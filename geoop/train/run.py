@@ -59,7 +59,7 @@ def _first_case_widths(config: Mapping, inputs, reader=None) -> tuple[dict, int,
     (the first case when the training split has none), and the coordinate dimension of the
     prepared points. The case is read once by ``reader`` (:func:`open_cases`) and stays in its
     memory cache for the training dataset (a packed store: from its metadata, no rows read)."""
-    from ..errors import DatasetError, GeoopError
+    from ..errors import GeoopError
 
     d = config["data"]
     reader = open_cases(config, inputs) if reader is None else reader
@@ -72,13 +72,10 @@ def _first_case_widths(config: Mapping, inputs, reader=None) -> tuple[dict, int,
         try:
             shape = reader.describe(case)
             break
-        except GeoopError as e:
+        except GeoopError:  # the reader's error names the file, the field and what the file holds
             if skip and case != cases[-1]:
                 continue  # the dataset leaves it out too
-            if reader.strict_errors:
-                raise
-            file, reason = reader.failure(case, e)
-            raise DatasetError(f"{file}: case {case!r}: {reason}") from None
+            raise
     targets = list(reader.settings.get("targets") or d["targets"])
     coord = 2 if shape.dim == 2 and (data_kwargs(config).get("drop_flat_z") or shape.cols == 2) else 3
     return {n: shape.widths[n] for n in inputs}, sum(shape.widths[n] for n in targets), coord
