@@ -77,6 +77,10 @@ def _first_case_widths(config: Mapping, inputs, reader=None) -> tuple[dict, int,
                 continue  # the dataset leaves it out too
             raise
     targets = list(reader.settings.get("targets") or d["targets"])
+    missing = [n for n in [*inputs, *targets] if n not in shape.widths]
+    if missing:
+        raise ConfigError(f"data.folder {d['folder']}: the reader given was opened for the fields "
+                          f"{sorted(shape.widths)}, not {missing}")
     coord = 2 if shape.dim == 2 and (data_kwargs(config).get("drop_flat_z") or shape.cols == 2) else 3
     return {n: shape.widths[n] for n in inputs}, sum(shape.widths[n] for n in targets), coord
 
