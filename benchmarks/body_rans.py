@@ -21,6 +21,9 @@ Arms (``--arms``):
 
 ``geoop``        ``configs/body_rans.toml`` without ``[loss] coefficients`` (field losses only)
 ``geoop_force``  ``configs/body_rans.toml`` as written (``coefficients = {cd, cl}``)
+``geoop_local``  ``geoop`` with ``[model.local] nearest = true``: the decoder also sees each
+                 query's offset to its nearest surface point and that point's normal (for a
+                 surface query: its own normal), which a wall-shear field mostly depends on
 ``gino_peer``    ``neuralop.models.GINO`` (the ``make bench`` environment, ``.venv-bench``,
                  ``scripts/setup_bench_env.sh``), the same latent grid, radii, FNO width /
                  modes / layers and inputs, run in that environment's Python
@@ -57,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without an installed geoop
     sys.path.insert(0, str(ROOT))
 
-ARMS = ("geoop", "geoop_force", "gino_peer", "transolver", "mlp")
+ARMS = ("geoop", "geoop_force", "geoop_local", "gino_peer", "transolver", "mlp")
 PEER_PYTHON = {
     "gino_peer": [os.environ.get("BENCH_PYTHON", ""), str(ROOT / ".venv-bench" / "bin" / "python"),
                   "/work/main/.venv-bench/bin/python"],
@@ -70,8 +73,10 @@ COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surf
 
 
 # ------------------------------------------------------------------ configuration
-def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool, seed: int = 0) -> dict:
-    """``configs/body_rans.toml`` pointed at ``data``; ``force`` keeps its coefficient loss."""
+def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool, seed: int = 0,
+                  local: bool = False) -> dict:
+    """``configs/body_rans.toml`` pointed at ``data``; ``force`` keeps its coefficient loss;
+    ``local`` adds the nearest-surface-point features to the decoder (``[model.local]``)."""
     from geoop.data.preprocess import GEOMETRY_NORMALIZATIONS
 
     cfg = tomllib.loads((ROOT / "configs" / "body_rans.toml").read_text())
@@ -82,6 +87,8 @@ def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool
         d.pop("body_margins", None)
     if not force:
         cfg["loss"]["coefficients"] = {}
+    if local:
+        cfg["model"].setdefault("local", {})["nearest"] = True
     if tiny:
         cfg["model"]["latent"]["shape"] = [8, 6, 6]
         cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
@@ -480,8 +487,8 @@ def main(argv=None) -> int:
     for arm in [x for x in a.arms.split(",") if x]:
         if arm not in ARMS:
             ap.error(f"unknown arm {arm!r}; valid: {list(ARMS)}")
-        cfg = recipe_config(data, out / arm, a.minutes, a.tiny, force=arm == "geoop_force")
-        if arm in ("geoop", "geoop_force"):
+        cfg = recipe_config(data, out / arm, a.minutes, a.tiny, force=arm == "geoop_force", local=arm == "geoop_local")
+        if arm in ("geoop", "geoop_force", "geoop_local"):
             results[arm] = run_geoop(cfg, a.threads)
         elif arm == "mlp":
             results[arm] = worker_mlp(_resolved(cfg), a.minutes, a.threads)

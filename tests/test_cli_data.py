@@ -58,6 +58,9 @@ def test_check_reports_bad_cases(tmp_path, capsys):
 def test_generator_choice_and_params_resolution():
     with pytest.raises(ConfigError, match=r"valid: \['airfoil', 'body', 'body3d', 'sphere'\]"):
         resolve_generator("wing")
+    # exponent notation is a number (PyYAML alone reads 4e-3 as a string); '0012' stays text
+    assert parse_params(["first_cell=4e-3", "tol=1E+2", "r=1e-3,2e-3", "naca=0012x"]) == {
+        "first_cell": 4e-3, "tol": 100.0, "r": (1e-3, 2e-3), "naca": "0012x"}
     assert parse_params(["alpha_deg=0,8", "n_volume=500", "naca='0012'", "m=[0, 0.04]"]) == {
         "alpha_deg": (0, 8), "n_volume": 500, "naca": "0012", "m": (0, 0.04)}
     with pytest.raises(ConfigError, match="KEY=VALUE"):

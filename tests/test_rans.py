@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from geoop.cli.main import main
 from geoop.data import rans
-from geoop.errors import BackendUnavailableError, ConfigError
+from geoop.errors import BackendUnavailableError, ConfigError, DatasetError
 
 needs_foam = pytest.mark.skipif(not rans.openfoam_available(),
                                 reason="OpenFOAM (simpleFoam) not installed: apt-get install openfoam")
@@ -101,7 +102,7 @@ def test_tiny_case_end_to_end(tmp_path, capsys):
 
 
 @needs_foam
-def test_parallel_jobs_write_the_same_set(tmp_path, capsys):
+def test_parallel_jobs_write_the_same_set(tmp_path, capsys, monkeypatch):
     """``jobs=2`` solves cases at once but writes the same files and manifest (index order, same
     fields; only the solver's wall time differs) as one case at a time; bad ``jobs`` and
     ``--jobs`` with the panel solver are clear errors."""
@@ -120,8 +121,89 @@ def test_parallel_jobs_write_the_same_set(tmp_path, capsys):
                 np.testing.assert_array_equal(g1.fields[k].numpy(), g2.fields[k].numpy())
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [c["case"] for c in man["cases"]] == ["case_0000", "case_0001", "case_0002"]
+
+    # resumable: finished cases (marker + files) are skipped; an interrupted run keeps the cases
+    # finished before the interruption in its manifest; a case without its marker is redone;
+    # other parameters are refused
+    solved = []
+    real = rans.make_case
+
+    def counting(prm, case_dir, *a, **k):
+        solved.append(os.path.basename(case_dir))
+        if os.path.basename(case_dir) == "case_0004":
+            raise KeyboardInterrupt  # the run is stopped while case 4 is in flight
+        return real(prm, case_dir, *a, **k)
+
+    monkeypatch.setattr(rans, "make_case", counting)
+    with pytest.raises(KeyboardInterrupt):
+        rans.generate(str(tmp_path / "a"), 5, seed=5, **tiny)
+    assert solved == ["case_0003", "case_0004"]
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [c["case"] for c in man["cases"]] == ["case_0000", "case_0001", "case_0002", "case_0003"]
+    assert man["cases"][:3] == serial
+    os.remove(tmp_path / "a" / "case_0001.json")
+    solved.clear()
+    monkeypatch.setattr(rans, "make_case", lambda prm, case_dir, *a, **k: (solved.append(os.path.basename(case_dir)),
+                                                                          real(prm, case_dir, *a, **k))[1])
+    again = rans.generate(str(tmp_path / "a"), 3, seed=5, **tiny)
+    assert solved == ["case_0001"]
+    assert {k: v for k, v in again[1].items() if k != "solver_seconds"} == \
+        {k: v for k, v in serial[1].items() if k != "solver_seconds"}
+    with pytest.raises(DatasetError, match="other parameters"):
+        rans.generate(str(tmp_path / "a"), 1, seed=6, **tiny)
     with pytest.raises(ConfigError, match="jobs"):
         rans.generate(str(tmp_path / "c"), 1, jobs=0)
     assert main(["data", "airfoil", "--n", "1", "--out", str(tmp_path / "d"), "--jobs", "2"]) != 0
     assert "--jobs applies to --solver rans" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@needs_foam
+def test_sigterm_stops_a_parallel_set_at_once(tmp_path):
+    """SIGTERM to ``geoop data airfoil --solver rans --jobs 2`` ends it within seconds with exit
+    143: the workers end their solvers (no simpleFoam of the set keeps running), unfinished
+    cases leave no marker, and the same command then resumes."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "geoop", "data", "airfoil", "--solver", "rans", "--n", "2", "--jobs", "2",
+           "--out", str(out), "-p", "n_around=64", "-p", "n_radial=32", "-p", "first_cell=4e-3",
+           "-p", "iterations=100000", "-p", "residual_tol=1e-30", "-p", "cl_window=50"]
+
+    def solvers():
+        r = subprocess.run(["pgrep", "-f", f"simpleFoam -case {out}"], capture_output=True, text=True)
+        return r.stdout.split()
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while len(solvers()) < 2 and time.time() - t0 < 120:
+            time.sleep(0.5)
+        assert len(solvers()) == 2, "the two solvers did not start"
+        proc.send_signal(signal.SIGTERM)
+        t1 = time.time()
+        rc = proc.wait(timeout=60)
+        stopped = time.time() - t1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 143, proc.stderr.read()
+    assert stopped < 30
+    time.sleep(0.5)
+    assert solvers() == []
+    assert not list(out.glob("case_*.json")) and not list(out.glob("case_*_surface.vtp"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux scheduler autogroups only")
+def test_solver_session_keeps_the_callers_niceness(tmp_path):
+    """A solver runs in a session of its own (so an interrupt can end its whole group); its
+    scheduler autogroup gets the caller's nice value, so ``nice geoop data ...`` stays nice."""
+    import sys
+
+    code = ("import os; os.nice(5); from geoop.data._case_io import run_logged; "
+            f"print(run_logged(['bash', '-c', 'cat /proc/$$/autogroup'], {str(tmp_path / 'log')!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+    assert (tmp_path / "log").read_text().strip().endswith("nice 5")

@@ -79,8 +79,20 @@ def parse_params(items) -> dict:
         except yaml.YAMLError as e:
             raise ConfigError(f"geoop data: --param {k}: cannot parse value {v!r}: {e}") from None
         if isinstance(out[k], list):
-            out[k] = tuple(out[k])
+            out[k] = tuple(_number(x) for x in out[k])
+        else:
+            out[k] = _number(out[k])
     return out
+
+
+def _number(v):
+    """A number in exponent notation as a float: YAML 1.1 (PyYAML) reads ``4e-3`` (no
+    decimal point) as a string. Other strings (``'0012'``) stay strings."""
+    import re
+
+    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+\s*", v):
+        return float(v)
+    return v
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -64,7 +64,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
@@ -173,12 +172,16 @@ def require_openfoam() -> None:
 
 
 def _run(cmd: list, case_dir: str, log_name: str) -> str:
+    """Run an OpenFOAM utility on ``case_dir`` (its own process group, ended if this process
+    is interrupted), output to ``case_dir/log_name``; :class:`OpenFOAMError` with the log's
+    tail on failure."""
+    from ._case_io import run_logged
+
     log = os.path.join(case_dir, log_name)
-    with open(log, "w") as fh:
-        r = subprocess.run(cmd + ["-case", case_dir], stdout=fh, stderr=subprocess.STDOUT, env=_foam_env())
-    if r.returncode != 0:
+    rc = run_logged(cmd + ["-case", case_dir], log, _foam_env())
+    if rc != 0:
         tail = "".join(open(log).readlines()[-15:])
-        raise OpenFOAMError(f"{cmd[0]} failed (exit {r.returncode}) in {case_dir}; see {log}:\n{tail}")
+        raise OpenFOAMError(f"{cmd[0]} failed (exit {rc}) in {case_dir}; see {log}:\n{tail}")
     return log
 
 
@@ -727,18 +730,50 @@ def make_case(params: Mapping, case_dir: str, settings: Optional[RansSettings] =
     return surface, volume, rec
 
 
-def _write_one(out_dir: str, i: int, prm: dict, st: RansSettings, keep_cases: bool) -> dict:
-    """Solve case ``i`` and write its two files; the manifest entry (``_converged`` mirrors the
-    record so the caller can drop unconverged cases)."""
+def _case_files(name: str) -> dict:
+    return {"surface": f"{name}_surface.vtp", "volume": f"{name}_volume.vtu"}
+
+
+def _done_entry(out_dir: str, name: str) -> Optional[dict]:
+    """The record of a finished case: its marker ``case_XXXX.json`` exists and so do its two
+    files (or the marker says the case was dropped as unconverged); else None."""
+    import json
+
+    mark = os.path.join(out_dir, f"{name}.json")
+    if not os.path.exists(mark):
+        return None
+    with open(mark) as fh:
+        e = json.load(fh)
+    if e.get("dropped"):
+        return e
+    if not all(os.path.exists(os.path.join(out_dir, f)) for f in _case_files(name).values()):
+        return None
+    return e
+
+
+def _write_one(out_dir: str, i: int, prm: dict, st: RansSettings, keep_cases: bool,
+               drop_unconverged: bool = False) -> dict:
+    """Solve case ``i``, write its two files, then its marker ``case_XXXX.json`` (the manifest
+    entry; written last and atomically, so a marker means the case is complete). An unconverged
+    case with ``drop_unconverged`` writes no files and a marker with ``"dropped": true``."""
+    from .._atomic import atomic_write_json
     from ._case_io import write_geometry
 
     name = f"case_{i:04d}"
+    files = _case_files(name)
     surface, volume, rec = make_case(prm, os.path.join(out_dir, "openfoam", name), st, keep_case=keep_cases)
-    sname, vname = f"{name}_surface.vtp", f"{name}_volume.vtu"
-    write_geometry(surface, os.path.join(out_dir, sname))
-    write_geometry(volume, os.path.join(out_dir, vname))
-    return {"case": name, "surface": sname, "volume": vname, "params": prm,
-            "n_surface": surface.n_points, "n_volume": volume.n_points, **rec}
+    entry = {"case": name, **files, "params": prm, "settings": asdict(st),
+             "n_surface": surface.n_points, "n_volume": volume.n_points, **rec}
+    if drop_unconverged and not rec["converged"]:
+        entry["dropped"] = True
+        for f in files.values():  # a previous, interrupted attempt's files
+            if os.path.exists(os.path.join(out_dir, f)):
+                os.remove(os.path.join(out_dir, f))
+    else:
+        write_geometry(surface, os.path.join(out_dir, files["surface"]))
+        write_geometry(volume, os.path.join(out_dir, files["volume"]))
+    atomic_write_json(os.path.join(out_dir, f"{name}.json"), entry, indent=1, sort_keys=False)
+    return entry
 
 
 def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSettings] = None,
@@ -753,15 +788,23 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     :class:`RansSettings` or a mapping of its fields. ``drop_unconverged``: leave unconverged
     cases out of the files and the manifest (default: keep them, marked). ``keep_cases``: keep
     the OpenFOAM case folders under ``out_dir/openfoam/``. ``start``: first case index (to
-    generate a set in chunks into one folder; the manifest lists every case in the folder's
-    previous manifest plus the new ones). ``jobs``: cases solved at once, each one serial
-    ``simpleFoam`` process (a case's mesh, solve and files are independent of the others';
-    the manifest lists them in index order and is written once all have finished, so the
-    files do not depend on ``jobs``).
+    generate a set in chunks into one folder). ``jobs``: cases solved at once, each one serial
+    ``simpleFoam`` process (a case's mesh, solve and files are independent of the others', so
+    the files do not depend on ``jobs``).
 
-    Returns the manifest entries of the new cases.
+    Resumable: each finished case writes a marker ``case_XXXX.json`` (its manifest entry) after
+    its files; a case whose marker and files exist is skipped (its parameters and settings must
+    equal this call's, else :class:`~geoop.errors.DatasetError`), any other is solved from
+    scratch, so an interrupted run loses at most the cases in flight. ``manifest.json`` lists
+    every finished case of the folder in index order (entries of an older manifest without
+    markers are kept) and is rewritten after each case.
+
+    Returns the manifest entries of cases ``start .. start + n - 1`` (dropped ones excluded).
     """
-    from ._case_io import resolve_ranges, write_manifest
+    import json
+
+    from ..errors import DatasetError
+    from ._case_io import resolve_ranges, run_cases, write_manifest
 
     require_openfoam()
     if int(n) != n or n < 0:
@@ -781,39 +824,49 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     st = st.check()
     rg = resolve_ranges(ranges, DEFAULT_RANGES, "rans airfoil")
     os.makedirs(out_dir, exist_ok=True)
-    import json
 
-    old = []
     mpath = os.path.join(out_dir, "manifest.json")
-    if start > 0 and os.path.exists(mpath):
-        old = [c for c in json.load(open(mpath)).get("cases", []) if int(c["case"].split("_")[1]) < start]
-    design = []
+    legacy = {}  # entries of a manifest written before markers existed
+    if os.path.exists(mpath):
+        with open(mpath) as fh:
+            for c in json.load(fh).get("cases", []):
+                legacy[int(c["case"].split("_")[1])] = c
+    st_json = json.loads(json.dumps(asdict(st)))
+    entries: dict[int, dict] = {}
+    todo = []
     for i in range(int(start), int(start) + int(n)):
         rng = np.random.default_rng([int(seed), i])
-        design.append((i, {k: float(rng.uniform(*rg[k])) for k in ("m", "p", "t", "alpha_deg")}))
-    if int(jobs) == 1 or len(design) <= 1:
-        entries = [_write_one(out_dir, i, prm, st, keep_cases) for i, prm in design]
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
+        prm = {k: float(rng.uniform(*rg[k])) for k in ("m", "p", "t", "alpha_deg")}
+        name = f"case_{i:04d}"
+        e = _done_entry(out_dir, name)
+        if e is not None:
+            if e.get("params") != prm or e.get("settings") != st_json:
+                raise DatasetError(f"{out_dir}: {name} was made with other parameters or settings than this call "
+                                   f"(seed {seed}, ranges, settings); use another folder or remove {name}*")
+            entries[i] = e
+        else:
+            todo.append((i, prm))
 
-        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
-        with cf.ProcessPoolExecutor(max_workers=min(int(jobs), len(design)), mp_context=mp.get_context("spawn")) as ex:
-            futures = [ex.submit(_write_one, out_dir, i, prm, st, keep_cases) for i, prm in design]
-            try:
-                entries = [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-    if drop_unconverged:
-        for e in entries:
-            if not e["converged"]:
-                for k in ("surface", "volume"):
-                    os.remove(os.path.join(out_dir, e[k]))
-        entries = [e for e in entries if e["converged"]]
+    def manifest():
+        done = dict(legacy)
+        for f in os.listdir(out_dir):
+            m = re.fullmatch(r"case_(\d+)\.json", f)
+            if m:
+                e = _done_entry(out_dir, f[:-5])
+                if e is not None:
+                    done[int(m.group(1))] = e
+        write_manifest(out_dir, {"generator": "geoop.data.rans", "seed": int(seed), "ranges": rg,
+                                 "settings": asdict(st),
+                                 "cases": [done[k] for k in sorted(done) if not done[k].get("dropped")]})
+
+    def done(task, entry):
+        entries[task[1]] = entry
+        manifest()
+
+    if not todo:
+        manifest()
+    # jobs > 1: spawned workers (no forked torch / OpenMP state); interrupted: stopped at once
+    run_cases(_write_one, [(out_dir, i, prm, st, keep_cases, drop_unconverged) for i, prm in todo], jobs, done)
     if not keep_cases:
         shutil.rmtree(os.path.join(out_dir, "openfoam"), ignore_errors=True)
-    write_manifest(out_dir, {"generator": "geoop.data.rans", "seed": int(seed), "ranges": rg,
-                             "settings": asdict(st), "cases": old + entries})
-    return entries
+    return [entries[i] for i in sorted(entries) if not entries[i].get("dropped")]

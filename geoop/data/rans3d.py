@@ -78,7 +78,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
@@ -560,39 +559,20 @@ def _mpi_env() -> dict:
 
 def _run(cmd: list, case_dir: str, log_name: str, n_procs: int = 1) -> str:
     """Run an OpenFOAM utility on ``case_dir`` (``n_procs > 1``: under ``mpirun -np`` with
-    ``-parallel``), its output to ``case_dir/log_name``; :class:`OpenFOAMError` with the log's
-    tail on failure."""
+    ``-parallel``), its output to ``case_dir/log_name``, in a process group of its own that is
+    ended if this process is interrupted (mpirun and its ranks with it);
+    :class:`OpenFOAMError` with the log's tail on failure."""
+    from ._case_io import run_logged
+
     log = os.path.join(case_dir, log_name)
     full = list(cmd) + ["-case", case_dir]
     if n_procs > 1:
         full = ["mpirun", "-np", str(int(n_procs)), "--oversubscribe", "--bind-to", "none"] + full + ["-parallel"]
-    with open(log, "w") as fh:
-        # a session of its own: an interrupted run takes mpirun and its ranks down with it
-        proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=_mpi_env(), start_new_session=True)
-        try:
-            rc = proc.wait()
-        except BaseException:
-            _kill_group(proc)
-            raise
+    rc = run_logged(full, log, _mpi_env())
     if rc != 0:
         tail = "".join(open(log).readlines()[-20:])
         raise OpenFOAMError(f"{cmd[0]} failed (exit {rc}) in {case_dir}; see {log}:\n{tail}")
     return log
-
-
-def _kill_group(proc) -> None:
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 _CHECK = {
@@ -916,7 +896,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings=None, jobs: int = 1, 
 
     Returns the manifest entries of cases ``0 .. n-1``.
     """
-    from ._case_io import resolve_ranges, write_manifest
+    from ._case_io import resolve_ranges, run_cases, write_manifest
 
     require_openfoam()
     if isinstance(n, bool) or int(n) != n or n < 0:
@@ -959,26 +939,14 @@ def generate(out_dir: str, n: int, seed: int = 0, settings=None, jobs: int = 1, 
                                               "case's average_window (fieldAverage, forceCoeffs)",
                                  "cases": [done[k] for k in sorted(done)]})
 
+    def done(task, entry):
+        entries[task[1]] = entry
+        manifest()
+
     if not todo:
         manifest()
-    elif int(jobs) == 1 or len(todo) == 1:
-        for i, prm, cseed in todo:
-            entries[i] = _write_one(out_dir, i, prm, cseed, st, keep_cases)
-            manifest()
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        with cf.ProcessPoolExecutor(max_workers=min(int(jobs), len(todo)), mp_context=mp.get_context("spawn")) as ex:
-            futures = {ex.submit(_write_one, out_dir, i, prm, cseed, st, keep_cases): i for i, prm, cseed in todo}
-            try:
-                for fut in cf.as_completed(futures):
-                    entries[futures[fut]] = fut.result()
-                    manifest()
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    # jobs > 1: spawned workers (no forked torch / OpenMP state); interrupted: stopped at once
+    run_cases(_write_one, [(out_dir, i, prm, cseed, st, keep_cases) for i, prm, cseed in todo], jobs, done)
     if not keep_cases:
         shutil.rmtree(os.path.join(out_dir, "openfoam"), ignore_errors=True)
     return [entries[i] for i in sorted(entries)]
