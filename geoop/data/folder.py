@@ -66,7 +66,6 @@ import os
 import tempfile
 import warnings
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -79,7 +78,8 @@ from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
 from ..geometry.openfoam import case_files, is_openfoam_case, split_region
 from ..neighbors.neighborhoods import Neighborhoods
-from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .cache import DiskNeighborhoodCache, MemoryCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .cache import MemoryCache as _LRU  # noqa: F401  (the former private name)
 
 # discovery and splits live in cases.py; their names stay importable from here
 from .cases import MESH_EXTENSIONS, CaseFiles, CaseIndex, Pattern, discover_cases, discover_set_cases, resolve_split
@@ -119,55 +119,6 @@ def _remove_skip_dir(folder: str, owner: int) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------- memory cache
-def _nbytes(obj) -> int:
-    if isinstance(obj, Tensor):
-        return obj.element_size() * obj.numel()
-    if isinstance(obj, Geometry):
-        n = _nbytes(obj.points) + _nbytes(obj.normals) + _nbytes(obj._weights)
-        return n + sum(_nbytes(v) for v in list(obj.fields.values()) + list(obj.cells.values()))
-    if isinstance(obj, Neighborhoods):
-        return _nbytes(obj.index) + _nbytes(obj.ptr)
-    if isinstance(obj, Sample):
-        return sum(_nbytes(getattr(obj, a)) for a in ("geometry", "queries", "latent_features", "neighbors_in", "neighbors_out"))
-    if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(o) for o in obj)
-    return 0
-
-
-class _LRU:
-    """Least-recently-used store bounded by bytes (0 disables it)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
-        self.data: OrderedDict = OrderedDict()
-        self.sizes: dict = {}
-        self.total = 0
-
-    def get(self, key):
-        if key in self.data:
-            self.data.move_to_end(key)
-            return self.data[key]
-        return None
-
-    def put(self, key, value):
-        size = _nbytes(value)
-        self.pop(key)
-        if size > self.max_bytes:
-            return
-        self.data[key] = value
-        self.sizes[key] = size
-        self.total += size
-        while self.total > self.max_bytes:
-            k, _ = self.data.popitem(last=False)
-            self.total -= self.sizes.pop(k)
-
-    def pop(self, key):
-        if key in self.data:
-            self.data.pop(key)
-            self.total -= self.sizes.pop(key)
 
 
 # ---------------------------------------------------------------------------- CSR helpers
@@ -293,14 +244,14 @@ class CaseReader:
         self.mirror = mirror
         self.forces = forces
         #: decoded cases (``("raw", case)``) and the datasets' prepared ones, bounded by bytes
-        self.memory = _LRU(int(memory_cache_mb * 2**20))
+        self.memory = MemoryCache(int(memory_cache_mb * 2**20))
         #: the settings this reader was opened with (a dataset given the reader checks them)
         self.settings = dict(settings or {})
         self.cols: dict[str, int] = {}  # point columns of each case in its files
 
     def __getstate__(self):  # DataLoader workers started with "spawn": no cached data
         state = dict(self.__dict__)
-        state["memory"] = _LRU(self.memory.max_bytes)
+        state["memory"] = MemoryCache(self.memory.max_bytes)
         return state
 
     @property
@@ -717,7 +668,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             self.reader.drop(c)
 
     @property
-    def _memory(self) -> "_LRU":
+    def _memory(self) -> "MemoryCache":
         """The memory cache of decoded and prepared cases (the reader's, shared with the
         datasets using the same reader)."""
         return self.reader.memory
