@@ -240,10 +240,11 @@ def load_config_file(path: Union[str, os.PathLike]) -> dict:
 
 
 def _params(fn: Optional[Callable], skip: Iterable[str] = ()) -> Optional[set]:
-    """Keyword parameter names of ``fn`` (None when it takes ``**kwargs`` or is None)."""
+    """Keyword parameter names of ``fn`` (a class: of its ``__init__``, which a ``__new__(cls,
+    *args, **kwargs)`` would hide; None when it takes ``**kwargs`` or is None)."""
     if fn is None:
         return None
-    sig = inspect.signature(fn)
+    sig = inspect.signature(fn.__init__ if isinstance(fn, type) else fn)
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         return None
     return {n for n, p in sig.parameters.items() if n not in ("self", *skip) and p.kind != p.VAR_POSITIONAL}
