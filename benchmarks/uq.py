@@ -129,11 +129,17 @@ def step_fn(model, opt):
 _COST = {}
 
 
+def _threads() -> int:
+    """torch threads of the cost measurement (``--threads``; passed to the memory child
+    through the environment)."""
+    return int(os.environ.get("GEOOP_UQ_THREADS", "1"))
+
+
 def _cost_setup(kind: str, K: int, data: str, device: str):
     key = (kind, K, data, device)
     if key not in _COST:
         torch.manual_seed(0)
-        torch.set_num_threads(1)
+        torch.set_num_threads(_threads())
         cases = load(data)
         cfg = model_config(bounds_of(cases))
         model = GINO.from_config(cfg) if kind == "single" else Ensemble(cfg, K, vectorize=kind == "vmap",
@@ -198,11 +204,13 @@ def run_cost(args) -> dict:
 
     from geoop.data import airfoil
 
-    torch.set_num_threads(1)
+    os.environ["GEOOP_UQ_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="geoop_uq_")
     airfoil.generate(tmp, 5, seed=0, n_volume=3000)
     K, dev = args.members, args.device
-    res = {"what": "cost", "members": K, "device": dev, "threads": 1, "cases": 5, "batch": 4, "nodes_per_case": 1500}
+    res = {"what": "cost", "members": K, "device": dev, "threads": args.threads, "cases": 5, "batch": 4,
+           "nodes_per_case": 1500}
     kinds = ("single", "vmap", "loop", "loop_recompute")
     for kind, t in time_steps(kinds, K, tmp, dev, args.steps).items():
         res[f"step_s_{kind}"] = round(t, 4)
@@ -356,6 +364,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="--cost: timed steps (median)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="--cost: torch CPU threads (measure on an idle machine)")
     ap.add_argument("--data", help="--protocol: generated airfoil folder (manifest.json)")
     ap.add_argument("--ood", help="--protocol: a folder of out-of-distribution cases")
     ap.add_argument("--ood-bins", type=int, default=4)

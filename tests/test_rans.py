@@ -194,3 +194,16 @@ def test_sigterm_stops_a_parallel_set_at_once(tmp_path):
     time.sleep(0.5)
     assert solvers() == []
     assert not list(out.glob("case_*.json")) and not list(out.glob("case_*_surface.vtp"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux scheduler autogroups only")
+def test_solver_session_keeps_the_callers_niceness(tmp_path):
+    """A solver runs in a session of its own (so an interrupt can end its whole group); its
+    scheduler autogroup gets the caller's nice value, so ``nice geoop data ...`` stays nice."""
+    import sys
+
+    code = ("import os; os.nice(5); from geoop.data._case_io import run_logged; "
+            f"print(run_logged(['bash', '-c', 'cat /proc/$$/autogroup'], {str(tmp_path / 'log')!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+    assert (tmp_path / "log").read_text().strip().endswith("nice 5")

@@ -218,17 +218,19 @@ def _check_config(path: str) -> int:
     from ..data.folder import MeshFolderDataset
     from ..models.gino import GINO
     from ..train.config import load_config
-    from ..train.run import data_kwargs, input_fields, model_config
+    from ..train.run import data_kwargs, input_fields, model_config, model_inputs, open_cases
 
     cfg = load_config(path, dataset_cls=MeshFolderDataset, model_cls=GINO)
     d = cfg["data"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = GINO.from_config(model_config(cfg))
     kw = data_kwargs(cfg)
     kw.setdefault("seed", int(cfg["seed"]))
     inputs = input_fields(cfg["model"], d["inputs"])
     targets = [] if kw.get("queries") is not None else d["targets"]  # query sets name their own targets
+    reader = open_cases(cfg, model_inputs(cfg), kw)  # the cases discovered and split once, each read once
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = GINO.from_config(model_config(cfg, reader))
+    kw["reader"] = reader if reader.settings["inputs"] == inputs else None
     train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], **kw)
     parts = {c: p for c, p in train.split_of.items()}
     counts = {k: sum(1 for v in parts.values() if v == k) for k in sorted(set(parts.values()))}
@@ -291,13 +293,7 @@ def _check_config(path: str) -> int:
         ds = train if split == d["train_split"] else MeshFolderDataset(
             d["folder"], inputs=inputs, targets=targets, split=split, **{**kw, "normalize": train.normalizers})
         ds.subsample = {"points": None, "queries": None, "near_input": None}  # count every query
-        out = total = 0
-        if hasattr(ds, "queries_outside"):  # a packed store: from bounds, chunk by chunk
-            out, total = ds.queries_outside(dom)
-        for i in range(len(ds) if not hasattr(ds, "queries_outside") else 0):
-            q = ds[i].queries.points.double()
-            inside = ((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)
-            out, total = out + int((~inside).sum()), total + q.shape[0]
+        out, total = ds.queries_outside(dom)  # a packed store: from bounds, chunk by chunk
         pct = 100.0 * out / max(total, 1)
         print(f"  {split}: {out} of {total} query points ({pct:.1f} %) are outside the latent window"
               f"{' (their predictions extrapolate)' if out else ''}")

@@ -13,6 +13,9 @@ _LAZY = {
     "CaseFiles": "geoop.data.folder",
     "discover_cases": "geoop.data.folder",
     "resolve_split": "geoop.data.folder",
+    "CaseIndex": "geoop.data.cases",
+    "CaseReader": "geoop.data.folder",
+    "CaseShape": "geoop.data.folder",
     "FieldNormalizer": "geoop.data.normalize",
     "DatasetNormalizers": "geoop.data.normalize",
     "fit_box_transform": "geoop.data.normalize",
@@ -29,12 +32,13 @@ _LAZY = {
     "pack_folder": "geoop.data.store",
     "StoreError": "geoop.data.store",
     "PackedCaseDataset": "geoop.data.store_dataset",
+    "StoreCaseReader": "geoop.data.store_dataset",
 }
 
 __all__ = sorted(_LAZY)
 
 
-_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "folder", "normalize", "cache", "preprocess", "specs", "store",
+_SUBMODULES = ("airfoil", "body3d", "sphere", "cars", "cases", "folder", "normalize", "cache", "preprocess", "specs", "store",
                "store_dataset")
 
 

@@ -69,6 +69,21 @@ def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             continue
 
 
+def _inherit_niceness(pid: int) -> None:
+    """Give the new session the caller's nice value. On Linux with ``sched_autogroup`` a new
+    session is a scheduler group of its own, and process nice values rank processes only
+    within their group: without this, ``nice geoop data ...`` would run its solvers at full
+    priority against everything else. Best effort (other systems: nothing to do)."""
+    n = os.nice(0)
+    if n == 0:
+        return
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(n))
+    except OSError:
+        pass
+
+
 def run_logged(cmd: Sequence[str], log: str, env: Optional[Mapping] = None) -> int:
     """Run ``cmd`` with its output to the file ``log`` in a session (process group) of its
     own, and return its exit code. If the caller is interrupted while waiting (Ctrl-C, or
@@ -77,6 +92,7 @@ def run_logged(cmd: Sequence[str], log: str, env: Optional[Mapping] = None) -> i
     with open(log, "w") as fh:
         proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=None if env is None else dict(env),
                                 start_new_session=True)
+        _inherit_niceness(proc.pid)
         try:
             return proc.wait()
         except BaseException:

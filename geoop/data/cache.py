@@ -25,16 +25,19 @@ import hashlib
 import json
 import logging
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from .._atomic import atomic_open
+from ..batch import Sample
 from ..errors import DatasetError
+from ..geometry.geometry import Geometry
 from ..neighbors.neighborhoods import Neighborhoods
 
-__all__ = ["file_sha256", "cache_key", "DiskNeighborhoodCache", "pack_neighbors", "unpack_neighbors"]
+__all__ = ["file_sha256", "cache_key", "DiskNeighborhoodCache", "MemoryCache", "nbytes", "pack_neighbors", "unpack_neighbors"]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +192,55 @@ class DiskNeighborhoodCache:
 
     def __repr__(self) -> str:
         return f"DiskNeighborhoodCache({str(self.root)!r}, hits={self.hits}, misses={self.misses}, corrupt={self.corrupt})"
+
+
+# ---------------------------------------------------------------------------- memory
+def nbytes(obj) -> int:
+    """Bytes held by the tensors of a Geometry / Neighborhoods / Sample (or a tuple of them)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.numel()
+    if isinstance(obj, Geometry):
+        n = nbytes(obj.points) + nbytes(obj.normals) + nbytes(obj._weights)
+        return n + sum(nbytes(v) for v in list(obj.fields.values()) + list(obj.cells.values()))
+    if isinstance(obj, Neighborhoods):
+        return nbytes(obj.index) + nbytes(obj.ptr)
+    if isinstance(obj, Sample):
+        return sum(nbytes(getattr(obj, a)) for a in ("geometry", "queries", "latent_features", "neighbors_in", "neighbors_out"))
+    if isinstance(obj, (tuple, list)):
+        return sum(nbytes(o) for o in obj)
+    return 0
+
+
+class MemoryCache:
+    """Least-recently-used store in memory bounded by bytes (:func:`nbytes` of each value; 0
+    disables it): the decoded and prepared cases of a :class:`~geoop.data.folder.CaseReader`
+    and its datasets."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.data: OrderedDict = OrderedDict()
+        self.sizes: dict = {}
+        self.total = 0
+
+    def get(self, key):
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        return None
+
+    def put(self, key, value):
+        size = nbytes(value)
+        self.pop(key)
+        if size > self.max_bytes:
+            return
+        self.data[key] = value
+        self.sizes[key] = size
+        self.total += size
+        while self.total > self.max_bytes:
+            k, _ = self.data.popitem(last=False)
+            self.total -= self.sizes.pop(k)
+
+    def pop(self, key):
+        if key in self.data:
+            self.data.pop(key)
+            self.total -= self.sizes.pop(key)

@@ -5,6 +5,18 @@ surface ``case_XXX_surface.vtp``) and a query geometry carrying the target field
 volume ``case_XXX_volume.vtu``; it may be the same file). Files are grouped into cases by
 patterns with a ``{case}`` placeholder (or a callable); see :func:`discover_cases`.
 
+The path from files to items, one object per step:
+
+1. :class:`~geoop.data.cases.CaseIndex` (:mod:`geoop.data.cases`): the cases and their split,
+   no file opened;
+2. :class:`CaseReader`: one case's raw geometries read from its files (strict field checks,
+   crop, mirror, coefficient rows) and kept decoded in a memory cache
+   (:class:`~geoop.data.store_dataset.StoreCaseReader` for a packed store);
+3. :class:`~geoop.data.preprocess.Preprocessor`: coordinates and fields normalised -> a Sample;
+4. :class:`MeshFolderDataset`: composes them, checks that the cases agree, subsamples, adds
+   neighbourhoods. :meth:`MeshFolderDataset.open_cases` opens steps 1-2 alone, so every
+   dataset of a run shares them (``reader=``).
+
 Each item is a :class:`geoop.batch.Sample` whose
 
 * points (input and query) are mapped into the unit box by ONE transform fitted on the
@@ -47,17 +59,15 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import os
-import re
 import tempfile
 import warnings
 import weakref
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -66,27 +76,29 @@ from torch import Tensor
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform
-from ..geometry.openfoam import REGION_SEP, case_files, is_openfoam_case, split_region
+from ..geometry.openfoam import case_files, is_openfoam_case, split_region
 from ..neighbors.neighborhoods import Neighborhoods
-from .cache import DiskNeighborhoodCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .cache import DiskNeighborhoodCache, MemoryCache, cache_key, file_sha256, pack_neighbors, unpack_neighbors
+from .cache import MemoryCache as _LRU  # noqa: F401  (the former private name)
+
+# discovery and splits live in cases.py; their names stay importable from here
+from .cases import MESH_EXTENSIONS, CaseFiles, CaseIndex, Pattern, discover_cases, discover_set_cases, resolve_split
+from .cases import load_manifest as _load_manifest  # noqa: F401
+from .cases import natural_key as _natural_key  # noqa: F401
 from .normalize import DatasetNormalizers
 from .preprocess import COEF_P_FIELD, COEF_TAU_FIELD, FITTED_RULES, GEOMETRY_NORMALIZATIONS, Preprocessor, read_file
 
-__all__ = ["MeshFolderDataset", "CaseFiles", "discover_cases", "discover_set_cases", "resolve_split", "MESH_EXTENSIONS"]
+__all__ = ["MeshFolderDataset", "CaseReader", "CaseShape", "CaseFiles", "CaseIndex", "discover_cases", "discover_set_cases",
+           "resolve_split", "MESH_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
-
-#: extensions considered by the default one-file-per-case discovery
-MESH_EXTENSIONS = (".vtu", ".vtp", ".vtk", ".ply", ".stl", ".obj", ".off", ".msh", ".xdmf", ".xmf", ".npz")
 
 _ON_ERROR = ("raise", "skip")
 _SPLITS = ("train", "val", "test", "all")
 _GEOM_NORM = GEOMETRY_NORMALIZATIONS
 #: suffix of the mirrored copy of a training case (``mirror=``)
 MIRROR_SUFFIX = "@mirror"
-
-Pattern = Union[str, Callable[[str], Optional[str]], None]
-
+_DATASET_TOKENS = itertools.count()
 
 # ---------------------------------------------------------------------------- choices
 def _choice(value, valid: Sequence[str], what: str) -> str:
@@ -94,259 +106,6 @@ def _choice(value, valid: Sequence[str], what: str) -> str:
     if value not in valid:
         raise DatasetError(f"MeshFolderDataset: unknown {what} {value!r}; valid: {list(valid)}")
     return value
-
-
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
-# ---------------------------------------------------------------------------- discovery
-@dataclass(frozen=True)
-class CaseFiles:
-    """The files of one case. ``query`` equals ``input`` when targets live on the input file."""
-
-    name: str
-    input: Path
-    query: Path
-    #: the files of the query sets, in set order (empty: one query file)
-    sets: tuple = ()
-
-    @property
-    def same_file(self) -> bool:
-        return self.input == self.query and all(p == self.input for p in self.sets)
-
-
-def _pattern_regex(pattern: str) -> re.Pattern:
-    """Glob pattern with one ``{case}`` placeholder -> regex over the relative posix path."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("{case}", i):
-            out.append(r"(?P<case>[^/]+)")
-            i += 6
-        elif pattern.startswith("**/", i):
-            out.append(r"(?:.*/)?")
-            i += 3
-        elif pattern[i] == "*":
-            out.append(r"[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append(r"[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("^" + "".join(out) + "$")
-
-
-def _match(root: Path, pattern: Pattern, role: str) -> dict[str, list[Path]]:
-    """Files of one role grouped by case name."""
-    found: dict[str, list[Path]] = {}
-    if callable(pattern):
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                case = pattern(p.relative_to(root).as_posix())
-                if case:
-                    found.setdefault(str(case), []).append(p)
-        return found
-    pat, region = split_region(str(pattern))  # "{case}::wall*": patches of OpenFOAM cases
-    if "{case}" not in pat:
-        if "*" not in pat:
-            raise DatasetError(
-                f"MeshFolderDataset: {role}_file pattern {pat!r} has neither a '{{case}}' placeholder nor a '*' "
-                "to take the case name from (e.g. '{case}_surface.vtp' or '*_surface.vtp')"
-            )
-        pat = pat.replace("*", "{case}", 1)  # the first '*' names the case
-    if pat.count("{case}") != 1:
-        raise DatasetError(f"MeshFolderDataset: {role}_file pattern {pattern!r} must contain '{{case}}' once")
-    rx = _pattern_regex(pat)
-    for p in sorted(root.glob(pat.replace("{case}", "*"))):
-        if not (p.is_file() or is_openfoam_case(p)):  # a folder matches when it is an OpenFOAM case
-            continue
-        m = rx.match(p.relative_to(root).as_posix())
-        if m:
-            found.setdefault(m.group("case"), []).append(p if region is None else Path(f"{p}{REGION_SEP}{region}"))
-    return found
-
-
-def discover_cases(root: Union[str, Path], input_file: Pattern = None, query_file: Pattern = None) -> tuple[dict[str, CaseFiles], list[tuple[str, str, str]]]:
-    """Group the files under ``root`` into cases.
-
-    input_file / query_file : how to find a case's input / query file:
-
-        * a glob pattern relative to ``root`` with a ``{case}`` placeholder, e.g.
-          ``"{case}_surface.vtp"``, ``"{case}/VTK/*/boundary/wall.vtp"`` (OpenFOAM
-          ``foamToVTK``), ``"exports/{case}.cgns"``; without ``{case}`` the first ``*``
-          names the case (``"*_surface.vtp"``). A pattern may match OpenFOAM case folders
-          (``"{case}"``, ``"runs/{case}"``: the internal mesh at the latest time) and
-          name patches after ``::`` (``"{case}::wall*"``: those patches as one surface;
-          :mod:`geoop.geometry.openfoam`);
-        * a callable ``f(relative_posix_path) -> case name or None``, applied to every file;
-        * None: the same file as the other role; both None: every file with a mesh
-          extension directly in ``root`` is one case named by its stem.
-
-    When a pattern matches several files of one case (e.g. several time steps
-    ``case/VTK/case_100``, ``case_200``), the last one in natural sort order (the latest
-    time) is used.
-
-    Returns ``(cases, problems)``: cases by name (natural order) and a list of
-    ``(case, file, reason)`` for cases lacking the file of one role.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"MeshFolderDataset: dataset folder {str(root)!r} does not exist or is not a folder")
-    if input_file is None and query_file is None:
-        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS)
-        ins = {p.name.split(".")[0]: [p] for p in files}
-        qs = ins
-        searched = f"files with extensions {list(MESH_EXTENSIONS)} directly in {root}"
-    else:
-        ins = _match(root, input_file, "input") if input_file is not None else None
-        qs = _match(root, query_file, "query") if query_file is not None else None
-        ins = qs if ins is None else ins
-        qs = ins if qs is None else qs
-        searched = " and ".join(
-            f"{role}_file={pat if isinstance(pat, str) else getattr(pat, '__name__', 'callable')!r}"
-            for role, pat in (("input", input_file), ("query", query_file)) if pat is not None
-        ) + f" under {root}"
-    if not ins and not qs:
-        raise DatasetError(f"MeshFolderDataset: no case found; searched {searched}")
-
-    def pick(paths: list[Path], case: str, role: str) -> Path:
-        paths = sorted(paths, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
-        if len(paths) > 1:
-            log.info("case %r: %d %s files match, using the last (%s)", case, len(paths), role, paths[-1])
-        return paths[-1]
-
-    cases, problems = {}, []
-    for name in sorted(set(ins) | set(qs), key=_natural_key):
-        if name not in ins:
-            problems.append((name, str(pick(qs[name], name, "query")), f"no input file matching {input_file!r}"))
-            continue
-        if name not in qs:
-            problems.append((name, str(pick(ins[name], name, "input")), f"no query file matching {query_file!r}"))
-            continue
-        cases[name] = CaseFiles(name, pick(ins[name], name, "input"), pick(qs[name], name, "query"))
-    return cases, problems
-
-
-def discover_set_cases(root: Union[str, Path], input_file: Pattern, set_files: Sequence[Pattern]) -> tuple[dict[str, CaseFiles], list[tuple[str, str, str]]]:
-    """:func:`discover_cases` for several query sets: the cases that have the input file
-    and one file of every set pattern (``CaseFiles.sets`` in set order, ``query`` the first
-    set's file); a case lacking one is a problem ``(case, file, reason)``."""
-    per = [discover_cases(root, input_file, f) for f in set_files]
-    problems = [pr for _, probs in per for pr in probs]
-    names = [n for n in per[0][0] if all(n in c for c, _ in per)]
-    for c, _ in per:
-        for n in c:
-            if n not in names and not any(p[0] == n for p in problems):
-                missing = [f for f, (cc, _) in zip(set_files, per) if n not in cc]
-                problems.append((n, str(c[n].input), f"no query file matching {missing[0]!r}"))
-    cases = {n: CaseFiles(n, per[0][0][n].input, per[0][0][n].query, tuple(c[n].query for c, _ in per)) for n in names}
-    return cases, problems
-
-
-# ---------------------------------------------------------------------------- split
-def _load_manifest(root: Path, manifest) -> Optional[dict]:
-    if manifest is False:
-        return None
-    if isinstance(manifest, Mapping):
-        return dict(manifest)
-    if manifest is not None:
-        paths = [Path(manifest) if Path(manifest).is_absolute() else root / manifest]
-        if not paths[0].exists():
-            raise DatasetError(f"MeshFolderDataset: manifest {str(paths[0])!r} does not exist")
-    else:
-        paths = [root / "split.json", root / "manifest.json"]
-    for p in paths:
-        if p.exists():
-            try:
-                data = json.loads(p.read_text(), object_pairs_hook=_unique_pairs)
-            except (OSError, ValueError) as e:
-                raise DatasetError(f"{p}: cannot read the manifest as JSON: {e}") from None
-            split = _split_from_manifest(data, p)
-            if split is not None:
-                return split
-            if manifest is not None or p.name == "split.json":
-                raise DatasetError(
-                    f"{p}: no split found; expected {{'train': [...], 'test': [...]}}, a 'split' key holding "
-                    "that or {case: 'train'|'test'}, or case records with a 'split' key"
-                )
-    return None
-
-
-def _unique_pairs(items) -> dict:
-    """JSON object hook: a key given twice is an error (``json`` would keep the last)."""
-    out = {}
-    for k, v in items:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _assign(out: dict, name: str, part: str, where) -> None:
-    """``out[name] = part``; a case listed in two splits is a :class:`DatasetError`."""
-    if name in out and out[name] != part:
-        raise DatasetError(f"{where}: case {name!r} is listed in two splits, {out[name]!r} and {part!r}; "
-                           "a case belongs to one split (remove it from one of them)")
-    out[name] = part
-
-
-def _split_from_manifest(data: Any, where) -> Optional[dict]:
-    """Normalise the accepted manifest layouts to ``{case: "train"|"test"|other}``; a case in
-    two splits is a :class:`DatasetError` naming it and both splits."""
-    if isinstance(data, Mapping) and "split" in data:
-        data = data["split"]
-    out: dict = {}
-    if isinstance(data, Mapping) and any(k in data for k in ("train", "val", "test")):
-        for part, names in data.items():
-            if isinstance(names, (list, tuple)):
-                for n in names:
-                    _assign(out, str(n), str(part), where)
-        return out
-    if isinstance(data, Mapping) and data and all(isinstance(v, str) for v in data.values()):
-        return {str(k): v for k, v in data.items()}
-    records = data.get("cases") if isinstance(data, Mapping) else data
-    if isinstance(records, list) and records and all(isinstance(r, Mapping) for r in records):
-        if all("split" in r for r in records):
-            for r in records:
-                name = next((r[k] for k in ("case", "name", "id") if k in r), None)
-                if name is None:
-                    raise DatasetError(f"{where}: manifest record {dict(r)} has a 'split' but no 'case'/'name'/'id'")
-                _assign(out, str(name), str(r["split"]), where)
-            return out
-    return None
-
-
-def resolve_split(cases: Sequence[str], seed: int = 0, test_fraction: float = 0.2,
-                  manifest: Optional[Mapping[str, str]] = None, val_fraction: float = 0.0) -> dict[str, str]:
-    """``{case: "train"|"val"|"test"}``. From ``manifest`` when given (cases it does not list
-    are left out), else a deterministic shuffle of the naturally sorted names with ``seed``:
-    ``round(test_fraction * n)`` test cases (at least one when 0 < fraction and n >= 2), then
-    ``round(val_fraction * n)`` validation cases (at least one when 0 < fraction) from the rest
-    (with a manifest that names no ``"val"`` case: from its training cases)."""
-    if manifest is not None:
-        out = {c: manifest[c] for c in cases if c in manifest}
-        if val_fraction > 0 and "val" not in out.values():  # draw validation cases from the training ones
-            train = [c for c in sorted(out, key=_natural_key) if out[c] == "train"]
-            part = resolve_split(train, seed, 0.0, None, val_fraction)
-            out.update({c: "val" for c, v in part.items() if v == "val"})
-        return out
-    if not 0.0 <= test_fraction < 1.0:
-        raise DatasetError(f"MeshFolderDataset: test_fraction must be in [0, 1), got {test_fraction}")
-    names = sorted(cases, key=_natural_key)
-    n = len(names)
-    n_test = int(round(test_fraction * n))
-    if test_fraction > 0 and n >= 2:
-        n_test = min(max(n_test, 1), n - 1)
-    if not 0.0 <= val_fraction < 1.0 or (val_fraction > 0 and n - n_test < 2):
-        raise DatasetError(f"MeshFolderDataset: val_fraction must be in [0, 1) and leave a training case, got "
-                           f"{val_fraction} for {n} cases ({n_test} test)")
-    n_val = min(max(int(round(val_fraction * n)), 1 if val_fraction > 0 else 0), max(n - n_test - 1, 0))
-    perm = np.random.default_rng(seed).permutation(n)
-    test = {names[i] for i in perm[:n_test]}
-    val = {names[i] for i in perm[n_test:n_test + n_val]}
-    return {c: ("test" if c in test else "val" if c in val else "train") for c in names}
 
 
 # ---------------------------------------------------------------------------- reading
@@ -360,55 +119,6 @@ def _remove_skip_dir(folder: str, owner: int) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------- memory cache
-def _nbytes(obj) -> int:
-    if isinstance(obj, Tensor):
-        return obj.element_size() * obj.numel()
-    if isinstance(obj, Geometry):
-        n = _nbytes(obj.points) + _nbytes(obj.normals) + _nbytes(obj._weights)
-        return n + sum(_nbytes(v) for v in list(obj.fields.values()) + list(obj.cells.values()))
-    if isinstance(obj, Neighborhoods):
-        return _nbytes(obj.index) + _nbytes(obj.ptr)
-    if isinstance(obj, Sample):
-        return sum(_nbytes(getattr(obj, a)) for a in ("geometry", "queries", "latent_features", "neighbors_in", "neighbors_out"))
-    if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(o) for o in obj)
-    return 0
-
-
-class _LRU:
-    """Least-recently-used store bounded by bytes (0 disables it)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
-        self.data: OrderedDict = OrderedDict()
-        self.sizes: dict = {}
-        self.total = 0
-
-    def get(self, key):
-        if key in self.data:
-            self.data.move_to_end(key)
-            return self.data[key]
-        return None
-
-    def put(self, key, value):
-        size = _nbytes(value)
-        self.pop(key)
-        if size > self.max_bytes:
-            return
-        self.data[key] = value
-        self.sizes[key] = size
-        self.total += size
-        while self.total > self.max_bytes:
-            k, _ = self.data.popitem(last=False)
-            self.total -= self.sizes.pop(k)
-
-    def pop(self, key):
-        if key in self.data:
-            self.data.pop(key)
-            self.total -= self.sizes.pop(key)
 
 
 # ---------------------------------------------------------------------------- CSR helpers
@@ -491,6 +201,155 @@ def _source_sha256(path: Path) -> str:
     return d.hexdigest()
 
 
+# ---------------------------------------------------------------------------- reading a case
+class CaseShape(NamedTuple):
+    """What a case looks like without its values: ``cols`` point columns in its files (2 or
+    3), ``dim`` 2 when both its geometries are flat 2-D cases (else 3), ``widths`` the
+    channels of each field read (``{name: C}``: the inputs and the targets)."""
+
+    cols: int
+    dim: int
+    widths: dict
+
+
+def _failed_file(cf: CaseFiles, err: Exception) -> tuple[str, str]:
+    """(the file an error of a case names: its query file when only that one is named, else its
+    input file; the message without that file's prefix)."""
+    msg = str(err)
+    f = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
+    return f, msg.replace(f + ": ", "", 1)
+
+
+class CaseReader:
+    """Reads one case of a :class:`~geoop.data.cases.CaseIndex` from its files: the raw 3-D
+    geometries in file coordinates, the input one with the input fields and the query one with
+    the target fields (:meth:`Preprocessor.split_geometries` / ``read_sets``: the strict checks
+    of fields, the crop, the symmetry plane), mirrored for ``<case>@mirror`` copies, with the
+    coefficient operator rows when ``forces`` are asked; decoded cases are kept in a memory
+    cache bounded by bytes (:attr:`memory`, shared with the datasets that use this reader).
+
+    One reader serves every dataset of a run (``MeshFolderDataset(..., reader=)``), so a case
+    read to size the model is not read again by the dataset.
+
+    Shapes: ``load(case)`` -> (input (N, 3) with fields (N, C_i), query (Q, 3) with fields (Q, C_t)).
+    """
+
+    #: describe() errors are raised as they are in ``on_error="raise"`` (a packed store's)
+    strict_errors = False
+
+    def __init__(self, index: CaseIndex, preprocessor: Preprocessor, *, mirror: Optional[dict] = None,
+                 forces: Optional[dict] = None, memory_cache_mb: float = 1024, settings: Optional[dict] = None):
+        self.index = index
+        self.preprocessor = preprocessor
+        self.mirror = mirror
+        self.forces = forces
+        #: decoded cases (``("raw", case)``) and the datasets' prepared ones, bounded by bytes
+        self.memory = MemoryCache(int(memory_cache_mb * 2**20))
+        #: the settings this reader was opened with (a dataset given the reader checks them)
+        self.settings = dict(settings or {})
+        self.cols: dict[str, int] = {}  # point columns of each case in its files
+
+    def __getstate__(self):  # DataLoader workers started with "spawn": no cached data
+        state = dict(self.__dict__)
+        state["memory"] = MemoryCache(self.memory.max_bytes)
+        return state
+
+    @property
+    def root(self) -> Path:
+        return self.index.root
+
+    def case_files(self, case: str) -> CaseFiles:
+        """The files of ``case`` (a mirrored copy reads those of its original)."""
+        if case not in self.index.files and case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+            return self.index.files[case[:-len(MIRROR_SUFFIX)]]
+        return self.index.files[case]
+
+    def load(self, case: str) -> tuple[Geometry, Geometry]:
+        """Read ``case``'s files now (no cache): (input geometry with the input fields, query
+        geometry with the target fields), in file coordinates (3-D; see
+        :meth:`Preprocessor.split_geometries`). Raises a :class:`GeoopError` naming the file."""
+        cf = self.case_files(case)
+        pre = self.preprocessor
+        g = read_file(cf.input)
+        if pre.query_sets:
+            parts = [g if f == cf.input else read_file(f) for f in cf.sets]
+            if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+                from ..geometry.symmetry import mirror
+
+                g, *parts = [mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in [g, *parts]]
+            self.cols[case] = max([g.dim] + [q.dim for q in parts])
+            gin, gq, sets = pre.read_sets(g, parts, case)
+            if self.forces is not None:
+                i = pre.set_names.index(self.forces["field"].partition("/")[0])
+                r0 = sum(q.n_points for q in sets[:i])
+                gq = self._with_coefficients(case, gq, sets[i], r0, cf.sets[i], parts[i].symmetry)
+            return gin, gq
+        q = None if cf.same_file else read_file(cf.query)
+        if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
+            from ..geometry.symmetry import mirror
+
+            g, q = (None if x is None else mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in (g, q))
+        # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
+        self.cols[case] = max(g.dim, (g if q is None else q).dim)
+        gin, gq = pre.crop_queries(*pre.split_geometries(g, q, case))
+        if self.forces is not None:
+            gq = self._with_coefficients(case, gq, gq, 0, cf.query, (g if q is None else q).symmetry)
+        return gin, gq
+
+    def _with_coefficients(self, case: str, gq: Geometry, surface: Geometry, r0: int, path, plane=None) -> Geometry:
+        """``gq`` with the coefficient operator of ``surface`` (its rows from ``r0``) as the
+        query fields ``COEF_P_FIELD`` (Q, K) and ``COEF_TAU_FIELD`` (Q, 3K). The symmetry
+        plane is the reference's ``symmetry``, else the file's (``plane``): the one the
+        coefficient metrics integrate the surface file with."""
+        from ..physics.coefficients import coefficient_weights
+
+        ref = self.forces.get("reference") or {}
+        ref = ref(case) if callable(ref) else dict(ref)
+        ref.setdefault("symmetry", plane)
+        try:
+            cw = coefficient_weights(surface, list(self.forces["names"]), **ref)
+        except GeoopError as e:
+            raise DatasetError(f"{path}: case {case!r}: the coefficient operator of the force surface: {e}") from None
+        k, n = len(cw.names), surface.n_points
+        P = torch.zeros(gq.n_points, k, dtype=gq.dtype)
+        S = torch.zeros(gq.n_points, 3 * k, dtype=gq.dtype)
+        P[r0:r0 + n] = cw.pressure.to(gq.dtype)
+        sh = cw.shear if cw.shear.shape[1] == 3 else torch.cat([cw.shear, cw.shear.new_zeros(n, 1, k)], 1)
+        S[r0:r0 + n] = sh.reshape(n, 3 * k).to(gq.dtype)
+        return gq.replace(fields={**gq.fields, COEF_P_FIELD: P, COEF_TAU_FIELD: S})
+
+    def get(self, case: str) -> tuple[Geometry, Geometry]:
+        """The decoded case from the memory cache, else read now (and not cached)."""
+        hit = self.memory.get(("raw", case))
+        return hit if hit is not None else self.load(case)
+
+    def describe(self, case: str) -> CaseShape:
+        """The case's :class:`CaseShape`, read once: the decoded case stays in the memory
+        cache for the dataset's items (:meth:`get`) until :meth:`drop`."""
+        hit = self.memory.get(("raw", case))
+        gin, gq = hit if hit is not None and case in self.cols else self.load(case)
+        self.memory.put(("raw", case), (gin, gq))
+        # a case is 2-D when both geometries are (a planar slice of a 3-D case is 3-D)
+        return CaseShape(self.cols[case], 2 if (gin.is_2d and gq.is_2d) else 3,
+                         {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()})
+
+    def drop(self, case: str) -> None:
+        """Forget the decoded case (the memory cache keeps what the datasets put there)."""
+        self.memory.pop(("raw", case))
+
+    def failure(self, case: str, err: Exception) -> tuple[str, str]:
+        """(file, reason) of a case that could not be read."""
+        return _failed_file(self.case_files(case), err)
+
+    def hashes(self, case: str) -> list:
+        """sha256 of a case's files (the neighbourhood cache key)."""
+        cf = self.case_files(case)
+        return [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(f) for f in (cf.sets or (cf.query,))])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.index!r})"
+
+
 class MeshFolderDataset(torch.utils.data.Dataset):
     """A folder of CFD cases as a dataset of :class:`~geoop.batch.Sample`.
 
@@ -564,11 +423,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         :data:`~geoop.data.preprocess.COEF_P_FIELD` / ``COEF_TAU_FIELD`` (zero elsewhere;
         scaled with the quadrature weights when queries are subsampled).
 
+    reader : a :class:`CaseReader` from :meth:`open_cases` with the same settings (keyword; a
+        reader opened with other ones is a :class:`DatasetError` naming them): the cases, their
+        split and the decoded cases shared with the other datasets of a run, not discovered
+        or read again.
+
     A field named both in ``inputs`` and ``targets`` gets one normaliser fitted on both
     its input and its target values. Attributes after construction: ``cases`` (this
     split), ``train_cases``, ``split_of`` (case -> split), ``skipped`` (``(case, file,
     reason)``), ``normalizers`` (:class:`DatasetNormalizers`, save its ``state_dict()`` with
-    the model), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
+    the model), ``reader`` (:class:`CaseReader`), ``dim``, ``is_2d``, ``cache`` (:class:`DiskNeighborhoodCache` or None) and
     ``neighbor_computations`` (how often ``neighbors`` actually ran in this process).
     """
 
@@ -619,18 +483,57 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         caching=None,
         queries=None,
         forces=None,
+        reader: Optional["CaseReader"] = None,
     ):
-        if any(g is not None for g in (files, splitting, normalization, sampling, caching)):
+        args = {k: v for k, v in locals().items() if k not in ("self", "reader", "__class__")}
+        opening = self._configure(args)
+        normalize = opening.pop("normalize")
+        # 1. cases and split (a CaseIndex) and how a case is read (a CaseReader): given, or opened here
+        self.reader = self._open_reader(**opening) if reader is None else self._check_reader(reader, opening)
+        # 2.-3. read and check the cases, fit the normalisation
+        self._build(normalize)
+
+    @classmethod
+    def open_cases(cls, root: Union[str, Path], *args, **kwargs) -> "CaseReader":
+        """The :class:`CaseReader` (with its :class:`~geoop.data.cases.CaseIndex`: discovery and
+        split) of the dataset these arguments build, reading no case (a packed store's reader
+        for a store). Give it to every dataset of a run (``reader=``): the cases are
+        discovered and split once, and a case read before (e.g. :meth:`CaseReader.describe`
+        of the first one, to size a model) is not read again."""
+        if cls is MeshFolderDataset:
+            from .store import is_store
+
+            if is_store(root):
+                from .store_dataset import PackedCaseDataset
+
+                cls = PackedCaseDataset
+        bound = inspect.signature(MeshFolderDataset.__init__).bind(None, root, *args, **kwargs)
+        bound.apply_defaults()
+        obj = torch.utils.data.Dataset.__new__(cls)
+        opening = obj._configure({k: v for k, v in bound.arguments.items() if k not in ("self", "reader")})
+        opening.pop("normalize")
+        return obj._open_reader(**opening)
+
+    def _configure(self, a: dict) -> dict:
+        """Check and keep the settings ``a`` (every parameter of ``__init__`` but ``reader``);
+        returns those of :meth:`_open_reader` and ``normalize``."""
+        (root, inputs, targets, split, input_file, query_file, test_fraction, seed, manifest, normalize, subsample,
+         neighbors, cache_dir, on_error, transform, geometry_normalization, isotropic, margin, drop_flat_z, neighbors_key,
+         memory_cache_mb, val_fraction, crop, body_margins, symmetry, mirror, queries, forces) = (
+            a[k] for k in ("root", "inputs", "targets", "split", "input_file", "query_file", "test_fraction", "seed",
+                           "manifest", "normalize", "subsample", "neighbors", "cache_dir", "on_error", "transform",
+                           "geometry_normalization", "isotropic", "margin", "drop_flat_z", "neighbors_key",
+                           "memory_cache_mb", "val_fraction", "crop", "body_margins", "symmetry", "mirror", "queries",
+                           "forces"))
+        groups = {g: a.get(g) for g in ("files", "splitting", "normalization", "sampling", "caching")}
+        if any(g is not None for g in groups.values()):
             # typed groups of settings (geoop.data.specs) replace their flat keywords
             from .specs import dataset_keywords
 
-            sig = inspect.signature(type(self).__init__).parameters
-            flat = {k: v for k, v in locals().items() if k in sig and k not in ("self", "root", "inputs", "targets", "split",
-                                                                                 "neighbors", "transform", "neighbors_key")}
-            kw = dataset_keywords({k: v for k, v in flat.items() if k not in ("files", "splitting", "normalization",
-                                                                              "sampling", "caching")},
-                                  {k: p.default for k, p in sig.items()}, files=files, splitting=splitting,
-                                  normalization=normalization, sampling=sampling, caching=caching)
+            sig = inspect.signature(MeshFolderDataset.__init__).parameters
+            flat = {k: v for k, v in a.items() if k in sig and k not in ("root", "inputs", "targets", "split", "neighbors",
+                                                                         "transform", "neighbors_key", *groups)}
+            kw = dataset_keywords(flat, {k: p.default for k, p in sig.items()}, **groups)
             (input_file, query_file, manifest, on_error, test_fraction, val_fraction, seed, normalize, geometry_normalization,
              isotropic, margin, drop_flat_z, crop, subsample, cache_dir, memory_cache_mb) = (
                 kw[k] for k in ("input_file", "query_file", "manifest", "on_error", "test_fraction", "val_fraction", "seed",
@@ -675,7 +578,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.epoch = 0
         self.skipped: list[tuple[str, str, str]] = []
-        self._memory = _LRU(int(memory_cache_mb * 2**20))
+        self._token = next(_DATASET_TOKENS)  # this dataset's entries in a shared memory cache
         # cases that became unreadable during the run: markers shared by DataLoader workers
         self._run_bad: set = set()
         self._skip_dir = None
@@ -683,23 +586,56 @@ class MeshFolderDataset(torch.utils.data.Dataset):
             self._skip_dir = tempfile.mkdtemp(prefix="geoop-skipped-")
             weakref.finalize(self, _remove_skip_dir, self._skip_dir, os.getpid())
         self.neighbor_computations = 0  # how many times ``neighbors`` actually ran
+        opening = {"input_file": input_file, "query_file": query_file, "manifest": manifest, "test_fraction": test_fraction,
+                   "val_fraction": val_fraction, "memory_cache_mb": memory_cache_mb}
+        return {**opening, "normalize": normalize}
 
-        # 1. cases and split
-        found, problems = self._discover(input_file, query_file)
-        for case, f, reason in problems:
+    def _reading_settings(self, input_file, query_file, manifest, test_fraction, val_fraction) -> dict:
+        """What decides the cases, their split and how one is read (a shared reader must match)."""
+        return {"kind": type(self).__name__, "root": str(self.root), "on_error": self.on_error, "inputs": self.inputs,
+                "targets": self.targets,
+                "query_sets": self.query_sets, "crop": self.preprocessor.crop, "symmetry": self.preprocessor.symmetry,
+                "mirror": self.mirror, "forces": self.forces, "input_file": input_file, "query_file": query_file,
+                "manifest": manifest, "seed": self.seed, "test_fraction": test_fraction, "val_fraction": val_fraction}
+
+    def _open_reader(self, input_file, query_file, manifest, test_fraction, val_fraction, memory_cache_mb) -> "CaseReader":
+        """Discover and split the cases (:meth:`_index`) and make their reader (:meth:`_reader`)."""
+        index = self._index(input_file, query_file, manifest, test_fraction, val_fraction)
+        settings = self._reading_settings(input_file, query_file, manifest, test_fraction, val_fraction)
+        return self._reader(index, memory_cache_mb, settings)
+
+    def _index(self, input_file, query_file, manifest, test_fraction, val_fraction) -> CaseIndex:
+        """The cases of the folder and their split; with ``on_error="raise"`` the first problem
+        (a case lacking a file) raises as it is found."""
+        return CaseIndex.from_folder(self.root, input_file, query_file,
+                                     set_files=[q["file"] for q in self.query_sets] if self.query_sets else None,
+                                     manifest=manifest, seed=self.seed, test_fraction=test_fraction,
+                                     val_fraction=val_fraction, report=self._bad if self.on_error == "raise" else None)
+
+    def _reader(self, index: CaseIndex, memory_cache_mb: float, settings: dict) -> "CaseReader":
+        return CaseReader(index, self.preprocessor, mirror=self.mirror, forces=self.forces,
+                          memory_cache_mb=memory_cache_mb, settings=settings)
+
+    def _check_reader(self, reader, opening: dict) -> "CaseReader":
+        """A reader given to the dataset: opened with this dataset's settings."""
+        if not isinstance(reader, CaseReader):
+            raise DatasetError(f"MeshFolderDataset: reader must be a CaseReader (MeshFolderDataset.open_cases(...)), got "
+                               f"{type(reader).__name__}")
+        mine = self._reading_settings(*(opening[k] for k in ("input_file", "query_file", "manifest", "test_fraction",
+                                                             "val_fraction")))
+        diff = sorted(k for k in set(mine) | set(reader.settings) if mine.get(k) != reader.settings.get(k))
+        if diff:
+            raise DatasetError("MeshFolderDataset: the given reader was opened with other settings: "
+                               + ", ".join(f"{k}={reader.settings.get(k)!r} (the dataset: {mine.get(k)!r})" for k in diff))
+        return reader
+
+    def _build(self, normalize) -> None:
+        """Read and check every case the dataset needs, and fit the normalisation."""
+        index = self.reader.index
+        for case, f, reason in index.problems:  # with on_error="raise" the index raised at the first one
             self._bad(case, f, reason)
-        man = _load_manifest(self.root, manifest)
-        if man is not None:
-            unknown = sorted(set(c for c, part in man.items() if part in ("train", "val", "test")) - set(found), key=_natural_key)
-            if unknown:
-                self._bad(unknown[0], str(self.root), f"manifest lists {len(unknown)} case(s) with no files: "
-                          f"{unknown[:5]}; cases found: {list(found)[:5]}...")
-            unlisted = sorted(set(found) - set(man), key=_natural_key)
-            if unlisted:
-                warnings.warn(f"MeshFolderDataset: {len(unlisted)} case(s) in {self.root} are not in the manifest and "
-                              f"are left out: {unlisted[:5]}", stacklevel=2)
-        self.split_of = resolve_split(list(found), self.seed, test_fraction, man, val_fraction)
-        self._files = {c: found[c] for c in found if c in self.split_of}
+        self.split_of = dict(index.split_of)
+        self._files = dict(index.files)
         train = [c for c in self._files if self.split_of[c] == "train"]
         wanted = [c for c in self._files if self.split == "all" or self.split_of[c] == self.split]
         if self.mirror is not None:  # mirrored copies of the training cases: items of "train", fitted on in every split
@@ -722,14 +658,20 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         if not self.cases:
             raise DatasetError(
                 f"MeshFolderDataset: no usable {self.split!r} case in {self.root} "
-                f"({len(found)} found, {len(self.skipped)} skipped: {self.skipped[:3]})"
+                f"({index.n_found} found, {len(self.skipped)} skipped: {self.skipped[:3]})"
             )
 
         # 3. normalisation (training split only)
         self.preprocessor.dim = self.dim
         self.normalizers = self._fit(normalize, fit_fields, fit_geom)
         for c in set(need) - set(self.cases):  # training cases read only for the statistics
-            self._memory.pop(("raw", c))
+            self.reader.drop(c)
+
+    @property
+    def _memory(self) -> "MemoryCache":
+        """The memory cache of decoded and prepared cases (the reader's, shared with the
+        datasets using the same reader)."""
+        return self.reader.memory
 
     @property
     def normalizers(self) -> DatasetNormalizers:
@@ -739,12 +681,6 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     @normalizers.setter
     def normalizers(self, value: DatasetNormalizers) -> None:
         self.preprocessor.normalizers = value
-
-    def __getstate__(self):
-        # DataLoader workers started with "spawn" get the dataset pickled: send no cached data
-        state = dict(self.__dict__)
-        state["_memory"] = _LRU(self._memory.max_bytes)
-        return state
 
     # ------------------------------------------------------------------ options
     @staticmethod
@@ -779,87 +715,30 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         warnings.warn(f"MeshFolderDataset: skipping case {case!r} ({file}): {reason}", RuntimeWarning, stacklevel=3)
         self.skipped.append((case, file, reason))
 
-    # ------------------------------------------------------------------ reading
-    def _discover(self, input_file: Pattern, query_file: Pattern):
-        """``(cases {name: CaseFiles}, problems)`` of the dataset's root (:func:`discover_cases`,
-        :func:`discover_set_cases` with query sets)."""
-        if self.query_sets:
-            return discover_set_cases(self.root, input_file, [q["file"] for q in self.query_sets])
-        return discover_cases(self.root, input_file, query_file)
-
+    # ------------------------------------------------------------------ reading (the reader's)
     def _case_hashes(self, case: str) -> list:
         """sha256 of a case's files (the neighbourhood cache key)."""
-        cf = self._files[case]
-        return [_source_sha256(cf.input)] + ([] if cf.same_file else [_source_sha256(f) for f in (cf.sets or (cf.query,))])
+        return self.reader.hashes(case)
 
     def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
         """(input geometry with the input fields, query geometry with the target fields),
-        in file coordinates (3-D; see :meth:`Preprocessor.split_geometries`)."""
-        cf = self._files[case]
-        g = read_file(cf.input)
-        if self.query_sets:
-            parts = [g if f == cf.input else read_file(f) for f in cf.sets]
-            if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
-                from ..geometry.symmetry import mirror
-
-                g, *parts = [mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in [g, *parts]]
-            self._cols[case] = max([g.dim] + [q.dim for q in parts])
-            gin, gq, sets = self.preprocessor.read_sets(g, parts, case)
-            if self.forces is not None:
-                i = self.preprocessor.set_names.index(self.forces["field"].partition("/")[0])
-                r0 = sum(q.n_points for q in sets[:i])
-                gq = self._with_coefficients(case, gq, sets[i], r0, cf.sets[i], parts[i].symmetry)
-            return gin, gq
-        q = None if cf.same_file else read_file(cf.query)
-        if case.endswith(MIRROR_SUFFIX) and self.mirror is not None:
-            from ..geometry.symmetry import mirror
-
-            g, q = (None if x is None else mirror(x, self.mirror["plane"], self.mirror["vector_fields"]) for x in (g, q))
-        # raw geometries are 3-D; files with (N, 2) points get z = 0 (see ``dim``)
-        self._cols[case] = max(g.dim, (g if q is None else q).dim)
-        gin, gq = self.preprocessor.crop_queries(*self.preprocessor.split_geometries(g, q, case))
-        if self.forces is not None:
-            gq = self._with_coefficients(case, gq, gq, 0, cf.query, (g if q is None else q).symmetry)
-        return gin, gq
-
-    def _with_coefficients(self, case: str, gq: Geometry, surface: Geometry, r0: int, path, plane=None) -> Geometry:
-        """``gq`` with the coefficient operator of ``surface`` (its rows from ``r0``) as the
-        query fields ``COEF_P_FIELD`` (Q, K) and ``COEF_TAU_FIELD`` (Q, 3K). The symmetry
-        plane is the reference's ``symmetry``, else the file's (``plane``): the one the
-        coefficient metrics integrate the surface file with."""
-        from ..physics.coefficients import coefficient_weights
-
-        ref = self.forces.get("reference") or {}
-        ref = ref(case) if callable(ref) else dict(ref)
-        ref.setdefault("symmetry", plane)
-        try:
-            cw = coefficient_weights(surface, list(self.forces["names"]), **ref)
-        except GeoopError as e:
-            raise DatasetError(f"{path}: case {case!r}: the coefficient operator of the force surface: {e}") from None
-        k, n = len(cw.names), surface.n_points
-        P = torch.zeros(gq.n_points, k, dtype=gq.dtype)
-        S = torch.zeros(gq.n_points, 3 * k, dtype=gq.dtype)
-        P[r0:r0 + n] = cw.pressure.to(gq.dtype)
-        sh = cw.shear if cw.shear.shape[1] == 3 else torch.cat([cw.shear, cw.shear.new_zeros(n, 1, k)], 1)
-        S[r0:r0 + n] = sh.reshape(n, 3 * k).to(gq.dtype)
-        return gq.replace(fields={**gq.fields, COEF_P_FIELD: P, COEF_TAU_FIELD: S})
+        in file coordinates, read now (:meth:`CaseReader.load`)."""
+        return self.reader.load(case)
 
     def _scan(self, cases: Sequence[str]) -> set:
+        """The cases that read and agree (:meth:`CaseReader.describe`, :meth:`_consistent`);
+        the others are reported by :meth:`_bad`."""
         ok = {}
         for case in cases:
-            cf = self._files[case]
             try:
-                gin, gq = self._load_raw(case)
+                shape = self.reader.describe(case)
             except GeoopError as e:
-                msg = str(e)
-                f = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
-                self._bad(case, f, msg.replace(f + ": ", "", 1))
+                if self.reader.strict_errors and self.on_error == "raise":
+                    raise
+                self._bad(case, *self.reader.failure(case, e))
                 continue
-            # a case is 2-D when both geometries are (a planar slice of a 3-D case is 3-D)
-            self._dims[case] = 2 if (gin.is_2d and gq.is_2d) else 3
-            widths = {n: int(v.shape[1]) for n, v in {**gin.fields, **gq.fields}.items()}
-            ok[case] = (self._cols[case], widths)
-            self._memory.put(("raw", case), (gin, gq))
+            self._dims[case], self._cols[case] = shape.dim, shape.cols
+            ok[case] = (shape.cols, shape.widths)
         return self._consistent(ok)
 
     def _consistent(self, ok: dict) -> set:
@@ -876,7 +755,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                               f"is a {self._dims[case]}-D case but the dataset is {major}-D "
                               f"(e.g. {self._files[ref].input}); 2-D and 3-D cases cannot be mixed")
                     ok.pop(case)
-                    self._memory.pop(("raw", case))
+                    self.reader.drop(case)
         if ok:
             ref_case = next(iter(ok))
             self._widths = dict(ok[ref_case][1])
@@ -886,7 +765,7 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                         self._bad(case, str(self._files[case].query if n in self.targets else self._files[case].input),
                                   f"field {n!r} has {w} components but {self._widths[n]} in case {ref_case!r}")
                         ok.pop(case)
-                        self._memory.pop(("raw", case))
+                        self.reader.drop(case)
                         break
         #: every case is 2-D (d = 2, or z = 0 everywhere)
         self.is_2d = bool(ok) and all(self._dims[c] == 2 for c in ok)
@@ -895,11 +774,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         return set(ok)
 
     def _raw(self, case: str) -> tuple[Geometry, Geometry]:
-        hit = self._memory.get(("raw", case))
-        if hit is not None:
-            return hit
         try:
-            return self._load_raw(case)
+            return self.reader.get(case)
         except GeoopError as e:  # the file changed since the dataset was built
             if self.on_error == "skip":
                 self._skip_during_run(case, e)
@@ -916,9 +792,8 @@ class MeshFolderDataset(torch.utils.data.Dataset):
     def _skip_during_run(self, case: str, err: Exception) -> None:
         """Mark ``case`` unreadable; warn only if no process (worker) reported it before."""
         self._run_bad.add(case)
-        cf = self._files[case]
         msg = str(err)
-        file = str(cf.query) if str(cf.query) in msg and str(cf.input) not in msg else str(cf.input)
+        file = _failed_file(self._files[case], err)[0]
         tmp = Path(tempfile.mkstemp(dir=self._skip_dir, suffix=".tmp")[1])
         tmp.write_text(json.dumps({"case": case, "file": file, "reason": msg}))
         try:
@@ -986,16 +861,16 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def _prepared(self, case: str) -> tuple[Sample, NormalizeTransform]:
-        hit = self._memory.get(("prepared", case))
+        hit = self._memory.get(("prepared", self._token, case))
         if hit is not None:
             return hit
         gin, gq = self._raw(case)
-        self._memory.pop(("raw", case))
+        self.reader.drop(case)
         sample, T = self.preprocessor.apply(gin, gq, meta={"case": case})
         if self.neighbors is not None:
             sample = self._with_neighbors(case, sample, T)
         out = (sample, T)
-        self._memory.put(("prepared", case), out)
+        self._memory.put(("prepared", self._token, case), out)
         return out
 
     def _with_neighbors(self, case: str, sample: Sample, T: NormalizeTransform) -> Sample:
@@ -1065,23 +940,43 @@ class MeshFolderDataset(torch.utils.data.Dataset):
         k = int(round(spec * n)) if isinstance(spec, float) else int(spec)
         return max(1, min(k, n))
 
-    def __getitem__(self, index: int) -> Sample:
+    def _first_readable(self, index: int, load: Callable[[int, str], Any]) -> tuple[int, str, Any]:
+        """``(j, case, load(j, case))`` for the item ``index``: its case, or with
+        ``on_error="skip"`` the next readable one (``load`` raises :class:`_SkippedCase` for a
+        case that became unreadable)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"MeshFolderDataset: index {index} out of range for {len(self)} cases")
         index = index % len(self)
         for step in range(len(self)):  # on_error="skip": the next readable case stands in
             j = (index + step) % len(self)
-            if self._known_bad(self.cases[j]):
+            case = self.cases[j]
+            if self._known_bad(case):
                 continue
             try:
-                full, T = self._prepared(self.cases[j])
+                return j, case, load(j, case)
             except _SkippedCase:
                 continue
-            index, case = j, self.cases[j]
-            break
-        else:
-            raise DatasetError(f"MeshFolderDataset: every case of {self.root} became unreadable during the run: "
-                               f"{self.skipped_during_run()[:3]}")
+        raise DatasetError(f"MeshFolderDataset: every case of {self.root} became unreadable during the run: "
+                           f"{self.skipped_during_run()[:3]}")
+
+    def _meta(self, case: str, index: int, T: NormalizeTransform, pidx: Optional[Tensor], qidx: Optional[Tensor]) -> dict:
+        """An item's ``meta``: case, split, epoch, files, transform, rows kept."""
+        cf = self._files[case]
+        return {
+            "case": case,
+            "index": index,
+            "split": self.split_of[case],
+            "epoch": self.epoch,
+            "input_file": str(cf.input),
+            "query_file": str(cf.query),
+            **({"query_set_files": [str(f) for f in cf.sets]} if cf.sets else {}),
+            "transform": T.state_dict(),
+            "point_index": pidx,
+            "query_index": qidx,
+        }
+
+    def __getitem__(self, index: int) -> Sample:
+        index, case, (full, T) = self._first_readable(index, lambda j, case: self._prepared(case))
         g, q = full.geometry, full.queries
         nin, nout = full.neighbors_in, full.neighbors_out
         pidx = qidx = None
@@ -1114,21 +1009,24 @@ class MeshFolderDataset(torch.utils.data.Dataset):
                                                      for n in (COEF_P_FIELD, COEF_TAU_FIELD)}})
             if nout is not None:
                 nout = _take_queries(nout, qidx)
-        cf = self._files[case]
-        meta = {
-            "case": case,
-            "index": index,
-            "split": self.split_of[case],
-            "epoch": self.epoch,
-            "input_file": str(cf.input),
-            "query_file": str(cf.query),
-            **({"query_set_files": [str(f) for f in cf.sets]} if cf.sets else {}),
-            "transform": T.state_dict(),
-            "point_index": pidx,
-            "query_index": qidx,
-        }
+        meta = self._meta(case, index, T, pidx, qidx)
         s = Sample(g, q, latent_features=full.latent_features, neighbors_in=nin, neighbors_out=nout, meta=meta)
         return self.transform(s) if self.transform is not None else s
+
+    # ------------------------------------------------------------------ checks
+    def queries_outside(self, domain) -> tuple[int, int]:
+        """(query points of this split outside the box ``domain`` [[lo...], [hi...]] in
+        prepared coordinates, both ends included up to 1e-9; all query points), from the
+        decoded cases."""
+        dom = torch.as_tensor(domain, dtype=torch.float64)
+        k = dom.shape[1]
+        out = total = 0
+        for case in self.cases:
+            gin, gq = self._raw(case)
+            q = self.preprocessor.transform_for(gin, gq).apply(gq.points.double())[:, :k]
+            out += int((~((q >= dom[0] - 1e-9) & (q <= dom[1] + 1e-9)).all(1)).sum())
+            total += int(q.shape[0])
+        return out, total
 
     # ------------------------------------------------------------------ mapping back
     def decode(self, values: Tensor, names: Optional[Sequence[str]] = None) -> Tensor:

@@ -42,24 +42,101 @@ import torch
 from ..batch import Sample
 from ..errors import DatasetError, GeoopError
 from ..geometry.geometry import Geometry, NormalizeTransform, weight_jacobian
-from .folder import CaseFiles, MeshFolderDataset, _SkippedCase
+from .cases import CaseFiles, CaseIndex
+from .folder import CaseReader, CaseShape, MeshFolderDataset, _SkippedCase
 from .normalize import FieldNormalizer
 from .store import CaseStore, StoreError
 
-__all__ = ["PackedCaseDataset"]
+__all__ = ["PackedCaseDataset", "StoreCaseReader"]
+
+
+class StoreCaseReader(CaseReader):
+    """:class:`~geoop.data.folder.CaseReader` of a packed store: a case's description from its
+    metadata (no chunk decoded), whole cases (:meth:`load`) or the rows of a subsample
+    (:meth:`read_part`) from its chunks."""
+
+    strict_errors = True  # a store's StoreError is raised as it is
+
+    def __init__(self, store: CaseStore, index: CaseIndex, inputs, targets, *, memory_cache_mb: float = 1024,
+                 settings=None):
+        super().__init__(index, None, memory_cache_mb=memory_cache_mb, settings=settings)
+        self.store = store
+        self.inputs, self.targets = list(inputs), list(targets)
+
+    def load(self, case: str) -> tuple[Geometry, Geometry]:
+        return self.store.read_case(case, self.inputs, self.targets)
+
+    def describe(self, case: str) -> CaseShape:
+        """From the case's attributes; the fields asked must be packed (else :class:`StoreError`)."""
+        info = self.store.info(case)
+        self.store.check_fields(case, self.inputs, self.targets)
+        r = info.roles
+        self.cols[case] = int(info.attrs["cols"])
+        widths = {n: int(r["input"]["fields"][n][1]) for n in self.inputs}
+        widths.update({n: int(r["query"]["fields"][n][1]) for n in self.targets})
+        return CaseShape(self.cols[case], 2 if (r["input"]["is_2d"] and r["query"]["is_2d"]) else 3, widths)
+
+    def failure(self, case: str, err: Exception) -> tuple[str, str]:
+        path = str(self.store.info(case).path)
+        return path, str(err).replace(f"{path}: ", "", 1)
+
+    def hashes(self, case: str) -> list:
+        info = self.store.info(case)
+        # the source files' digests (the folder dataset's key) and whether whole cases carry cells
+        return list(info.attrs["sha256"]) + [f"packed cells={bool(info.roles['input']['cells'])}"]
+
+    def bounds(self, case: str, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) corner (3,) of a role's stored bounds."""
+        lo, hi = self.store.info(case).roles[role]["bounds"]
+        return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+
+    def corners(self, case: str) -> tuple[Geometry, Geometry]:
+        """(input, query) geometries of the two corners of each bounding box, with the packed
+        symmetry planes: what the coordinate rules read of a case (bounds, planes)."""
+        info = self.store.info(case)
+        return tuple(Geometry(torch.stack(self.bounds(case, r)), validate=False, symmetry=info.symmetry(r))
+                     for r in ("input", "query"))
+
+    def read_part(self, case: str, role: str, k, generator: torch.Generator, T: NormalizeTransform):
+        """(raw 3-D geometry of ``k`` rows of ``role`` (None: every row), their file rows or None
+        when every row is kept): reads only the chunks holding the kept rows."""
+        info = self.store.info(case)
+        n = info.n(role)
+        names = self.inputs if role == "input" else self.targets
+        rows = pi = None
+        if k is not None and k < n:
+            rows, pi = self.store.sample_rows(case, role, k, generator)
+        d = self.store.read_rows(case, role, rows, names)
+        order = d["order"].astype(np.int64)
+        perm = np.argsort(order, kind="stable")  # back to file row order
+
+        def take(a):
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a[perm]))
+
+        pts = take(d["points"])
+        r = info.roles[info.geometry_role(role)]
+        cells = self.store.read_cells(case, role) if rows is None and r["cells"] else {}
+        w = d["weights"].astype(np.float64) if pi is None else d["weights"].astype(np.float64) / pi
+        if not cells:  # rows without cells: map their weights with the whole case's Jacobian here
+            w = w / weight_jacobian(T.scale.to(pts.dtype), 3, int(r["topological_dim"]), bool(r["is_2d"]))
+        g = Geometry(pts, cells=cells, normals=take(d["normals"]), weights=torch.from_numpy(w[perm]).to(pts.dtype),
+                     fields={nm: take(d[nm]) for nm in names}, name=case, source=info.files[role], validate=False,
+                     symmetry=info.symmetry(role))
+        return g, (None if rows is None else torch.from_numpy(order[perm]))
 
 
 class PackedCaseDataset(MeshFolderDataset):
     """:class:`MeshFolderDataset` over a packed store, read lazily (see the module docstring).
-    Takes the same parameters; ``root`` is the store. ``store`` is its :class:`CaseStore`."""
+    Takes the same parameters; ``root`` is the store. ``store`` is its :class:`CaseStore`,
+    ``reader`` a :class:`StoreCaseReader`."""
 
-    def __init__(self, root, *args, **kwargs):
+    def _configure(self, a: dict) -> dict:
         #: the packed store (metadata read now, rows on demand)
-        self.store = CaseStore(root)
-        super().__init__(root, *args, **kwargs)
+        self.store = CaseStore(a["root"])
+        return super()._configure(a)
 
     # ------------------------------------------------------------------ building (metadata only)
-    def _discover(self, input_file, query_file):
+    def _index(self, input_file, query_file, manifest, test_fraction, val_fraction) -> CaseIndex:
         settings = self.store.meta.get("settings", {})
         for key, asked in (("input_file", input_file), ("query_file", query_file)):
             if asked is not None and asked != settings.get(key):
@@ -85,30 +162,21 @@ class PackedCaseDataset(MeshFolderDataset):
             found[name] = CaseFiles(name, Path(info.files["input"]), Path(info.files["query"]))
         if not found:
             raise DatasetError(f"MeshFolderDataset: no case found in the store {self.root}")
-        return found, []
+        return CaseIndex.from_found(self.root, found, [], manifest=manifest, seed=self.seed, test_fraction=test_fraction,
+                                    val_fraction=val_fraction, report=self._bad if self.on_error == "raise" else None)
 
-    def _scan(self, cases) -> set:
-        ok = {}
-        for case in cases:
-            info = self.store.info(case)
-            try:
-                self.store.check_fields(case, self.inputs, self.targets)
-            except StoreError as e:
-                if self.on_error == "raise":
-                    raise
-                self._bad(case, str(info.path), str(e).replace(f"{info.path}: ", "", 1))
-                continue
-            r = info.roles
-            self._cols[case] = int(info.attrs["cols"])
-            self._dims[case] = 2 if (r["input"]["is_2d"] and r["query"]["is_2d"]) else 3
-            widths = {n: int(r["input"]["fields"][n][1]) for n in self.inputs}
-            widths.update({n: int(r["query"]["fields"][n][1]) for n in self.targets})
-            ok[case] = (self._cols[case], widths)
-        return self._consistent(ok)
+    def _reader(self, index: CaseIndex, memory_cache_mb: float, settings: dict) -> StoreCaseReader:
+        return StoreCaseReader(self.store, index, self.inputs, self.targets, memory_cache_mb=memory_cache_mb,
+                               settings=settings)
+
+    def _check_reader(self, reader, opening: dict) -> StoreCaseReader:
+        reader = super()._check_reader(reader, opening)
+        self.store = reader.store  # one CaseStore: its counters count every read of the datasets sharing it
+        return reader
 
     def _fit_statistics(self, fit_fields: bool, fit_geom: bool) -> None:
         # the coordinate rule sees each case through its bounding corners (and symmetry plane)
-        self.preprocessor.fit((self._corners(c) for c in self.train_cases), fields=False, geometry=fit_geom)
+        self.preprocessor.fit((self.reader.corners(c) for c in self.train_cases), fields=False, geometry=fit_geom)
         if fit_fields:
             norms = self.preprocessor.normalizers
             norms.fields = {n: FieldNormalizer(name=n) for n in dict.fromkeys(self.inputs + self.targets)}
@@ -119,73 +187,26 @@ class PackedCaseDataset(MeshFolderDataset):
                         st = roles[role]["stats"][n]
                         norms.fields[n].update_moments(st["count"], st["mean"], st["m2"])
 
-    def _case_hashes(self, case: str) -> list:
-        info = self.store.info(case)
-        # the source files' digests (the folder dataset's key) and whether whole cases carry cells
-        return list(info.attrs["sha256"]) + [f"packed cells={bool(info.roles['input']['cells'])}"]
-
     # ------------------------------------------------------------------ reading
-    def _bounds(self, case: str, role: str) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = self.store.info(case).roles[role]["bounds"]
-        return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
-
-    def _corners(self, case: str) -> tuple[Geometry, Geometry]:
-        """(input, query) geometries of the two corners of each bounding box, with the packed
-        symmetry planes: what the coordinate rules read of a case (bounds, planes)."""
-        info = self.store.info(case)
-        return tuple(Geometry(torch.stack(self._bounds(case, r)), validate=False, symmetry=info.symmetry(r))
-                     for r in ("input", "query"))
-
     def _transform(self, case: str) -> NormalizeTransform:
         """The case's coordinate transform from its stored bounds (no rows read)."""
-        return self.preprocessor.transform_for(*self._corners(case))
-
-    def _load_raw(self, case: str) -> tuple[Geometry, Geometry]:
-        return self.store.read_case(case, self.inputs, self.targets)
-
-    def _part(self, case: str, role: str, spec, generator: torch.Generator, T: NormalizeTransform):
-        """(raw 3-D geometry of the rows kept from ``role``, their file rows or None when every
-        row is kept): reads only the chunks holding the kept rows."""
-        info = self.store.info(case)
-        n = info.n(role)
-        names = self.inputs if role == "input" else self.targets
-        k = None if spec is None else self._count(spec, n)
-        rows = pi = None
-        if k is not None and k < n:
-            rows, pi = self.store.sample_rows(case, role, k, generator)
-        d = self.store.read_rows(case, role, rows, names)
-        order = d["order"].astype(np.int64)
-        perm = np.argsort(order, kind="stable")  # back to file row order
-
-        def take(a):
-            return None if a is None else torch.from_numpy(np.ascontiguousarray(a[perm]))
-
-        pts = take(d["points"])
-        r = info.roles[info.geometry_role(role)]
-        cells = self.store.read_cells(case, role) if rows is None and r["cells"] else {}
-        w = d["weights"].astype(np.float64) if pi is None else d["weights"].astype(np.float64) / pi
-        if not cells:  # rows without cells: map their weights with the whole case's Jacobian here
-            w = w / weight_jacobian(T.scale.to(pts.dtype), 3, int(r["topological_dim"]), bool(r["is_2d"]))
-        g = Geometry(pts, cells=cells, normals=take(d["normals"]), weights=torch.from_numpy(w[perm]).to(pts.dtype),
-                     fields={nm: take(d[nm]) for nm in names}, name=case, source=info.files[role], validate=False,
-                     symmetry=info.symmetry(role))
-        return g, (None if rows is None else torch.from_numpy(order[perm]))
+        return self.preprocessor.transform_for(*self.reader.corners(case))
 
     def _prepared(self, case: str):
-        hit = self._memory.get(("prepared", case))
+        hit = self._memory.get(("prepared", self._token, case))
         if hit is not None:
             return hit
         T = self._transform(case)
         try:
-            gin, _ = self._part(case, "input", None, None, T)
-            gq, _ = self._part(case, "query", None, None, T)
+            gin, _ = self.reader.read_part(case, "input", None, None, T)
+            gq, _ = self.reader.read_part(case, "query", None, None, T)
         except GeoopError as e:
             self._run_failure(case, e)
         sample, T = self.preprocessor.apply(gin, gq, meta={"case": case}, transform=T)
         if self.neighbors is not None:
             sample = self._with_neighbors(case, sample, T)
         out = (sample, T)
-        self._memory.put(("prepared", case), out)
+        self._memory.put(("prepared", self._token, case), out)
         return out
 
     def _run_failure(self, case: str, err: Exception):
@@ -194,32 +215,24 @@ class PackedCaseDataset(MeshFolderDataset):
             raise _SkippedCase(case) from None
         raise err if isinstance(err, StoreError) else DatasetError(f"case {case!r}: {err}") from None
 
+    def _subsampled(self, j: int, case: str):
+        """(transform, input part, its rows, query part, its rows) of item ``j``'s subsample."""
+        T = self._transform(case)
+        n_in, n_q = self.store.info(case).n("input"), self.store.info(case).n("query")
+        k_in = None if self.subsample["points"] is None else self._count(self.subsample["points"], n_in)
+        k_q = None if self.subsample["queries"] is None else self._count(self.subsample["queries"], n_q)
+        try:
+            gin, pidx = self.reader.read_part(case, "input", k_in, self._generator(j, 0), T)
+            gq, qidx = self.reader.read_part(case, "query", k_q, self._generator(j, 1), T)
+        except GeoopError as e:
+            self._run_failure(case, e)
+        return T, gin, pidx, gq, qidx
+
     # ------------------------------------------------------------------ items
     def __getitem__(self, index: int) -> Sample:
         if self.subsample["points"] is None and self.subsample["queries"] is None:
             return super().__getitem__(index)  # whole cases: the folder dataset's path (cached)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"MeshFolderDataset: index {index} out of range for {len(self)} cases")
-        index = index % len(self)
-        for step in range(len(self)):  # on_error="skip": the next readable case stands in
-            j = (index + step) % len(self)
-            case = self.cases[j]
-            if self._known_bad(case):
-                continue
-            T = self._transform(case)
-            try:
-                gin, pidx = self._part(case, "input", self.subsample["points"], self._generator(j, 0), T)
-                gq, qidx = self._part(case, "query", self.subsample["queries"], self._generator(j, 1), T)
-            except GeoopError as e:
-                try:
-                    self._run_failure(case, e)
-                except _SkippedCase:
-                    continue
-            index = j
-            break
-        else:
-            raise DatasetError(f"MeshFolderDataset: every case of {self.root} became unreadable during the run: "
-                               f"{self.skipped_during_run()[:3]}")
+        index, case, (T, gin, pidx, gq, qidx) = self._first_readable(index, self._subsampled)
         sample, T = self.preprocessor.apply(gin, gq, meta={"case": case}, transform=T)
         if self.neighbors is not None:
             self.neighbor_computations += 1
@@ -227,12 +240,9 @@ class PackedCaseDataset(MeshFolderDataset):
             if not isinstance(out, Sample):
                 raise DatasetError(f"MeshFolderDataset: neighbors(sample) must return a Sample, got {type(out).__name__}")
             sample = out
-        cf = self._files[case]
-        meta = {"case": case, "index": index, "split": self.split_of[case], "epoch": self.epoch,
-                "input_file": str(cf.input), "query_file": str(cf.query), "transform": T.state_dict(),
-                "point_index": pidx, "query_index": qidx}
         s = Sample(sample.geometry, sample.queries, latent_features=sample.latent_features,
-                   neighbors_in=sample.neighbors_in, neighbors_out=sample.neighbors_out, meta=meta)
+                   neighbors_in=sample.neighbors_in, neighbors_out=sample.neighbors_out,
+                   meta=self._meta(case, index, T, pidx, qidx))
         return self.transform(s) if self.transform is not None else s
 
     # ------------------------------------------------------------------ checks without whole reads
@@ -248,7 +258,7 @@ class PackedCaseDataset(MeshFolderDataset):
             T = self._transform(case)
             n = info.n("query")
             total += n
-            lo, hi = (T.apply(b[None].double())[0, :k] for b in self._bounds(case, "query"))
+            lo, hi = (T.apply(b[None].double())[0, :k] for b in self.reader.bounds(case, "query"))
             if bool(((lo >= dom[0] - 1e-9) & (hi <= dom[1] + 1e-9)).all()):
                 continue
             for j in range(-(-n // self.store.chunk_rows(case, "query"))):

@@ -240,10 +240,11 @@ def load_config_file(path: Union[str, os.PathLike]) -> dict:
 
 
 def _params(fn: Optional[Callable], skip: Iterable[str] = ()) -> Optional[set]:
-    """Keyword parameter names of ``fn`` (None when it takes ``**kwargs`` or is None)."""
+    """Keyword parameter names of ``fn`` (a class: of its ``__init__``, which a ``__new__(cls,
+    *args, **kwargs)`` would hide; None when it takes ``**kwargs`` or is None)."""
     if fn is None:
         return None
-    sig = inspect.signature(fn)
+    sig = inspect.signature(fn.__init__ if isinstance(fn, type) else fn)
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         return None
     return {n for n, p in sig.parameters.items() if n not in ("self", *skip) and p.kind != p.VAR_POSITIONAL}
@@ -268,7 +269,7 @@ def resolve_config(
                 raise ConfigError(f"{source}: [{key}] must be a table/mapping, got {type(value).__name__}")
             valid = set(DEFAULTS[key])
             if key == "data":
-                extra = _params(dataset_cls, skip=("root", "inputs", "targets", "split"))
+                extra = _params(dataset_cls, skip=("root", "inputs", "targets", "split", "reader"))
                 valid |= extra or set()
                 if extra is None and dataset_cls is not None:
                     valid |= set(value)

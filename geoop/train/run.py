@@ -2,10 +2,16 @@
 ``geoop train``, ``geoop demo`` and the benchmarks), and load a trained model back for
 prediction (``geoop predict``).
 
-The model's channel counts and coordinate dimension are inferred from the first case of the
-data folder (``in_channels`` = total width of the input fields, ``out_channels`` = total width
-of the targets, ``coord_dim`` = 2 for flat 2-D cases with ``drop_flat_z``) unless the
+The model's channel counts and coordinate dimension are inferred from the first training case
+of the data folder (``in_channels`` = total width of the input fields, ``out_channels`` = total
+width of the targets, ``coord_dim`` = 2 for flat 2-D cases with ``drop_flat_z``) unless the
 ``[model]`` section sets them.
+
+A config travels the data path once (:func:`build_run`): :func:`open_cases` discovers and
+splits the cases (:class:`~geoop.data.cases.CaseIndex`) and gives the one
+:class:`~geoop.data.folder.CaseReader` every dataset of the run shares; the first training case
+is read by it to size the model and stays decoded for the training dataset, which reads every
+other case once; the validation dataset reuses the index and the reader.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from .checkpoint import load_checkpoint, load_model_state
 from .distributed import DistInfo
 from .trainer import Trainer
 
-__all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "input_fields", "model_config", "load_trained", "TrainedModel"]
+__all__ = ["LatentSDF", "TrainingRun", "build_run", "data_kwargs", "infer_model_shape", "input_fields", "model_config",
+           "model_inputs", "open_cases", "load_trained", "TrainedModel"]
 
 log = logging.getLogger(__name__)
 
@@ -33,68 +40,54 @@ def data_kwargs(config: Mapping) -> dict:
     return {k: v for k, v in config["data"].items() if k not in _OWN_DATA_KEYS}
 
 
-def _first_case_widths(config: Mapping, inputs) -> tuple[dict, int, int]:
-    """Widths of the input fields ``inputs`` and total target width on the first case of
-    the folder, and the coordinate dimension of the prepared points."""
-    from ..data.folder import discover_cases, discover_set_cases
-    from ..data.specs import query_set_specs
-    from ..geometry.io import read
+def open_cases(config: Mapping, inputs, kw: Optional[Mapping] = None):
+    """The :class:`~geoop.data.folder.CaseReader` of a run's data (discovery and split done,
+    no case read): what every dataset of the run shares (``MeshFolderDataset(..., reader=)``).
+    ``kw``: the dataset keywords (default :func:`data_kwargs` with the run's seed)."""
+    from ..data.folder import MeshFolderDataset
 
     d = config["data"]
-    kw = data_kwargs(config)
-    from ..data.store import is_store
+    kw = dict(data_kwargs(config) if kw is None else kw)
+    kw.setdefault("seed", int(config.get("seed", 0)))
+    targets = [] if kw.get("queries") is not None else d["targets"]
+    return MeshFolderDataset.open_cases(d["folder"], inputs=list(inputs), targets=targets, split=d.get("train_split", "train"),
+                                        **kw)
 
-    if is_store(d["folder"]):  # a packed store: the widths are in its metadata
-        return _store_widths(d["folder"], inputs, d["targets"], kw.get("drop_flat_z"))
-    sets = query_set_specs(kw["queries"]) if kw.get("queries") is not None else None
-    if sets:
-        cases, _ = discover_set_cases(d["folder"], kw.get("input_file"), [q.file for q in sets])
-    else:
-        cases, _ = discover_cases(d["folder"], kw.get("input_file"), kw.get("query_file"))
+
+def _first_case_widths(config: Mapping, inputs, reader=None) -> tuple[dict, int, int]:
+    """Widths of the input fields ``inputs`` and total target width on the first training case
+    (the first case when the training split has none), and the coordinate dimension of the
+    prepared points. The case is read once by ``reader`` (:func:`open_cases`) and stays in its
+    memory cache for the training dataset (a packed store: from its metadata, no rows read)."""
+    from ..errors import GeoopError
+
+    d = config["data"]
+    reader = open_cases(config, inputs) if reader is None else reader
+    index = reader.index
+    cases = index.cases(d.get("train_split", "train")) or index.cases("all")
     if not cases:
         raise ConfigError(f"data.folder {d['folder']}: no case found")
-    cf = next(iter(cases.values()))
-    gin = read(cf.input)
-    gq = gin if cf.same_file else read(cf.query)
-
-    def width(g, n, role, path):  # as the dataset will read it (cell data, components "U[0:2]")
-        from ..data.preprocess import pick_fields
-
-        return int(pick_fields(g, [n], path, role)[n].shape[1])
-
-    coord = gin.dim
-    if kw.get("drop_flat_z") and gin.dim == 3 and gin.is_2d and gq.is_2d:
-        coord = 2
-    ins = {n: width(gin, n, "input", cf.input) for n in inputs}
-    if sets:  # the outputs of every set side by side
-        out = 0
-        for q, f in zip(sets, cf.sets):
-            g = gin if f == cf.input else read(f)
-            out += sum(width(g, n, f"target (query set {q.name!r})", f) for n in q.targets)
-        return ins, out, coord
-    return ins, sum(width(gq, n, "target", cf.query) for n in d["targets"]), coord
+    skip = reader.settings.get("on_error") == "skip"
+    for case in cases:
+        try:
+            shape = reader.describe(case)
+            break
+        except GeoopError:  # the reader's error names the file, the field and what the file holds
+            if skip and case != cases[-1]:
+                continue  # the dataset leaves it out too
+            raise
+    targets = list(reader.settings.get("targets") or d["targets"])
+    missing = [n for n in [*inputs, *targets] if n not in shape.widths]
+    if missing:
+        raise ConfigError(f"data.folder {d['folder']}: the reader given was opened for the fields "
+                          f"{sorted(shape.widths)}, not {missing}")
+    coord = 2 if shape.dim == 2 and (data_kwargs(config).get("drop_flat_z") or shape.cols == 2) else 3
+    return {n: shape.widths[n] for n in inputs}, sum(shape.widths[n] for n in targets), coord
 
 
-def _store_widths(path, inputs, targets, drop_flat_z) -> tuple[dict, int, int]:
-    """:func:`_first_case_widths` from the first case of a packed store (no rows read)."""
-    from ..data.store import CaseStore
-
-    store = CaseStore(path)
-    if not store.cases:
-        raise ConfigError(f"data.folder {path}: the store holds no case")
-    case = next(iter(store.cases))
-    store.check_fields(case, inputs, targets)
-    roles = store.info(case).roles
-    coord = int(store.info(case).attrs["cols"])
-    if drop_flat_z and coord == 3 and roles["input"]["is_2d"] and roles["query"]["is_2d"]:
-        coord = 2
-    ins = {n: int(roles["input"]["fields"][n][1]) for n in inputs}
-    return ins, sum(int(roles["query"]["fields"][n][1]) for n in targets), coord
-
-
-def infer_model_shape(config: Mapping) -> dict:
+def infer_model_shape(config: Mapping, reader=None) -> dict:
     """``in_channels``, ``out_channels``, ``coord_dim`` from the first case of the folder."""
-    ins, out, coord = _first_case_widths(config, config["data"]["inputs"])
+    ins, out, coord = _first_case_widths(config, config["data"]["inputs"], reader)
     return {"in_channels": sum(ins.values()), "out_channels": out, "coord_dim": coord}
 
 
@@ -108,19 +101,30 @@ def input_fields(model_cfg: Mapping, data_inputs) -> list:
     return list(dict.fromkeys([*data_inputs, *named]))
 
 
-def model_config(config: Mapping) -> dict:
+def model_inputs(config: Mapping) -> list:
+    """The point fields a run's datasets read (:func:`input_fields` of the ``[model]`` section;
+    ``data.inputs`` for a flat one)."""
+    from ..models.config import LEGACY_KEYS
+
+    m, d = config["model"], config["data"]
+    return list(d["inputs"]) if any(k in LEGACY_KEYS for k in m) else input_fields(m, d["inputs"])
+
+
+def model_config(config: Mapping, reader=None) -> dict:
     """The GINO config of a run: the ``[model]`` section (nested, see
     :mod:`geoop.models.config`) with ``out_channels``/``coord_dim`` from the first case
     unless given, ``data.latent_sdf`` as the latent feature ``"sdf"``, and the point inputs by
     name: ``[model.encoder] inputs`` when given, else ``data.inputs`` (a field of C > 1
     components as ``name[0:C]``). A flat (deprecated) ``[model]`` section keeps the old
-    meaning: ``in_channels`` is the width of ``data.inputs``, passed by the trainer."""
+    meaning: ``in_channels`` is the width of ``data.inputs``, passed by the trainer. ``reader``:
+    the run's :func:`open_cases` (its inputs must be :func:`model_inputs`), so the first case
+    read here is the training dataset's."""
     from ..models.config import LEGACY_KEYS, latent_spec
 
     m = dict(config["model"])
     d = config["data"]
     flat = any(k in LEGACY_KEYS for k in m)
-    ins, out, coord = _first_case_widths(config, input_fields(m, d["inputs"]) if not flat else d["inputs"])
+    ins, out, coord = _first_case_widths(config, model_inputs(config), reader)
     shape = {"out_channels": out, "coord_dim": coord}
     if flat:
         shape["in_channels"] = sum(ins[n] for n in d["inputs"])
@@ -141,19 +145,12 @@ def model_config(config: Mapping) -> dict:
 
 def queries_outside(dataset, model) -> tuple[int, int]:
     """(query points of ``dataset`` outside ``model``'s box latent window, all query points),
-    in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere."""
-    from ..models.extrapolation import outside_window
-
+    in the prepared coordinates (the dataset's preprocessor transform); (0, 0) for a sphere.
+    The rule of :func:`geoop.models.extrapolation.outside_window`, counted by the dataset
+    (``queries_outside``: a packed store from its bounds, chunk by chunk)."""
     if getattr(model, "latent", None) != "box":
         return 0, 0
-    if hasattr(dataset, "queries_outside"):  # a packed store: from bounds, chunk by chunk
-        return dataset.queries_outside(model.domain)
-    out = total = 0
-    for case in dataset.cases:
-        gin, gq = dataset._raw(case)
-        q = dataset.preprocessor.transform_for(gin, gq).apply(gq.points.double())
-        out, total = out + outside_window(model, q), total + int(q.shape[0])
-    return out, total
+    return dataset.queries_outside(model.domain)
 
 
 @dataclass
@@ -173,21 +170,8 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
 
     config = dict(config)
     d = config["data"]
-    mcfg = model_config(config)
-    from .resources import check_memory, latent_plan
-    from .trainer import resolve_device
-
-    check_memory(latent_plan(mcfg), "geoop train [model]", resolve_device(config.get("device"), dist_info),
-                 batch_size=int(config["optim"]["batch_size"]), training=True)  # before the grid is allocated
-    torch.manual_seed(int(config["seed"]))
-    model = model_from_config(mcfg)
-    # a flat (deprecated) model section takes the SDF as a hand-given latent channel
-    neighbors = LatentSDF(model) if d.get("latent_sdf") and not model.latent_feature_names else model.precompute
     kw = data_kwargs(config)
     kw.setdefault("seed", int(config["seed"]))
-    # the model takes its inputs by name (model_config); a flat model section gets x from the trainer
-    by_name = bool(model.point_inputs) or not d["inputs"]
-    inputs = input_fields(mcfg, d["inputs"])
     lo = config.get("loss") or {}
     area = lo.get("surface_weighting") == "area"
     targets = d["targets"]
@@ -203,6 +187,25 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
         cm = CoefficientMetrics(names, ref, d["folder"], d["targets"])
         kw["forces"] = {"field": cm.field, "wall_shear": cm.shear, "names": names, "reference": cm.case_reference}
         coef = {"weights": dict(lo["coefficients"]), "names": names, "field": cm.field, "wall_shear": cm.shear}
+    # the data path, once: cases discovered and split (CaseIndex), one reader for every dataset; the
+    # first training case, read to size the model, stays decoded for the training dataset
+    reader = open_cases(config, model_inputs(config), kw)
+    mcfg = model_config(config, reader)
+    from .resources import check_memory, latent_plan
+    from .trainer import resolve_device
+
+    check_memory(latent_plan(mcfg), "geoop train [model]", resolve_device(config.get("device"), dist_info),
+                 batch_size=int(config["optim"]["batch_size"]), training=True)  # before the grid is allocated
+    torch.manual_seed(int(config["seed"]))
+    model = model_from_config(mcfg)
+    # a flat (deprecated) model section takes the SDF as a hand-given latent channel
+    neighbors = LatentSDF(model) if d.get("latent_sdf") and not model.latent_feature_names else model.precompute
+    # the model takes its inputs by name (model_config); a flat model section gets x from the trainer
+    by_name = bool(model.point_inputs) or not d["inputs"]
+    inputs = input_fields(mcfg, d["inputs"])
+    if inputs != reader.settings["inputs"]:  # the model names fields the config's [model] did not: read afresh
+        reader = None
+    kw["reader"] = reader
     train = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["train_split"], neighbors=neighbors, **kw)
     out, total = queries_outside(train, model)
     if out:
@@ -214,7 +217,7 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
         log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
                     "(a 'val' split, or data.val_fraction) and set val_split = 'val' to keep the test cases unseen")
     if d.get("val_split"):
-        kv = {**kw, "normalize": train.normalizers}
+        kv = {**kw, "normalize": train.normalizers}  # the same reader: the cases are not discovered again
         val = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["val_split"], neighbors=neighbors, **kv)
     from .metrics import CoefficientMetrics
 
