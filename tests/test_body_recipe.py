@@ -67,6 +67,10 @@ def test_coefficient_weights_equal_forces_3d_2d_and_half_body():
     np.testing.assert_allclose(ch.numpy(), [rh["cd"], rh["cl"]], rtol=1e-10)
     with pytest.raises(geoop.ShapeError, match="not defined for a 2D surface"):
         coefficient_weights(line, ["cs"])
+    # a 3-D surface's moment centre has 3 components, for both (forces refuses 2 as well)
+    for fn in (lambda **k: coefficient_weights(g, ["cm"], **k), lambda **k: forces(g, p, tau, **k)):
+        with pytest.raises(geoop.ShapeError, match="moment_center"):
+            fn(moment_center=(0.1, 0.2))
 
 
 def test_half_body_with_symmetry_equals_mirrored_full_body():

@@ -14,7 +14,6 @@ Shapes: none (names and paths only).
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import warnings
@@ -24,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .. import _strict_json as strict_json
 from ..errors import DatasetError
 from ..geometry.openfoam import REGION_SEP, is_openfoam_case, split_region
 
@@ -205,7 +205,7 @@ def load_manifest(root: Path, manifest) -> Optional[dict]:
     for p in paths:
         if p.exists():
             try:
-                data = json.loads(p.read_text(), object_pairs_hook=_unique_pairs)
+                data = strict_json.loads(p.read_text())
             except (OSError, ValueError) as e:
                 raise DatasetError(f"{p}: cannot read the manifest as JSON: {e}") from None
             split = _split_from_manifest(data, p)
@@ -217,16 +217,6 @@ def load_manifest(root: Path, manifest) -> Optional[dict]:
                     "that or {case: 'train'|'test'}, or case records with a 'split' key"
                 )
     return None
-
-
-def _unique_pairs(items) -> dict:
-    """JSON object hook: a key given twice is an error (``json`` would keep the last)."""
-    out = {}
-    for k, v in items:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _assign(out: dict, name: str, part: str, where) -> None:

@@ -159,8 +159,10 @@ def coefficient_weights(
     x0 = x.new_zeros(3)
     if moment_center is not None:
         x0 = torch.as_tensor(np.asarray(moment_center, dtype=np.float64)).reshape(-1).to(x)
-        if x0.shape[0] not in (2, 3):
-            raise ShapeError(f"coefficient_weights: moment_center must have 2 or 3 components, got {x0.shape[0]}")
+        need = (2, 3) if kind == "2d" else (3,)  # as geoop.physics.forces: a 3-D centre has 3 components
+        if x0.shape[0] not in need:
+            raise ShapeError(f"coefficient_weights: moment_center of a {kind.upper()} surface must have "
+                             f"{' or '.join(map(str, need))} components, got {x0.shape[0]}")
         x0 = torch.cat([x0[:2], x0.new_zeros(1)]) if (kind == "2d" or x0.shape[0] == 2) else x0
     r = x - x0
     table = _coefficient_axes(kind, eD, eL, eS)

@@ -70,12 +70,12 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
+from .. import _strict_json
 from ..errors import ConfigError
 
 __all__ = ["DEFAULTS", "REQUIRED", "AMP_MODES", "COMPILE_MODES", "resolve_compile", "load_config_file", "resolve_config",
@@ -194,16 +194,10 @@ def strict_yaml_load(stream) -> Any:
 
 def strict_json_load(stream) -> Any:
     """``json.load`` that refuses a key repeated in one object (``json`` keeps the last one)."""
-
-    def pairs(items):
-        out = {}
-        for k, v in items:
-            if k in out:
-                raise _DuplicateKey(f"duplicate key {k!r}; each key may appear once in an object")
-            out[k] = v
-        return out
-
-    return json.load(stream, object_pairs_hook=pairs)
+    try:
+        return _strict_json.load(stream)
+    except _strict_json.DuplicateKeyError as e:
+        raise _DuplicateKey(str(e)) from None
 
 
 def load_config_file(path: Union[str, os.PathLike]) -> dict:
