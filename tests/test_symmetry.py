@@ -523,3 +523,25 @@ def test_openfoam_patch_surface_gets_the_plane_of_the_symmetry_patch(tmp_path, s
     assert torch.allclose(g.sdf(q), torch.tensor([-0.5, -0.5, 0.5], dtype=g.dtype), atol=1e-6)
     vol = geoop.read(case, fields=[])
     assert vol.symmetry is None and float(vol.weights.sum()) == pytest.approx(2.0)  # the volume mesh: closed already
+
+
+def test_faces_lying_in_the_plane_are_dropped_when_closing(half):
+    """A mesher can leave faces lying in the symmetry plane at a body's tip (snappyHexMesh
+    does): such a face and its mirror bound no volume. The half body with such a face closes
+    to the same watertight body, and its SDF is signed and equals the one without it."""
+    from geoop.geometry.sdf import is_watertight
+
+    v, f, g = half
+    n0 = v.shape[0] - 2  # the tip at x = a, on the plane
+    i00 = 0  # first ring, phi = 0: on the plane; the edge (i00, n0) is an open-boundary edge
+    c = (v[n0] + v[i00]) / 2 + [0.0, 0.0, -0.05]  # a third vertex on the plane
+    v2 = np.concatenate([v, [c]])
+    f2 = np.concatenate([f, [[n0, i00, len(v)]]])  # wound against its neighbour's use of the edge
+    g2 = geoop.Geometry(torch.tensor(v2), faces=torch.tensor(f2), symmetry=("y", 0.0), name="half-with-tip-face")
+    fb = full_body(g2, vector_fields=())
+    assert fb.faces.shape[0] == 2 * f.shape[0] and is_watertight(fb.faces)
+    q = torch.tensor(np.random.default_rng(1).uniform([-2.5, -1.5, -1.2], [2.8, 1.5, 1.5], (500, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnsignedSDFWarning)
+        got = g2.sdf(q)
+    assert float((got - g.sdf(q)).abs().max()) <= 1e-9

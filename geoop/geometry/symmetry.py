@@ -475,6 +475,27 @@ def mirror(geometry: "Geometry", plane=None, vector_fields="auto") -> "Geometry"
     )
 
 
+def _drop_in_plane_cells(geometry: "Geometry", plane: SymmetryPlane, tol: float) -> "Geometry":
+    """``geometry`` without its faces (triangles, quads, polygons) whose vertices all lie
+    within ``tol * size`` of ``plane`` (cell fields kept in step); unchanged when it has none."""
+    faces = ("triangle", "quad", "polygon")
+    if not any(k in geometry.cells for k in faces):
+        return geometry
+    lim = tol * _size(geometry)
+    near = plane.distance(geometry.points.double()).abs() <= lim
+    drop = {k: near[c].all(1) for k, c in geometry.cells.items() if k in faces and c.dim() == 2 and c.shape[0]}
+    if not any(bool(m.any()) for m in drop.values()):
+        return geometry
+    cells, cell_fields, start = {}, {k: [] for k in geometry.cell_fields}, 0
+    for k, c in geometry.cells.items():
+        keep = ~drop[k] if k in drop else torch.ones(c.shape[0], dtype=torch.bool, device=c.device)
+        cells[k] = c[keep]
+        for name, v in geometry.cell_fields.items():
+            cell_fields[name].append(v[start : start + c.shape[0]][keep.to(v.device)])
+        start += c.shape[0]
+    return geometry.replace(cells=cells, cell_fields={k: torch.cat(v) for k, v in cell_fields.items()})
+
+
 def full_body(geometry: "Geometry", plane=None, vector_fields="auto", tol: float = SYMMETRY_TOLERANCE) -> "Geometry":
     """The closed full body of a half body: ``geometry`` plus its mirror image across
     ``plane`` (default its ``symmetry``), the seam welded.
@@ -486,11 +507,18 @@ def full_body(geometry: "Geometry", plane=None, vector_fields="auto", tol: float
     point and cell vector fields reflected (:func:`vector_field_names`), normals reflected,
     weights recomputed from the cells; the result has no symmetry.
 
-    Shapes: N half points, K seam vertices -> (2N - K, d) points; M cells -> 2M cells.
+    Cells lying in the plane (every vertex within ``tol * size`` of it; a mesher snapping a
+    body's tip onto a symmetry plane leaves such faces) are dropped first: such a face and its
+    mirror image coincide with opposite orientations and bound no volume, and kept they would
+    make every edge of theirs shared by four faces, so the body would not be closed.
+
+    Shapes: N half points, K seam vertices -> (2N - K, d) points; M cells (P of them in the
+    plane) -> 2 (M - P) cells.
     """
     from .geometry import Geometry
 
     plane = _plane(geometry, plane)
+    geometry = _drop_in_plane_cells(geometry, plane.with_dim(geometry.dim), tol)
     seam = check_touches(geometry, plane, tol)
     n = geometry.n_points
     dev = geometry.points.device
