@@ -6,6 +6,7 @@ three tiny synthetic cases in the generator's layout."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,39 @@ def test_config_errors(tmp_path, cases):
         resolve_config({**base, "loss": {"surface_weighting": "volume"}})
     with pytest.raises(geoop.ConfigError, match="same name"):
         resolve_config({**base, "data": {**base["data"], "queries": [SETS[0], dict(SETS[1], name="surface")]}})
+
+
+def test_recipe_on_a_generated_set_without_a_split(tmp_path, capsys):
+    """As `geoop data body --solver rans` writes it: a manifest without a split (the run draws a
+    seeded one) and cases larger than the step's query subsample. Validation sees every point
+    (coefficient metrics need the whole surface), and `geoop evaluate --split test` scores the
+    test cases the checkpoint was trained with (recorded in it), even after a case is added."""
+    import shutil
+
+    from geoop.cli.main import main
+
+    root = tmp_path / "set"
+    make_cases(root, 5, seed=2, n_points=200, n_theta=12)
+    man = json.loads((root / "manifest.json").read_text())
+    for c in man["cases"]:
+        c.pop("split")
+    (root / "manifest.json").write_text(json.dumps(man))
+    cfg = json.loads(tiny_body_config(tmp_path, root).read_text())
+    cfg["data"].update(subsample={"queries": 150}, val_fraction=0.25, test_fraction=0.2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["train", str(tmp_path / "cfg.json"), "--no-progress"]) == 0
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(last["val/cd/mae"])
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    split = ck["extra"]["data"]["split"]
+    assert sorted(set(split.values())) == ["test", "train", "val"] and len(split) == 5
+    test_cases = sorted(c for c, s in split.items() if s == "test")
+    # a case added to the folder after training belongs to no split
+    for suffix in ("_surface.vtp", "_points.vtu"):
+        shutil.copy(root / f"case_0000{suffix}", root / f"case_0009{suffix}")
+    capsys.readouterr()
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), str(root), "--split", "test",
+                 "--out", str(out)]) == 0
+    rep = json.loads((out / "evaluation.json").read_text())
+    assert sorted(r["case"] for r in rep["cases"]) == test_cases

@@ -55,15 +55,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _split(root: Path, names, split: str) -> list:
+def _split(root: Path, names, split: str, trained_split=None) -> list:
+    """The cases of ``split``: from the folder's split.json / manifest.json, else from the split
+    the checkpoint was trained with (``trained_split``, recorded by ``geoop train``: a seeded
+    split reproduced exactly, whatever cases were added to the folder since; new cases belong
+    to no split)."""
     from ..data.folder import _load_manifest, resolve_split
     from ..errors import DatasetError
 
     if split == "all":
         return list(names)
     man = _load_manifest(root, None)
+    if man is None and trained_split:
+        man = dict(trained_split)
     if man is None:
-        raise DatasetError(f"{root}: no split.json / manifest.json with a split; use --split all to evaluate every case")
+        raise DatasetError(f"{root}: no split.json / manifest.json with a split, and the checkpoint records none; "
+                           "use --split all to evaluate every case")
     part = resolve_split(list(names), manifest=man)
     chosen = [c for c in names if part.get(c) == split]
     if not chosen:
@@ -105,7 +112,7 @@ def evaluate_folder(checkpoint, cases_dir, split: str = "test", out_dir=None, ch
         cases, problems = discover_cases(root, dcfg.get("input_file"), dcfg.get("query_file"))
     if not cases:
         raise DatasetError(f"{root}: no case found with input_file={dcfg.get('input_file')!r}, query_file={dcfg.get('query_file')!r}")
-    names = _split(root, list(cases), split)
+    names = _split(root, list(cases), split, (trained.data or {}).get("split"))
     out = Path(out_dir) if out_dir is not None else root / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     metrics = None

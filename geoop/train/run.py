@@ -217,7 +217,10 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
         log.warning("data.val_split is 'test': validation and best.pt use the test cases; give validation cases "
                     "(a 'val' split, or data.val_fraction) and set val_split = 'val' to keep the test cases unseen")
     if d.get("val_split"):
-        kv = {**kw, "normalize": train.normalizers}  # the same reader: the cases are not discovered again
+        # the same reader: the cases are not discovered again. Validation sees every point of
+        # its cases (no subsample): its errors are not sampling noise, and coefficient metrics
+        # integrate the whole predicted surface
+        kv = {**kw, "normalize": train.normalizers, "subsample": None}
         val = MeshFolderDataset(d["folder"], inputs=inputs, targets=targets, split=d["val_split"], neighbors=neighbors, **kv)
     from .metrics import CoefficientMetrics
 
@@ -229,9 +232,20 @@ def build_run(config: Mapping, dist_info: Optional[DistInfo] = None, progress: O
         **({"weighted_loss": True} if area and not train.query_sets else {}),
         extra_state={"data": {"dim": mcfg["coord_dim"], "geometry_normalization": kw.get("geometry_normalization", "dataset"),
                               "isotropic": kw.get("isotropic", True), "margin": kw.get("margin", 0.0),
-                              "latent_sdf": bool(d.get("latent_sdf"))}},
+                              "latent_sdf": bool(d.get("latent_sdf")),
+                              # the split trained on, so `geoop evaluate` scores the same test cases
+                              # when the folder itself records none (a seeded split)
+                              "split": _split_used(train)}},
     )
     return TrainingRun(model, train, val, trainer, config)
+
+
+def _split_used(train) -> Optional[dict]:
+    """``{case: "train"|"val"|"test"}`` of the run's data (None when the dataset has no case
+    index, e.g. a packed store)."""
+    index = getattr(getattr(train, "reader", None), "index", None)
+    split_of = getattr(index, "split_of", None)
+    return dict(split_of) if split_of else None
 
 
 @dataclass
