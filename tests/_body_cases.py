@@ -1,6 +1,7 @@
 """Tiny synthetic 3-D half-body cases in the layout of ``geoop data body --solver rans``
 (analytic fields, no solver): per case ``case_XXXX_surface.vtp`` (half body on the symmetry
-plane y = 0, point data ``p`` (a pressure coefficient), ``wallShearStress`` (over q),
+plane y = 0, point data ``p`` (a pressure coefficient), ``wallShearStress`` (over q; the
+wall's stress on the fluid, as OpenFOAM writes it),
 ``Normals``) and ``case_XXXX_points.vtu`` (a volume point cloud around it with ``p`` and
 ``U``), and ``manifest.json`` with ``cd``, ``cl`` (full-body coefficients: the half's forces with its
 symmetry plane), their pressure / friction parts, the full body's frontal ``area`` and the
@@ -89,15 +90,17 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
         pts, tri, nrm = half_body(a, b, c, slant, n_theta)
         cp, tau = surface_fields(pts, nrm, k)
         name = f"case_{i:04d}"
+        # wallShearStress as OpenFOAM writes it: the wall's stress on the fluid, minus the skin friction
         surf = Geometry(torch.as_tensor(pts), cells={"triangle": torch.as_tensor(tri)}, normals=torch.as_tensor(nrm),
-                        fields={"p": torch.as_tensor(cp), "wallShearStress": torch.as_tensor(tau)})
+                        fields={"p": torch.as_tensor(cp), "wallShearStress": -torch.as_tensor(tau)})
         geoop.write(surf, root / f"{name}_surface.vtp")
         x, p, U = volume_points(rng, a, b, c, n_points)
         geoop.write(Geometry(torch.as_tensor(x), fields={"p": torch.as_tensor(p), "U": torch.as_tensor(U)}),
                     root / f"{name}_points.vtu")
         area = float(np.pi * b * c)  # the full body's frontal area; forces of the half with its plane: the full body's
         half = geoop.read(root / f"{name}_surface.vtp")
-        r = forces(half, "p", "wallShearStress", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
+        r = forces(half, "p", "wallShearStress", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0),
+                   wall_shear_acts_on="fluid")
         rp = forces(half, "p", area=area, dynamic_pressure=1.0, symmetry=("y", 0.0))
         records.append({"case": name, "split": "test" if i in test else "train", "aref": area,
                         "cd": r.coefficients["cd"], "cl": r.coefficients["cl"],

@@ -266,3 +266,26 @@ def test_lazy_export():
     import geoop as G
 
     assert G.physics.forces is forces
+
+
+def test_wall_shear_convention():
+    """``wall_shear_acts_on="fluid"`` (OpenFOAM's wallShearStress: the wall's stress on the
+    fluid) of -tau = the default (the fluid's stress on the wall) of tau, for forces and the
+    coefficient operator; the friction drag of a shear along the flow is positive."""
+    from geoop.physics import coefficient_weights
+
+    m = _torus()
+    g = _geom(m)
+    rng = np.random.default_rng(2)
+    p = torch.as_tensor(rng.normal(size=g.n_points))
+    tau = torch.as_tensor(rng.normal(size=(g.n_points, 3)))
+    a, b = forces(g, p, tau), forces(g, p, -tau, wall_shear_acts_on="fluid")
+    np.testing.assert_allclose(a.force.numpy(), b.force.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.moment.numpy(), b.moment.numpy(), rtol=1e-12, atol=1e-14)
+    cw = coefficient_weights(g, ["cd", "cl"], wall_shear_acts_on="fluid")(p, -tau)
+    np.testing.assert_allclose(cw.numpy(), [a.coefficients["cd"], a.coefficients["cl"]], rtol=1e-10, atol=1e-12)
+    along = torch.zeros(g.n_points, 3, dtype=torch.float64)
+    along[:, 0] = 1.0  # skin friction along +x (the free stream) on every node
+    assert forces(g, torch.zeros(g.n_points, dtype=torch.float64), along).coefficients["cd"] > 0
+    with pytest.raises(geoop.ShapeError, match="wall_shear_acts_on"):
+        forces(g, p, tau, wall_shear_acts_on="solid")

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from ..geometry.geometry import Geometry
-from .forces import _coefficient_axes, _directions, _reference_scales, _surface_kind, _symmetry_plane, _where, surface_vector_areas
+from .forces import _coefficient_axes, _directions, _reference_scales, _surface_kind, _symmetry_plane, _where, shear_sign, surface_vector_areas
 
 __all__ = ["CoefficientWeights", "coefficient_weights", "body_regions", "REGIONS", "COEFFICIENT_NAMES"]
 
@@ -133,6 +133,7 @@ def coefficient_weights(
     p_inf: float = 0.0,
     orientation: str = "auto",
     symmetry="auto",
+    wall_shear_acts_on: str = "wall",
 ) -> CoefficientWeights:
     """The coefficients ``names`` of ``surface`` as a linear map of point data (see the
     module docstring); the keywords are those of :func:`geoop.physics.forces`, with the
@@ -195,6 +196,7 @@ def coefficient_weights(
     Sm = torch.stack(S, 2)
     if kind == "2d":
         Sm = Sm[:, :2]
+    Sm = Sm * shear_sign(wall_shear_acts_on)  # the wall shear's convention, as in forces
     return CoefficientWeights(list(names), Pm, Sm, -float(p_inf) * Pm.sum(0))
 
 

@@ -430,6 +430,20 @@ def _full_body_loads(F: Tensor, M: Tensor, x0: Tensor, plane) -> tuple[Tensor, T
     return F + R(F), M - R(M + torch.linalg.cross(arm, F))
 
 
+#: values of ``wall_shear_acts_on``: the body the given wall shear stress acts on
+WALL_SHEAR_ACTS_ON = ("wall", "fluid")
+
+
+def shear_sign(acts_on: str) -> float:
+    """+1 for a wall shear stress given as acting on the wall (skin friction), -1 for one
+    acting on the fluid (OpenFOAM's ``wallShearStress``); anything else is a ShapeError."""
+    if acts_on not in WALL_SHEAR_ACTS_ON:
+        raise ShapeError(f"wall_shear_acts_on must be one of {list(WALL_SHEAR_ACTS_ON)}, got {acts_on!r} ('wall': the "
+                         "fluid's stress on the wall, the skin friction; 'fluid': the wall's stress on the fluid, "
+                         "as OpenFOAM's wallShearStress)")
+    return 1.0 if acts_on == "wall" else -1.0
+
+
 # ---------------------------------------------------------------------------- main
 def forces(
     surface: Geometry,
@@ -448,6 +462,7 @@ def forces(
     location: Optional[str] = None,
     orientation: str = "auto",
     symmetry="auto",
+    wall_shear_acts_on: str = "wall",
 ) -> ForceResult:
     """Force, moment and coefficients of pressure ``p`` (and wall shear) on ``surface``.
 
@@ -474,6 +489,9 @@ def forces(
     symmetry : ``"auto"`` (the surface's ``symmetry``), None (none), or a plane spec: the
         surface is half of a body symmetric about it and the FULL body's loads are reported
         (see the module docstring; ``area`` is then the full body's reference area)
+    wall_shear_acts_on : ``"wall"`` (default): ``wall_shear`` is the stress of the fluid on
+        the wall (the skin friction, along the flow); ``"fluid"``: the stress of the wall on
+        the fluid, its negative, which is what OpenFOAM's ``wallShearStress`` writes
 
     Returns a :class:`ForceResult`.
     """
@@ -493,6 +511,7 @@ def forces(
         if tau.shape[1] not in (2, 3) or (kind == "3d" and tau.shape[1] != 3):
             raise ShapeError(f"{_where(surface)}: wall shear must have {d_phys} components, got {tau.shape[1]}")
         tau = torch.cat([tau[:, :2], tau.new_zeros(tau.shape[0], 1)], 1) if kind == "2d" else tau
+        tau = tau * shear_sign(wall_shear_acts_on)
     x = surface.points.double()
     x = torch.cat([x[:, :2], x.new_zeros(x.shape[0], 1)], 1) if (kind == "2d" or x.shape[1] == 2) else x
     if moment_center is None:

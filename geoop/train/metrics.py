@@ -11,7 +11,8 @@ A dataset config names the coefficients and their reference values::
 target; every other key is a keyword of :func:`geoop.physics.forces` (``density``,
 ``speed``, ``dynamic_pressure``, ``length``, ``area``, ``freestream``, ``lift_direction``,
 ``moment_center``, ``p_inf``, ``orientation``, ``symmetry``: a half body's plane such as
-``["y", 0.0]``, full-body coefficients) or ``alpha_deg`` (2-D: free stream
+``["y", 0.0]``, full-body coefficients; ``wall_shear_acts_on = "fluid"`` for OpenFOAM's
+``wallShearStress``, the wall's stress on the fluid) or ``alpha_deg`` (2-D: free stream
 ``(cos a, sin a)``) / ``yaw_deg`` (3-D: ``(cos y, sin y, 0)``). A value
 ``"manifest:KEY.SUBKEY"`` is read per case from the case's record in the dataset folder's
 ``manifest.json`` (``{"cases": [{"case": NAME, ...}, ...]}``, as written by the
@@ -50,7 +51,7 @@ __all__ = ["COEFFICIENTS", "CoefficientMetrics", "coefficients", "regression_sta
 #: coefficient names a config may ask for (see :mod:`geoop.physics.forces`)
 COEFFICIENTS = ("cd", "cl", "cs", "cm", "cm_roll", "cm_yaw", "cfx", "cfy", "cfz", "cmx", "cmy", "cmz")
 _FORCE_KEYS = ("density", "speed", "dynamic_pressure", "length", "area", "freestream", "lift_direction",
-               "moment_center", "p_inf", "orientation", "symmetry")
+               "moment_center", "p_inf", "orientation", "symmetry", "wall_shear_acts_on")
 _OWN_KEYS = ("field", "wall_shear", "alpha_deg", "yaw_deg")
 _MANIFEST = "manifest:"
 
