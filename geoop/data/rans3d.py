@@ -147,8 +147,8 @@ class Rans3DSettings:
     layers: int = 0
     n_panels: int = 5000
     reynolds: float = 1e6
-    iterations: int = 400
-    average: int = 150
+    iterations: int = 250
+    average: int = 100
     n_procs: int = 2
     converged_residual: float = 1e-2
     cd_tol: float = 0.02
