@@ -250,16 +250,24 @@ def distance(params, ranges, keys=("t", "alpha_deg")) -> float:
     return d
 
 
-def evaluate(ens, cases, mu, sd, T):
-    """Per case: the members' fields (physical), mean, std (temperature T applied)."""
+def evaluate(ens, cases, mu, sd, T, T_surface=None):
+    """Per case: the members' fields (physical), mean, std (the mixture of the members, with
+    their variance heads when the ensemble has them; temperature ``T`` applied, and
+    ``T_surface`` on the surface nodes when given)."""
     out = []
     with torch.no_grad():
         for c in cases:
-            raw = ens.query(c["geo_in"], c["queries"], chunk_size=16384, distribution=False)  # (K, Q, 3)
-            members = raw * sd + mu
+            raw = ens.query(c["geo_in"], c["queries"], chunk_size=16384, distribution=False)  # (K, Q, 3 or 6)
+            m, var = ens.split(raw)
+            members = m * sd + mu
             mean = members.mean(0)
-            std = (members - mean).square().mean(0).sqrt() * T
-            out.append({"members": members, "mean": mean, "std": std})
+            total = (members - mean).square().mean(0)
+            if var is not None:
+                total = total + (var * sd.square()).mean(0)
+            scale = T.expand(total.shape).clone()
+            if T_surface is not None:
+                scale[c["surf_idx"]] = T_surface
+            out.append({"members": members, "mean": mean, "std": total.sqrt() * scale})
     return out
 
 
@@ -272,7 +280,7 @@ def run_protocol(args) -> dict:
     test, val, train = data[-args.test:], data[-args.test - args.val:-args.test], data[: -args.test - args.val]
     cfg = model_config(bounds_of(train + val + test))
     K = args.members
-    ens = Ensemble(cfg, K, bootstrap=args.bootstrap, seed=args.seed)
+    ens = Ensemble(cfg, K, bootstrap=args.bootstrap, seed=args.seed, variance=args.variance)
     ys = torch.cat([c["y"] for c in train])
     mu, sd = ys.mean(0), ys.std(0)
     tp = time.perf_counter()
@@ -296,12 +304,17 @@ def run_protocol(args) -> dict:
     ens.eval()
     T, info = fit_temperature(ens, [c["sample"] for c in val], "validation cases", targets=["y"])
     ens.temperature.copy_(T)
+    T_surf = None
+    if args.surface_temperature:  # the wall's own temperature, fitted on the validation cases' surface nodes
+        T_surf, _ = fit_temperature(ens, [GINO.select_queries(c["sample"], c["surf_idx"]) for c in val],
+                                    "validation surface nodes", targets=["y"])
     res = {"what": "protocol", "data": os.path.basename(os.path.normpath(args.data)), "members": K, "seed": args.seed,
            "bootstrap": args.bootstrap, "n_train": len(train), "n_val": len(val), "n_test": len(test),
            "budget_per_member_s": args.budget, "train_cpu_s": round(train_s, 1), "train_wall_s": round(train_wall, 1),
            "prep_s": round(prep_s, 1), "steps": steps, "final_loss": float(np.mean(losses[-20:])),
-           "temperature": [round(float(t), 3) for t in T]}
-    ev = evaluate(ens, test, mu, sd, T)
+           "temperature": [round(float(t), 3) for t in T], "variance_head": bool(args.variance),
+           "surface_temperature": None if T_surf is None else [round(float(t), 3) for t in T_surf]}
+    ev = evaluate(ens, test, mu, sd, T, T_surf)
     fields = {"p": {"err": [], "std": [], "true": []}, "Cp": {"err": [], "std": [], "true": []}}
     cl_rows, errs = [], {"p": [], "cp": [], "cl": []}
     member_errs = {"p": [[] for _ in range(K)], "cp": [[] for _ in range(K)], "cl": [[] for _ in range(K)]}
@@ -315,7 +328,7 @@ def run_protocol(args) -> dict:
         fields["Cp"]["true"].append(y[si, 0].numpy())
         cl_true = cl_from_cp(c["points"], y[si, 0], c["alpha"])
         cl_m = np.array([cl_from_cp(c["points"], e["members"][k][si, 0], c["alpha"]) for k in range(K)])
-        cl_mean, cl_std = float(cl_m.mean()), float(cl_m.std()) * float(T[0])
+        cl_mean, cl_std = float(cl_m.mean()), float(cl_m.std()) * float((T if T_surf is None else T_surf)[0])
         cl_rows.append((cl_mean, cl_std, cl_true))
         errs["p"].append(rel(e["mean"][:, 0], y[:, 0]))
         errs["cp"].append(rel(e["mean"][si, 0], y[si, 0]))
@@ -337,7 +350,7 @@ def run_protocol(args) -> dict:
         ood = load(args.ood)
         oman = {c["case"]: c["params"] for c in json.load(open(os.path.join(args.ood, "manifest.json")))["cases"]}
         prepare(ens, ood, mu, sd)
-        oev = evaluate(ens, ood, mu, sd, T)
+        oev = evaluate(ens, ood, mu, sd, T, T_surf)
         in_std = float(np.mean([float(e["std"][:, 0].mean()) for e in ev]))
         rows = sorted((distance(oman[c["case"]], tr_ranges), float(e["std"][:, 0].mean())) for c, e in zip(ood, oev))
         in_d = [distance(params[c["case"]], tr_ranges) for c in test]
@@ -373,6 +386,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per member")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--bootstrap", action="store_true")
+    ap.add_argument("--variance", action="store_true", help="--protocol: a heteroscedastic variance head per member (NLL)")
+    ap.add_argument("--surface-temperature", action="store_true",
+                    help="--protocol: fit the surface nodes' temperature on their own (validation surface nodes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="append the JSON line here")
     args = ap.parse_args()
