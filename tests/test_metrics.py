@@ -200,13 +200,15 @@ def test_train_predict_evaluate_with_coefficients(airfoils, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(root), "--split", "all",
                  "--out", str(tmp_path / "ev_all")]) == 0
     assert json.loads((tmp_path / "ev_all" / "evaluation.json").read_text())["n_cases"] == len(entries)
+    # a folder without a split: the checkpoint's recorded split decides; a case it never saw
+    # belongs to no split (a clear error naming the split)
     bare = tmp_path / "bare"
     bare.mkdir()
-    for f in (f"{case}_surface.vtp", f"{case}_volume.vtu"):
-        (bare / f).write_bytes((root / f).read_bytes())
+    for f in ("_surface.vtp", "_volume.vtu"):
+        (bare / f"case_9999{f}").write_bytes((root / f"{case}{f}").read_bytes())
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(bare)]) == 2
-    assert "no split.json" in capsys.readouterr().err
+    assert "no 'test' case in the split" in capsys.readouterr().err
 
     # TensorBoard: the event file read back with TensorBoard's own reader
     _check_events(tb, epochs=2, val_tags=["val/rel_l2", "val/rel_l2/p", "val/cl/mae", "val/cl/r2", "val/cd/mae"])
