@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from .._atomic import atomic_write_json
 from ..errors import ConfigError, GeometryWriteError
 
-__all__ = ["write_geometry", "write_manifest", "resolve_ranges", "run_cases", "run_logged", "kill_group"]
+__all__ = ["write_geometry", "write_manifest", "resolve_ranges", "finished_cases", "run_cases", "run_logged", "kill_group"]
 
 
 def write_geometry(geometry, path: str) -> None:
@@ -35,6 +35,22 @@ def write_manifest(out_dir: str, manifest: dict) -> str:
     except Exception as exc:
         raise GeometryWriteError(f"{path}: could not write manifest ({type(exc).__name__}: {exc})") from exc
     return path
+
+
+def finished_cases(out_dir: str, done_entry: Callable[[str, str], Optional[dict]]) -> dict:
+    """``{index: entry}`` of the finished cases of a generated folder: every marker
+    ``case_XXXX.json`` in ``out_dir`` that ``done_entry(out_dir, "case_XXXX")`` accepts (its
+    generator's check that the case's files exist) gives its manifest entry."""
+    import re
+
+    done = {}
+    for f in os.listdir(out_dir):
+        m = re.fullmatch(r"case_(\d+)\.json", f)
+        if m:
+            e = done_entry(out_dir, f[:-5])
+            if e is not None:
+                done[int(m.group(1))] = e
+    return done
 
 
 def resolve_ranges(ranges: Mapping, defaults: Mapping, what: str) -> dict:

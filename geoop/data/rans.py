@@ -804,7 +804,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
     import json
 
     from ..errors import DatasetError
-    from ._case_io import resolve_ranges, run_cases, write_manifest
+    from ._case_io import finished_cases, resolve_ranges, run_cases, write_manifest
 
     require_openfoam()
     if int(n) != n or n < 0:
@@ -848,13 +848,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings: Optional[RansSetting
             todo.append((i, prm))
 
     def manifest():
-        done = dict(legacy)
-        for f in os.listdir(out_dir):
-            m = re.fullmatch(r"case_(\d+)\.json", f)
-            if m:
-                e = _done_entry(out_dir, f[:-5])
-                if e is not None:
-                    done[int(m.group(1))] = e
+        done = {**legacy, **finished_cases(out_dir, _done_entry)}
         write_manifest(out_dir, {"generator": "geoop.data.rans", "seed": int(seed), "ranges": rg,
                                  "settings": asdict(st),
                                  "cases": [done[k] for k in sorted(done) if not done[k].get("dropped")]})

@@ -896,7 +896,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings=None, jobs: int = 1, 
 
     Returns the manifest entries of cases ``0 .. n-1``.
     """
-    from ._case_io import resolve_ranges, run_cases, write_manifest
+    from ._case_io import finished_cases, resolve_ranges, run_cases, write_manifest
 
     require_openfoam()
     if isinstance(n, bool) or int(n) != n or n < 0:
@@ -925,13 +925,7 @@ def generate(out_dir: str, n: int, seed: int = 0, settings=None, jobs: int = 1, 
             todo.append((i, prm, cseed))
 
     def manifest():
-        done = {}
-        for f in sorted(os.listdir(out_dir)):
-            m = re.fullmatch(r"case_(\d+)\.json", f)
-            if m:
-                e = _done_entry(out_dir, f[:-5])
-                if e is not None:
-                    done[int(m.group(1))] = e
+        done = finished_cases(out_dir, _done_entry)
         write_manifest(out_dir, {"generator": "geoop.data.rans3d", "seed": int(seed), "ranges": rg,
                                  "settings": asdict(st), "symmetry": ["y", 0.0],
                                  "reference": "full-body coefficients: half-body force over half the full frontal area",
