@@ -438,6 +438,26 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
 
 
 # ------------------------------------------------------------------ table
+PEERS = ("gino_peer", "transolver")
+RATIO_KEYS = (("surface/p", "surface Cp"), ("points/U", "volume U"), ("cd/mae", "Cd MAE"), ("cl/mae", "Cl MAE"))
+
+
+def ratios(results: dict) -> dict:
+    """``{arm: {metric: arm's value / the better peer's}}`` for the geoop arms: the issue's
+    floors are ratios to the better of the two peers, metric by metric."""
+    out = {}
+    for arm, r in results.items():
+        if arm in PEERS or "not_run" in r:
+            continue
+        row = {}
+        for k, _ in RATIO_KEYS:
+            peers = [results[p][k] for p in PEERS if p in results and k in results[p]]
+            if peers and k in r:
+                row[k] = r[k] / min(peers)
+        out[arm] = row
+    return out
+
+
 def table(results: dict, minutes: float, threads: int) -> str:
     def f(v):
         return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
@@ -451,6 +471,11 @@ def table(results: dict, minutes: float, threads: int) -> str:
             continue
         lines.append("| " + " | ".join([arm, f(r.get("params")), f(r.get("step_ms"))] + [f(r.get(k)) for k, _ in COLUMNS])
                      + " |")
+    rat = {a: r for a, r in ratios(results).items() if r}
+    if rat:
+        lines += ["", "Ratio to the better peer (gino_peer, transolver) per metric (floor: <= 0.5):", "",
+                  "| arm | " + " | ".join(c for _, c in RATIO_KEYS) + " |", "|---|" + "---|" * len(RATIO_KEYS)]
+        lines += [f"| {a} | " + " | ".join(f(r.get(k)) for k, _ in RATIO_KEYS) + " |" for a, r in rat.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -463,6 +488,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--tiny", action="store_true", help="tiny models (for the synthetic proof run)")
     ap.add_argument("--out", default="runs/body_rans_bench")
+    ap.add_argument("--merge", nargs="+", metavar="DIR",
+                    help="combine the results.json of runs made separately (e.g. two arms at once on 1 thread each) into one table in --out")
     ap.add_argument("--worker", choices=("gino_peer", "transolver"), help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -474,6 +501,18 @@ def main(argv=None) -> int:
         return 0
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.merge:
+        results = {}
+        for d in a.merge:
+            for arm, r in json.loads((Path(d) / "results.json").read_text()).items():
+                if arm in results:
+                    ap.error(f"arm {arm!r} is in more than one of --merge {a.merge}")
+                results[arm] = r
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        text = table(results, a.minutes, a.threads)
+        (out / "table.md").write_text(text)
+        print(text)
+        return 0
     data = Path(a.data) if a.data else None
     if a.synthetic:
         sys.path.insert(0, str(ROOT / "tests"))

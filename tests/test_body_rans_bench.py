@@ -101,3 +101,23 @@ def test_point_peers_see_the_surface_normals(cases, tmp_path):
     ref = torch.nn.functional.normalize(g.normals.float(), dim=1)
     torch.testing.assert_close(torch.nn.functional.normalize(f[surf, :3], dim=1), ref, atol=1e-5, rtol=0)
     assert (f[~surf] == 0).all()
+
+
+def test_merge_combines_separate_runs_and_reports_ratios_to_the_better_peer(tmp_path):
+    """Arms run separately (e.g. two at once, 1 thread each) merge into one table; the ratio
+    row divides by the better peer metric by metric; an arm in two runs is refused."""
+    bench = _bench()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, res in ((a, {"geoop": {"surface/p": 0.1, "cd/mae": 0.004}, "gino_peer": {"surface/p": 0.4, "cd/mae": 0.01}}),
+                   (b, {"transolver": {"surface/p": 0.2, "cd/mae": 0.02}})):
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(res))
+    out = tmp_path / "m"
+    assert bench.main(["--merge", str(a), str(b), "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert set(merged) == {"geoop", "gino_peer", "transolver"}
+    r = bench.ratios(merged)["geoop"]
+    assert r["surface/p"] == pytest.approx(0.1 / 0.2) and r["cd/mae"] == pytest.approx(0.004 / 0.01)
+    assert "| geoop | 0.5 | " in (out / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--merge", str(a), str(a), "--out", str(tmp_path / "x")])
