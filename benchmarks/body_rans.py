@@ -269,7 +269,8 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
     model.eval()
     with torch.no_grad():
         for case, (g, q, sets) in _test_cases(cfg).items():
-            sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2])
+            sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2],
+                                                 meta={"case": case})
             out = forward(sample)
             dec, c0 = {}, 0
             for t, c in zip(targets, widths):
@@ -284,6 +285,39 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
     return s
 
 
+def _latent_grid(cfg: dict):
+    """geoop's box latent nodes: ``(shape, (n1, n2, n3, 3) grid, cell spacing)``; the unit
+    cube unless ``[model.latent] domain`` is given (geoop.models.config.cell_size)."""
+    import torch
+
+    lat = cfg["model"]["latent"]
+    shape = list(lat["shape"])
+    lo, hi = lat.get("domain") or ([0.0] * 3, [1.0] * 3)
+    spacing = max((b - a) / (n - 1) for a, b, n in zip(lo, hi, shape))
+    axes = [torch.linspace(a, b, n) for a, b, n in zip(lo, hi, shape)]
+    return shape, torch.stack(torch.meshgrid(*axes, indexing="ij"), -1), spacing
+
+
+def _peer_sdf(cfg: dict, path: Path) -> None:
+    """Write ``{case: (1, n1, n2, n3, 1) SDF on the latent grid}`` for the training and test
+    cases, computed here with geoop's SDF (its open3d backend; a half body closed by its
+    mirror image) on the same normalised geometry the peer sees. The peer's environment has
+    no open3d, and the exact trimesh fallback on ~28 k nodes x ~40 k triangles takes minutes
+    per case, which would come out of the peer's training budget."""
+    import torch
+
+    shape, grid, _ = _latent_grid(cfg)
+    train = _peer_data(cfg)
+    out = {}
+    for i in range(len(train)):
+        s = train[i]
+        out[s.meta["case"]] = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+    for case, (g, q, sets) in _test_cases(cfg).items():
+        sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2])
+        out[case] = sample.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+    torch.save(out, path)
+
+
 def worker_gino_peer(cfg, minutes, threads) -> dict:
     """neuraloperator's GINO with geoop's latent grid, radii, widths and inputs."""
     import torch
@@ -291,9 +325,7 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     m = cfg["model"]
-    shape = list(m["latent"]["shape"])
-    lo, hi = m["latent"].get("domain") or ([0.0] * 3, [1.0] * 3)  # geoop's box latent: the unit cube unless given
-    spacing = max((b - a) / (n - 1) for a, b, n in zip(lo, hi, shape))  # geoop's "cell" (geoop.models.config.cell_size)
+    shape, grid, spacing = _latent_grid(cfg)
 
     def radius(v):
         return float(str(v).split()[0]) * spacing if isinstance(v, str) else float(v)
@@ -307,12 +339,11 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
                    in_gno_channel_mlp_hidden_layers=list(m["encoder"]["mlp"]),
                    out_gno_channel_mlp_hidden_layers=list(m["decoder"]["mlp"]), gno_use_open3d=False,
                    gno_use_torch_scatter=True)
-    axes = [torch.linspace(a, b, n) for a, b, n in zip(lo, hi, shape)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
-    sdf_cache = {}
+    # the latent SDF of every case, computed by _peer_sdf in geoop's environment (open3d)
+    sdf_cache = torch.load(cfg["_sdf_file"]) if cfg.get("_sdf_file") else {}
 
     def forward(s):
-        key = s.meta.get("case")  # training items name their case; a prediction's sample is computed afresh
+        key = s.meta.get("case")  # training items and the test samples of _peer_loop name their case
         sdf = sdf_cache.get(key) if key is not None else None
         if sdf is None:
             sdf = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
@@ -425,6 +456,9 @@ def _run_worker(arm: str, cfg: dict, minutes: float, threads: int, tmp: Path) ->
         how = ("bash scripts/setup_bench_env.sh (make bench)" if arm == "gino_peer"
                else "bash scripts/setup_peer_env.sh (.venv-pnemo) or $PNEMO_PYTHON")
         return {"not_run": f"no Python environment for {arm}: {how}"}
+    if arm == "gino_peer":
+        cfg = {**cfg, "_sdf_file": str(tmp / "gino_peer_sdf.pt")}
+        _peer_sdf(cfg, Path(cfg["_sdf_file"]))
     cfg_path = tmp / f"{arm}_config.json"
     cfg_path.write_text(json.dumps(cfg))
     res = tmp / f"{arm}_result.json"

@@ -178,7 +178,11 @@ def _surface_sdf(verts: np.ndarray, faces: np.ndarray, q: np.ndarray, signed: bo
     import trimesh
 
     mesh = trimesh.Trimesh(verts.astype(np.float64), faces, process=False)
-    _, dist, _ = trimesh.proximity.closest_point(mesh, q.astype(np.float64))
+    # trimesh gathers, per query, every triangle whose box meets the query's search box (up to
+    # all of them far from the surface): queries in chunks keep that gather under ~2^24 rows
+    qq = q.astype(np.float64)
+    step = max(1, (1 << 24) // max(1, len(faces)))
+    dist = np.concatenate([trimesh.proximity.closest_point(mesh, qq[s:s + step])[1] for s in range(0, len(qq), step)])
     if signed:
         inside = mesh.contains(q.astype(np.float64))
         dist = np.where(inside, -dist, dist)
