@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -291,3 +292,31 @@ def test_trimesh_sdf_in_chunks_matches_open3d():
     b = _surface_sdf(np.asarray(m.vertices), np.asarray(m.faces), q, True, "open3d")
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert (a < 0).any() and (a > 0).any()
+
+
+def test_a_zero_thickness_fin_does_not_unsign_a_closed_body():
+    """snappyHexMesh can leave a sliver: two triangles on the same vertices with opposite
+    winding, whose edges are shared by four faces. They bound no volume: the body stays
+    closed and its SDF equals the body's without them; a duplicate of the same winding is
+    still an open/non-manifold surface (warned)."""
+    import trimesh
+
+    from geoop.geometry.sdf import drop_cancelling_faces
+
+    box = trimesh.creation.box()
+    v = torch.tensor(np.asarray(box.vertices), dtype=torch.float64)
+    f = torch.tensor(np.asarray(box.faces), dtype=torch.long)
+    tip = torch.tensor([[0.9, 0.0, 0.0]], dtype=torch.float64)  # the fin pokes out of the +x face
+    a, b = int(f[0, 0]), int(f[0, 1])
+    fin = torch.tensor([[a, b, 8], [b, a, 8]])
+    body = Geometry(torch.cat([v, tip]), torch.cat([f, fin]))
+    assert drop_cancelling_faces(body.faces).shape[0] == f.shape[0]
+    q = torch.tensor(np.random.default_rng(1).uniform(-1, 1, (200, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnsignedSDFWarning)
+        got = sdf(body, q, backend="trimesh")
+    torch.testing.assert_close(got, sdf(Geometry(v, f), q, backend="trimesh"))
+    assert (got < 0).any()
+    dup = Geometry(torch.cat([v, tip]), torch.cat([f, fin[:1], fin[:1]]))
+    with pytest.warns(UnsignedSDFWarning, match="with more than two"):
+        sdf(dup, q, backend="trimesh")

@@ -52,7 +52,7 @@ from .._optional import available, require
 from ..errors import ConfigError, ShapeError, UnsignedSDFWarning
 from .geometry import CELL_DIM, Geometry
 
-__all__ = ["sdf", "SDF_BACKENDS", "resolve_sdf_backend", "is_watertight", "segment_distance", "inside_polygon",
+__all__ = ["sdf", "SDF_BACKENDS", "resolve_sdf_backend", "is_watertight", "drop_cancelling_faces", "segment_distance", "inside_polygon",
            "closed_loop_segments"]
 
 #: valid ``backend`` strings
@@ -93,6 +93,34 @@ def is_watertight(faces: Tensor) -> bool:
         return False
     _, counts = _edges_count(faces)
     return bool((counts == 2).all())
+
+
+def drop_cancelling_faces(faces: Tensor) -> Tensor:
+    """The (F', 3) triangles left after removing coincident pairs of opposite winding.
+
+    Two triangles on the same three vertices with opposite orientation form a sheet of zero
+    thickness (a mesher's sliver fin between two cells): it bounds no volume, its pressure
+    loads cancel, and its edges are shared by four faces, which makes an otherwise closed
+    body fail :func:`is_watertight`. Pairs are matched on the sorted vertex triple; the
+    orientation is the parity of the permutation that sorts a face. Faces without an
+    opposite partner are kept, so a plain duplicate (same winding) still fails the test."""
+    if faces is None or faces.shape[0] < 2:
+        return faces
+    f = faces.cpu().numpy()
+    key = np.sort(f, 1)
+    order = np.argsort(f, 1)
+    even = (order[:, 1] - order[:, 0]) % 3 == 1  # a rotation of (0, 1, 2): the sorted winding
+    _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    drop = np.zeros(len(f), dtype=bool)
+    for g in np.flatnonzero(counts > 1):  # few groups: only the coincident faces
+        members = np.flatnonzero(inv == g)
+        ev, od = members[even[members]], members[~even[members]]
+        n = min(len(ev), len(od))
+        drop[ev[:n]] = drop[od[:n]] = True
+    if not drop.any():
+        return faces
+    return faces[torch.from_numpy(~drop).to(faces.device)]
 
 
 def closed_loop_segments(lines: Tensor) -> Tensor:
@@ -275,11 +303,14 @@ def sdf(geometry: Geometry, points: Union[Tensor, np.ndarray], backend: str = "a
     elif faces is not None:
         v = pts if pts.shape[1] == 3 else torch.cat([pts, pts.new_zeros(pts.shape[0], 1)], 1)
         qq = qd if qd.shape[1] == 3 else torch.cat([qd, qd.new_zeros(qd.shape[0], 1)], 1)
+        faces = drop_cancelling_faces(faces)  # zero-thickness fins bound no volume
         closed = is_watertight(faces)
         if not closed:
-            _warn_unsigned(geometry, "the surface is open (not every edge is shared by two faces)"
-                           + (" even after closing it with its mirror image: it has holes or cracks besides the "
-                              "symmetry plane" if mirrored else ""), hint=not mirrored)
+            _, cnt = _edges_count(faces)
+            _warn_unsigned(geometry, f"the surface is not closed ({int((cnt == 1).sum())} edges with one face, "
+                           f"{int((cnt > 2).sum())} with more than two)"
+                           + (" even after closing it with its mirror image: it has holes, cracks or non-manifold "
+                              "edges besides the symmetry plane" if mirrored else ""), hint=not mirrored)
         result = torch.from_numpy(_surface_sdf(v.numpy(), faces.cpu().numpy(), qq.numpy(), closed, name))
     else:  # 3-D polyline: unsigned distance to its segments
         a, b = pts[lines[:, 0]], pts[lines[:, 1]]
