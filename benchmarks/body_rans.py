@@ -24,6 +24,9 @@ Arms (``--arms``):
 ``geoop_local``  ``geoop`` with ``[model.local] nearest = true``: the decoder also sees each
                  query's offset to its nearest surface point and that point's normal (for a
                  surface query: its own normal), which a wall-shear field mostly depends on
+``geoop_small``  ``geoop`` at a third of its CPU step time (:data:`SMALL`: FNO modes (8, 6, 6),
+                 kernel MLPs (32, 32), GNO radii 1.3 cells), so it takes ~3x the steps in the
+                 budget
 ``gino_peer``    ``neuralop.models.GINO`` (the ``make bench`` environment, ``.venv-bench``,
                  ``scripts/setup_bench_env.sh``), the same latent grid, radii, FNO width /
                  modes / layers and inputs, run in that environment's Python
@@ -60,7 +63,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without an installed geoop
     sys.path.insert(0, str(ROOT))
 
-ARMS = ("geoop", "geoop_force", "geoop_local", "gino_peer", "transolver", "mlp")
+ARMS = ("geoop", "geoop_force", "geoop_local", "geoop_small", "gino_peer", "transolver", "mlp")
+# geoop_small: the recipe at a third of its CPU step time (more steps in the same budget):
+# FNO modes (8, 6, 6) instead of (16, 8, 8), kernel MLPs (32, 32), GNO radii 1.3 cells
+SMALL = {"blocks": {"modes": [8, 6, 6]}, "encoder": {"mlp": [32, 32], "radius": "1.3 cells"},
+         "decoder": {"mlp": [32, 32], "radius": "1.3 cells"}}
 PEER_PYTHON = {
     "gino_peer": [os.environ.get("BENCH_PYTHON", ""), str(ROOT / ".venv-bench" / "bin" / "python"),
                   "/work/main/.venv-bench/bin/python"],
@@ -74,7 +81,7 @@ COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surf
 
 # ------------------------------------------------------------------ configuration
 def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool, seed: int = 0,
-                  local: bool = False) -> dict:
+                  local: bool = False, small: bool = False) -> dict:
     """``configs/body_rans.toml`` pointed at ``data``; ``force`` keeps its coefficient loss;
     ``local`` adds the nearest-surface-point features to the decoder (``[model.local]``)."""
     from geoop.data.preprocess import GEOMETRY_NORMALIZATIONS
@@ -89,6 +96,9 @@ def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool
         cfg["loss"]["coefficients"] = {}
     if local:
         cfg["model"].setdefault("local", {})["nearest"] = True
+    if small:
+        for k, v in SMALL.items():
+            cfg["model"][k].update(v)
     if tiny:
         cfg["model"]["latent"]["shape"] = [8, 6, 6]
         cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
@@ -560,8 +570,9 @@ def main(argv=None) -> int:
     for arm in [x for x in a.arms.split(",") if x]:
         if arm not in ARMS:
             ap.error(f"unknown arm {arm!r}; valid: {list(ARMS)}")
-        cfg = recipe_config(data, out / arm, a.minutes, a.tiny, force=arm == "geoop_force", local=arm == "geoop_local")
-        if arm in ("geoop", "geoop_force", "geoop_local"):
+        cfg = recipe_config(data, out / arm, a.minutes, a.tiny, force=arm == "geoop_force", local=arm == "geoop_local",
+                            small=arm == "geoop_small")
+        if arm in ("geoop", "geoop_force", "geoop_local", "geoop_small"):
             results[arm] = run_geoop(cfg, a.threads)
         elif arm == "mlp":
             results[arm] = worker_mlp(_resolved(cfg), a.minutes, a.threads)
