@@ -34,8 +34,8 @@ def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
 
 
 def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
-    import os
     import signal
+    import threading
 
     import pytest
 
@@ -44,6 +44,8 @@ def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
     done = []
     with pytest.raises(KeyboardInterrupt):
         with deferred_interrupts():
-            os.kill(os.getpid(), signal.SIGINT)
+            # to this thread: os.kill lets the kernel pick any thread of the process (torch's,
+            # OpenMP's), which on a loaded machine may run the C handler after the block ends
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
             done.append("write finished")  # not interrupted mid-block
     assert done == ["write finished"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
