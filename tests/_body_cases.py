@@ -110,10 +110,11 @@ def make_cases(root, n: int = 3, seed: int = 0, n_points: int = 300, n_theta: in
     return records
 
 
-def tiny_body_config(tmp: Path, folder: Path, name: str = "body_rans.json", **model) -> Path:
+def tiny_body_config(tmp: Path, folder: Path, name: str = "body_rans.json", force: bool = True, **model) -> Path:
     """``configs/body_rans.toml`` shrunk to a 2-epoch CPU run on the cases in ``folder``
     (latent 8x6x6, width 8, half of the train split for validation), written as JSON to
-    ``tmp/name``; ``model`` keys (``ensemble=2``) are set in its ``[model]`` table."""
+    ``tmp/name``; ``model`` keys (``ensemble=2``) are set in its ``[model]`` table; ``force``
+    turns on the force loss the recipe documents but leaves off (so the tests cover it)."""
     import tomllib
 
     cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "body_rans.toml").read_text())
@@ -123,6 +124,8 @@ def tiny_body_config(tmp: Path, folder: Path, name: str = "body_rans.json", **mo
     cfg["model"]["blocks"].update(width=8, modes=[3, 3, 3], layers=1)
     for s in ("encoder", "decoder"):
         cfg["model"][s].update(mlp=[16], n_freqs=4)
+    if force:
+        cfg["loss"]["coefficients"] = {"cd": 0.5, "cl": 0.25}
     cfg["optim"].update(epochs=2, minutes=0)
     cfg["output"]["dir"] = str(tmp / "run")
     cfg["device"] = "cpu"

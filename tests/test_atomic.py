@@ -42,10 +42,15 @@ def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends():
     from geoop._atomic import deferred_interrupts
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_interrupts():
-            # to this thread: os.kill lets the kernel pick any thread of the process (torch's,
-            # OpenMP's), which on a loaded machine may run the C handler after the block ends
-            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-            done.append("write finished")  # not interrupted mid-block
-    assert done == ["write finished"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, whatever the runner left: a job started in the background by
+    # a non-interactive shell inherits SIGINT ignored, and Python then keeps it ignored
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupts():
+                # to this thread: os.kill lets the kernel pick any thread of the process
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                done.append("write finished")  # not interrupted mid-block
+        assert done == ["write finished"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
