@@ -111,7 +111,7 @@ def bench_small(repeats: int) -> dict:
 
 
 def _recipe_cases():
-    """The 3-D body recipe's GNOs (configs/body_rans.toml) on synthetic points of the same
+    """The 3-D body recipe's first GNOs (configs/body_rans.toml before its CPU sizing) on synthetic points of the same
     sizes: a 48 x 24 x 24 latent grid on [0, 2] x [0, 1] x [0, 1]; encoder: 20k points on a
     sphere -> the grid nodes, 3 input channels (normals) -> 48; decoder: the grid nodes ->
     4,000 random queries, 48 -> 48 channels. Radius 0.095 (about 49 latent nodes per decoder
