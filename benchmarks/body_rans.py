@@ -50,6 +50,7 @@ silently left out. The table (``table.md``) and all numbers (``results.json``) g
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -84,8 +85,9 @@ COLUMNS = [("surface/p", "surface Cp rel L2"), ("surface/wallShearStress", "surf
 # ------------------------------------------------------------------ configuration
 def recipe_config(data: Path, out: Path, minutes: float, tiny: bool, force: bool, seed: int = 0,
                   local: bool = False, small: bool = False) -> dict:
-    """``configs/body_rans.toml`` pointed at ``data``; ``force`` keeps its coefficient loss;
-    ``local`` adds the nearest-surface-point features to the decoder (``[model.local]``)."""
+    """``configs/body_rans.toml`` pointed at ``data``; ``force`` sets the coefficient loss
+    :data:`FORCE` (else none); ``local`` adds the nearest-surface-point features to the
+    decoder (``[model.local]``); ``small`` sets the model sizes :data:`SMALL`."""
     from geoop.data.preprocess import GEOMETRY_NORMALIZATIONS
 
     cfg = tomllib.loads((ROOT / "configs" / "body_rans.toml").read_text())
@@ -242,6 +244,16 @@ def _set_weights(queries, targets, set_names):
     return (sid[:, None] == idx[None, :]).float() * w.float()[:, None]
 
 
+def _test_samples(cfg: dict, train):
+    """``(case, combined queries, set geometries, sample)`` per test case: the case read as
+    :func:`_test_cases` does, preprocessed by the training set's fitted preprocessor, with
+    its name in ``sample.meta["case"]``."""
+    for case, (g, q, sets) in _test_cases(cfg).items():
+        sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2],
+                                             meta={"case": case})
+        yield case, q, sets, sample
+
+
 def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e-3) -> dict:
     """Train ``model`` with ``forward(sample) -> (Q, C)`` on the recipe's training items for
     ``minutes`` (per-set relative L2, AdamW, cosine over the budget), then predict the test
@@ -279,9 +291,7 @@ def _peer_loop(cfg, model, forward, minutes: float, threads: int, lr: float = 1e
     preds = {}
     model.eval()
     with torch.no_grad():
-        for case, (g, q, sets) in _test_cases(cfg).items():
-            sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2],
-                                                 meta={"case": case})
+        for case, q, sets, sample in _test_samples(cfg, train):
             out = forward(sample)
             dec, c0 = {}, 0
             for t, c in zip(targets, widths):
@@ -317,16 +327,15 @@ def _peer_sdf(cfg: dict, path: Path) -> None:
     per case, which would come out of the peer's training budget."""
     import torch
 
-    shape, grid, _ = _latent_grid(cfg)
+    _, grid, _ = _latent_grid(cfg)
     train = _peer_data(cfg)
-    out = {}
-    for i in range(len(train)):
-        s = train[i]
-        out[s.meta["case"]] = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
-    for case, (g, q, sets) in _test_cases(cfg).items():
-        sample, _ = train.preprocessor.apply(*train.preprocessor.read_sets(g, list(sets.values()), case)[:2])
-        out[case] = sample.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
-    torch.save(out, path)
+    samples = itertools.chain((train[i] for i in range(len(train))), (s for *_, s in _test_samples(cfg, train)))
+    torch.save({s.meta["case"]: _grid_sdf(s.geometry, grid) for s in samples}, path)
+
+
+def _grid_sdf(geometry, grid):
+    """(1, n1, n2, n3, 1) float32 SDF of ``geometry`` on the latent ``grid`` (n1, n2, n3, 3)."""
+    return geometry.sdf(grid.reshape(-1, 3)).reshape(1, *grid.shape[:-1], 1).float()
 
 
 def worker_gino_peer(cfg, minutes, threads) -> dict:
@@ -357,7 +366,7 @@ def worker_gino_peer(cfg, minutes, threads) -> dict:
         key = s.meta.get("case")  # training items and the test samples of _peer_loop name their case
         sdf = sdf_cache.get(key) if key is not None else None
         if sdf is None:
-            sdf = s.geometry.sdf(grid.reshape(-1, 3)).reshape(1, *shape, 1).float()
+            sdf = _grid_sdf(s.geometry, grid)
             if key is not None:
                 sdf_cache[key] = sdf
         out = model(input_geom=s.geometry.points[None].float(), latent_queries=grid[None],

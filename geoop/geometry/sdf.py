@@ -212,7 +212,7 @@ def _surface_sdf(verts: np.ndarray, faces: np.ndarray, q: np.ndarray, signed: bo
     step = max(1, (1 << 24) // max(1, len(faces)))
     dist = np.concatenate([trimesh.proximity.closest_point(mesh, qq[s:s + step])[1] for s in range(0, len(qq), step)])
     if signed:
-        inside = mesh.contains(q.astype(np.float64))
+        inside = mesh.contains(qq)
         dist = np.where(inside, -dist, dist)
     return np.asarray(dist, dtype=np.float64)
 
